@@ -1,0 +1,157 @@
+"""Request and response bodies of the frontend and backend routes: OllamaFlow's PascalCase JSON.
+
+Defaults and ranges are OllamaFlow's; msgspec enforces them while decoding, so a bad value is a 400
+naming the field. Unknown properties (``CreatedUtc``, ``Uptime``… sent back by OllamaFlow tooling) are
+ignored. ``BearerToken`` is write-only: responses carry ``HasBearerToken`` instead.
+
+PATCH bodies are derived from the PUT bodies (every field optional), so the two can never drift.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+__all__ = [
+    "BackendIn",
+    "BackendOut",
+    "BackendPatch",
+    "FrontendIn",
+    "FrontendOut",
+    "FrontendPatch",
+]
+
+_INT32 = 2**31 - 1
+
+Identifier = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[^\s/?#]+$",
+        description="1-128 characters, no whitespace, '/', '?' or '#' (it is used in URLs)",
+    ),
+]
+Host = Annotated[
+    str, Meta(min_length=1, max_length=253, pattern=r"^[^\s/]+$", description="a host name or IP")
+]
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Positive = Annotated[int, Meta(ge=1, le=_INT32)]
+Millis = Annotated[int, Meta(ge=0, le=_INT32)]
+StickyMillis = Annotated[int, Meta(ge=10000, le=86400000)]
+BodySize = Annotated[int, Meta(ge=1, le=2**62)]
+ProbeMillis = Annotated[
+    int, Meta(ge=100, le=86_400_000, description="milliseconds; omitted or null: the control plane's setting")
+]
+UrlPath = Annotated[str, Meta(pattern=r"^/\S*$", description="a path starting with '/'")]
+HeaderName = Annotated[str, Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", description="an HTTP header name")]
+HeaderValue = Annotated[str, Meta(pattern=r"^[^\r\n\x00]*$")]
+Secret = Annotated[str, Meta(pattern=r"^[^\r\n\x00]*$")]
+Querystring = Annotated[str, Meta(max_length=2048, pattern=r"^[^\s#]*$")]
+Pinned = dict[str, Any]
+
+
+class _Body(msgspec.Struct, kw_only=True, rename="pascal"):
+    """PascalCase JSON, like OllamaFlow's System.Text.Json output."""
+
+
+class FrontendIn(_Body, kw_only=True):
+    """A frontend as written with PUT. The Identifier comes from the URL when replacing."""
+
+    identifier: Identifier | None = None
+    name: str | None = None
+    hostname: Host = "*"
+    timeout_ms: Millis = 60000
+    load_balancing: Literal["RoundRobin", "Random"] = "RoundRobin"
+    block_http10: bool = True
+    max_request_body_size: BodySize = 536870912
+    backends: list[Identifier] = []
+    required_models: list[str] = []
+    log_request_full: bool = False
+    log_request_body: bool = False
+    log_response_body: bool = False
+    use_sticky_sessions: bool = False
+    sticky_session_expiration_ms: StickyMillis = 1800000
+    pinned_embeddings_properties: Pinned = {}
+    pinned_completions_properties: Pinned = {}
+    allow_embeddings: bool = True
+    allow_completions: bool = True
+    allow_retries: bool = True
+    active: bool = True
+
+
+class FrontendOut(FrontendIn, kw_only=True):
+    """A frontend as stored."""
+
+    created_utc: datetime
+    last_update_utc: datetime
+
+
+class _BackendFields(_Body, kw_only=True):
+    identifier: Identifier | None = None
+    name: str | None = None
+    hostname: Host = "localhost"
+    port: Port = 8000
+    ssl: bool = False
+    unhealthy_threshold: Positive = 2
+    healthy_threshold: Positive = 2
+    health_check_method: Literal["GET", "HEAD"] = "GET"
+    health_check_url: UrlPath = "/"
+    health_check_interval_ms: ProbeMillis | None = None
+    health_check_timeout_ms: ProbeMillis | None = None
+    max_parallel_requests: Positive = 4
+    rate_limit_requests_threshold: Positive = 10
+    log_request_full: bool = False
+    log_request_body: bool = False
+    log_response_body: bool = False
+    api_format: Literal["Ollama", "OpenAI"] = "Ollama"
+    labels: list[str] = []
+    pinned_embeddings_properties: Pinned = {}
+    pinned_completions_properties: Pinned = {}
+    allow_embeddings: bool = True
+    allow_completions: bool = True
+    querystring: Querystring | None = None
+    headers: dict[HeaderName, HeaderValue] = {}
+    active: bool = True
+
+
+class BackendIn(_BackendFields, kw_only=True):
+    """A backend as written with PUT.
+
+    BearerToken: omitted keeps the stored token (so a full replace from a UI that never saw it does not
+    erase it); null or "" removes it.
+    """
+
+    bearer_token: Secret | UnsetType | None = UNSET
+
+
+class BackendOut(_BackendFields, kw_only=True):
+    """A backend as stored, without its bearer token."""
+
+    has_bearer_token: bool = False
+    url_prefix: str = ""
+    created_utc: datetime
+    last_update_utc: datetime
+
+
+def _partial(source: type[msgspec.Struct], name: str, doc: str) -> type[msgspec.Struct]:
+    """A struct with ``source``'s fields (but Identifier), each optional: absent means unchanged."""
+    fields = [
+        (f.name, Union[f.type, UnsetType], UNSET)  # noqa: UP007 - f.type is a runtime typing object
+        for f in msgspec.structs.fields(source)
+        if f.name != "identifier"
+    ]
+    cls = msgspec.defstruct(name, fields, kw_only=True, rename="pascal", module=__name__)
+    cls.__doc__ = doc
+    return cls
+
+
+FrontendPatch = _partial(
+    FrontendIn, "FrontendPatch", "A partial frontend for PATCH: only the given fields change."
+)
+BackendPatch = _partial(
+    BackendIn, "BackendPatch", "A partial backend for PATCH: only the given fields change."
+)

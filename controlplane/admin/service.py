@@ -1,0 +1,223 @@
+"""Frontend and backend storage with OllamaFlow's semantics, plus the checks OllamaFlow lacks.
+
+- Create (PUT collection): Identifier required (400), duplicate -> 409.
+- Replace (PUT item): the body's omitted fields take their defaults; the id comes from the URL.
+- Patch: only the given fields change.
+- A frontend may only name existing backends (400); a backend named by a frontend cannot be deleted
+  (409 InUse). Row locks make both checks hold under concurrent requests: writers of a frontend take
+  FOR SHARE on the backends it names, a backend delete takes FOR UPDATE on its row.
+
+Every committed change calls ``on_change`` (the snapshot publisher's trigger).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from msgspec import UNSET
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from controlplane.admin.schemas import BackendIn, BackendOut, FrontendIn, FrontendOut
+from controlplane.clock import Clock
+from controlplane.db import Database
+from controlplane.errors import ApiError
+from controlplane.publish.builder import backend_base_url
+from controlplane.tables import BackendRow, FrontendRow
+
+__all__ = ["BackendService", "FrontendService"]
+
+_FRONTEND_FIELDS = tuple(f.name for f in msgspec.structs.fields(FrontendIn) if f.name != "identifier")
+_BACKEND_FIELDS = tuple(
+    f.name for f in msgspec.structs.fields(BackendIn) if f.name not in ("identifier", "bearer_token")
+)
+_FRONTEND_OUT = tuple(f.name for f in msgspec.structs.fields(FrontendOut))
+_BACKEND_OUT = tuple(
+    f.name for f in msgspec.structs.fields(BackendOut) if f.name not in ("has_bearer_token", "url_prefix")
+)
+
+
+def _given(body: msgspec.Struct, names: Iterable[str]) -> dict[str, Any]:
+    """The fields of ``body`` that were set (PATCH leaves the rest UNSET)."""
+    return {name: value for name in names if (value := getattr(body, name)) is not UNSET}
+
+
+def frontend_out(row: FrontendRow) -> FrontendOut:
+    return FrontendOut(**{name: getattr(row, name) for name in _FRONTEND_OUT})
+
+
+def backend_out(row: BackendRow) -> BackendOut:
+    return BackendOut(
+        **{name: getattr(row, name) for name in _BACKEND_OUT},
+        has_bearer_token=bool(row.bearer_token),
+        url_prefix=backend_base_url(row.hostname, row.port, row.ssl),
+    )
+
+
+class _Service:
+    def __init__(self, db: Database, *, clock: Clock, on_change: Callable[[], None]) -> None:
+        self._db = db
+        self._clock = clock
+        self._on_change = on_change
+
+    async def _commit(self, session: AsyncSession, what: str, identifier: str) -> None:
+        try:
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()
+            raise ApiError("Conflict", f"{what} '{identifier}' already exists") from None
+        self._on_change()
+
+
+class FrontendService(_Service):
+    """CRUD of frontends."""
+
+    async def list(self) -> list[FrontendOut]:
+        async with self._db.session() as session:
+            query = select(FrontendRow).order_by(
+                col(FrontendRow.created_utc).desc(), col(FrontendRow.identifier)
+            )
+            return [frontend_out(row) for row in (await session.exec(query)).all()]
+
+    async def get(self, identifier: str) -> FrontendOut:
+        async with self._db.session() as session:
+            return frontend_out(await self._row(session, identifier))
+
+    async def exists(self, identifier: str) -> bool:
+        async with self._db.session() as session:
+            return await session.get(FrontendRow, identifier) is not None
+
+    async def create(self, body: FrontendIn) -> FrontendOut:
+        if not body.identifier:
+            raise ApiError.bad_request("Identifier: is required to create a frontend")
+        now = self._clock.now()
+        row = FrontendRow(
+            identifier=body.identifier, created_utc=now, last_update_utc=now, **_given(body, _FRONTEND_FIELDS)
+        )
+        async with self._db.session() as session:
+            await _require_backends(session, row.backends)
+            session.add(row)
+            await self._commit(session, "frontend", row.identifier)
+        return frontend_out(row)
+
+    async def replace(self, identifier: str, body: FrontendIn) -> FrontendOut:
+        return await self._update(identifier, body)
+
+    async def patch(self, identifier: str, body: msgspec.Struct) -> FrontendOut:
+        return await self._update(identifier, body)
+
+    async def delete(self, identifier: str) -> None:
+        async with self._db.session() as session:
+            await session.delete(await self._row(session, identifier))
+            await self._commit(session, "frontend", identifier)
+
+    async def _update(self, identifier: str, body: msgspec.Struct) -> FrontendOut:
+        async with self._db.session() as session:
+            row = await self._row(session, identifier, lock=True)
+            for name, value in _given(body, _FRONTEND_FIELDS).items():
+                setattr(row, name, value)
+            row.last_update_utc = self._clock.now()
+            await _require_backends(session, row.backends)
+            await self._commit(session, "frontend", identifier)
+            return frontend_out(row)
+
+    @staticmethod
+    async def _row(session: AsyncSession, identifier: str, *, lock: bool = False) -> FrontendRow:
+        row = await session.get(FrontendRow, identifier, with_for_update=lock)
+        if row is None:
+            raise ApiError.not_found("frontend", identifier)
+        return row
+
+
+async def _require_backends(session: AsyncSession, identifiers: list[str]) -> None:
+    """400 unless every id names a backend; the rows stay share-locked until the commit."""
+    if not identifiers:
+        return
+    query = (
+        select(BackendRow.identifier)
+        .where(col(BackendRow.identifier).in_(identifiers))
+        .with_for_update(read=True)
+    )
+    found = set((await session.exec(query)).all())
+    missing = [i for i in dict.fromkeys(identifiers) if i not in found]
+    if missing:
+        names = ", ".join(f"'{i}'" for i in missing)
+        raise ApiError.bad_request(f"Backends: no backend with identifier {names}")
+
+
+class BackendService(_Service):
+    """CRUD of backends. The bearer token is write-only."""
+
+    async def list(self) -> list[BackendOut]:
+        async with self._db.session() as session:
+            query = select(BackendRow).order_by(
+                col(BackendRow.created_utc).desc(), col(BackendRow.identifier)
+            )
+            return [backend_out(row) for row in (await session.exec(query)).all()]
+
+    async def get(self, identifier: str) -> BackendOut:
+        async with self._db.session() as session:
+            return backend_out(await self._row(session, identifier))
+
+    async def exists(self, identifier: str) -> bool:
+        async with self._db.session() as session:
+            return await session.get(BackendRow, identifier) is not None
+
+    async def create(self, body: BackendIn) -> BackendOut:
+        if not body.identifier:
+            raise ApiError.bad_request("Identifier: is required to create a backend")
+        now = self._clock.now()
+        row = BackendRow(identifier=body.identifier, created_utc=now, last_update_utc=now)
+        self._apply(row, body, now)
+        async with self._db.session() as session:
+            session.add(row)
+            await self._commit(session, "backend", row.identifier)
+        return backend_out(row)
+
+    async def replace(self, identifier: str, body: BackendIn) -> BackendOut:
+        return await self._update(identifier, body)
+
+    async def patch(self, identifier: str, body: msgspec.Struct) -> BackendOut:
+        return await self._update(identifier, body)
+
+    async def delete(self, identifier: str) -> None:
+        async with self._db.session() as session:
+            row = await self._row(session, identifier, lock=True)
+            query = select(FrontendRow.identifier).where(col(FrontendRow.backends).contains([identifier]))
+            users = sorted((await session.exec(query)).all())
+            if users:
+                names = ", ".join(f"'{u}'" for u in users)
+                raise ApiError(
+                    "InUse",
+                    f"backend '{identifier}' is listed in the Backends of frontend {names}; "
+                    "remove it there first",
+                )
+            await session.delete(row)
+            await self._commit(session, "backend", identifier)
+
+    async def _update(self, identifier: str, body: msgspec.Struct) -> BackendOut:
+        async with self._db.session() as session:
+            row = await self._row(session, identifier, lock=True)
+            self._apply(row, body, self._clock.now())
+            await self._commit(session, "backend", identifier)
+            return backend_out(row)
+
+    @staticmethod
+    def _apply(row: BackendRow, body: msgspec.Struct, now: datetime) -> None:
+        for name, value in _given(body, _BACKEND_FIELDS).items():
+            setattr(row, name, value)
+        token = getattr(body, "bearer_token", UNSET)
+        if token is not UNSET:  # omitted keeps the stored token; null or "" clears it
+            row.bearer_token = token or None
+        row.last_update_utc = now
+
+    @staticmethod
+    async def _row(session: AsyncSession, identifier: str, *, lock: bool = False) -> BackendRow:
+        row = await session.get(BackendRow, identifier, with_for_update=lock)
+        if row is None:
+            raise ApiError.not_found("backend", identifier)
+        return row

@@ -1,0 +1,99 @@
+"""``create_app()``: the control plane's Litestar application.
+
+Routes: the admin API under ``/v1.0`` (bearer token required), ``/healthz`` and ``/readyz``, and the
+OpenAPI schema with its docs pages under ``/schema`` (``/schema/swagger``, ``/schema/openapi.json``).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from litestar import Litestar, Router, route
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.params import FromPath
+
+from controlplane.admin.backends import BackendController
+from controlplane.admin.cluster import current_snapshot, list_dataplanes
+from controlplane.admin.frontends import FrontendController
+from controlplane.admin.health import list_models, list_pulls, stream_pulls
+from controlplane.admin.strict import strict_json_body
+from controlplane.auth import admin_guard
+from controlplane.clock import Clock
+from controlplane.errors import ApiError, exception_handlers
+from controlplane.runtime import ControlPlane
+from controlplane.settings import Settings
+from controlplane.system import healthz, readyz
+
+__all__ = ["create_app"]
+
+_ALL_METHODS = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"]
+
+
+@route(["/", "/{path:path}"], http_method=_ALL_METHODS, include_in_schema=False, sync_to_thread=False)
+def _unknown_admin_route(path: FromPath[str] = "") -> None:
+    # So that unknown /v1.0 paths also demand a token before saying 404.
+    raise ApiError("NotFound", f"no admin route /v1.0{path}")
+
+
+def _version() -> str:
+    try:
+        return version("ollamaflow")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
+    """Build a control plane for ``settings`` and the app that serves it."""
+    plane = ControlPlane(settings, clock=clock)
+    config_routes = Router(
+        "/",
+        route_handlers=[FrontendController, BackendController],
+        guards=[plane.readiness.guard()],
+    )
+    admin = Router(
+        "/v1.0",
+        route_handlers=[
+            config_routes,
+            list_dataplanes,
+            current_snapshot,
+            list_models,
+            list_pulls,
+            stream_pulls,
+            _unknown_admin_route,
+        ],
+        guards=[admin_guard(settings.admin_tokens)],
+        before_request=strict_json_body,
+        security=[{"BearerToken": []}],
+    )
+    app = Litestar(
+        route_handlers=[admin, healthz, readyz],
+        dependencies={
+            "frontends": Provide(lambda: plane.frontends, sync_to_thread=False),
+            "backends": Provide(lambda: plane.backends, sync_to_thread=False),
+            "registry": Provide(lambda: plane.registry, sync_to_thread=False),
+            "bus": Provide(lambda: plane.bus, sync_to_thread=False),
+            "readiness": Provide(lambda: plane.readiness, sync_to_thread=False),
+            "monitor": Provide(lambda: plane.monitor, sync_to_thread=False),
+            "sync": Provide(lambda: plane.sync, sync_to_thread=False),
+            "clock": Provide(lambda: plane.clock, sync_to_thread=False),
+        },
+        lifespan=[plane.lifespan],
+        exception_handlers=exception_handlers(),
+        openapi_config=OpenAPIConfig(
+            title="OllamaFlow control plane",
+            version=_version(),
+            description="OllamaFlow-compatible admin API (PascalCase JSON), plus PATCH, data planes and "
+            "the published snapshot.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin(path="/swagger"), RedocRenderPlugin(path="/redoc")],
+            components=Components(
+                security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer")}
+            ),
+        ),
+        logging_config=None,
+    )
+    app.state.plane = plane
+    return app

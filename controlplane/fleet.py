@@ -1,0 +1,95 @@
+"""Keeps the backend monitor and the model synchroniser in step with the configuration.
+
+It reads every backend and frontend when asked (after each committed admin change) and every
+``interval`` seconds (so changes made through another replica arrive too), and hands them to the
+monitor (which backends to probe, and how) and the synchroniser (which models each backend needs).
+
+At start it takes over the health the last published snapshot recorded, so that a control-plane
+restart does not publish every backend as unknown while the first probes are on their way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from sqlmodel import select
+
+from controlplane.db import Database
+from controlplane.health.monitor import Monitor
+from controlplane.health.targets import target_of
+from controlplane.sync.manager import Synchroniser
+from controlplane.sync.plan import required_by_backend
+from controlplane.tables import BackendRow, FrontendRow
+from shared.bus import Bus
+from shared.errors import BusError, SnapshotRejected
+from shared.snapshot import decode
+
+__all__ = ["Fleet"]
+
+log = logging.getLogger("ollamaflow.controlplane.fleet")
+
+
+class Fleet:
+    """The configuration-driven side of the monitor and the synchroniser."""
+
+    def __init__(
+        self, db: Database, bus: Bus, monitor: Monitor, sync: Synchroniser, *, interval: float
+    ) -> None:
+        self._db = db
+        self._bus = bus
+        self.monitor = monitor
+        self.sync = sync
+        self._interval = interval
+        self._wake = asyncio.Event()
+
+    def request(self) -> None:
+        """Read the configuration again soon."""
+        self._wake.set()
+
+    async def start(self, *, bus_wait: float = 3.0) -> None:
+        """Seed health from the stored snapshot (if NATS answers within ``bus_wait``), then reconcile."""
+        await self._seed(bus_wait)
+        await self.reconcile()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cannot read the backends to monitor: %s; retrying", exc)
+                await asyncio.sleep(1.0)
+                self._wake.set()
+
+    async def reconcile(self) -> None:
+        async with self._db.session() as session:
+            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            backends = (await session.exec(select(BackendRow))).all()
+            frontends = (await session.exec(select(FrontendRow))).all()
+        targets = {row.identifier: target_of(row) for row in backends}
+        self.monitor.apply(targets.values())
+        self.sync.apply(required_by_backend(frontends), targets)
+
+    async def _seed(self, bus_wait: float) -> None:
+        if not self.monitor.enabled:
+            return
+        for _ in range(max(1, round(bus_wait / 0.05))):  # the bus connects in a task of its own
+            if self._bus.connected:
+                break
+            await asyncio.sleep(0.05)
+        try:
+            stored = (
+                await asyncio.wait_for(self._bus.read_snapshot(), bus_wait) if self._bus.connected else None
+            )
+            snapshot = decode(stored[0]) if stored else None
+        except (BusError, SnapshotRejected, TimeoutError) as exc:
+            log.info("no health to take over from the stored snapshot: %s", exc)
+            return
+        if snapshot is not None:
+            self.monitor.seed({b.id: b.healthy for b in snapshot.content.backends if b.health_checked})

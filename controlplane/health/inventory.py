@@ -1,0 +1,84 @@
+"""PURE: reading a backend's model lists (/api/tags, /api/ps, /v1/models) into one Inventory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import msgspec
+
+from shared.snapshot import LoadedModel
+
+__all__ = ["Inventory", "parse_loaded", "parse_openai_models", "parse_tags"]
+
+
+@dataclass(slots=True)
+class Inventory:
+    """The models one backend has (and holds in memory), as last read."""
+
+    known: bool = False
+    models: tuple[str, ...] = ()
+    loaded: tuple[LoadedModel, ...] = ()
+    refreshed: datetime | None = None
+    error: str = ""
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+class _Tag(msgspec.Struct):
+    name: str = ""
+    model: str = ""
+    size: int = 0
+
+
+class _Tags(msgspec.Struct):
+    models: list[_Tag] | None = None
+
+
+class _Running(msgspec.Struct):
+    name: str = ""
+    model: str = ""
+    expires_at: str = ""
+    size_vram: int = 0
+
+
+class _Ps(msgspec.Struct):
+    models: list[_Running] | None = None
+
+
+class _OpenAIModel(msgspec.Struct):
+    id: str
+
+
+class _OpenAIModels(msgspec.Struct):
+    data: list[_OpenAIModel]
+
+
+def _decode(body: bytes, kind: type, what: str):  # type: ignore[no-untyped-def]
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ValueError(f"unexpected {what} answer: {exc}") from None
+
+
+def parse_tags(body: bytes) -> tuple[tuple[str, ...], dict[str, int]]:
+    """Names (sorted) and sizes from an Ollama ``/api/tags`` body; ValueError if it is not one."""
+    tags: _Tags = _decode(body, _Tags, "/api/tags")
+    entries = [(t.name or t.model, t.size) for t in tags.models or () if t.name or t.model]
+    return tuple(sorted({name for name, _ in entries})), dict(entries)
+
+
+def parse_loaded(body: bytes) -> tuple[LoadedModel, ...]:
+    """The models in memory from an Ollama ``/api/ps`` body, sorted by name."""
+    ps: _Ps = _decode(body, _Ps, "/api/ps")
+    loaded = [
+        LoadedModel(name=m.name or m.model, expires_at=m.expires_at, size_vram=m.size_vram)
+        for m in ps.models or ()
+        if m.name or m.model
+    ]
+    return tuple(sorted(loaded, key=lambda m: m.name))
+
+
+def parse_openai_models(body: bytes) -> tuple[str, ...]:
+    """Model ids from an OpenAI-compatible ``/v1/models`` body, sorted."""
+    models: _OpenAIModels = _decode(body, _OpenAIModels, "/v1/models")
+    return tuple(sorted({m.id for m in models.data if m.id}))

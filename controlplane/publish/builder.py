@@ -1,0 +1,154 @@
+"""PURE: configuration rows and the live data-plane set -> the snapshot content data planes route by.
+
+No I/O, no clock, no ORM import: rows are read through the small protocols below (the SQLModel tables
+satisfy them), so this module can be tested with plain objects and is checked by import-linter.
+Every frontend and backend is carried, inactive ones too, with its ``active`` flag; the data plane
+decides what an inactive one means. Each backend's runtime state (health, models) comes from the
+``runtime`` lookup; without one (probing switched off) every backend is published as healthy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shared.snapshot import (
+    BackendView,
+    ClusterView,
+    DataPlaneView,
+    FrontendView,
+    LoadedModel,
+    SnapshotContent,
+)
+
+__all__ = [
+    "UNPROBED",
+    "BackendRecord",
+    "BackendRuntime",
+    "FrontendRecord",
+    "backend_base_url",
+    "build_content",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendRuntime:
+    """What the control plane has observed of one backend (not configuration)."""
+
+    healthy: bool = True
+    checked: bool = False
+    models: tuple[str, ...] = ()
+    models_known: bool = False
+    models_loaded: tuple[LoadedModel, ...] = ()
+
+
+UNPROBED = BackendRuntime()
+"""The runtime state of a backend nobody probes: trusted to be healthy, models unknown."""
+
+
+class FrontendRecord(Protocol):
+    identifier: str
+    name: str | None
+    hostname: str
+    load_balancing: str
+    backends: Sequence[str]
+    required_models: Sequence[str]
+    timeout_ms: int
+    max_request_body_size: int
+    use_sticky_sessions: bool
+    sticky_session_expiration_ms: int
+    pinned_embeddings_properties: Mapping[str, Any]
+    pinned_completions_properties: Mapping[str, Any]
+    allow_embeddings: bool
+    allow_completions: bool
+    allow_retries: bool
+    active: bool
+
+
+class BackendRecord(Protocol):
+    identifier: str
+    name: str | None
+    hostname: str
+    port: int
+    ssl: bool
+    api_format: str
+    active: bool
+    labels: Sequence[str]
+    max_parallel_requests: int
+    rate_limit_requests_threshold: int
+    allow_embeddings: bool
+    allow_completions: bool
+    pinned_embeddings_properties: Mapping[str, Any]
+    pinned_completions_properties: Mapping[str, Any]
+    bearer_token: str | None
+    querystring: str | None
+    headers: Mapping[str, str]
+
+
+def backend_base_url(hostname: str, port: int, ssl: bool) -> str:
+    """OllamaFlow's UrlPrefix: ``scheme://host:port`` (IPv6 literals in brackets), no trailing slash."""
+    host = f"[{hostname}]" if ":" in hostname and not hostname.startswith("[") else hostname
+    return f"{'https' if ssl else 'http'}://{host}:{port}"
+
+
+def frontend_view(row: FrontendRecord) -> FrontendView:
+    return FrontendView(
+        id=row.identifier,
+        name=row.name or "",
+        hostname=row.hostname,
+        load_balancing=row.load_balancing,  # type: ignore[arg-type]  # validated on write
+        backends=tuple(row.backends),
+        required_models=tuple(row.required_models),
+        timeout_ms=row.timeout_ms,
+        max_request_body_size=row.max_request_body_size,
+        use_sticky_sessions=row.use_sticky_sessions,
+        sticky_session_expiration_ms=row.sticky_session_expiration_ms,
+        pinned_embeddings_properties=dict(row.pinned_embeddings_properties),
+        pinned_completions_properties=dict(row.pinned_completions_properties),
+        allow_embeddings=row.allow_embeddings,
+        allow_completions=row.allow_completions,
+        allow_retries=row.allow_retries,
+        active=row.active,
+    )
+
+
+def backend_view(row: BackendRecord, runtime: BackendRuntime = UNPROBED) -> BackendView:
+    return BackendView(
+        id=row.identifier,
+        name=row.name or "",
+        base_url=backend_base_url(row.hostname, row.port, row.ssl),
+        api_format=row.api_format,  # type: ignore[arg-type]  # validated on write
+        active=row.active,
+        healthy=runtime.healthy,
+        health_checked=runtime.checked,
+        models=tuple(sorted(runtime.models)),
+        models_known=runtime.models_known,
+        models_loaded=tuple(sorted(runtime.models_loaded, key=lambda m: m.name)),
+        labels=tuple(row.labels),
+        max_parallel_requests=row.max_parallel_requests,
+        rate_limit_requests_threshold=row.rate_limit_requests_threshold,
+        allow_embeddings=row.allow_embeddings,
+        allow_completions=row.allow_completions,
+        pinned_embeddings_properties=dict(row.pinned_embeddings_properties),
+        pinned_completions_properties=dict(row.pinned_completions_properties),
+        bearer_token=row.bearer_token or None,
+        querystring=row.querystring or None,
+        headers=dict(row.headers),
+    )
+
+
+def build_content(
+    frontends: Iterable[FrontendRecord],
+    backends: Iterable[BackendRecord],
+    dataplanes: Iterable[str] = (),
+    runtime: Callable[[str], BackendRuntime] | None = None,
+) -> SnapshotContent:
+    """The snapshot content for these rows, live data-plane ids and the backends' runtime state
+    (order is canonicalised by seal)."""
+    state = runtime or (lambda _id: UNPROBED)
+    return SnapshotContent(
+        frontends=tuple(frontend_view(f) for f in frontends),
+        backends=tuple(backend_view(b, state(b.identifier)) for b in backends),
+        cluster=ClusterView(dataplanes=tuple(DataPlaneView(id=d) for d in sorted(set(dataplanes)))),
+    )

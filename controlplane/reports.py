@@ -1,0 +1,117 @@
+"""Data-plane reports: the last report of each data plane, when it came, and which data planes are live.
+
+A data plane is live while its last report is at most ``ttl`` seconds old. The live set goes into the
+snapshot (``cluster.dataplanes``), so a change of it calls ``on_live_change`` (the publisher's trigger):
+at once when a new data plane appears, and from ``run_expiry`` when one falls silent.
+A backend that a live data plane's report newly names as ejected (its passive circuit breaker opened)
+is passed to ``on_ejected``, so the monitor can probe it at once; ``ejections`` is the admin view of it.
+State is in memory: every replica hears every report, so each keeps its own copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import msgspec
+
+from controlplane.clock import Clock
+from shared.wire.reports import DataPlaneReport, decode_report
+
+__all__ = ["DataPlaneRegistry", "Sighting"]
+
+log = logging.getLogger("ollamaflow.controlplane.reports")
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """The last report of one data plane and when it arrived."""
+
+    report: DataPlaneReport
+    seen_at: datetime
+    seen_monotonic: float
+
+
+class DataPlaneRegistry:
+    """Every data plane heard from recently, keyed by its id."""
+
+    def __init__(
+        self,
+        *,
+        ttl: float,
+        clock: Clock,
+        on_live_change: Callable[[], None] = lambda: None,
+        on_ejected: Callable[[str], None] = lambda _backend: None,
+        forget_after: float | None = None,
+    ) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._on_live_change = on_live_change
+        self._on_ejected = on_ejected
+        # Silent data planes stay listed (as not live) for a while, then are forgotten.
+        self._forget_after = forget_after if forget_after is not None else max(300.0, 30 * ttl)
+        self._sightings: dict[str, Sighting] = {}
+        self._live: frozenset[str] = frozenset()
+
+    def record(self, report: DataPlaneReport) -> None:
+        previous = self._sightings.get(report.id)
+        known = previous.report.ejected if previous is not None and self.is_live(previous) else {}
+        self._sightings[report.id] = Sighting(report, self._clock.now(), self._clock.monotonic())
+        if report.id not in self._live:
+            self.check()
+        for backend in sorted(report.ejected.keys() - known.keys()):
+            self._on_ejected(backend)
+
+    def ejections(self) -> dict[str, dict[str, str]]:
+        """Backend id -> {data plane id: reason}, from every live data plane's last report."""
+        found: dict[str, dict[str, str]] = {}
+        for sighting in self.sightings():
+            if self.is_live(sighting):
+                for backend, reason in sighting.report.ejected.items():
+                    found.setdefault(backend, {})[sighting.report.id] = reason
+        return found
+
+    async def handle(self, data: bytes) -> None:
+        """Bus callback: record one encoded report; ignore (and log) anything unreadable."""
+        try:
+            report = decode_report(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.debug("ignoring an unreadable data-plane report: %s", exc)
+            return
+        if not report.id:
+            log.debug("ignoring a data-plane report without an id")
+            return
+        self.record(report)
+
+    def is_live(self, sighting: Sighting) -> bool:
+        return self._clock.monotonic() - sighting.seen_monotonic <= self.ttl
+
+    def live_ids(self) -> frozenset[str]:
+        return frozenset(id_ for id_, s in self._sightings.items() if self.is_live(s))
+
+    def sightings(self) -> list[Sighting]:
+        """Every data plane still remembered, live or not, by id."""
+        return [self._sightings[id_] for id_ in sorted(self._sightings)]
+
+    def check(self) -> bool:
+        """Recompute the live set (forgetting long-silent data planes); True and notify if it changed."""
+        now = self._clock.monotonic()
+        for id_, sighting in list(self._sightings.items()):
+            if now - sighting.seen_monotonic > self._forget_after:
+                del self._sightings[id_]
+        live = self.live_ids()
+        if live == self._live:
+            return False
+        self._live = live
+        self._on_live_change()
+        return True
+
+    async def run_expiry(self) -> None:
+        """Notice data planes falling silent, a few times per TTL."""
+        period = min(max(self.ttl / 4, 0.01), 1.0)
+        while True:
+            await asyncio.sleep(period)
+            self.check()

@@ -1,0 +1,88 @@
+"""Run the control plane under uvicorn (uvloop + httptools); SIGTERM and SIGINT shut it down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from controlplane.app import create_app
+from controlplane.settings import load_settings
+
+__all__ = ["configure_logging", "serve"]
+
+log = logging.getLogger("ollamaflow.controlplane")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, but exiting 0 after a graceful stop on SIGTERM/SIGINT.
+
+    uvicorn's own handlers re-raise the signal once it has shut down, so the process would end as
+    "killed by SIGTERM"; these handlers only ask it to stop (a second signal stops waiting).
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGINT, signal.SIGTERM)
+        try:
+            for sig in signals:
+                loop.add_signal_handler(sig, self._stop)
+        except NotImplementedError:  # no loop signal handlers on this platform: uvicorn's way
+            with super().capture_signals():
+                yield
+            return
+        try:
+            yield
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+
+    def _stop(self) -> None:
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic announces every plugin it loads; keep its migration messages only.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def _loop() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:  # e.g. Windows
+        return "asyncio"
+    return "uvloop"
+
+
+def serve(host: str | None = None, port: int | None = None, config_file: str | Path | None = None) -> None:
+    """Serve until SIGTERM/SIGINT. Raises ConfigError before binding anything if the settings are bad."""
+    settings = load_settings(config_file, overrides={"host": host, "port": port})
+    configure_logging(settings.log_level)
+    log.info(
+        "control plane starting on http://%s:%d (bus namespace %r)",
+        settings.host,
+        settings.port,
+        settings.bus_namespace,
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop=_loop(),
+        http="httptools",
+        lifespan="on",
+        log_config=None,  # keep the logging configured above
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    _Server(config).run()

@@ -1,0 +1,262 @@
+"""Control-plane settings: environment variables over an optional TOML file over defaults.
+
+Every key is ``OLLAMAFLOW_<KEY>`` in the environment and ``<key>`` (lower case) in the TOML file named
+by ``OLLAMAFLOW_CONFIG`` or ``--config``. The file may hold the data plane's keys too; they are ignored
+here. Command-line options (``overrides``) win over both.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.errors import ConfigError
+
+__all__ = ["Settings", "load_database_url", "load_settings", "sqlalchemy_url"]
+
+ENV_PREFIX = "OLLAMAFLOW_"
+_PG_PREFIXES = ("postgresql+psycopg://", "postgresql://", "postgres://")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the control plane reads at start-up."""
+
+    database_url: str
+    """SQLAlchemy URL of the configuration database, always ``postgresql+psycopg://…``."""
+    admin_tokens: tuple[str, ...]
+    """Bearer tokens accepted by the admin API (``/v1.0``). No default token ever ships."""
+    nats_url: str = "nats://127.0.0.1:4222"
+    bus_namespace: str = "ollamaflow"
+    log_level: str = "INFO"
+    host: str = "127.0.0.1"
+    port: int = 43412
+    publish_interval: float = 30.0
+    """Seconds between periodic re-publishes (skipped when the content is unchanged)."""
+    dataplane_ttl: float = 10.0
+    """Seconds after which a data plane that sent no report counts as gone."""
+    monitor_backends: bool = True
+    """Probe backends, read their models and sync RequiredModels. False: the control plane sends
+    nothing to backends and publishes every backend as healthy (OllamaFlow without health checks)."""
+    health_interval: float = 5.0
+    """Seconds between two health probes of one backend."""
+    health_timeout: float = 2.0
+    """Seconds a health probe may take before it counts as failed."""
+    ejected_probe_gap: float = 1.0
+    """When data planes report a backend ejected it is probed at once, but at most once per this many
+    seconds; until the probes confirm the failure, they repeat at this pace instead of the interval."""
+    inventory_interval: float = 15.0
+    """Seconds between two reads of a backend's model lists (/api/tags and /api/ps, or /v1/models)."""
+    sync_parallelism: int = 4
+    """Model pulls running at once in the whole cluster."""
+    sync_parallelism_per_backend: int = 2
+    """Model pulls running at once on one backend."""
+    sync_max_attempts: int = 5
+    """Attempts per pull before it stays failed (until the model or the backend changes)."""
+    sync_retry_delay: float = 2.0
+    """Seconds before the first retry of a failed pull; doubled for each further one (at most 5 min)."""
+    sync_remove_unrequired: bool = False
+    """Delete models that no frontend requires from Ollama backends that have RequiredModels."""
+
+    def __repr__(self) -> str:
+        # Keep credentials out of logs and tracebacks.
+        return (
+            f"Settings(database_url={_redact_url(self.database_url)!r}, "
+            f"admin_tokens=<{len(self.admin_tokens)} tokens>, "
+            f"nats_url={self.nats_url!r}, bus_namespace={self.bus_namespace!r}, host={self.host!r}, "
+            f"port={self.port}, publish_interval={self.publish_interval}, "
+            f"dataplane_ttl={self.dataplane_ttl}, "
+            f"monitor_backends={self.monitor_backends}, health_interval={self.health_interval}, "
+            f"health_timeout={self.health_timeout}, inventory_interval={self.inventory_interval}, "
+            f"sync_parallelism={self.sync_parallelism}/{self.sync_parallelism_per_backend}, "
+            f"sync_remove_unrequired={self.sync_remove_unrequired})"
+        )
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Turn ``postgres://`` and ``postgresql://`` URLs into the ``postgresql+psycopg://`` SQLAlchemy needs."""
+    url = url.strip()
+    for prefix in _PG_PREFIXES:
+        if url.startswith(prefix):
+            rest = url[len(prefix) :]
+            if not rest:
+                break
+            return "postgresql+psycopg://" + rest
+    raise ConfigError(
+        "OLLAMAFLOW_DATABASE_URL must be a PostgreSQL URL (postgresql://user@host:port/dbname), "
+        f"got {_redact_url(url)!r}"
+    )
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings; raise ConfigError naming the key for anything missing or malformed.
+
+    ``overrides`` are keyed by Settings field name (``host``, ``port``…); None values are ignored.
+    """
+    merged = _merge(config_file, env, overrides)
+    for required in ("database_url", "admin_tokens"):
+        if not merged.get(required):
+            raise ConfigError(f"{_env_name(required)} is required (or `{required}` in the config file)")
+    tokens = _tokens(merged["admin_tokens"])
+    if not tokens:
+        raise ConfigError(f"{_env_name('admin_tokens')} holds no token")
+    values: dict[str, Any] = {}
+    for field in ("nats_url", "bus_namespace", "host"):
+        if field in merged:
+            values[field] = _text(merged, field)
+    if "log_level" in merged:
+        values["log_level"] = _text(merged, "log_level").upper()
+        if values["log_level"] not in _LOG_LEVELS:
+            raise ConfigError(f"{_env_name('log_level')} must be one of {', '.join(_LOG_LEVELS)}")
+    if "port" in merged:
+        values["port"] = int(_number(merged, "port", low=0, high=65535, integer=True))
+    for field in (
+        "publish_interval",
+        "dataplane_ttl",
+        "health_interval",
+        "health_timeout",
+        "ejected_probe_gap",
+        "inventory_interval",
+        "sync_retry_delay",
+    ):
+        if field in merged:
+            values[field] = _number(merged, field, low=0.01)
+    for field in ("sync_parallelism", "sync_parallelism_per_backend", "sync_max_attempts"):
+        if field in merged:
+            values[field] = int(_number(merged, field, low=1, high=1000, integer=True))
+    for field in ("monitor_backends", "sync_remove_unrequired"):
+        if field in merged:
+            values[field] = _flag(merged, field)
+    return Settings(database_url=sqlalchemy_url(_text(merged, "database_url")), admin_tokens=tokens, **values)
+
+
+def load_database_url(
+    config_file: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    database_url: str | None = None,
+) -> str:
+    """Only the database URL (for ``ollamaflow migrate``, which needs no admin token)."""
+    merged = _merge(config_file, env, {"database_url": database_url})
+    if not merged.get("database_url"):
+        raise ConfigError(f"{_env_name('database_url')} is required (or --database-url)")
+    return sqlalchemy_url(_text(merged, "database_url"))
+
+
+def _merge(
+    config_file: str | Path | None, env: Mapping[str, str] | None, overrides: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    env = os.environ if env is None else env
+    config_file = config_file or env.get(ENV_PREFIX + "CONFIG") or None
+    merged: dict[str, Any] = _read_file(Path(config_file)) if config_file else {}
+    for field, key in _KEYS.items():
+        value = env.get(ENV_PREFIX + key.upper())
+        if value is not None and value.strip() != "":
+            merged[field] = value
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return merged
+
+
+# Settings field -> its key in the environment (after the prefix, upper case) and in the file.
+# Host and port carry the plane's name because the environment and the file are shared by both planes.
+_KEYS = {
+    "database_url": "database_url",
+    "admin_tokens": "admin_tokens",
+    "nats_url": "nats_url",
+    "bus_namespace": "bus_namespace",
+    "log_level": "log_level",
+    "host": "controlplane_host",
+    "port": "controlplane_port",
+    "publish_interval": "publish_interval",
+    "dataplane_ttl": "dataplane_ttl",
+    "monitor_backends": "monitor_backends",
+    "health_interval": "health_interval",
+    "health_timeout": "health_timeout",
+    "ejected_probe_gap": "ejected_probe_gap",
+    "inventory_interval": "inventory_interval",
+    "sync_parallelism": "sync_parallelism",
+    "sync_parallelism_per_backend": "sync_parallelism_per_backend",
+    "sync_max_attempts": "sync_max_attempts",
+    "sync_retry_delay": "sync_retry_delay",
+    "sync_remove_unrequired": "sync_remove_unrequired",
+}
+
+
+def _env_name(field: str) -> str:
+    return ENV_PREFIX + _KEYS[field].upper()
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    return {field: raw[key] for field, key in _KEYS.items() if key in raw}
+
+
+def _text(values: Mapping[str, Any], field: str) -> str:
+    value = values.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{_env_name(field)} must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _number(
+    values: Mapping[str, Any], field: str, *, low: float, high: float | None = None, integer: bool = False
+) -> float:
+    value = values.get(field)
+    name = _env_name(field)
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = int(value) if integer else float(value)
+    except (TypeError, ValueError):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{name} must be {kind}, got {value!r}") from None
+    if number < low or (high is not None and number > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{name} must be {bounds}, got {value!r}")
+    return number
+
+
+def _flag(values: Mapping[str, Any], field: str) -> bool:
+    value = values.get(field)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{_env_name(field)} must be true or false, got {value!r}")
+
+
+def _tokens(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, list | tuple):
+        items = [str(v) for v in value]
+    else:
+        raise ConfigError(f"{ENV_PREFIX}ADMIN_TOKENS must be a comma-separated string or a list")
+    return tuple(t.strip() for t in items if t.strip())
+
+
+def _redact_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, hostpart = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hostpart}" if ":" in userinfo else url

@@ -1,0 +1,1 @@
+"""Model synchronisation: pulling each frontend's RequiredModels onto its Ollama backends."""

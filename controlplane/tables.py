@@ -1,0 +1,97 @@
+"""The configuration tables: OllamaFlow's Frontend and Backend, one row per object (the only SQLModel here).
+
+Column names are the snake_case of OllamaFlow's JSON properties; lists and objects are JSONB. Runtime
+state (health, uptime, models, active requests) is not configuration and has no column. A frontend's backend
+ids live in a JSONB array, as in OllamaFlow; the admin service keeps them pointing at real backends.
+
+``snapshot_revision`` numbers the published snapshots. It lives in Postgres so that revisions keep
+rising even when NATS loses its store.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+__all__ = ["REVISION_SEQUENCE", "BackendRow", "FrontendRow", "metadata"]
+
+metadata = SQLModel.metadata
+
+REVISION_SEQUENCE = sa.Sequence("snapshot_revision", start=1, metadata=metadata)
+
+_TIMESTAMP = sa.DateTime(timezone=True)
+
+
+def _json(default: Any) -> Any:
+    """A NOT NULL JSONB column whose Python default is a fresh copy of ``default``."""
+    return Field(default_factory=lambda: type(default)(default), sa_type=JSONB, nullable=False)
+
+
+class FrontendRow(SQLModel, table=True):
+    """A virtual endpoint: matched by Host header, served by a pool of backends."""
+
+    __tablename__ = "frontends"
+
+    identifier: str = Field(primary_key=True, max_length=128)
+    name: str | None = Field(default=None)
+    hostname: str = Field(default="*", index=True)
+    timeout_ms: int = Field(default=60000, sa_type=sa.BigInteger)
+    load_balancing: str = Field(default="RoundRobin", max_length=32)
+    block_http10: bool = True
+    max_request_body_size: int = Field(default=536870912, sa_type=sa.BigInteger)
+    backends: list[str] = _json([])
+    required_models: list[str] = _json([])
+    log_request_full: bool = False
+    log_request_body: bool = False
+    log_response_body: bool = False
+    use_sticky_sessions: bool = False
+    sticky_session_expiration_ms: int = 1800000
+    pinned_embeddings_properties: dict[str, Any] = _json({})
+    pinned_completions_properties: dict[str, Any] = _json({})
+    allow_embeddings: bool = True
+    allow_completions: bool = True
+    allow_retries: bool = True
+    active: bool = True
+    created_utc: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
+    last_update_utc: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
+
+
+class BackendRow(SQLModel, table=True):
+    """One Ollama or OpenAI-compatible inference server."""
+
+    __tablename__ = "backends"
+
+    identifier: str = Field(primary_key=True, max_length=128)
+    name: str | None = Field(default=None)
+    hostname: str = "localhost"
+    port: int = 8000
+    ssl: bool = False
+    unhealthy_threshold: int = 2
+    healthy_threshold: int = 2
+    health_check_method: str = Field(default="GET", max_length=16)
+    health_check_url: str = "/"
+    # None: the control plane's OLLAMAFLOW_HEALTH_INTERVAL / OLLAMAFLOW_HEALTH_TIMEOUT.
+    health_check_interval_ms: int | None = None
+    health_check_timeout_ms: int | None = None
+    max_parallel_requests: int = 4
+    rate_limit_requests_threshold: int = 10
+    log_request_full: bool = False
+    log_request_body: bool = False
+    log_response_body: bool = False
+    api_format: str = Field(default="Ollama", max_length=32)
+    labels: list[str] = _json([])
+    pinned_embeddings_properties: dict[str, Any] = _json({})
+    pinned_completions_properties: dict[str, Any] = _json({})
+    allow_embeddings: bool = True
+    allow_completions: bool = True
+    # Write-only through the API: never returned, never logged.
+    bearer_token: str | None = Field(default=None, repr=False)
+    querystring: str | None = None
+    headers: dict[str, str] = _json({})
+    active: bool = True
+    created_utc: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
+    last_update_utc: datetime = Field(sa_type=_TIMESTAMP, nullable=False)

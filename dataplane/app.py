@@ -1,0 +1,200 @@
+"""The data plane as a raw ASGI application: a route table from path to handler, and the lifespan.
+
+Each path has its API format, so its errors come out in the shape its clients parse. Proxied paths
+name the kind of request they carry; the OpenAI paths and the rest of the Ollama API slot into
+``_routes`` the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import functools
+import importlib.metadata
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from dataplane.breaker import Breakers
+from dataplane.incoming import Receive
+from dataplane.listing import MODEL_PREFIX, Listing
+from dataplane.proxy import Endpoint, Proxy
+from dataplane.responses import OLLAMA_VERSION, TEXT, Send, send_bytes, send_error, send_json
+from dataplane.routing import RequestKind
+from dataplane.settings import DataPlaneSettings
+from dataplane.state import SnapshotState
+from dataplane.sync import BusSync, ReportIdentity
+from dataplane.traffic import Traffic
+from dataplane.translate.common import random_id
+from dataplane.translate.exchanges import Translations
+from dataplane.upstream import Upstream
+from shared.bus import Bus, BusNames
+from shared.snapshot import ApiFormat
+
+__all__ = ["DataPlane", "create_app"]
+
+log = logging.getLogger("ollamaflow.dataplane")
+
+Handler = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+
+PROXIED = (
+    Endpoint("/api/generate", RequestKind.COMPLETIONS, "Ollama"),
+    Endpoint("/api/chat", RequestKind.COMPLETIONS, "Ollama"),
+    Endpoint("/api/embed", RequestKind.EMBEDDINGS, "Ollama"),
+    Endpoint("/api/embeddings", RequestKind.EMBEDDINGS, "Ollama"),
+    Endpoint("/v1/chat/completions", RequestKind.COMPLETIONS, "OpenAI"),
+    Endpoint("/v1/completions", RequestKind.COMPLETIONS, "OpenAI"),
+    Endpoint("/v1/embeddings", RequestKind.EMBEDDINGS, "OpenAI"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    methods: frozenset[str]
+    handler: Handler
+    api_format: ApiFormat = "Ollama"
+
+
+def _address(settings: DataPlaneSettings) -> str:
+    host = settings.dataplane_host
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"http://{host}:{settings.dataplane_port}"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("ollamaflow")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+class DataPlane:
+    """The ASGI callable. Built once at start-up; everything it uses hangs off it."""
+
+    def __init__(self, settings: DataPlaneSettings) -> None:
+        self.settings = settings
+        self.state = SnapshotState(cache_path=settings.snapshot_cache)
+        self.traffic = Traffic()
+        self.upstream = Upstream(
+            connect_timeout=settings.upstream_connect_timeout,
+            max_connections=settings.upstream_max_connections,
+        )
+        self.bus = Bus(
+            settings.nats_url,
+            BusNames(settings.bus_namespace),
+            client_name=f"dataplane-{settings.dataplane_id}",
+        )
+        identity = ReportIdentity(
+            id=settings.dataplane_id,
+            address=_address(settings),
+            started_at=datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z"),
+            version=_version(),
+        )
+        self.breakers = Breakers(
+            time.monotonic, threshold=settings.eject_after_errors, cooldown=settings.eject_cooldown
+        )
+        self.sync = BusSync(
+            self.bus,
+            self.state,
+            self.traffic,
+            identity,
+            breakers=self.breakers,
+            poll_interval=settings.snapshot_poll_interval,
+            report_interval=settings.report_interval,
+        )
+        translations = Translations(random_id)
+        proxy = Proxy(self.state, self.upstream, self.traffic, translations, self.breakers)
+        get_head = frozenset({"GET", "HEAD"})
+        self._routes: dict[str, Route] = {
+            "/": Route(get_head, self._root),
+            "/api/version": Route(get_head, self._version),
+            "/healthz": Route(get_head, self._healthz),
+            "/readyz": Route(get_head, self._readyz),
+        }
+        for endpoint in PROXIED:
+            handler = functools.partial(proxy.handle, endpoint=endpoint)
+            self._routes[endpoint.path] = Route(frozenset({"POST"}), handler, endpoint.api_format)
+        listing = Listing(self.state, self.upstream)
+        self._routes["/api/tags"] = Route(get_head, listing.tags)
+        self._routes["/api/ps"] = Route(frozenset({"GET"}), listing.ps)
+        self._routes["/api/show"] = Route(frozenset({"POST"}), listing.show)
+        self._routes["/v1/models"] = Route(frozenset({"GET"}), listing.models, "OpenAI")
+        self._routes[MODEL_PREFIX] = Route(frozenset({"GET"}), listing.model, "OpenAI")  # + the id
+        self._sync_task: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        route = self._routes.get(path)
+        if route is None and len(path) > 1 and path.endswith("/"):
+            route = self._routes.get(path.rstrip("/"))
+        if route is None and path.startswith(MODEL_PREFIX):
+            route = self._routes[MODEL_PREFIX]
+        if route is None:
+            await send_error(send, "Ollama", 404, f"no route for {path}")
+        elif scope["method"] not in route.methods:
+            allow = ", ".join(sorted(route.methods)).encode()
+            await send_error(send, route.api_format, 405, "method not allowed", [(b"allow", allow)])
+        else:
+            await route.handler(scope, receive, send)
+
+    async def _root(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        await send_bytes(send, 200, b"Ollama is running", TEXT)
+
+    async def _version(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        await send_json(send, 200, {"version": OLLAMA_VERSION})
+
+    async def _healthz(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        await send_json(send, 200, {"status": "ok", "id": self.settings.dataplane_id})
+
+    async def _readyz(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        if self.state.snapshot is None:
+            body = {"status": "starting", "detail": "no snapshot yet (from NATS or the disk cache)"}
+            await send_json(send, 503, body)
+            return
+        body = {"status": "ok", "revision": self.state.revision, "nats": self.bus.connected}
+        if self.state.error:
+            body["snapshot_error"] = self.state.error
+        await send_json(send, 200, body)
+
+    async def startup(self) -> None:
+        await self.upstream.start()
+        self.state.load_cache()
+        self._sync_task = asyncio.create_task(self.sync.run(), name="bus-sync")
+
+    async def shutdown(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+        await self.upstream.close()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("data plane start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(settings: DataPlaneSettings) -> DataPlane:
+    return DataPlane(settings)

@@ -1,0 +1,87 @@
+"""Requests that cross between API formats: the client speaks one, the chosen backend the other.
+
+The pure ``dataplane.translate`` exchange rewrites bodies; this module does its I/O around one
+upstream response: an error reply or a whole reply is read and rewritten, a stream is fed through
+the exchange's translator chunk by chunk as it arrives. A stream the backend breaks off ends with
+the client format's own error line or event (the translator writes it), never a faked end.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from dataplane.disconnect import DisconnectGuard
+from dataplane.http1 import Response
+from dataplane.responses import JSON, Send, send_bytes
+from dataplane.translate.common import BackendCall, LocalReply
+from dataplane.translate.exchanges import Exchange
+from dataplane.upstream import CLIENT_ERRORS, upstream_error
+
+__all__ = ["Crossing", "relay", "send_local"]
+
+log = logging.getLogger("ollamaflow.dataplane.crossing")
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    """One translated attempt: the exchange, and what it made of the client's request."""
+
+    exchange: Exchange
+    call: BackendCall
+    started_ns: int
+
+
+async def send_local(send: Send, reply: LocalReply, headers: list[tuple[bytes, bytes]]) -> None:
+    """An answer the translation gives without a backend (e.g. Ollama's empty load request)."""
+    await send_bytes(send, reply.status, reply.body, reply.content_type.encode(), headers)
+
+
+async def _read(response: Response, backend: str) -> bytes:
+    try:
+        return await response.read()
+    except CLIENT_ERRORS as exc:
+        raise upstream_error(backend, exc) from exc
+
+
+async def relay(
+    crossing: Crossing,
+    response: Response,
+    send: Send,
+    guard: DisconnectGuard,
+    backend: str,
+    headers: list[tuple[bytes, bytes]],
+) -> bool:
+    """Send the backend's answer to the client in the client's format; True if it arrived whole.
+
+    Raises ``UpstreamError`` or ``Untranslatable`` only before anything went to the client.
+    """
+    exchange, call = crossing.exchange, crossing.call
+    if not 200 <= response.status < 300:
+        status, body = exchange.error(response.status, await _read(response, backend))
+        guard.finishing = True
+        await send_bytes(send, status, body, JSON, headers)
+        return True
+    if not call.stream:
+        data = await _read(response, backend)
+        body = exchange.reply(call, data, started_ns=crossing.started_ns, now_ns=time.time_ns())
+        guard.finishing = True
+        await send_bytes(send, 200, body, JSON, headers)
+        return True
+    translator = exchange.stream(call, started_ns=crossing.started_ns)
+    content_type = exchange.stream_content_type.encode()
+    start_headers = [(b"content-type", content_type), *headers]
+    await send({"type": "http.response.start", "status": 200, "headers": start_headers})
+    whole = True
+    try:
+        async for chunk in response.iter_chunks():
+            out = translator.feed(chunk, time.time_ns())
+            if out:
+                await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+    except CLIENT_ERRORS as error:
+        log.warning("stream from backend %s broke off: %s", backend, upstream_error(backend, error).message)
+        whole = False
+    guard.finishing = True
+    await send({"type": "http.response.body", "body": b"".join(translator.close(time.time_ns()))})
+    return whole

@@ -1,0 +1,88 @@
+"""Which headers cross the proxy, in each direction.
+
+Pure functions over raw header lists. Hop-by-hop headers never cross (RFC 9110 §7.6.1); neither does
+the client's Authorization (it was meant for us, not for the backend), nor its Host (the backend gets
+its own host:port so that Ollama's Host check passes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+__all__ = ["ClientHeaders", "read_client_headers", "response_headers"]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+# Headers the proxy sets itself on the upstream request, so the client's copies are dropped.
+_REPLACED_UPSTREAM = frozenset(
+    {b"host", b"content-length", b"authorization", b"x-forwarded-for", b"x-ollamaflow-request", b"expect"}
+)
+# Headers of the upstream response the proxy server writes itself.
+_REPLACED_DOWNSTREAM = frozenset({b"date", b"x-ollamaflow-request", b"x-ollamaflow-backend"})
+
+
+@dataclass(slots=True)
+class ClientHeaders:
+    """The few client headers the proxy reads, plus the ones it forwards as they are."""
+
+    host: str = ""
+    content_length: int | None = None
+    forwarded_for: bytes = b""
+    label: str = ""  # X-OllamaFlow-Label: only backends with this label may serve the request
+    forward: list[tuple[bytes, bytes]] = field(default_factory=list)  # names lower-case, as ASGI gives them
+
+
+def read_client_headers(raw: Iterable[tuple[bytes, bytes]]) -> ClientHeaders:
+    """Split ASGI request headers (names already lower-case) in one pass."""
+    out = ClientHeaders()
+    named_by_connection: set[bytes] = set()
+    kept: list[tuple[bytes, bytes]] = []
+    for name, value in raw:
+        if name == b"host":
+            out.host = value.decode("latin-1")
+        elif name == b"content-length":
+            try:
+                out.content_length = int(value)
+            except ValueError:
+                out.content_length = None
+        elif name == b"x-forwarded-for":
+            out.forwarded_for = out.forwarded_for + b", " + value if out.forwarded_for else value
+        elif name == b"x-ollamaflow-label":  # meant for us: it does not go upstream
+            out.label = value.decode("latin-1").strip()
+        elif name == b"connection":
+            named_by_connection.update(t.strip().lower() for t in value.split(b","))
+        elif name not in HOP_BY_HOP and name not in _REPLACED_UPSTREAM:
+            kept.append((name, value))
+    out.forward = [h for h in kept if h[0] not in named_by_connection] if named_by_connection else kept
+    return out
+
+
+def response_headers(
+    raw: Iterable[tuple[bytes, bytes]], extra: Iterable[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """ASGI response headers: the upstream's end-to-end headers, lower-cased, then ``extra``."""
+    named_by_connection: set[bytes] = set()
+    kept: list[tuple[bytes, bytes]] = []
+    for name, value in raw:
+        lower = name.lower()
+        if lower == b"connection":
+            named_by_connection.update(t.strip().lower() for t in value.split(b","))
+        elif lower not in HOP_BY_HOP and lower not in _REPLACED_DOWNSTREAM:
+            kept.append((lower, value))
+    if named_by_connection:
+        kept = [(n, v) for n, v in kept if n not in named_by_connection]
+    kept.extend(extra)
+    return kept

@@ -1,0 +1,333 @@
+"""The proxied request, start to end: match, pick, forward, stream back.
+
+Stream chunks go to the client as they arrive. A client that disconnects cancels the request task,
+which closes the upstream connection, so the backend stops generating. Errors before the first byte
+become the client's API error shape with their status; after it, an NDJSON stream ends with Ollama's
+``{"error": ...}`` line and an SSE stream with OpenAI's error event. A backend of the other API
+format gets the request translated (``dataplane.crossing``); the same format passes through untouched.
+Backends this process saw refuse connections or fail repeatedly are passed over while their circuit
+breaker (``dataplane.breaker``) is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass, field
+from itertools import chain, islice
+from typing import Any
+
+from dataplane.breaker import Breakers
+from dataplane.crossing import Crossing, relay, send_local
+from dataplane.disconnect import DisconnectGuard, DisconnectWatch
+from dataplane.framing import ndjson_error_line, sse_error_event
+from dataplane.headers import read_client_headers, response_headers
+from dataplane.http1 import Response
+from dataplane.incoming import ClientGone, Receive, read_body, read_model_request
+from dataplane.pins import apply_pins, with_model
+from dataplane.responses import JSON, Send, send_bytes, send_error
+from dataplane.routing import FrontendRoute, ModelUnavailable, Pool, RequestKind, Target
+from dataplane.state import SnapshotState
+from dataplane.traffic import Traffic
+from dataplane.translate.common import LocalReply
+from dataplane.translate.errors import Untranslatable
+from dataplane.translate.exchanges import Translations
+from dataplane.upstream import CLIENT_ERRORS, ConnectFailed, ConnectTimedOut, Upstream, upstream_error
+from shared.errors import OllamaFlowError, UpstreamError
+from shared.snapshot import ApiFormat
+
+__all__ = ["Endpoint", "Proxy"]
+
+log = logging.getLogger("ollamaflow.dataplane.proxy")
+
+# A fixed-length upstream body up to this size is read whole and written in one go.
+WHOLE_BODY_LIMIT = 4 * 1024 * 1024
+# Attempts per request when backends refuse connections (the first one included).
+MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A proxied path: what it asks of a backend and which API format its client speaks."""
+
+    path: str
+    kind: RequestKind
+    api_format: ApiFormat
+    path_bytes: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path_bytes", self.path.encode("ascii"))
+
+
+@dataclass(slots=True)
+class _Call:
+    """One proxied request, once it is known to be acceptable."""
+
+    endpoint: Endpoint
+    method: bytes
+    path: bytes
+    query: bytes
+    route: FrontendRoute
+    pool: Pool
+    choices: tuple[Target, ...]  # the pool's backends that may have the requested model
+    model: str
+    forward: list[tuple[bytes, bytes]]  # the client's headers that go upstream
+    own_lines: bytes  # X-Forwarded-For and X-OllamaFlow-Request, serialised
+    body: bytes
+    id_header: tuple[bytes, bytes]
+    guard: DisconnectGuard
+
+
+def _own_lines(forwarded_for: bytes, request_id: bytes) -> bytes:
+    """The upstream header lines the proxy adds itself."""
+    if forwarded_for:
+        return b"X-Forwarded-For: %s\r\nX-OllamaFlow-Request: %s\r\n" % (forwarded_for, request_id)
+    return b"X-OllamaFlow-Request: %s\r\n" % request_id
+
+
+def _as_listed(body: bytes, model: str, target: Target) -> bytes:
+    """The body with the model named exactly as an OpenAI-compatible backend lists it.
+
+    Ollama accepts ``llama3.2`` for ``llama3.2:latest``; OpenAI-compatible servers want the exact
+    name. Only a body whose spelling differs is re-encoded; the usual one passes untouched.
+    """
+    listed = target.listed_name(model)
+    if listed is None or listed == model:
+        return body
+    return with_model(body, listed)
+
+
+class Proxy:
+    def __init__(
+        self,
+        state: SnapshotState,
+        upstream: Upstream,
+        traffic: Traffic,
+        translations: Translations,
+        breakers: Breakers,
+    ) -> None:
+        self._breakers = breakers
+        self._state = state
+        self._translations = translations
+        self._upstream = upstream
+        self._traffic = traffic
+        self._watch = DisconnectWatch()
+
+    async def handle(
+        self, scope: MutableMapping[str, Any], receive: Receive, send: Send, endpoint: Endpoint
+    ) -> None:
+        request_id = os.urandom(16).hex()  # uuid4().hex costs ten times as much
+        id_header = (b"x-ollamaflow-request", request_id.encode())
+        try:
+            client = read_client_headers(scope["headers"])
+            route = self._state.table.frontend_for(client.host)
+            pool = route.pool(endpoint.kind)
+            body = await read_body(receive, client.content_length, route.frontend.max_request_body_size)
+            model = read_model_request(body).model_name  # rejects bodies no backend could parse
+            if route.pinned_models:
+                pinned_model = route.pinned_models.get(endpoint.kind)
+                if pinned_model and pinned_model != model:  # route as if the client had asked for it
+                    body, model = with_model(body, pinned_model), pinned_model
+            choices = pool.choices(model)
+            if client.label:
+                choices = pool.labelled(choices, client.label)
+        except ClientGone:
+            log.debug("request %s: the client went away before sending its body", request_id)
+            return
+        except ModelUnavailable as exc:
+            body = exc.body(endpoint.api_format)
+            await send_bytes(send, exc.status, body, JSON, [id_header, *exc.headers])
+            return
+        except OllamaFlowError as exc:
+            await send_error(send, endpoint.api_format, exc.status, exc.message, [id_header])
+            return
+        self._traffic.requests_total += 1
+        peer = scope.get("client")
+        forwarded_for = client.forwarded_for
+        if peer:  # the client's own address joins the chain
+            address = peer[0].encode("latin-1")
+            forwarded_for = forwarded_for + b", " + address if forwarded_for else address
+        task = asyncio.current_task()
+        assert task is not None
+        call = _Call(
+            endpoint=endpoint,
+            method=scope["method"].encode("ascii"),
+            path=endpoint.path_bytes,
+            query=scope["query_string"],
+            route=route,
+            pool=pool,
+            choices=choices,
+            model=model,
+            forward=client.forward,
+            own_lines=_own_lines(forwarded_for, id_header[1]),
+            body=body,
+            id_header=id_header,
+            guard=self._watch.guard(receive, task),
+        )
+        try:
+            await self._forward(call, send)
+        except OllamaFlowError as exc:  # only raised before the response started
+            call.guard.finishing = True
+            if not isinstance(exc, (ConnectFailed, ConnectTimedOut)):  # those _open logged already
+                log.warning("request %s: %s", request_id, exc.message)
+            if isinstance(exc, Untranslatable):
+                body = exc.openai_body() if endpoint.api_format == "OpenAI" else exc.ollama_body()
+                await send_bytes(send, exc.status, body, JSON, [id_header])
+            else:
+                await send_error(send, endpoint.api_format, exc.status, exc.message, [id_header])
+        except asyncio.CancelledError:
+            if not call.guard.client_gone:
+                raise
+            task.uncancel()
+            log.debug("request %s: the client went away; upstream request cancelled", request_id)
+        finally:
+            call.guard.close()
+
+    def _crossing(self, call: _Call, target: Target) -> Crossing | LocalReply | None:
+        """The translation ``target`` needs for this request; None when both speak the same format."""
+        endpoint = call.endpoint
+        if target.api_format == endpoint.api_format:
+            return None
+        exchange = self._translations.for_request(
+            endpoint.path, endpoint.api_format, target.api_format, backend=target.id
+        )
+        if exchange is None:
+            return None
+        now = time.time_ns()
+        translated = exchange.request(call.body, now_ns=now, backend_model=target.listed_name(call.model))
+        if isinstance(translated, LocalReply):
+            return translated
+        return Crossing(exchange, translated, now)
+
+    def _admitted(self, ordered: Iterator[Target], first: Target) -> Iterator[Target]:
+        """The targets whose breakers let a request through; the first pick if none does, rather
+        than refusing the request outright (passive health can be wrong, e.g. after a blip)."""
+        admitted = False
+        for target in ordered:
+            if self._breakers.allows(target.id):
+                admitted = True
+                yield target
+        if not admitted:
+            yield first
+
+    async def _open(self, call: _Call) -> tuple[Target, Response | LocalReply, Crossing | None]:
+        """Send to the picked backend; on a failed connection, to the next ones (if retries are allowed).
+
+        Backends this process saw failing (``Breakers``) are passed over while they rest.
+        """
+        pool, choices, breakers = call.pool, call.choices, self._breakers
+        first = pool.pick(choices)
+        ordered = chain((first,), pool.others(first, choices))
+        if breakers.active:
+            ordered = self._admitted(ordered, first)
+        failure: UpstreamError | None = None
+        for target in islice(ordered, MAX_ATTEMPTS if call.route.frontend.allow_retries else 1):
+            forward, path, body = call.forward, call.path, call.body
+            try:
+                crossing = self._crossing(call, target)
+            except BaseException:
+                breakers.abandoned(target.id)
+                raise
+            if isinstance(crossing, LocalReply):
+                breakers.abandoned(target.id)
+                return target, crossing, None
+            if crossing is not None:
+                path, body = crossing.call.path.encode("ascii"), crossing.call.body
+                # The reply gets rewritten, so it must come uncompressed.
+                forward = [h for h in forward if h[0] != b"accept-encoding"]
+            elif target.api_format == "OpenAI" and call.model:
+                body = _as_listed(body, call.model, target)
+            if call.pool.pins:  # pins apply to the body in the backend's own format
+                pins = call.pool.pins.get(target.id)
+                if pins:
+                    body = apply_pins(body, pins)
+            if target.header_names:  # the backend's configured headers win over the client's
+                forward = [h for h in forward if h[0] not in target.header_names]
+            lines = b"".join([b"%s: %s\r\n" % h for h in forward])
+            head = target.head(call.method, path, call.query, lines + call.own_lines, len(body))
+            self._traffic.started(target.id)
+            try:
+                response = await self._upstream.request(
+                    target.id, target.http.origin, head, body, call.route.read_timeout
+                )
+            except (ConnectFailed, ConnectTimedOut) as exc:
+                self._traffic.finished(target.id)
+                log.warning("%s", exc.message)
+                breakers.unreachable(target.id, exc.message)
+                failure = exc
+                continue
+            except UpstreamError as exc:  # no answer in time, or the connection broke before one
+                self._traffic.finished(target.id)
+                breakers.server_error(target.id, exc.message)
+                raise
+            except BaseException:
+                self._traffic.finished(target.id)
+                breakers.abandoned(target.id)
+                raise
+            if response.status >= 500:
+                breakers.server_error(target.id, f"answered with status {response.status}")
+            else:
+                breakers.succeeded(target.id)
+            return target, response, crossing
+        assert failure is not None
+        raise failure  # the last one; the ones before it only cost a failover
+
+    async def _forward(self, call: _Call, send: Send) -> None:
+        target, response, crossing = await self._open(call)
+        if isinstance(response, LocalReply):
+            call.guard.finishing = True
+            await send_local(send, response, [target.backend_header, call.id_header])
+            return
+        complete = False
+        try:
+            if crossing is not None:
+                headers = [target.backend_header, call.id_header]
+                complete = await relay(crossing, response, send, call.guard, target.id, headers)
+                return
+            headers = response_headers(response.headers, (target.backend_header, call.id_header))
+            start = {"type": "http.response.start", "status": response.status, "headers": headers}
+            length = response.content_length
+            if length is not None and length <= WHOLE_BODY_LIMIT:
+                try:
+                    data = await response.read()
+                except CLIENT_ERRORS as exc:
+                    raise upstream_error(target.id, exc) from exc
+                complete = True
+                call.guard.finishing = True
+                await send(start)
+                await send({"type": "http.response.body", "body": data})
+                return
+            await send(start)
+            complete = await self._stream(call, send, target, response)
+        finally:
+            if complete:
+                response.release()
+            else:
+                response.close()  # drop the connection: the backend sees it and stops working
+            self._traffic.finished(target.id)
+
+    async def _stream(self, call: _Call, send: Send, target: Target, response: Response) -> bool:
+        """Relay the body chunk by chunk as it arrives; True if it arrived whole."""
+        last = b""
+        try:
+            async for chunk in response.iter_chunks():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                last = chunk
+        except CLIENT_ERRORS as error:
+            exc = upstream_error(target.id, error)
+            log.warning("stream from backend %s broke off: %s", target.id, exc.message)
+            if b"ndjson" in response.content_type:
+                tail = ndjson_error_line(exc.message, after=last)
+            elif b"event-stream" in response.content_type:
+                tail = sse_error_event(exc.message, after=last)
+            else:
+                return False  # no way to say it in-band: end without the last chunk, so the client sees it
+            call.guard.finishing = True
+            await send({"type": "http.response.body", "body": tail})
+            return False
+        call.guard.finishing = True
+        await send({"type": "http.response.body", "body": b""})
+        return True

@@ -1,0 +1,364 @@
+"""Where a request goes: the routing table built once per snapshot.
+
+Pure: plain classes over snapshot data, no I/O. Everything a request needs that does not depend on the
+request itself (host map, eligible backends per request kind, upstream header lists, response header
+values, timeouts) is computed here, when a snapshot arrives, so that the hot path only looks things up.
+
+Round-robin counters live in the pools and are carried over from the previous table, so a new snapshot
+does not send the next request back to the first backend. The event loop runs one request's pick at a
+time, so a plain counter is an exact rotation under any concurrency.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from dataplane.origin import BackendHttp, prepare
+from dataplane.pins import deep_merge
+from shared.errors import NoBackendAvailable, NoFrontendMatch, OllamaFlowError, RequestNotAllowed
+from shared.models import model_key
+from shared.snapshot import ApiFormat, BackendView, FrontendView, LoadBalancing, Snapshot
+from shared.wire import ollama, openai
+
+__all__ = [
+    "FrontendRoute",
+    "ModelNotFound",
+    "ModelPulling",
+    "ModelUnavailable",
+    "Pool",
+    "RequestKind",
+    "RoutingTable",
+    "Target",
+    "normalize_host",
+]
+
+WILDCARD = "*"
+# Client spellings of model names a pool remembers (bounds the memory a client can make it use).
+SEEN_LIMIT = 1024
+# Seconds a client is told to wait while a required model is being pulled.
+PULL_RETRY_AFTER = 10
+
+
+class ModelUnavailable(OllamaFlowError):
+    """No eligible backend has the requested model; rendered in the client's own error shape."""
+
+    def __init__(self, model: str, message: str) -> None:
+        super().__init__(message)
+        self.model = model
+
+    def body(self, api_format: ApiFormat) -> bytes:
+        if api_format == "OpenAI":
+            return openai.error_body(self.message, self.status, code="model_not_found", param="model")
+        return ollama.error_body(self.message)
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return []
+
+
+class ModelNotFound(ModelUnavailable):
+    """Ollama's and OpenAI's own 404 (the ollama CLI pulls the model when it sees this one)."""
+
+    status = 404
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model, f"model '{model}' not found")
+
+    def body(self, api_format: ApiFormat) -> bytes:
+        if api_format == "OpenAI":
+            # OpenAI types this 404 as an invalid request (the type a 400 gets), not "not_found_error".
+            message = f"The model `{self.model}` does not exist."
+            return openai.error_body(message, 400, code="model_not_found", param="model")
+        return ollama.error_body(self.message)
+
+
+class ModelPulling(ModelUnavailable):
+    """The model is one the frontend requires: the control plane is pulling it, so come back later."""
+
+    status = 503
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model, f"model '{model}' is being pulled for this frontend; try again shortly")
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", str(PULL_RETRY_AFTER).encode())]
+
+
+class RequestKind(enum.Enum):
+    """What a request asks a backend to do; frontends and backends allow or forbid each kind."""
+
+    COMPLETIONS = "completions"
+    EMBEDDINGS = "embeddings"
+
+
+def normalize_host(host: str) -> str:
+    """The hostname part of a Host header, lower-case, without port, brackets or trailing dot."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[1:end] if end > 0 else host
+    if host.count(":") == 1:  # name:port; a bare IPv6 address has several colons and no port
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Target:
+    """One backend, prepared for the upstream leg."""
+
+    id: str
+    api_format: ApiFormat  # a client of the other format gets its requests and replies translated
+    base_url: str
+    headers: tuple[tuple[str, str], ...]  # the backend's own headers and its Authorization
+    header_names: frozenset[bytes]  # lower-case names in ``headers``: they win over the client's
+    backend_header: tuple[bytes, bytes]  # X-OllamaFlow-Backend, ready for the response
+    http: BackendHttp  # origin and the fixed request-head lines
+    # Model key -> the name as the backend lists it: a translated request asks for that spelling.
+    model_names: Mapping[str, str] = field(default_factory=dict)
+    labels: frozenset[str] = frozenset()  # lower-case: X-OllamaFlow-Label matches them exactly
+
+    @classmethod
+    def from_backend(cls, backend: BackendView) -> Target:
+        headers = list(backend.headers.items())
+        if backend.bearer_token:
+            headers = [(k, v) for k, v in headers if k.lower() != "authorization"]
+            headers.append(("Authorization", f"Bearer {backend.bearer_token}"))
+        return cls(
+            id=backend.id,
+            api_format=backend.api_format,
+            base_url=backend.base_url.rstrip("/"),
+            headers=tuple(headers),
+            header_names=frozenset(k.lower().encode("latin-1", "replace") for k, _ in headers),
+            backend_header=(b"x-ollamaflow-backend", backend.id.encode("latin-1", "replace")),
+            http=prepare(backend.base_url, headers, (backend.querystring or "").lstrip("?")),
+            model_names={model_key(name): name for name in backend.models},
+            labels=frozenset(label.strip().lower() for label in backend.labels),
+        )
+
+    def listed_name(self, model: str) -> str | None:
+        """``model`` spelled as this backend lists it (None if unknown or no model was asked for)."""
+        if not model or not self.model_names:
+            return None
+        return self.model_names.get(model_key(model))
+
+    def head(
+        self, method: bytes, path: bytes, client_query: bytes, client_lines: bytes, length: int
+    ) -> bytes:
+        """The request head: request line (the client's then the backend's query), the backend's
+        fixed lines, the client's forwarded lines, and the body's length."""
+        query = self.http.query
+        if client_query:
+            query = client_query + b"&" + query if query else client_query
+        target = self.http.path_prefix + path + (b"?" + query if query else b"")
+        return b"%s %s HTTP/1.1\r\n%s%sContent-Length: %d\r\n\r\n" % (
+            method,
+            target,
+            self.http.fixed_lines,
+            client_lines,
+            length,
+        )
+
+
+@dataclass(slots=True, eq=False)
+class Pool:
+    """The backends one frontend may send one kind of request to, and the way it chooses among them.
+
+    ``by_model`` maps each model key to the backends that may have it: those that list it and those
+    whose inventory is not known yet (``unknown``; they get every model rather than none, so traffic
+    is not black-holed before the first inventory). ``required`` holds the frontend's required model
+    keys, which are being pulled when no backend has them yet.
+    """
+
+    targets: tuple[Target, ...]
+    strategy: LoadBalancing
+    rng: random.Random
+    turn: int = 0  # round-robin position; carried over between snapshots
+    by_model: Mapping[str, tuple[Target, ...]] = field(default_factory=dict)
+    unknown: tuple[Target, ...] = ()
+    required: frozenset[str] = frozenset()
+    # Model names as clients spell them -> choices: spares the normalisation on the hot path.
+    seen: dict[str, tuple[Target, ...]] = field(default_factory=dict)
+    # Target id -> the frontend's and the backend's pins merged; only targets that have any.
+    pins: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+    def choices(self, model: str) -> tuple[Target, ...]:
+        """The backends that may serve ``model``; raises ``ModelUnavailable`` if there are none.
+
+        An empty name routes anywhere: the backend answers Ollama's own "model is required".
+        """
+        found = self.seen.get(model)
+        if found is not None:
+            return found
+        if not model:
+            return self.targets
+        key = model_key(model)
+        found = self.by_model.get(key, self.unknown)
+        if found:
+            if len(self.seen) < SEEN_LIMIT:
+                self.seen[model] = found
+            return found
+        if key in self.required:
+            raise ModelPulling(model)
+        raise ModelNotFound(model)
+
+    def labelled(self, choices: tuple[Target, ...], label: str) -> tuple[Target, ...]:
+        """The ``choices`` that carry ``label`` (exact, case-insensitive); raises if none does."""
+        wanted = label.strip().lower()
+        found = tuple(t for t in choices if wanted in t.labels)
+        if not found:
+            raise NoBackendAvailable(f"no backend with label {label!r} can serve this request")
+        return found
+
+    def pick(self, choices: tuple[Target, ...] | None = None) -> Target:
+        targets = self.targets if choices is None else choices
+        if self.strategy == "Random":
+            return targets[self.rng.randrange(len(targets))]
+        target = targets[self.turn % len(targets)]
+        self.turn += 1
+        return target
+
+    def others(self, first: Target, choices: tuple[Target, ...] | None = None) -> Iterator[Target]:
+        """The rest of ``choices`` in rotation order after ``first``: the failover sequence."""
+        targets = self.targets if choices is None else choices
+        start = targets.index(first)
+        for step in range(1, len(targets)):
+            yield targets[(start + step) % len(targets)]
+
+
+def _model_index(
+    chosen: tuple[Target, ...], backends: Mapping[str, BackendView]
+) -> tuple[dict[str, tuple[Target, ...]], tuple[Target, ...]]:
+    """Model key -> the chosen backends that may have it, and those whose inventory is unknown."""
+    unknown = tuple(t for t in chosen if not backends[t.id].models_known)
+    having: dict[str, list[Target]] = {}
+    for target in chosen:
+        backend = backends[target.id]
+        if backend.models_known:
+            for key in dict.fromkeys(model_key(name) for name in backend.models):
+                having.setdefault(key, []).append(target)
+    # Keep the pool's order within each model so rotation and failover stay predictable.
+    order = {t.id: i for i, t in enumerate(chosen)}
+    by_model = {
+        key: tuple(sorted((*targets, *unknown), key=lambda t: order[t.id])) for key, targets in having.items()
+    }
+    return by_model, unknown
+
+
+def _serves(backend: BackendView, kind: RequestKind) -> bool:
+    if not (backend.active and backend.healthy):
+        return False
+    # Either API format serves either format's clients: the proxy translates when they differ.
+    return backend.allow_completions if kind is RequestKind.COMPLETIONS else backend.allow_embeddings
+
+
+def _allows(frontend: FrontendView, kind: RequestKind) -> bool:
+    if kind is RequestKind.COMPLETIONS:
+        return frontend.allow_completions
+    return frontend.allow_embeddings
+
+
+def _pinned(owner: FrontendView | BackendView, kind: RequestKind) -> dict[str, object]:
+    if kind is RequestKind.COMPLETIONS:
+        return owner.pinned_completions_properties
+    return owner.pinned_embeddings_properties
+
+
+def _pool_pins(
+    frontend: FrontendView, chosen: tuple[Target, ...], backends: Mapping[str, BackendView], kind: RequestKind
+) -> dict[str, Mapping[str, object]]:
+    """Target id -> frontend pins with the backend's laid over them, for the targets that have any.
+
+    A model the frontend pins is left out: the proxy puts it in before routing (``pinned_models``).
+    """
+    ours = _pinned(frontend, kind)
+    if kind in _pinned_models(frontend):
+        ours = {k: v for k, v in ours.items() if k != "model"}
+    merged = {t.id: deep_merge(ours, _pinned(backends[t.id], kind)) for t in chosen}
+    return {i: pins for i, pins in merged.items() if pins}
+
+
+def _pinned_models(frontend: FrontendView) -> dict[RequestKind, str]:
+    """The model a frontend pins per request kind: requests are routed as if they asked for it."""
+    models = {kind: _pinned(frontend, kind).get("model") for kind in RequestKind}
+    return {kind: model for kind, model in models.items() if isinstance(model, str) and model}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FrontendRoute:
+    """One active frontend with its pools and its upstream timeout."""
+
+    frontend: FrontendView
+    pools: Mapping[RequestKind, Pool]
+    read_timeout: float  # seconds to wait for the next upstream byte (the first one included)
+    pinned_models: Mapping[RequestKind, str] = field(default_factory=dict)
+
+    def pool(self, kind: RequestKind) -> Pool:
+        if not _allows(self.frontend, kind):
+            raise RequestNotAllowed(f"{kind.value} requests are not permitted on this frontend")
+        pool = self.pools.get(kind)
+        if pool is None:
+            raise NoBackendAvailable(
+                f"no healthy backend can serve {kind.value} for frontend {self.frontend.id!r}"
+            )
+        return pool
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RoutingTable:
+    """Host -> frontend route, built from one snapshot."""
+
+    revision: int = 0
+    by_host: Mapping[str, FrontendRoute] = field(default_factory=dict)
+    fallback: FrontendRoute | None = None
+
+    def frontend_for(self, host: str) -> FrontendRoute:
+        route = self.by_host.get(normalize_host(host), self.fallback)
+        if route is None:
+            raise NoFrontendMatch(f"no frontend serves host {normalize_host(host)!r}")
+        return route
+
+    @classmethod
+    def build(
+        cls, snapshot: Snapshot, *, previous: RoutingTable | None = None, rng: random.Random | None = None
+    ) -> RoutingTable:
+        rng = rng or random.Random()
+        turns = previous.turns() if previous is not None else {}
+        backends = {b.id: b for b in snapshot.content.backends}
+        targets = {b.id: Target.from_backend(b) for b in snapshot.content.backends}
+        by_host: dict[str, FrontendRoute] = {}
+        for frontend in snapshot.content.frontends:  # canonical order (by id): duplicates resolve stably
+            host = normalize_host(frontend.hostname) if frontend.hostname != WILDCARD else WILDCARD
+            if not frontend.active or host in by_host:
+                continue
+            pools: dict[RequestKind, Pool] = {}
+            required = frozenset(model_key(name) for name in frontend.required_models)
+            for kind in RequestKind:
+                chosen = tuple(
+                    targets[i] for i in frontend.backends if i in backends and _serves(backends[i], kind)
+                )
+                if chosen:
+                    turn = turns.get((frontend.id, kind), 0)
+                    by_model, unknown = _model_index(chosen, backends)
+                    pools[kind] = Pool(
+                        chosen,
+                        frontend.load_balancing,
+                        rng,
+                        turn,
+                        by_model,
+                        unknown,
+                        required,
+                        pins=_pool_pins(frontend, chosen, backends, kind),
+                    )
+            by_host[host] = FrontendRoute(
+                frontend, pools, frontend.timeout_ms / 1000.0, pinned_models=_pinned_models(frontend)
+            )
+        fallback = by_host.pop(WILDCARD, None)
+        return cls(revision=snapshot.revision, by_host=by_host, fallback=fallback)
+
+    def turns(self) -> dict[tuple[str, RequestKind], int]:
+        routes = [*self.by_host.values(), *([self.fallback] if self.fallback else [])]
+        return {(r.frontend.id, kind): pool.turn for r in routes for kind, pool in r.pools.items()}

@@ -1,0 +1,92 @@
+"""Run the data plane under uvicorn (uvloop, httptools, no access log) until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+import uvloop
+
+from dataplane.app import create_app
+from dataplane.settings import DataPlaneSettings, load_settings
+
+__all__ = ["DataPlaneServer", "serve", "uvicorn_config"]
+
+
+class DataPlaneServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: whoever runs it decides when it stops.
+
+    uvicorn's handlers re-raise the signal after a graceful stop, so the process would end killed by
+    SIGTERM instead of exiting 0; ``serve`` installs its own on the loop instead.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def uvicorn_config(settings: DataPlaneSettings, **overrides: object) -> uvicorn.Config:
+    """The uvicorn configuration the data plane runs with (tests use it too, with their own socket)."""
+    options: dict[str, object] = {
+        "host": settings.dataplane_host,
+        "port": settings.dataplane_port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": False,
+        "server_header": False,
+        "proxy_headers": False,  # the peer address is the client: X-Forwarded-For is ours to append to
+        "log_config": None,  # keep the process's logging setup
+        "timeout_graceful_shutdown": settings.shutdown_grace,
+        "timeout_keep_alive": 30,
+        "backlog": 4096,
+    }
+    options |= overrides
+    return uvicorn.Config(create_app(settings), **options)  # type: ignore[arg-type]
+
+
+def _stop(server: DataPlaneServer) -> None:
+    if server.should_exit:  # a second signal: stop waiting for running requests
+        server.force_exit = True
+    server.should_exit = True
+
+
+def serve(
+    host: str | None = None,
+    port: int | None = None,
+    config_file: Path | None = None,
+    dataplane_id: str | None = None,
+) -> None:
+    """Load the settings and serve until told to stop.
+
+    On SIGTERM/SIGINT uvicorn stops accepting, lets running requests finish (up to the grace period),
+    then runs the app's shutdown, which closes the upstream session and the NATS connection.
+    """
+    settings = load_settings(
+        config_file=config_file, dataplane_host=host, dataplane_port=port, dataplane_id=dataplane_id
+    )
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("ollamaflow.dataplane").info(
+        "data plane %s on %s:%d (NATS %s, namespace %s)",
+        settings.dataplane_id,
+        settings.dataplane_host,
+        settings.dataplane_port,
+        settings.nats_url,
+        settings.bus_namespace,
+    )
+    server = DataPlaneServer(uvicorn_config(settings))
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, _stop, server)
+        await server.serve()
+
+    uvloop.run(main())

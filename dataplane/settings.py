@@ -1,0 +1,121 @@
+"""Data-plane settings: defaults, then an optional TOML file, then the environment, then CLI options.
+
+The file holds the environment's keys in lower case without the ``OLLAMAFLOW_`` prefix
+(``nats_url = "..."``). Bad values raise ConfigError with the offending key named.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from shared.bus import DEFAULT_NAMESPACE
+from shared.errors import ConfigError
+
+__all__ = ["DataPlaneSettings", "load_settings"]
+
+_PREFIX = "OLLAMAFLOW_"
+
+
+@dataclass(frozen=True, slots=True)
+class DataPlaneSettings:
+    nats_url: str = "nats://127.0.0.1:4222"
+    bus_namespace: str = DEFAULT_NAMESPACE
+    log_level: str = "INFO"
+    dataplane_host: str = "0.0.0.0"
+    dataplane_port: int = 43411
+    dataplane_id: str = ""  # empty: load_settings derives hostname-port-random suffix
+    snapshot_cache: Path | None = None
+    report_interval: float = 1.0
+    # Safety net under the KV watch: re-read the snapshot key this often.
+    snapshot_poll_interval: float = 2.0
+    upstream_connect_timeout: float = 5.0
+    upstream_max_connections: int = 1024
+    shutdown_grace: float = 10.0
+    # Passive health: server errors in a row that eject a backend, and its rest before a trial request.
+    eject_after_errors: int = 3
+    eject_cooldown: float = 10.0
+
+
+def _path(value: str) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(value: str) -> Any:
+        number = kind(value)
+        if number <= 0:
+            raise ValueError("must be positive")
+        return number
+
+    return parse
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "dataplane_port": int,
+    "snapshot_cache": _path,
+    "report_interval": _positive(float),
+    "snapshot_poll_interval": _positive(float),
+    "upstream_connect_timeout": _positive(float),
+    "upstream_max_connections": _positive(int),
+    "shutdown_grace": float,
+    "eject_after_errors": _positive(int),
+    "eject_cooldown": _positive(float),
+}
+
+
+def _parse(values: Mapping[str, object], origin: str) -> dict[str, Any]:
+    known = {f.name for f in fields(DataPlaneSettings)}
+    parsed: dict[str, Any] = {}
+    for key, raw in values.items():
+        if key not in known:
+            continue
+        try:
+            parsed[key] = _PARSERS.get(key, str)(str(raw))
+        except ValueError as exc:
+            raise ConfigError(f"{origin}: bad value {raw!r} for {key}: {exc}") from exc
+    return parsed
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    return _parse(data, str(path))
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values = {k[len(_PREFIX) :].lower(): v for k, v in environ.items() if k.startswith(_PREFIX)}
+    return _parse(values, "environment")
+
+
+def load_settings(
+    *,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> DataPlaneSettings:
+    """Build the settings; ``overrides`` (CLI options) that are None are ignored."""
+    environ = os.environ if environ is None else environ
+    file_name = config_file or (
+        Path(environ[f"{_PREFIX}CONFIG"]) if environ.get(f"{_PREFIX}CONFIG") else None
+    )
+    values: dict[str, Any] = {}
+    if file_name is not None:
+        values |= _from_file(file_name)
+    values |= _from_env(environ)
+    values |= {k: v for k, v in overrides.items() if v is not None}
+    settings = replace(DataPlaneSettings(), **values)
+    if not settings.dataplane_id:
+        generated = f"{socket.gethostname()}-{settings.dataplane_port}-{secrets.token_hex(3)}"
+        settings = replace(settings, dataplane_id=generated)
+    return settings

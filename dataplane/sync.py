@@ -1,0 +1,151 @@
+"""The data plane's side of the bus: follow the snapshot key and publish reports.
+
+Nothing here is on the request path. NATS may be down at start or go away later: the data plane keeps
+serving on its last good snapshot meanwhile. Three loops run once connected:
+
+- the KV watch, for changes within milliseconds; restarted whenever it breaks or the connection dropped
+  (a watch started before a NATS restart can go silent rather than fail);
+- a periodic re-read of the key, the safety net that converges even if a watch misses something;
+- the report, every ``report_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from dataplane.breaker import Breakers
+from dataplane.state import SnapshotState
+from dataplane.traffic import Traffic
+from shared.bus import Bus
+from shared.errors import BusError
+from shared.wire.reports import DataPlaneReport, encode_report
+
+__all__ = ["BusSync", "ReportIdentity"]
+
+log = logging.getLogger("ollamaflow.dataplane.sync")
+
+
+@dataclass(frozen=True, slots=True)
+class ReportIdentity:
+    """The unchanging part of every report."""
+
+    id: str
+    address: str
+    started_at: str
+    version: str = ""
+
+
+class BusSync:
+    def __init__(
+        self,
+        bus: Bus,
+        state: SnapshotState,
+        traffic: Traffic,
+        identity: ReportIdentity,
+        *,
+        breakers: Breakers | None = None,
+        poll_interval: float,
+        report_interval: float,
+    ) -> None:
+        self._bus = bus
+        self._state = state
+        self._traffic = traffic
+        self._breakers = breakers
+        self._identity = identity
+        self._poll_interval = poll_interval
+        self._report_interval = report_interval
+        self._watch_task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        """Connect (retrying forever), then follow and report until cancelled."""
+        try:
+            await self._bus.connect_forever(retry_every=min(1.0, self._poll_interval))
+            log.info("connected to NATS at %s", self._bus.url)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._poll_loop())
+                group.create_task(self._report_loop())
+        finally:
+            if self._watch_task is not None:
+                self._watch_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._watch_task
+            await self._bus.close()
+
+    async def _watch(self) -> None:
+        try:
+            async for data in self._bus.watch_snapshot():
+                self._state.apply(data, source="watch")
+        except BusError as exc:
+            log.info("snapshot watch stopped: %s", exc.message)
+        except Exception:  # the next poll starts a new watch; the re-read covers the gap
+            log.exception("snapshot watch failed")
+
+    def _ensure_watch(self, *, restart: bool) -> None:
+        if restart and self._watch_task is not None:
+            self._watch_task.cancel()
+            self._watch_task = None
+        if self._watch_task is None or self._watch_task.done():
+            self._watch_task = asyncio.create_task(self._watch(), name="snapshot-watch")
+
+    async def _poll_loop(self) -> None:
+        was_connected = True
+        while True:
+            connected = self._bus.connected
+            if was_connected and not connected:
+                log.warning("lost NATS; serving on snapshot revision %d meanwhile", self._state.revision)
+            if connected:
+                if not was_connected:
+                    log.info("NATS is back; following the snapshot again")
+                # A connection that came back needs a new watch: the old consumer may be gone.
+                self._ensure_watch(restart=not was_connected)
+                await self._reread()
+            was_connected = connected
+            await asyncio.sleep(self._poll_interval)
+
+    async def _reread(self) -> None:
+        try:
+            stored = await self._bus.read_snapshot()
+        except BusError as exc:
+            log.debug("snapshot re-read failed: %s", exc.message)
+            return
+        except Exception:  # never let a surprise end the safety net
+            log.exception("snapshot re-read failed")
+            return
+        if stored is not None:
+            self._state.apply(stored[0], source="re-read")
+
+    def report(self) -> DataPlaneReport:
+        identity = self._identity
+        return DataPlaneReport(
+            id=identity.id,
+            applied_revision=self._state.revision,
+            snapshot_error=self._state.error,
+            address=identity.address,
+            version=identity.version,
+            in_flight=self._traffic.in_flight_by_backend(),
+            requests_total=self._traffic.requests_total,
+            started_at=identity.started_at,
+            ejected=self._ejected(),
+        )
+
+    def _ejected(self) -> dict[str, str]:
+        """Ejected backends that are still in the snapshot (a removed one is nobody's concern)."""
+        snapshot = self._state.snapshot
+        if self._breakers is None or snapshot is None:
+            return {}
+        ejected = self._breakers.ejected()
+        if not ejected:
+            return ejected
+        current = {backend.id for backend in snapshot.content.backends}
+        return {backend: reason for backend, reason in ejected.items() if backend in current}
+
+    async def _report_loop(self) -> None:
+        while True:
+            try:
+                await self._bus.publish_report(encode_report(self.report()))
+            except BusError as exc:
+                log.debug("report not sent: %s", exc.message)
+            await asyncio.sleep(self._report_interval)

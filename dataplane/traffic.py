@@ -1,0 +1,27 @@
+"""Per-process request counters, read by the reports."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+__all__ = ["Traffic"]
+
+
+@dataclass(slots=True)
+class Traffic:
+    """Requests in flight per backend and proxied requests in total (touched on the event loop only)."""
+
+    in_flight: Counter[str] = field(default_factory=Counter)
+    requests_total: int = 0
+
+    def started(self, backend_id: str) -> None:
+        self.in_flight[backend_id] += 1
+
+    def finished(self, backend_id: str) -> None:
+        self.in_flight[backend_id] -= 1
+        if self.in_flight[backend_id] <= 0:
+            del self.in_flight[backend_id]
+
+    def in_flight_by_backend(self) -> dict[str, int]:
+        return dict(self.in_flight)

@@ -1,0 +1,309 @@
+"""OpenAI-compatible backends' chat/completion replies rewritten for Ollama clients (api-formats §4.1-4.2).
+
+``ollama_reply`` turns one ``chat.completion`` / ``text_completion`` into Ollama's single JSON object;
+``OllamaStream`` turns the SSE stream into NDJSON lines, chunk by chunk. Tool-call fragments are
+gathered per ``index`` and sent as whole Ollama tool calls (arguments as objects) when the choice
+finishes. A stream ends with ``done: true`` only after the backend's finish and ``[DONE]``; an error
+event or a cut stream ends with an ``{"error": ...}`` line instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from dataplane.translate.common import IdSource, rfc3339
+from dataplane.translate.errors import STREAM_ENDED, error_message, ollama_stream_error
+from dataplane.translate.framing import SseDecoder, SseEvent, encode_json, ndjson_line
+from shared.errors import UpstreamProtocolError
+
+__all__ = ["OllamaStream", "ollama_reply"]
+
+
+class FunctionPart(msgspec.Struct, kw_only=True):
+    name: str | None = None
+    arguments: str | dict[str, Any] | None = None  # a JSON string; a few servers send the object
+
+
+class ToolCallPart(msgspec.Struct, kw_only=True):
+    index: int | None = None
+    id: str | None = None
+    function: FunctionPart | None = None
+
+
+class Delta(msgspec.Struct, kw_only=True):
+    content: str | None = None
+    reasoning: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[ToolCallPart] | None = None
+
+    @property
+    def thinking(self) -> str | None:
+        return self.reasoning or self.reasoning_content
+
+
+class Choice(msgspec.Struct, kw_only=True):
+    index: int = 0
+    delta: Delta | None = None
+    message: Delta | None = None
+    text: str | None = None
+    finish_reason: str | None = None
+    logprobs: Any = None
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Completion(msgspec.Struct, kw_only=True):
+    """A whole reply or one stream chunk, chat or text; only what Ollama's reply needs."""
+
+    choices: list[Choice] | None = None
+    usage: Usage | None = None
+    error: Any = None
+    object: str | None = None  # older vLLM sends flat errors: {"object": "error", "message": ...}
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or self.object == "error"
+
+
+class ToolArgumentsError(ValueError):
+    """Tool-call arguments from the backend that are not a JSON object."""
+
+
+@dataclass
+class _ToolBuilder:
+    id: str | None = None
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+    def add(self, part: ToolCallPart) -> None:
+        self.id = self.id or part.id
+        if part.function is not None:
+            self.name = self.name or (part.function.name or "")
+            arguments = part.function.arguments
+            if isinstance(arguments, dict):
+                arguments = encode_json(arguments).decode()
+            if arguments:
+                self.arguments.append(arguments)
+
+    def ollama(self, index: int, ids: IdSource) -> dict[str, Any]:
+        text = "".join(self.arguments).strip() or "{}"
+        try:
+            arguments = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            raise ToolArgumentsError(f"backend sent arguments for tool {self.name!r} that are not an object")
+        function = {"index": index, "name": self.name, "arguments": arguments}
+        return {"id": self.id or ids("call_"), "function": function}
+
+
+def _gather(builders: dict[int, _ToolBuilder], parts: list[ToolCallPart]) -> None:
+    for part in parts:
+        if part.index is not None:
+            key = part.index
+        elif part.id is not None or not builders:
+            key = len(builders)
+        else:
+            key = max(builders)
+        builders.setdefault(key, _ToolBuilder()).add(part)
+
+
+def _whole_calls(builders: dict[int, _ToolBuilder], ids: IdSource) -> list[dict[str, Any]]:
+    # Ollama numbers tool calls 0, 1, 2... whatever indexes the backend used.
+    return [builders[key].ollama(number, ids) for number, key in enumerate(sorted(builders))]
+
+
+def _done_reason(finish_reason: str | None) -> str:
+    return "length" if finish_reason == "length" else "stop"
+
+
+def _logprobs(choice: Choice) -> list[Any] | None:
+    content = choice.logprobs.get("content") if isinstance(choice.logprobs, dict) else None
+    return content if isinstance(content, list) else None
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """Chat lines carry ``message``; generate lines carry ``response``/``thinking`` at the top."""
+
+    model: str
+    chat: bool
+
+    def line(
+        self,
+        now_ns: int,
+        text: str,
+        thinking: str | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model, "created_at": rfc3339(now_ns)}
+        body: dict[str, Any] = out
+        if self.chat:
+            body = out["message"] = {"role": "assistant", "content": text}
+        else:
+            out["response"] = text
+        if thinking:
+            body["thinking"] = thinking
+        if tool_calls:
+            body["tool_calls"] = tool_calls
+        out["done"] = False
+        return out
+
+
+def _metrics(line: dict[str, Any], **values: int | None) -> dict[str, Any]:
+    # Ollama omits zero metrics (Go omitempty); so do we, and unknown ones too.
+    line.update({name: value for name, value in values.items() if value})
+    return line
+
+
+def ollama_reply(
+    body: bytes, *, model: str, chat: bool, started_ns: int, now_ns: int, ids: IdSource
+) -> bytes:
+    """A whole OpenAI reply as Ollama's ``stream: false`` object for /api/chat (``chat``) or /api/generate."""
+    try:
+        reply = msgspec.json.decode(body, type=Completion)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise UpstreamProtocolError(f"backend sent an unreadable reply: {exc}") from None
+    if reply.failed:
+        raise UpstreamProtocolError(error_message(200, body))
+    if not reply.choices:
+        raise UpstreamProtocolError("backend reply had no choices")
+    choice = reply.choices[0]
+    has_message = choice.message is not None or choice.delta is not None
+    message = choice.message or choice.delta or Delta()
+    # A whole reply lists whole calls: each entry is its own call, whatever its index says.
+    builders = {number: _ToolBuilder() for number in range(len(message.tool_calls or []))}
+    for number, part in enumerate(message.tool_calls or []):
+        builders[number].add(part)
+    try:
+        calls = _whole_calls(builders, ids)
+    except ToolArgumentsError as exc:
+        raise UpstreamProtocolError(str(exc)) from None
+    text = message.content if has_message else choice.text
+    line = _Shape(model, chat).line(now_ns, text or "", message.thinking, calls)
+    if (logprobs := _logprobs(choice)) is not None:
+        line["logprobs"] = logprobs
+    line["done"] = True
+    line["done_reason"] = _done_reason(choice.finish_reason)
+    usage = reply.usage or Usage()
+    return encode_json(
+        _metrics(
+            line,
+            total_duration=now_ns - started_ns,
+            prompt_eval_count=usage.prompt_tokens,
+            eval_count=usage.completion_tokens,
+        )
+    )
+
+
+class OllamaStream:
+    """SSE from ``/v1/chat/completions`` or ``/v1/completions`` -> NDJSON for /api/chat or /api/generate.
+
+    ``feed(chunk, now_ns)`` and ``close(now_ns)`` return the NDJSON lines to send. Durations are taken
+    from the times passed in: ``started_ns`` (request start), the first token, and the end.
+    """
+
+    def __init__(self, *, model: str, chat: bool, started_ns: int, ids: IdSource) -> None:
+        self._shape = _Shape(model, chat)
+        self._started_ns = started_ns
+        self._ids = ids
+        self._sse = SseDecoder()
+        self._tools: dict[int, _ToolBuilder] = {}
+        self._finish: str | None = None
+        self._usage: Usage | None = None
+        self._first_ns: int | None = None
+        self._ended = False
+
+    @property
+    def ended(self) -> bool:
+        """True once the last line (done or error) has been returned."""
+        return self._ended
+
+    def feed(self, chunk: bytes, now_ns: int) -> list[bytes]:
+        lines: list[bytes] = []
+        for event in self._sse.feed(chunk):
+            if self._ended:
+                break
+            lines += self._event(event, now_ns)
+        return lines
+
+    def close(self, now_ns: int) -> list[bytes]:
+        """The body ended: finished properly only if the finish and usage both came."""
+        self._sse.close()
+        if self._ended:
+            return []
+        if self._finish is not None and self._usage is not None:
+            return self._final(now_ns)
+        return self._fail(STREAM_ENDED)
+
+    def _fail(self, message: str) -> list[bytes]:
+        self._ended = True
+        return [ollama_stream_error(message)]
+
+    def _final(self, now_ns: int) -> list[bytes]:
+        self._ended = True
+        line = self._shape.line(now_ns, "")
+        line["done"] = True
+        line["done_reason"] = _done_reason(self._finish)
+        usage = self._usage or Usage()
+        first = self._first_ns if self._first_ns is not None else now_ns
+        return [
+            ndjson_line(
+                _metrics(
+                    line,
+                    total_duration=now_ns - self._started_ns,
+                    prompt_eval_count=usage.prompt_tokens,
+                    prompt_eval_duration=first - self._started_ns,
+                    eval_count=usage.completion_tokens,
+                    eval_duration=now_ns - first,
+                )
+            )
+        ]
+
+    def _event(self, event: SseEvent, now_ns: int) -> list[bytes]:
+        if event.data.startswith("[DONE]"):
+            # vLLM sends [DONE] after an error event too; without a finish it is no success.
+            return self._final(now_ns) if self._finish is not None else self._fail(STREAM_ENDED)
+        try:
+            chunk = msgspec.json.decode(event.data, type=Completion)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return self._fail("backend sent an unreadable stream event")
+        if chunk.failed or event.event == "error":
+            return self._fail(error_message(500, event.data.encode()))
+        if chunk.usage is not None:
+            self._usage = chunk.usage
+        lines: list[bytes] = []
+        for choice in chunk.choices or []:
+            if choice.index == 0 and not self._ended:
+                lines += self._choice(choice, now_ns)
+        return lines
+
+    def _choice(self, choice: Choice, now_ns: int) -> list[bytes]:
+        lines: list[bytes] = []
+        delta = choice.delta or choice.message
+        text = delta.content if delta is not None else choice.text
+        thinking = delta.thinking if delta is not None else None
+        if delta is not None and delta.tool_calls:
+            self._first_ns = self._first_ns or now_ns
+            _gather(self._tools, delta.tool_calls)
+        if text or thinking:
+            self._first_ns = self._first_ns or now_ns
+            line = self._shape.line(now_ns, text or "", thinking)
+            if (logprobs := _logprobs(choice)) is not None:
+                line["logprobs"] = logprobs
+            lines.append(ndjson_line(line))
+        if choice.finish_reason is not None and self._finish is None:
+            self._finish = choice.finish_reason
+            if self._tools:
+                try:
+                    calls = _whole_calls(self._tools, self._ids)
+                except ToolArgumentsError as exc:
+                    return lines + self._fail(str(exc))
+                lines.append(ndjson_line(self._shape.line(now_ns, "", tool_calls=calls)))
+        return lines

@@ -1,0 +1,163 @@
+"""The Python load generator: the fallback when wrk is not installed.
+
+A closed loop of aiohttp clients, in processes of their own so that they never share a GIL with what
+they measure. One such process tops out near 4k requests/s, so ``run_python`` spreads the connections
+over several processes that start their clocks together and merges their latencies.
+
+``python -m ollamaflow.bench.loadgen`` reads a ``LoadSpec`` as JSON on stdin and writes a
+``LoadResult`` as JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import msgspec
+
+from ollamaflow.bench.scenarios import Measured, summarise
+
+__all__ = ["LoadResult", "LoadSpec", "run_load", "run_python"]
+
+# Time the processes get to import and connect before the common clock starts.
+_START_DELAY_S = 1.5
+
+
+class LoadSpec(msgspec.Struct, kw_only=True):
+    url: str
+    body: bytes
+    concurrency: int = 32
+    duration_s: float = 5.0
+    warmup_s: float = 1.0
+    # Wall-clock time (time.time()) at which the warm-up starts; 0 = as soon as the process is up.
+    start_at: float = 0.0
+    headers: dict[str, str] = {}
+
+
+class LoadResult(msgspec.Struct, kw_only=True):
+    requests: int
+    errors: int
+    elapsed_s: float
+    latencies_ms: list[float]
+    warmup_requests: int = 0
+    first_error: str = ""
+
+
+@dataclass(slots=True)
+class _Tally:
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str = ""
+    warmup_requests: int = 0
+
+
+async def _worker(
+    session: aiohttp.ClientSession, spec: LoadSpec, measure_from: float, stop_at: float, tally: _Tally
+) -> None:
+    while True:
+        started = time.perf_counter()
+        if started >= stop_at:
+            return
+        error = ""
+        try:
+            async with session.post(spec.url, data=spec.body, headers=spec.headers) as resp:
+                # Read the whole body, chunk by chunk, as a streaming client would.
+                async for _ in resp.content.iter_any():
+                    pass
+                if resp.status >= 400:
+                    error = f"HTTP {resp.status}"
+        except (aiohttp.ClientError, OSError) as exc:
+            error = repr(exc)
+        if started < measure_from:
+            tally.warmup_requests += 1
+            continue
+        if error:
+            tally.errors += 1
+            tally.first_error = tally.first_error or error
+        else:
+            tally.latencies_ms.append((time.perf_counter() - started) * 1000.0)
+
+
+async def run_load(spec: LoadSpec) -> LoadResult:
+    connector = aiohttp.TCPConnector(limit=spec.concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=60)
+    tally = _Tally()
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers={"Content-Type": "application/json"}
+    ) as session:
+        if spec.start_at:
+            await asyncio.sleep(max(0.0, spec.start_at - time.time()))
+        now = time.perf_counter()
+        measure_from = now + spec.warmup_s
+        stop_at = measure_from + spec.duration_s
+        await asyncio.gather(
+            *(_worker(session, spec, measure_from, stop_at, tally) for _ in range(spec.concurrency))
+        )
+        elapsed = time.perf_counter() - measure_from
+    return LoadResult(
+        requests=len(tally.latencies_ms),
+        errors=tally.errors,
+        elapsed_s=elapsed,
+        latencies_ms=tally.latencies_ms,
+        warmup_requests=tally.warmup_requests,
+        first_error=tally.first_error,
+    )
+
+
+def _shares(connections: int, processes: int) -> list[int]:
+    """Split ``connections`` over at most ``processes`` processes, none of them empty."""
+    processes = max(1, min(processes, connections))
+    base, extra = divmod(connections, processes)
+    return [base + (1 if i < extra else 0) for i in range(processes)]
+
+
+def run_python(
+    url: str, body: bytes, *, connections: int, duration_s: float, warmup_s: float, processes: int
+) -> Measured:
+    """Drive load from ``processes`` generator processes at once and merge what they measured."""
+    start_at = time.time() + _START_DELAY_S
+    procs = []
+    for share in _shares(connections, processes):
+        spec = LoadSpec(
+            url=url, body=body, concurrency=share, duration_s=duration_s, warmup_s=warmup_s, start_at=start_at
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ollamaflow.bench.loadgen"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        procs.append((proc, msgspec.json.encode(spec)))
+    results = []
+    for proc, spec_bytes in procs:
+        out, err = proc.communicate(spec_bytes)
+        if proc.returncode != 0:
+            raise RuntimeError(f"load generator failed ({proc.returncode}): {err.decode(errors='replace')}")
+        results.append(msgspec.json.decode(out, type=LoadResult))
+    latencies = [ms for r in results for ms in r.latencies_ms]
+    errors = sum(r.errors for r in results)
+    first_error = next((r.first_error for r in results if r.first_error), "")
+    # The processes measured over the same window; the slowest one to finish bounds it.
+    elapsed = max(r.elapsed_s for r in results)
+    sent = sum(r.requests + r.errors + r.warmup_requests for r in results)
+    return Measured(summary=summarise(latencies, errors, elapsed, first_error), sent=sent)
+
+
+def main() -> None:
+    spec = msgspec.json.decode(sys.stdin.buffer.read(), type=LoadSpec)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    result = asyncio.run(run_load(spec))
+    sys.stdout.buffer.write(msgspec.json.encode(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Start a simulator, NATS and a data plane, drive the same load straight and through the data plane,
+and report both with their ratio and the data plane's CPU time per request.
+
+The load comes from wrk when it is on PATH (a Python generator cannot saturate the simulator), else
+from Python generator processes; the report names which one ran. All of it shares one machine, so
+ratios within one run are the figures to compare, not absolute rates across machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import msgspec
+
+from ollamaflow.bench.generators import GeneratorChoice, LoadGenerator, choose
+from ollamaflow.bench.scenarios import SCENARIOS, Scenario, Summary
+from shared.bus import Bus, BusNames
+from shared.snapshot import BackendView, FrontendView, SnapshotContent, encode, seal
+
+__all__ = ["BenchOptions", "BenchReport", "Row", "run"]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    duration_s: float = 5.0
+    warmup_s: float = 1.0
+    concurrency: int = 32
+    nats_url: str | None = None
+    generator: GeneratorChoice = "auto"
+    # Python generator processes (0 = one per core); wrk runs one thread.
+    processes: int = 0
+    # Direct and through runs alternate this many times per scenario; the median round is reported.
+    rounds: int = 1
+
+
+class Row(msgspec.Struct, frozen=True, kw_only=True):
+    """One scenario: the round with the median ratio, and the ratios of all rounds."""
+
+    scenario: str
+    direct: Summary
+    through: Summary
+    rps_ratio: float
+    dataplane_cpu_ms_per_request: float
+    ratios: list[float] = []
+
+
+class BenchReport(msgspec.Struct, frozen=True, kw_only=True):
+    generator: str  # which load generator ran, e.g. "wrk 4.1.0, 1 thread" or "python/aiohttp, 2 processes"
+    connections: int
+    duration_s: float
+    rows: list[Row]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stat(pid: int) -> list[str]:
+    # Fields after the command name, which may itself hold spaces and parentheses.
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process and its live descendants, from /proc (Linux)."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = _stat(int(entry.name))
+            parents[int(entry.name)] = int(fields[1])
+            ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    tree = {pid}
+    grew = True
+    while grew:
+        children = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        grew = bool(children)
+    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def _process(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    # Output goes to a file: a pipe nobody reads during the run would fill up and stall the process.
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = log.read_text(errors="replace")
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {err[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not become ready at {url}")
+
+
+async def _publish(nats_url: str, namespace: str, backend_url: str) -> None:
+    bus = Bus(nats_url, BusNames(namespace), client_name="ollamaflow-bench")
+    await bus.connect()
+    try:
+        content = SnapshotContent(
+            frontends=(FrontendView(id="bench", hostname="*", backends=("sim",)),),
+            backends=(BackendView(id="sim", base_url=backend_url),),
+        )
+        stored = await bus.read_snapshot()
+        snapshot = seal(content, revision=1, generated_at="1970-01-01T00:00:00Z")
+        await bus.write_snapshot(encode(snapshot), last=stored[1] if stored else None)
+    finally:
+        await bus.close()
+
+
+@contextlib.contextmanager
+def _nats(given: str | None, workdir: Path) -> Iterator[str]:
+    if given:
+        yield given
+        return
+    from ollamaflow.embedded import EmbeddedNats
+
+    server = EmbeddedNats(workdir / "nats")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def _round(generator: LoadGenerator, scenario: Scenario, sim_url: str, dp_url: str, dp_pid: int) -> Row:
+    direct = generator.drive(sim_url, scenario)
+    cpu_before = _cpu_seconds(dp_pid)
+    through = generator.drive(dp_url, scenario)
+    cpu_used = _cpu_seconds(dp_pid) - cpu_before
+    ratio = through.summary.rps / direct.summary.rps if direct.summary.rps else 0.0
+    return Row(
+        scenario=scenario.name,
+        direct=direct.summary,
+        through=through.summary,
+        rps_ratio=ratio,
+        dataplane_cpu_ms_per_request=cpu_used * 1000.0 / max(1, through.sent),
+        ratios=[ratio],
+    )
+
+
+def _median_round(rounds: list[Row]) -> Row:
+    ranked = sorted(rounds, key=lambda row: row.rps_ratio)
+    middle = ranked[(len(ranked) - 1) // 2]
+    return msgspec.structs.replace(middle, ratios=[row.rps_ratio for row in rounds])
+
+
+def run(options: BenchOptions) -> BenchReport:
+    generator = choose(
+        options.generator,
+        connections=options.concurrency,
+        duration_s=options.duration_s,
+        warmup_s=options.warmup_s,
+        processes=options.processes,
+    )
+    cli = [sys.executable, "-m", "ollamaflow.cli"]
+    sim_port, dp_port = _free_port(), _free_port()
+    sim_url, dp_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{dp_port}"
+    namespace = "bench" + uuid.uuid4().hex[:8]
+    with (
+        tempfile.TemporaryDirectory(prefix="ollamaflow-bench-") as tmp,
+        _nats(options.nats_url, Path(tmp)) as nats_url,
+    ):
+        asyncio.run(_publish(nats_url, namespace, sim_url))
+        sim_log, dp_log = Path(tmp) / "sim.log", Path(tmp) / "dataplane.log"
+        env = {
+            "OLLAMAFLOW_NATS_URL": nats_url,
+            "OLLAMAFLOW_BUS_NAMESPACE": namespace,
+            "OLLAMAFLOW_LOG_LEVEL": "WARNING",
+        }
+        with (
+            _process([*cli, "sim", "--port", str(sim_port)], sim_log) as sim,
+            _process(
+                [*cli, "dataplane", "--host", "127.0.0.1", "--port", str(dp_port)], dp_log, env
+            ) as dataplane,
+        ):
+            _wait_ready(sim_url + "/api/version", sim, sim_log, "simulator")
+            _wait_ready(dp_url + "/readyz", dataplane, dp_log, "data plane")
+            rows = [
+                _median_round(
+                    [
+                        _round(generator, scenario, sim_url, dp_url, dataplane.pid)
+                        for _ in range(max(1, options.rounds))
+                    ]
+                )
+                for scenario in SCENARIOS
+            ]
+    return BenchReport(
+        generator=generator.name, connections=options.concurrency, duration_s=options.duration_s, rows=rows
+    )

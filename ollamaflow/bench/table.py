@@ -1,0 +1,56 @@
+"""The benchmark's figures as a table that fits an 80-column terminal. Pure: builds, never prints."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from ollamaflow.bench.runner import BenchReport
+from ollamaflow.bench.scenarios import Summary
+
+__all__ = ["render"]
+
+_NOTES = (
+    "ratio: req/s via the data plane / req/s direct, same run. "
+    "DP ms/req: the data plane's CPU time (user+sys, /proc) per request it served."
+)
+
+
+def render(report: BenchReport) -> Group:
+    table = Table(
+        title=f"ollamaflow bench: {report.connections} connections, load: {report.generator}",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for name in ("scenario", "path", "req/s", "p50 ms", "p99 ms", "errors", "ratio", "DP ms/req"):
+        table.add_column(name, justify="left" if name in ("scenario", "path") else "right", no_wrap=True)
+    for row in report.rows:
+        table.add_row(row.scenario, "direct", *_figures(row.direct), "", "")
+        table.add_row(
+            "",
+            "via DP",
+            *_figures(row.through),
+            f"{row.rps_ratio:.2f}x",
+            f"{row.dataplane_cpu_ms_per_request:.3f}",
+        )
+    errors = [
+        f"{row.scenario} {label}: {summary.first_error}"
+        for row in report.rows
+        for label, summary in (("direct", row.direct), ("via DP", row.through))
+        if summary.first_error
+    ]
+    lines = [Text(_NOTES, style="dim")]
+    if any(len(row.ratios) > 1 for row in report.rows):
+        lines.append(Text(f"median of {len(report.rows[0].ratios)} rounds; ratios by round:", style="dim"))
+        lines.extend(
+            Text(f"  {row.scenario}: " + ", ".join(f"{r:.2f}x" for r in row.ratios), style="dim")
+            for row in report.rows
+        )
+    lines.extend(Text(f"first error, {e}", style="red") for e in errors)
+    return Group(table, *lines)
+
+
+def _figures(summary: Summary) -> tuple[str, str, str, str]:
+    return (f"{summary.rps:,.0f}", f"{summary.p50_ms:.2f}", f"{summary.p99_ms:.2f}", str(summary.errors))

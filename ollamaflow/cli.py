@@ -1,0 +1,36 @@
+"""The ``ollamaflow`` command: one sub-command per job, each defined in ``ollamaflow.commands``.
+
+Command modules import only typer at module level; each imports its plane when it runs, so that a
+data-plane-only install (no Postgres driver) can still run ``ollamaflow dataplane``.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from ollamaflow.commands import bench, controlplane, dataplane, migrate, sim, up
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="ollamaflow",
+    help="Load balancer and orchestration layer for Ollama and OpenAI-compatible inference servers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+app.command("up")(up.up)
+app.command("controlplane")(controlplane.controlplane)
+app.command("dataplane")(dataplane.dataplane)
+app.command("migrate")(migrate.migrate)
+app.command("sim")(sim.sim)
+app.command("bench")(bench.bench)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

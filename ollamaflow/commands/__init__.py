@@ -1,0 +1,1 @@
+"""One module per sub-command; each imports only typer at module level."""

@@ -1,0 +1,75 @@
+"""The data directory of ``ollamaflow up``: what lives where, the lock that keeps it to one ``up`` at a
+time, and the admin token that is generated once and reused."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["DEFAULT_DATA_DIR", "DataDir", "DataDirBusy"]
+
+# Relative to the working directory, like a project-local .venv: easy to find, easy to delete.
+DEFAULT_DATA_DIR = Path(".ollamaflow")
+
+
+class DataDirBusy(Exception):
+    """Another ``ollamaflow up`` holds this data directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class DataDir:
+    root: Path
+
+    @property
+    def postgres(self) -> Path:
+        return self.root / "postgres"
+
+    @property
+    def nats(self) -> Path:
+        return self.root / "nats"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.root / "admin-token"
+
+    def snapshot_cache(self, index: int) -> Path:
+        return self.root / f"dataplane-{index}.snapshot"
+
+    def create(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold an exclusive lock on the directory (POSIX only; elsewhere no lock is taken)."""
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
+        with (self.root / "up.lock").open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise DataDirBusy(f"another `ollamaflow up` is using {self.root}") from exc
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def admin_token(self) -> str:
+        """The token in ``admin-token``, or a new random one written there readable by the owner only."""
+        path = self.admin_token_file
+        if path.exists():
+            token = path.read_text().strip()
+            if token:
+                return token
+            path.unlink()
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+        return token

@@ -1,0 +1,108 @@
+"""What both embedded servers share: a child process with a data directory, a port and a log."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from ollamaflow.processes import (
+    parent_death_signal,
+    stop_process,
+)
+
+__all__ = ["POLL", "START_TIMEOUT", "STOP_TIMEOUT", "ChildServer", "EmbeddedServerError", "log_tail"]
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+POLL = 0.05
+
+
+class EmbeddedServerError(RuntimeError):
+    """An embedded server could not be started (the message carries the tail of its log)."""
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+class ChildServer:
+    """Start/stop bookkeeping common to both servers."""
+
+    name = "server"
+
+    def __init__(self, data_dir: Path, port: int | None) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / f"{self.name}.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise EmbeddedServerError(f"embedded {self.name} has not been started")
+        return self._url(self.port)
+
+    def _url(self, port: int) -> str:
+        raise NotImplementedError
+
+    def _spawn(self, argv: list[str], *, death_signal: int, **popen: object) -> subprocess.Popen[bytes]:
+        self._log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            # A session of its own: Ctrl-C in a terminal must reach only the supervisor, which stops
+            # the servers last, after the planes that use them.
+            start_new_session=True,
+            preexec_fn=parent_death_signal(death_signal),
+            **popen,  # type: ignore[arg-type]
+        )
+        return self._proc
+
+    def _fail(self, why: str) -> EmbeddedServerError:
+        self.stop()
+        return EmbeddedServerError(
+            f"embedded {self.name} failed to start ({why}); log {self.log_path}:\n{log_tail(self.log_path)}"
+        )
+
+    def _stop(self, sig: int) -> None:
+        if self._proc is not None:
+            stop_process(self._proc, sig=sig, timeout=STOP_TIMEOUT)
+            self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> str:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

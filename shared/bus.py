@@ -1,0 +1,175 @@
+"""The bus between the planes: every NATS subject, bucket and key name lives here.
+
+- Snapshots: JetStream KV bucket ``<namespace>`` (file storage), key ``snapshot.v<major>``; the control
+  plane writes with compare-and-set on the KV sequence so that racing replicas never go backwards.
+- Reports: core NATS subject ``<namespace>.reports.dataplane``, fire-and-forget, about once a second.
+
+A ``namespace`` other than the default keeps test runs and side-by-side clusters apart on one server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.kv import KeyValue
+
+from shared.errors import BusError, SnapshotConflict
+from shared.snapshot import SCHEMA_MAJOR
+
+__all__ = ["DEFAULT_NAMESPACE", "Bus", "BusNames"]
+
+log = logging.getLogger("ollamaflow.bus")
+
+DEFAULT_NAMESPACE = "ollamaflow"
+
+
+@dataclass(frozen=True, slots=True)
+class BusNames:
+    namespace: str = DEFAULT_NAMESPACE
+
+    @property
+    def bucket(self) -> str:
+        return self.namespace
+
+    @property
+    def snapshot_key(self) -> str:
+        return f"snapshot.v{SCHEMA_MAJOR}"
+
+    @property
+    def reports_subject(self) -> str:
+        return f"{self.namespace}.reports.dataplane"
+
+
+class Bus:
+    """One NATS connection and the few operations the planes need from it."""
+
+    def __init__(self, url: str, names: BusNames | None = None, *, client_name: str = "ollamaflow") -> None:
+        self.url = url
+        self.names = names or BusNames()
+        self._client_name = client_name
+        self._nc: Client | None = None
+        self._kv: KeyValue | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def connect(self, *, connect_timeout: float = 2.0) -> None:
+        """Connect once; raise BusError if the server does not answer. Reconnects forever afterwards."""
+        try:
+            self._nc = await nats.connect(
+                self.url,
+                name=self._client_name,
+                connect_timeout=connect_timeout,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                ping_interval=5,
+                max_outstanding_pings=2,
+                error_cb=self._on_error,
+            )
+        except (OSError, nats.errors.Error, TimeoutError) as exc:
+            raise BusError(f"cannot connect to NATS at {self.url}: {exc}") from exc
+
+    async def connect_forever(self, *, retry_every: float = 1.0) -> None:
+        """Keep trying to connect until it works: a plane starts even while NATS is down."""
+        while True:
+            try:
+                await self.connect()
+                return
+            except BusError as exc:
+                log.warning("%s; retrying", exc)
+                await asyncio.sleep(retry_every)
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+        self._nc = None
+        self._kv = None
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("nats: %s", exc)
+
+    def _client(self) -> Client:
+        if self._nc is None or not self._nc.is_connected:
+            raise BusError(f"not connected to NATS at {self.url}")
+        return self._nc
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            js = self._client().jetstream(timeout=2.0)
+            try:
+                self._kv = await js.key_value(self.names.bucket)
+            except nats.js.errors.BucketNotFoundError:
+                config = KeyValueConfig(bucket=self.names.bucket, history=5, storage=StorageType.FILE)
+                self._kv = await js.create_key_value(config)
+        return self._kv
+
+    async def read_snapshot(self) -> tuple[bytes, int] | None:
+        """The stored snapshot bytes and their KV sequence, or None if there is none."""
+        try:
+            kv = await self._bucket()
+            entry = await kv.get(self.names.snapshot_key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            self._kv = None
+            raise BusError(f"cannot read the snapshot: {exc}") from exc
+        return (entry.value or b"", entry.revision or 0)
+
+    async def write_snapshot(self, data: bytes, *, last: int | None) -> int:
+        """Store a snapshot if the KV sequence is still ``last`` (None: the key must not exist)."""
+        try:
+            kv = await self._bucket()
+            if last is None:
+                return await kv.create(self.names.snapshot_key, data)
+            return await kv.update(self.names.snapshot_key, data, last=last)
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise SnapshotConflict("another writer stored a snapshot first") from exc
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            self._kv = None
+            raise BusError(f"cannot store the snapshot: {exc}") from exc
+
+    async def watch_snapshot(self) -> AsyncIterator[bytes]:
+        """Yield the current snapshot bytes, then each new one; raise BusError when the watch breaks."""
+        try:
+            kv = await self._bucket()
+            watcher = await kv.watch(self.names.snapshot_key)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            self._kv = None
+            raise BusError(f"cannot watch the snapshot: {exc}") from exc
+        try:
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=30.0)
+                except nats.errors.TimeoutError:
+                    continue
+                if entry is not None and entry.value and entry.operation is None:
+                    yield entry.value
+        except (nats.errors.Error, OSError) as exc:
+            raise BusError(f"snapshot watch ended: {exc}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+    async def publish_report(self, data: bytes) -> None:
+        try:
+            await self._client().publish(self.names.reports_subject, data)
+        except (nats.errors.Error, OSError) as exc:
+            raise BusError(f"cannot publish a report: {exc}") from exc
+
+    async def subscribe_reports(self, handler: Callable[[bytes], Awaitable[None]]) -> None:
+        async def on_message(msg: nats.aio.msg.Msg) -> None:
+            await handler(msg.data)
+
+        await self._client().subscribe(self.names.reports_subject, cb=on_message)

@@ -1,0 +1,95 @@
+"""The exception tree shared by both planes.
+
+    OllamaFlowError
+    ├── ConfigError              bad settings; the process should not start
+    ├── SnapshotRejected         a snapshot a data plane will not apply (keeps its last good one)
+    ├── BusError                 NATS unreachable or a bucket operation failed
+    │   └── SnapshotConflict     another writer stored a snapshot first (compare-and-set lost)
+    ├── RoutingError             the request cannot be placed           (status: 4xx/5xx to the client)
+    │   ├── NoFrontendMatch      no frontend for the Host header         404
+    │   ├── RequestNotAllowed    the frontend forbids this request type  403
+    │   └── NoBackendAvailable   no eligible backend                     502
+    └── UpstreamError            the chosen backend failed               502/504
+        ├── UpstreamUnavailable  connect refused/reset, DNS              502
+        ├── UpstreamTimeout      no answer in time                       504
+        └── UpstreamProtocolError  an answer we could not read           502
+
+Each RoutingError/UpstreamError carries the HTTP ``status`` the client should see; the route turns it
+into the error shape of the client's API format.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BusError",
+    "ConfigError",
+    "NoBackendAvailable",
+    "NoFrontendMatch",
+    "OllamaFlowError",
+    "RequestNotAllowed",
+    "RoutingError",
+    "SnapshotConflict",
+    "SnapshotRejected",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+]
+
+
+class OllamaFlowError(Exception):
+    """Base of every error OllamaFlow raises on purpose."""
+
+    status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(OllamaFlowError):
+    pass
+
+
+class SnapshotRejected(OllamaFlowError):
+    pass
+
+
+class BusError(OllamaFlowError):
+    status = 503
+
+
+class SnapshotConflict(BusError):
+    pass
+
+
+class RoutingError(OllamaFlowError):
+    status = 502
+
+
+class NoFrontendMatch(RoutingError):
+    status = 404
+
+
+class RequestNotAllowed(RoutingError):
+    status = 403
+
+
+class NoBackendAvailable(RoutingError):
+    status = 502
+
+
+class UpstreamError(OllamaFlowError):
+    status = 502
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 502
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+
+
+class UpstreamProtocolError(UpstreamError):
+    status = 502

@@ -1,0 +1,203 @@
+"""The versioned snapshot: the one document the control plane publishes and data planes route by.
+
+Schema evolution rule: within a major version only add fields with defaults; never change a type or
+reuse a name. The major is also in the bus key (``snapshot.v1``).
+
+Pure: no I/O and no clock reads; callers pass ``generated_at``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import msgspec
+
+from shared.errors import SnapshotRejected
+
+__all__ = [
+    "SCHEMA_MAJOR",
+    "ApiFormat",
+    "BackendView",
+    "ClusterView",
+    "DataPlaneView",
+    "FrontendView",
+    "LoadBalancing",
+    "LoadedModel",
+    "Snapshot",
+    "SnapshotContent",
+    "accept",
+    "content_hash",
+    "decode",
+    "encode",
+    "seal",
+]
+
+SCHEMA_MAJOR = 1
+
+ApiFormat = Literal["Ollama", "OpenAI"]
+LoadBalancing = Literal["RoundRobin", "Random"]
+
+
+class LoadedModel(msgspec.Struct, frozen=True, kw_only=True):
+    """A model a backend holds in memory (Ollama's /api/ps)."""
+
+    name: str
+    expires_at: str = ""  # RFC 3339 as the backend reported it; "" if it did not say
+    size_vram: int = 0
+
+
+class BackendView(msgspec.Struct, frozen=True, kw_only=True):
+    """What a data plane needs to know about one backend."""
+
+    id: str
+    name: str = ""
+    base_url: str  # scheme://host:port, no trailing slash
+    api_format: ApiFormat = "Ollama"
+    active: bool = True
+    healthy: bool = True
+    labels: tuple[str, ...] = ()
+    max_parallel_requests: int = 4
+    rate_limit_requests_threshold: int = 10
+    allow_embeddings: bool = True
+    allow_completions: bool = True
+    pinned_embeddings_properties: dict[str, object] = {}
+    pinned_completions_properties: dict[str, object] = {}
+    # Credentials travel in the snapshot: protect the bus (NATS auth/TLS) in production.
+    bearer_token: str | None = None
+    querystring: str | None = None
+    headers: dict[str, str] = {}
+    # Runtime state from the control plane's probes. health_checked False: not probed yet (then
+    # healthy is False for a new backend) or probing is switched off (then healthy is True).
+    health_checked: bool = False
+    models: tuple[str, ...] = ()  # names as the backend lists them (/api/tags or /v1/models), sorted
+    models_known: bool = False  # False until the model list was read once
+    models_loaded: tuple[LoadedModel, ...] = ()  # Ollama's /api/ps, sorted by name
+
+
+class FrontendView(msgspec.Struct, frozen=True, kw_only=True):
+    """A virtual endpoint, matched by Host header, with its pool of backend ids."""
+
+    id: str
+    name: str = ""
+    hostname: str = "*"
+    load_balancing: LoadBalancing = "RoundRobin"
+    backends: tuple[str, ...] = ()
+    required_models: tuple[str, ...] = ()
+    timeout_ms: int = 60000
+    max_request_body_size: int = 536870912
+    use_sticky_sessions: bool = False
+    sticky_session_expiration_ms: int = 1800000
+    pinned_embeddings_properties: dict[str, object] = {}
+    pinned_completions_properties: dict[str, object] = {}
+    allow_embeddings: bool = True
+    allow_completions: bool = True
+    allow_retries: bool = True
+    active: bool = True
+
+
+class DataPlaneView(msgspec.Struct, frozen=True, kw_only=True):
+    """A data plane the control plane has heard from recently."""
+
+    id: str
+
+
+class ClusterView(msgspec.Struct, frozen=True, kw_only=True):
+    """Facts about the cluster as a whole."""
+
+    dataplanes: tuple[DataPlaneView, ...] = ()
+
+
+class SnapshotContent(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the content hash covers: the routing-relevant state, in a canonical order."""
+
+    frontends: tuple[FrontendView, ...] = ()
+    backends: tuple[BackendView, ...] = ()
+    cluster: ClusterView = ClusterView()
+
+
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """One immutable, versioned snapshot."""
+
+    schema: int = SCHEMA_MAJOR
+    revision: int
+    content_hash: str
+    generated_at: str  # RFC 3339, UTC
+    content: SnapshotContent
+
+
+class _Header(msgspec.Struct):
+    """The part of any snapshot, of any major version, read before trusting the rest."""
+
+    schema: int
+    revision: int
+
+
+_encoder = msgspec.json.Encoder(order="deterministic")
+_decoder = msgspec.json.Decoder(Snapshot)
+_header_decoder = msgspec.json.Decoder(_Header)
+
+
+def canonical(content: SnapshotContent) -> SnapshotContent:
+    """Sort every collection by id so that equal state always encodes to equal bytes."""
+    return SnapshotContent(
+        frontends=tuple(sorted(content.frontends, key=lambda f: f.id)),
+        backends=tuple(sorted(content.backends, key=lambda b: b.id)),
+        cluster=ClusterView(dataplanes=tuple(sorted(content.cluster.dataplanes, key=lambda d: d.id))),
+    )
+
+
+def content_hash(content: SnapshotContent) -> str:
+    """The sha256 of the canonical encoding of ``content``."""
+    return hashlib.sha256(_encoder.encode(canonical(content))).hexdigest()
+
+
+def seal(content: SnapshotContent, *, revision: int, generated_at: str) -> Snapshot:
+    """Build a snapshot from its content: canonical order plus the hash that proves it."""
+    content = canonical(content)
+    return Snapshot(
+        revision=revision,
+        content_hash=content_hash(content),
+        generated_at=generated_at,
+        content=content,
+    )
+
+
+def encode(snapshot: Snapshot) -> bytes:
+    return _encoder.encode(snapshot)
+
+
+def decode(data: bytes) -> Snapshot:
+    """Decode and verify a snapshot; raise SnapshotRejected for any flaw."""
+    try:
+        header = _header_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise SnapshotRejected(f"undecodable snapshot: {exc}") from exc
+    if header.schema != SCHEMA_MAJOR:
+        raise SnapshotRejected(
+            f"unknown snapshot schema major {header.schema} (this build reads {SCHEMA_MAJOR})"
+        )
+    try:
+        snapshot = _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise SnapshotRejected(f"invalid snapshot revision {header.revision}: {exc}") from exc
+    if content_hash(snapshot.content) != snapshot.content_hash:
+        raise SnapshotRejected(f"snapshot revision {header.revision} fails its content hash")
+    return snapshot
+
+
+def accept(current: Snapshot | None, data: bytes) -> Snapshot:
+    """Decide whether a data plane takes ``data`` over ``current``.
+
+    Returns the new snapshot, or raises SnapshotRejected (the caller keeps ``current``).
+    A same-revision copy is not an error: it returns ``current`` unchanged.
+    """
+    snapshot = decode(data)
+    if current is not None:
+        if snapshot.revision < current.revision:
+            raise SnapshotRejected(
+                f"snapshot revision {snapshot.revision} is older than the applied {current.revision}"
+            )
+        if snapshot.revision == current.revision:
+            return current
+    return snapshot

@@ -1,0 +1,35 @@
+"""What each data plane publishes about itself, about once a second."""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = ["DataPlaneReport", "decode_report", "encode_report"]
+
+
+class DataPlaneReport(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    applied_revision: int = 0
+    # The last snapshot problem, e.g. a rejected revision; empty when all is well.
+    snapshot_error: str = ""
+    # Where clients reach it (for the admin view); informational only.
+    address: str = ""
+    version: str = ""
+    in_flight: dict[str, int] = {}
+    requests_total: int = 0
+    started_at: str = ""
+    # Passive health: backends this data plane stopped sending to (backend id -> why), until a
+    # trial request after a cool-down succeeds.
+    ejected: dict[str, str] = {}
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(DataPlaneReport)
+
+
+def encode_report(report: DataPlaneReport) -> bytes:
+    return _encoder.encode(report)
+
+
+def decode_report(data: bytes) -> DataPlaneReport:
+    return _decoder.decode(data)

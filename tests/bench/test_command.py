@@ -1,0 +1,70 @@
+"""`ollamaflow bench` end to end: it starts its processes, drives both scenarios, reports figures.
+
+Checks that the run is sound (both scenarios, no errors, positive rates and CPU figures), never
+how fast anything is.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import msgspec
+import pytest
+
+from ollamaflow.bench.runner import BenchReport
+from ollamaflow.bench.scenarios import SCENARIOS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("generator", ["python", "wrk"])
+def test_bench_reports_both_scenarios_without_errors(nats_url: str, generator: str) -> None:
+    if generator == "wrk" and shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ollamaflow.cli",
+            "bench",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.5",
+            "--concurrency",
+            "8",
+            "--generator",
+            generator,
+            "--nats-url",
+            nats_url,
+            "--json",
+        ],
+        capture_output=True,
+        timeout=100,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    report = msgspec.json.decode(done.stdout, type=BenchReport)
+    assert report.generator.startswith(generator)
+    assert [row.scenario for row in report.rows] == [s.name for s in SCENARIOS]
+    for row in report.rows:
+        for summary in (row.direct, row.through):
+            assert summary.errors == 0, summary.first_error
+            assert summary.requests > 0
+            assert summary.rps > 0
+            assert 0 < summary.p50_ms <= summary.p99_ms
+        assert row.rps_ratio > 0
+        assert row.dataplane_cpu_ms_per_request > 0
+
+
+def test_bench_rejects_an_unknown_generator() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ollamaflow.cli", "bench", "--generator", "ab"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert b"--generator" in done.stderr

@@ -1,0 +1,127 @@
+"""The pure snapshot builder: configuration rows in, snapshot content out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from controlplane.publish.builder import backend_base_url, build_content
+from shared.snapshot import content_hash, decode, encode, seal
+
+
+@dataclass
+class Frontend:
+    identifier: str
+    name: str | None = None
+    hostname: str = "*"
+    load_balancing: str = "RoundRobin"
+    backends: list[str] = field(default_factory=list)
+    required_models: list[str] = field(default_factory=list)
+    timeout_ms: int = 60000
+    max_request_body_size: int = 536870912
+    use_sticky_sessions: bool = False
+    sticky_session_expiration_ms: int = 1800000
+    pinned_embeddings_properties: dict[str, Any] = field(default_factory=dict)
+    pinned_completions_properties: dict[str, Any] = field(default_factory=dict)
+    allow_embeddings: bool = True
+    allow_completions: bool = True
+    allow_retries: bool = True
+    active: bool = True
+
+
+@dataclass
+class Backend:
+    identifier: str
+    name: str | None = None
+    hostname: str = "localhost"
+    port: int = 8000
+    ssl: bool = False
+    api_format: str = "Ollama"
+    active: bool = True
+    labels: list[str] = field(default_factory=list)
+    max_parallel_requests: int = 4
+    rate_limit_requests_threshold: int = 10
+    allow_embeddings: bool = True
+    allow_completions: bool = True
+    pinned_embeddings_properties: dict[str, Any] = field(default_factory=dict)
+    pinned_completions_properties: dict[str, Any] = field(default_factory=dict)
+    bearer_token: str | None = None
+    querystring: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@pytest.mark.parametrize(
+    ("hostname", "port", "ssl", "url"),
+    [
+        ("localhost", 11434, False, "http://localhost:11434"),
+        ("gpu.example", 443, True, "https://gpu.example:443"),
+        ("::1", 8000, False, "http://[::1]:8000"),
+        ("[fe80::1]", 80, False, "http://[fe80::1]:80"),
+    ],
+)
+def test_base_url(hostname: str, port: int, ssl: bool, url: str) -> None:
+    assert backend_base_url(hostname, port, ssl) == url
+
+
+def test_rows_become_views_with_every_routing_field() -> None:
+    frontend = Frontend(
+        identifier="f1",
+        name="one",
+        hostname="a.test",
+        load_balancing="Random",
+        backends=["b2", "b1"],
+        required_models=["llama3"],
+        use_sticky_sessions=True,
+        pinned_completions_properties={"options": {"num_ctx": 4096}},
+        allow_retries=False,
+        active=False,
+    )
+    backend = Backend(
+        identifier="b1",
+        hostname="10.0.0.1",
+        port=11434,
+        api_format="OpenAI",
+        labels=["eu"],
+        bearer_token="tok",
+        querystring="k=v",
+        headers={"X-A": "1"},
+        active=False,
+    )
+    content = build_content(
+        [frontend], [backend, Backend(identifier="b2", name="two")], ["dp2", "dp1", "dp2"]
+    )
+
+    (view,) = content.frontends
+    assert (view.id, view.name, view.hostname, view.load_balancing) == ("f1", "one", "a.test", "Random")
+    assert view.backends == ("b2", "b1")  # order is the frontend's: it may matter for routing
+    assert view.required_models == ("llama3",)
+    assert view.pinned_completions_properties == {"options": {"num_ctx": 4096}}
+    assert (view.use_sticky_sessions, view.allow_retries, view.active) == (True, False, False)
+
+    b1, b2 = content.backends
+    assert (b1.base_url, b1.api_format, b1.labels, b1.active, b1.healthy) == (
+        "http://10.0.0.1:11434",
+        "OpenAI",
+        ("eu",),
+        False,
+        True,
+    )
+    assert (b1.bearer_token, b1.querystring, b1.headers) == ("tok", "k=v", {"X-A": "1"})
+    assert (b2.name, b2.bearer_token, b2.querystring) == ("two", None, None)
+    assert [d.id for d in content.cluster.dataplanes] == ["dp1", "dp2"]
+
+
+def test_equal_state_gives_equal_hashes_whatever_the_row_order() -> None:
+    rows = [Backend(identifier="b1"), Backend(identifier="b2")]
+    one = build_content([Frontend("f1"), Frontend("f2")], rows, ["x"])
+    two = build_content([Frontend("f2"), Frontend("f1")], list(reversed(rows)), ["x"])
+    assert content_hash(one) == content_hash(two)
+    assert content_hash(one) != content_hash(build_content([Frontend("f1")], rows, ["x"]))
+
+
+def test_built_content_survives_the_wire() -> None:
+    content = build_content([Frontend("f1", backends=["b1"])], [Backend("b1")], [])
+    snapshot = seal(content, revision=1, generated_at="2030-01-01T00:00:00Z")
+    assert decode(encode(snapshot)) == snapshot

@@ -1,0 +1,243 @@
+"""Snapshot publishing against real Postgres and NATS: every change becomes a new, higher revision."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from controlplane.clock import Clock
+from controlplane.db import Database
+from controlplane.publish.publisher import Publisher
+from controlplane.settings import Settings
+from ollamaflow.embedded import EmbeddedNats
+from shared.bus import Bus, BusNames
+from shared.snapshot import BackendView, Snapshot, SnapshotContent, encode, seal
+from tests.controlplane.conftest import TOKEN
+from tests.controlplane.harness import RunningControlPlane, eventually, running_controlplane, watch_snapshots
+from tests.support.processes import free_port
+
+
+@pytest.fixture
+def own_controlplane(settings: Settings) -> Iterator[RunningControlPlane]:
+    """A control plane publishing into this test's own bus namespace."""
+    with running_controlplane(settings) as running:
+        yield running
+
+
+def _backend_ids(snapshot: Snapshot) -> set[str]:
+    return {b.id for b in snapshot.content.backends}
+
+
+def _frontend(snapshot: Snapshot, identifier: str):
+    return next((f for f in snapshot.content.frontends if f.id == identifier), None)
+
+
+async def test_every_committed_change_publishes_a_higher_revision(
+    own_controlplane: RunningControlPlane, settings: Settings
+) -> None:
+    async with (
+        watch_snapshots(settings.nats_url, settings.bus_namespace) as watch,
+        httpx.AsyncClient(
+            base_url=own_controlplane.url, headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as admin,
+    ):
+        start = await watch.next()  # the start-up snapshot
+        assert start.content.frontends == () and start.content.backends == ()
+
+        steps = [
+            (
+                admin.put("/v1.0/backends", json={"Identifier": "b1", "Hostname": "10.1.2.3", "Port": 11434}),
+                lambda s: (
+                    _backend_ids(s) == {"b1"} and s.content.backends[0].base_url == "http://10.1.2.3:11434"
+                ),
+            ),
+            (
+                admin.put("/v1.0/backends", json={"Identifier": "b2", "ApiFormat": "OpenAI", "Ssl": True}),
+                lambda s: _backend_ids(s) == {"b1", "b2"},
+            ),
+            (
+                admin.put(
+                    "/v1.0/frontends", json={"Identifier": "f1", "Hostname": "a.test", "Backends": ["b1"]}
+                ),
+                lambda s: (f := _frontend(s, "f1")) is not None and f.backends == ("b1",),
+            ),
+            (
+                admin.patch("/v1.0/frontends/f1", json={"Backends": ["b2", "b1"], "LoadBalancing": "Random"}),
+                lambda s: (f := _frontend(s, "f1")) is not None and f.backends == ("b2", "b1"),
+            ),
+            (
+                admin.put("/v1.0/frontends/f1", json={"Backends": ["b2"], "Active": False}),
+                lambda s: (f := _frontend(s, "f1")) is not None and f.backends == ("b2",) and not f.active,
+            ),
+            (
+                admin.patch("/v1.0/backends/b1", json={"Active": False, "Labels": ["eu"]}),
+                lambda s: any(
+                    b.id == "b1" and not b.active and b.labels == ("eu",) for b in s.content.backends
+                ),
+            ),
+            (admin.delete("/v1.0/backends/b1"), lambda s: _backend_ids(s) == {"b2"}),
+            (admin.delete("/v1.0/frontends/f1"), lambda s: s.content.frontends == ()),
+        ]
+        revision = start.revision
+        for request, changed in steps:
+            resp = await request
+            assert resp.status_code in (200, 201, 204), resp.text
+            snapshot = await watch.next(changed, after=revision)
+            assert snapshot.revision > revision
+            revision = snapshot.revision
+        # Revisions on the bus only ever went up.
+        revisions = [s.revision for s in watch.seen]
+        assert revisions == sorted(set(revisions))
+
+
+async def test_the_snapshot_carries_credentials_and_the_admin_view_redacts_them(
+    own_controlplane: RunningControlPlane, settings: Settings
+) -> None:
+    secret = "tok-for-the-data-plane-only"
+    async with (
+        watch_snapshots(settings.nats_url, settings.bus_namespace) as watch,
+        httpx.AsyncClient(
+            base_url=own_controlplane.url, headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as admin,
+    ):
+        body = {"Identifier": "b1", "BearerToken": secret, "Querystring": "key=1", "Headers": {"X-Team": "a"}}
+        await admin.put("/v1.0/backends", json=body)
+        published = await watch.next(lambda s: _backend_ids(s) == {"b1"})
+        backend = published.content.backends[0]
+        # The data plane needs these to reach the backend.
+        assert (backend.bearer_token, backend.querystring, backend.headers) == (
+            secret,
+            "key=1",
+            {"X-Team": "a"},
+        )
+
+        async def shows_it() -> bool:
+            view = (await admin.get("/v1.0/snapshot")).json()
+            return view["Revision"] >= published.revision
+
+        await eventually(shows_it)
+        resp = await admin.get("/v1.0/snapshot")
+        assert secret not in resp.text
+        view = resp.json()
+        assert view["ContentHash"] == published.content_hash
+        assert view["Content"]["backends"][0]["bearer_token"] == "<redacted>"
+
+
+def _content(tag: str) -> SnapshotContent:
+    return SnapshotContent(backends=(BackendView(id=tag, base_url="http://127.0.0.1:1"),))
+
+
+async def _publisher(
+    settings: Settings, bus: Bus, db: Database, contents: list[SnapshotContent]
+) -> Publisher:
+    async def content() -> SnapshotContent:
+        return contents[-1]
+
+    return Publisher(bus, content=content, next_revision=db.next_revision, clock=Clock(), interval=30)
+
+
+async def test_racing_publishers_never_store_a_lower_revision(settings: Settings) -> None:
+    """Two replicas publishing as fast as they can: compare-and-set keeps the stored revision rising."""
+    names = BusNames(settings.bus_namespace)
+    buses = [Bus(settings.nats_url, names), Bus(settings.nats_url, names)]
+    dbs = [Database(settings.database_url), Database(settings.database_url)]
+    for bus in buses:
+        await bus.connect()
+    try:
+        async with watch_snapshots(settings.nats_url, settings.bus_namespace) as watch:
+            contents = [[_content("a0")], [_content("b0")]]
+            publishers = [await _publisher(settings, buses[i], dbs[i], contents[i]) for i in range(2)]
+
+            async def hammer(i: int) -> list[Snapshot]:
+                stored = []
+                for n in range(15):
+                    contents[i].append(_content(f"{'ab'[i]}{n}"))
+                    snapshot = await publishers[i].publish(force=True)
+                    assert snapshot is not None
+                    stored.append(snapshot)
+                return stored
+
+            results = await asyncio.gather(hammer(0), hammer(1))
+            written = sorted(s.revision for r in results for s in r)
+            assert len(set(written)) == 30  # every successful write got its own revision
+            final = await watch.next(lambda s: s.revision == written[-1])
+            assert final.revision == max(written)
+            seen = [s.revision for s in watch.seen]
+            assert seen == sorted(seen) and len(seen) == len(set(seen))
+            # Each publisher's own writes rose too.
+            for result in results:
+                assert [s.revision for s in result] == sorted(s.revision for s in result)
+    finally:
+        for bus in buses:
+            await bus.close()
+        for db in dbs:
+            await db.close()
+
+
+async def test_revision_never_goes_below_the_stored_one(settings: Settings) -> None:
+    """NATS may hold a newer revision than the Postgres sequence (e.g. a restored database)."""
+    bus = Bus(settings.nats_url, BusNames(settings.bus_namespace))
+    db = Database(settings.database_url)
+    await bus.connect()
+    try:
+        far_ahead = seal(_content("old"), revision=10**9, generated_at="2030-01-01T00:00:00Z")
+        await bus.write_snapshot(encode(far_ahead), last=None)
+        publisher = await _publisher(settings, bus, db, [_content("new")])
+        snapshot = await publisher.publish()
+        assert snapshot is not None and snapshot.revision == 10**9 + 1
+        # The sequence caught up: the next one is higher still.
+        publisher_two = await _publisher(settings, bus, db, [_content("newer")])
+        assert (await publisher_two.publish()).revision > 10**9 + 1
+    finally:
+        await bus.close()
+        await db.close()
+
+
+async def test_unchanged_content_is_not_republished_unless_forced(settings: Settings) -> None:
+    bus = Bus(settings.nats_url, BusNames(settings.bus_namespace))
+    db = Database(settings.database_url)
+    await bus.connect()
+    try:
+        publisher = await _publisher(settings, bus, db, [_content("same")])
+        first = await publisher.publish()
+        assert first is not None
+        assert await publisher.publish() is None  # a timer publish: nothing changed, nothing written
+        stored = await bus.read_snapshot()
+        assert stored is not None and stored[0] == encode(first)
+        forced = await publisher.publish(force=True)  # a committed change always gets a revision
+        assert forced is not None and forced.revision > first.revision
+        assert forced.content_hash == first.content_hash
+    finally:
+        await bus.close()
+        await db.close()
+
+
+@pytest.mark.slow
+async def test_publishing_catches_up_once_nats_comes_up(settings: Settings, tmp_path: Path) -> None:
+    """The control plane starts without NATS, takes changes, and publishes them when NATS appears."""
+    server = EmbeddedNats(tmp_path / "nats", port=free_port())
+    cut_off = Settings(
+        database_url=settings.database_url,
+        admin_tokens=settings.admin_tokens,
+        nats_url=server.url,
+        bus_namespace=settings.bus_namespace,
+    )
+    with running_controlplane(cut_off, wait_ready=False) as running:
+        async with httpx.AsyncClient(
+            base_url=running.url, headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as admin:
+            assert (await admin.put("/v1.0/backends", json={"Identifier": "b1"})).status_code == 201
+            assert (await admin.get("/readyz")).status_code == 503
+            with server:  # NATS comes up on the address the control plane keeps trying
+                async with watch_snapshots(server.url, settings.bus_namespace) as watch:
+                    snapshot = await watch.next(lambda s: _backend_ids(s) == {"b1"}, within=20)
+                    assert snapshot.revision >= 1
+
+                async def ready() -> bool:
+                    return (await admin.get("/readyz")).status_code == 200
+
+                await eventually(ready, within=20)

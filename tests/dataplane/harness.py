@@ -1,0 +1,124 @@
+"""Run a data plane in-process under uvicorn, publish snapshots to it, and wait for what it does.
+
+The data plane gets a thread and an event loop of its own, like a process of its own would, so the
+test's loop (clients, simulators) and the data plane's loop never wait on each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, replace
+
+import httpx
+
+from dataplane.app import DataPlane
+from dataplane.server import DataPlaneServer, uvicorn_config
+from dataplane.settings import DataPlaneSettings
+from shared.bus import Bus
+from shared.snapshot import BackendView, FrontendView, SnapshotContent, encode, seal
+from shared.wire.reports import DataPlaneReport, decode_report
+
+__all__ = [
+    "RunningDataPlane",
+    "SnapshotWriter",
+    "content",
+    "eventually",
+    "running_dataplane",
+    "snapshot_bytes",
+]
+
+
+def snapshot_bytes(content: SnapshotContent, revision: int) -> bytes:
+    return encode(seal(content, revision=revision, generated_at="2025-01-01T00:00:00Z"))
+
+
+def content(
+    backends: dict[str, str], frontends: Sequence[FrontendView] | None = None, **backend_options: object
+) -> SnapshotContent:
+    """Backends by id -> base URL, and one ``*`` frontend over all of them unless frontends are given."""
+    views = tuple(BackendView(id=i, base_url=url, **backend_options) for i, url in backends.items())  # type: ignore[arg-type]
+    if frontends is None:
+        frontends = [FrontendView(id="all", hostname="*", backends=tuple(backends))]
+    return SnapshotContent(frontends=tuple(frontends), backends=views)
+
+
+class SnapshotWriter:
+    """What the control plane does, reduced to writing the KV key (tests only)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def write(self, data: bytes) -> None:
+        stored = await self.bus.read_snapshot()
+        await self.bus.write_snapshot(data, last=stored[1] if stored else None)
+
+    async def publish(self, content: SnapshotContent, revision: int) -> None:
+        await self.write(snapshot_bytes(content, revision))
+
+
+@dataclass
+class RunningDataPlane:
+    url: str
+    app: DataPlane
+    reports: list[DataPlaneReport]
+
+    async def readyz(self) -> httpx.Response:
+        async with httpx.AsyncClient() as client:
+            return await client.get(self.url + "/readyz")
+
+    async def wait_revision(self, revision: int, within: float = 10.0) -> None:
+        await eventually(lambda: self.app.state.revision == revision, within, f"revision {revision} applied")
+
+
+async def eventually(predicate: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until it holds; a deadline for things that happen, never a speed limit."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not met within {within}s")
+        await asyncio.sleep(0.05)
+
+
+def _bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def running_dataplane(
+    settings: DataPlaneSettings, *, listen_reports: Bus | None = None
+) -> AsyncIterator[RunningDataPlane]:
+    """Serve a data plane on a free loopback port until the block ends."""
+    sock = _bound_socket()
+    port = sock.getsockname()[1]
+    settings = replace(settings, dataplane_host="127.0.0.1", dataplane_port=port)
+    config = uvicorn_config(settings, loop="asyncio", log_level="warning")
+    server = DataPlaneServer(config)
+    app = config.app
+    assert isinstance(app, DataPlane)
+    reports: list[DataPlaneReport] = []
+    if listen_reports is not None:
+
+        async def on_report(data: bytes) -> None:
+            report = decode_report(data)
+            if report.id == settings.dataplane_id:
+                reports.append(report)
+
+        await listen_reports.subscribe_reports(on_report)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        await eventually(lambda: server.started or not thread.is_alive(), 15, "data plane start")
+        assert server.started, "the data plane did not start"
+        yield RunningDataPlane(f"http://127.0.0.1:{port}", app, reports)
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 15)
+        sock.close()

@@ -1,0 +1,61 @@
+"""Settings: defaults, file, environment and CLI options, in that order of precedence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dataplane.settings import load_settings
+from shared.errors import ConfigError
+
+
+def test_defaults_and_generated_id() -> None:
+    settings = load_settings(environ={})
+    assert (settings.dataplane_host, settings.dataplane_port) == ("0.0.0.0", 43411)
+    assert settings.nats_url == "nats://127.0.0.1:4222"
+    assert settings.snapshot_cache is None
+    assert settings.dataplane_id.split("-")[-2] == "43411"
+    assert load_settings(environ={}).dataplane_id != settings.dataplane_id
+
+
+def test_file_then_environment_then_options(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        'nats_url = "nats://file:1"\ndataplane_port = 1000\nreport_interval = 0.5\nbus_namespace = "f"\n'
+    )
+    env = {
+        "OLLAMAFLOW_CONFIG": str(config),
+        "OLLAMAFLOW_DATAPLANE_PORT": "2000",
+        "OLLAMAFLOW_BUS_NAMESPACE": "e",
+        "OLLAMAFLOW_SNAPSHOT_CACHE": str(tmp_path / "snap.json"),
+    }
+    settings = load_settings(environ=env, dataplane_port=3000, dataplane_id=None)
+    assert settings.nats_url == "nats://file:1"
+    assert settings.report_interval == 0.5
+    assert settings.bus_namespace == "e"
+    assert settings.dataplane_port == 3000
+    assert settings.snapshot_cache == tmp_path / "snap.json"
+
+
+@pytest.mark.parametrize(("key", "value"), [("DATAPLANE_PORT", "http"), ("REPORT_INTERVAL", "0")])
+def test_bad_values_name_the_key(key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=key.lower()):
+        load_settings(environ={f"OLLAMAFLOW_{key}": value})
+
+
+def test_unreadable_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(config_file=tmp_path / "missing.toml", environ={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("= nope")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(config_file=bad, environ={})
+
+
+def test_passive_health_settings_come_from_the_environment() -> None:
+    env = {"OLLAMAFLOW_EJECT_AFTER_ERRORS": "5", "OLLAMAFLOW_EJECT_COOLDOWN": "2.5"}
+    settings = load_settings(environ=env)
+    assert (settings.eject_after_errors, settings.eject_cooldown) == (5, 2.5)
+    with pytest.raises(ConfigError, match="eject_cooldown"):
+        load_settings(environ={"OLLAMAFLOW_EJECT_COOLDOWN": "0"})

