@@ -3,6 +3,10 @@
 - Snapshots: JetStream KV bucket ``<namespace>`` (file storage), key ``snapshot.v<major>``; the control
   plane writes with compare-and-set on the KV sequence so that racing replicas never go backwards.
 - Reports: core NATS subject ``<namespace>.reports.dataplane``, fire-and-forget, about once a second.
+- Requests between the planes (core NATS request/reply, answered by one member of a queue group):
+  ``<namespace>.dataplane.explain`` (the control plane asks a data plane to dry-run a routing
+  decision) and ``<namespace>.controlplane.models`` (a data plane asks the control plane to pull,
+  delete or copy a model for a frontend). Pull progress is published on ``<namespace>.pulls.progress``.
 
 A ``namespace`` other than the default keeps test runs and side-by-side clusters apart on one server.
 """
@@ -22,7 +26,7 @@ from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
-from shared.errors import BusError, SnapshotConflict
+from shared.errors import BusError, BusNoResponder, SnapshotConflict
 from shared.snapshot import SCHEMA_MAJOR
 
 __all__ = ["DEFAULT_NAMESPACE", "Bus", "BusNames"]
@@ -47,6 +51,18 @@ class BusNames:
     @property
     def reports_subject(self) -> str:
         return f"{self.namespace}.reports.dataplane"
+
+    @property
+    def explain_subject(self) -> str:
+        return f"{self.namespace}.dataplane.explain"
+
+    @property
+    def models_subject(self) -> str:
+        return f"{self.namespace}.controlplane.models"
+
+    @property
+    def pulls_subject(self) -> str:
+        return f"{self.namespace}.pulls.progress"
 
 
 class Bus:
@@ -173,3 +189,85 @@ class Bus:
             await handler(msg.data)
 
         await self._client().subscribe(self.names.reports_subject, cb=on_message)
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        """Fire-and-forget on a core subject."""
+        try:
+            await self._client().publish(subject, data)
+        except (nats.errors.Error, OSError) as exc:
+            raise BusError(f"cannot publish on {subject}: {exc}") from exc
+
+    async def subscribe(
+        self, subject: str, handler: Callable[[bytes], Awaitable[None]]
+    ) -> Callable[[], Awaitable[None]]:
+        """Call ``handler`` with each message on ``subject``; returns an async function that stops it."""
+
+        async def on_message(msg: nats.aio.msg.Msg) -> None:
+            await handler(msg.data)
+
+        try:
+            sub = await self._client().subscribe(subject, cb=on_message)
+        except (nats.errors.Error, OSError) as exc:
+            raise BusError(f"cannot subscribe to {subject}: {exc}") from exc
+
+        async def stop() -> None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+        return stop
+
+    async def request(self, subject: str, data: bytes, *, wait: float = 5.0) -> bytes:
+        """Ask one responder on ``subject`` and return its answer.
+
+        Raises BusNoResponder when nobody serves the subject, BusError when the answer does not come
+        in time or the connection fails.
+        """
+        try:
+            msg = await self._client().request(subject, data, timeout=wait)
+        except nats.errors.NoRespondersError as exc:
+            raise BusNoResponder(f"nobody answers on {subject}") from exc
+        except nats.errors.TimeoutError as exc:
+            raise BusError(f"no answer on {subject} within {wait:g} s") from exc
+        except (nats.errors.Error, OSError) as exc:
+            raise BusError(f"cannot send a request on {subject}: {exc}") from exc
+        return msg.data
+
+    async def serve(
+        self, subject: str, handler: Callable[[bytes], Awaitable[bytes]], *, queue: str
+    ) -> Callable[[], Awaitable[None]]:
+        """Answer requests on ``subject`` with ``handler``; one member of ``queue`` gets each request.
+
+        A handler that raises gets nothing sent back (the requester times out), so handlers should
+        answer errors in their own reply format. Returns an async function that stops serving.
+        """
+
+        running: set[asyncio.Task[None]] = set()
+
+        async def answer(msg: nats.aio.msg.Msg) -> None:
+            try:
+                reply = await handler(msg.data)
+            except Exception:
+                log.exception("handler for %s failed", subject)
+                return
+            if msg.reply:
+                with contextlib.suppress(nats.errors.Error, OSError):
+                    await msg.respond(reply)
+
+        async def on_message(msg: nats.aio.msg.Msg) -> None:
+            # One task per request: a slow answer must not hold up the ones behind it.
+            task = asyncio.create_task(answer(msg))
+            running.add(task)
+            task.add_done_callback(running.discard)
+
+        try:
+            sub = await self._client().subscribe(subject, queue=queue, cb=on_message)
+        except (nats.errors.Error, OSError) as exc:
+            raise BusError(f"cannot serve {subject}: {exc}") from exc
+
+        async def stop() -> None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            for task in list(running):
+                task.cancel()
+
+        return stop

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 __all__ = [
     "BusError",
+    "BusNoResponder",
     "ConfigError",
     "NoBackendAvailable",
     "NoFrontendMatch",
@@ -61,6 +62,10 @@ class BusError(OllamaFlowError):
 
 class SnapshotConflict(BusError):
     pass
+
+
+class BusNoResponder(BusError):
+    """A request on the bus found nobody serving its subject (e.g. no control plane running)."""
 
 
 class RoutingError(OllamaFlowError):

@@ -16,8 +16,10 @@ import msgspec
 from shared.errors import SnapshotRejected
 
 __all__ = [
+    "DEFAULT_STICKY_HEADERS",
     "SCHEMA_MAJOR",
     "ApiFormat",
+    "BackendShare",
     "BackendView",
     "ClusterView",
     "DataPlaneView",
@@ -36,7 +38,9 @@ __all__ = [
 SCHEMA_MAJOR = 1
 
 ApiFormat = Literal["Ollama", "OpenAI"]
-LoadBalancing = Literal["RoundRobin", "Random"]
+# ModelAware prefers backends that have the model loaded, unless they are busier than a cold one.
+LoadBalancing = Literal["RoundRobin", "Random", "LeastConnections", "ModelAware"]
+DEFAULT_STICKY_HEADERS = ("x-conversation-id", "x-thread-id")
 
 
 class LoadedModel(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,12 +98,28 @@ class FrontendView(msgspec.Struct, frozen=True, kw_only=True):
     allow_completions: bool = True
     allow_retries: bool = True
     active: bool = True
+    # Request headers whose first present value keys a sticky session (lower-case).
+    sticky_headers: tuple[str, ...] = DEFAULT_STICKY_HEADERS
+    # Requests that may wait, per data plane, when every candidate backend is at its limit; 0 = none.
+    queue_size: int = 128
+    queue_timeout_ms: int = 30000  # the longest a request waits in that queue
+
+
+class BackendShare(msgspec.Struct, frozen=True, kw_only=True):
+    """One data plane's part of a backend's limits; the parts of all live data planes sum to at most
+    the backend's MaxParallelRequests and RateLimitRequestsThreshold."""
+
+    max_parallel: int
+    rate_per_second: float
 
 
 class DataPlaneView(msgspec.Struct, frozen=True, kw_only=True):
     """A data plane the control plane has heard from recently."""
 
     id: str
+    # Backend id -> this data plane's share of that backend's limits. A backend missing here (or a
+    # data plane missing from the snapshot) means: not assigned yet, see dataplane admission.
+    shares: dict[str, BackendShare] = {}
 
 
 class ClusterView(msgspec.Struct, frozen=True, kw_only=True):

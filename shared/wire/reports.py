@@ -21,6 +21,10 @@ class DataPlaneReport(msgspec.Struct, frozen=True, kw_only=True):
     # Passive health: backends this data plane stopped sending to (backend id -> why), until a
     # trial request after a cool-down succeeds.
     ejected: dict[str, str] = {}
+    # Load: requests waiting in this data plane's queues that could go to a backend (backend id ->
+    # count); with in_flight, the demand the control plane splits each backend's limits by.
+    queued: dict[str, int] = {}
+    rejected_total: int = 0  # requests turned away because a queue was full or a wait expired
 
 
 _encoder = msgspec.json.Encoder()
