@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ollamaflow.sim import control, ollama_infer, ollama_models, openai_api
+from ollamaflow.sim import control, ollama_create, ollama_infer, ollama_models, openai_api
 from ollamaflow.sim.asgi import (
     JSON,
     OPENAI_JSON,
@@ -59,6 +59,8 @@ def _ollama_routes() -> dict[str, dict[str, Route]]:
         "/api/pull": {"POST": r(ollama_models.pull)},
         "/api/delete": {"DELETE": r(ollama_models.delete)},
         "/api/copy": {"POST": r(ollama_models.copy)},
+        "/api/create": {"POST": r(ollama_create.create)},
+        "/api/push": {"POST": r(ollama_create.push)},
         "/api/generate": {"POST": r(ollama_infer.generate)},
         "/api/chat": {"POST": r(ollama_infer.chat)},
         "/api/embed": {"POST": r(ollama_infer.embed)},
@@ -108,6 +110,8 @@ class SimApp:
             **_sim_routes(),
         }
         self._get_model = Route(functools.partial(openai_api.get_model, dialect=self._dialect), "openai")
+        blob = Route(ollama_create.blob, "ollama")
+        self._blobs = {"HEAD": blob, "POST": blob} if ollama else None
         # Ollama bound to loopback refuses requests whose Host is not local (DNS-rebinding guard).
         self._check_host = ollama and _is_loopback(state.config.host)
         self._hostname = socket.gethostname().lower()
@@ -137,6 +141,8 @@ class SimApp:
         key = path
         if methods is None and path.startswith(_MODEL_PREFIX) and len(path) > len(_MODEL_PREFIX):
             methods, key = {"GET": self._get_model}, "/v1/models/{model}"
+        elif methods is None and self._blobs is not None and path.startswith(ollama_create.BLOB_PREFIX):
+            methods, key = self._blobs, "/api/blobs/{digest}"
         if counted:
             stats.count_request(key if methods is not None else "(unknown)")
         if methods is None:

@@ -22,6 +22,8 @@ class SimState:
     stats: SimStats = field(default_factory=SimStats)
     plans: PlanCache = field(default_factory=PlanCache)
     clock: WallClock = field(default_factory=WallClock)
+    # Uploaded blobs (POST /api/blobs/:digest): digest -> size. Local to this server, as in Ollama.
+    blobs: dict[str, int] = field(default_factory=dict)
     # Accumulates fail_rate per inference request; a request fails whenever it reaches 1.
     _fail_credit: float = 0.0
 
@@ -49,8 +51,9 @@ class SimState:
         return self.store.find(name)
 
     def reset(self) -> None:
-        """Back to the start-up state: counters, knobs, installed models, nothing loaded."""
+        """Back to the start-up state: counters, knobs, installed models, no blobs, nothing loaded."""
         self.stats.reset()
         self.knobs = self.config.knobs()
         self.store.replace_all(self.config.models, time.time())
+        self.blobs.clear()
         self._fail_credit = 0.0
