@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
-from itertools import chain, islice
+from itertools import islice
 from typing import Any
 
 from dataplane.breaker import Breakers
@@ -219,8 +219,8 @@ class Proxy:
         Backends this process saw failing (``Breakers``) are passed over while they rest.
         """
         pool, choices, breakers = call.pool, call.choices, self._breakers
-        first = pool.pick(choices)
-        ordered = chain((first,), pool.others(first, choices))
+        order = pool.order(choices, model=call.model, in_flight=self._traffic.in_flight).order
+        first, ordered = order[0], iter(order)
         if breakers.active:
             ordered = self._admitted(ordered, first)
         failure: UpstreamError | None = None

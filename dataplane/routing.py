@@ -4,26 +4,31 @@ Pure: plain classes over snapshot data, no I/O. Everything a request needs that 
 request itself (host map, eligible backends per request kind, upstream header lists, response header
 values, timeouts) is computed here, when a snapshot arrives, so that the hot path only looks things up.
 
-Round-robin counters live in the pools and are carried over from the previous table, so a new snapshot
-does not send the next request back to the first backend. The event loop runs one request's pick at a
-time, so a plain counter is an exact rotation under any concurrency.
+Each pool orders its candidates per request with the frontend's strategy (``dataplane.strategies``)
+or, for a request with a sticky-session key, by rendezvous hashing (``dataplane.sticky``). Rotation
+counters and the memory of moved sessions live in the pools and are carried over from the previous
+table, so a new snapshot does not send the next request back to the first backend. The event loop runs
+one request's ordering at a time, so a plain counter is an exact rotation under any concurrency.
 """
 
 from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dataplane.origin import BackendHttp, prepare
 from dataplane.pins import deep_merge
+from dataplane.sticky import Sessions, backend_seed, sticky_order
+from dataplane.strategies import COLD, Decision, least_connections, model_aware, rotated, warm_index
 from shared.errors import NoBackendAvailable, NoFrontendMatch, OllamaFlowError, RequestNotAllowed
 from shared.models import model_key
 from shared.snapshot import ApiFormat, BackendView, FrontendView, LoadBalancing, Snapshot
 from shared.wire import ollama, openai
 
 __all__ = [
+    "Decision",  # re-exported: callers see it as the pool's answer
     "FrontendRoute",
     "ModelNotFound",
     "ModelPulling",
@@ -40,6 +45,7 @@ WILDCARD = "*"
 SEEN_LIMIT = 1024
 # Seconds a client is told to wait while a required model is being pulled.
 PULL_RETRY_AFTER = 10
+_NONE_IN_FLIGHT: Mapping[str, int] = {}
 
 
 class ModelUnavailable(OllamaFlowError):
@@ -120,6 +126,7 @@ class Target:
     # Model key -> the name as the backend lists it: a translated request asks for that spelling.
     model_names: Mapping[str, str] = field(default_factory=dict)
     labels: frozenset[str] = frozenset()  # lower-case: X-OllamaFlow-Label matches them exactly
+    sticky_seed: int = 0  # this backend's part of sticky-session weights (``dataplane.sticky``)
 
     @classmethod
     def from_backend(cls, backend: BackendView) -> Target:
@@ -137,6 +144,7 @@ class Target:
             http=prepare(backend.base_url, headers, (backend.querystring or "").lstrip("?")),
             model_names={model_key(name): name for name in backend.models},
             labels=frozenset(label.strip().lower() for label in backend.labels),
+            sticky_seed=backend_seed(backend.id),
         )
 
     def listed_name(self, model: str) -> str | None:
@@ -184,6 +192,11 @@ class Pool:
     seen: dict[str, tuple[Target, ...]] = field(default_factory=dict)
     # Target id -> the frontend's and the backend's pins merged; only targets that have any.
     pins: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    # Target id -> its MaxParallelRequests: the limits when the caller knows no share of them.
+    limits: Mapping[str, int] = field(default_factory=dict)
+    warm: Mapping[str, frozenset[str]] = field(default_factory=dict)  # model key -> ids with it loaded
+    warm_seen: dict[str, frozenset[str]] = field(default_factory=dict)  # by client spelling, bounded
+    sessions: Sessions | None = None  # sticky frontends only: sessions moved off a full backend
 
     def choices(self, model: str) -> tuple[Target, ...]:
         """The backends that may serve ``model``; raises ``ModelUnavailable`` if there are none.
@@ -213,20 +226,54 @@ class Pool:
             raise NoBackendAvailable(f"no backend with label {label!r} can serve this request")
         return found
 
-    def pick(self, choices: tuple[Target, ...] | None = None) -> Target:
-        targets = self.targets if choices is None else choices
-        if self.strategy == "Random":
-            return targets[self.rng.randrange(len(targets))]
-        target = targets[self.turn % len(targets)]
-        self.turn += 1
-        return target
+    def order(
+        self,
+        choices: tuple[Target, ...],
+        *,
+        model: str = "",
+        in_flight: Mapping[str, int] = _NONE_IN_FLIGHT,
+        limits: Mapping[str, int] | None = None,
+        sticky_key: str | None = None,
+        now: float = 0.0,
+        peek: bool = False,
+    ) -> Decision[Target]:
+        """Every one of ``choices``, best first: the first is the choice, the rest the failover order.
 
-    def others(self, first: Target, choices: tuple[Target, ...] | None = None) -> Iterator[Target]:
-        """The rest of ``choices`` in rotation order after ``first``: the failover sequence."""
-        targets = self.targets if choices is None else choices
-        start = targets.index(first)
-        for step in range(1, len(targets)):
-            yield targets[(start + step) % len(targets)]
+        ``in_flight``: this data plane's requests per backend id; ``limits``: its share of each
+        backend's MaxParallelRequests (default: the whole of it). ``sticky_key`` (a sticky frontend's
+        session key) orders by rendezvous hashing instead of the strategy; ``now`` (monotonic seconds)
+        ages the memory of moved sessions. ``peek`` (a dry-run) leaves rotation and memory as they are.
+        """
+        if limits is None:
+            limits = self.limits
+        if sticky_key is not None and self.sessions is not None:
+            order, why = sticky_order(choices, sticky_key, in_flight, limits, self.sessions, now, peek=peek)
+            return Decision(order, self.strategy, sticky_key=sticky_key, sticky=why)
+        strategy = self.strategy
+        if strategy == "Random":
+            return Decision(rotated(choices, self.rng.randrange(len(choices))), strategy)
+        order = rotated(choices, self.turn)
+        if not peek:
+            self.turn += 1
+        if strategy == "RoundRobin":
+            return Decision(order, strategy)
+        if strategy == "LeastConnections":
+            return Decision(least_connections(order, in_flight, limits), strategy)
+        warm = self.warm_for(model)
+        return Decision(model_aware(order, in_flight, limits, warm), strategy, warm=warm)
+
+    def pick(self, choices: tuple[Target, ...] | None = None) -> Target:
+        """The strategy's choice with nothing in flight (a shorthand for tests and simple callers)."""
+        return self.order(self.targets if choices is None else choices).order[0]
+
+    def warm_for(self, model: str) -> frozenset[str]:
+        """Ids of the pool's backends that have ``model`` loaded."""
+        found = self.warm_seen.get(model)
+        if found is None:
+            found = self.warm.get(model_key(model), COLD) if model else COLD
+            if len(self.warm_seen) < SEEN_LIMIT:
+                self.warm_seen[model] = found
+        return found
 
 
 def _model_index(
@@ -295,6 +342,8 @@ class FrontendRoute:
     pools: Mapping[RequestKind, Pool]
     read_timeout: float  # seconds to wait for the next upstream byte (the first one included)
     pinned_models: Mapping[RequestKind, str] = field(default_factory=dict)
+    # Lower-case request headers whose first present value keys a sticky session; () if not sticky.
+    sticky_headers: tuple[bytes, ...] = ()
 
     def pool(self, kind: RequestKind) -> Pool:
         if not _allows(self.frontend, kind):
@@ -314,6 +363,7 @@ class RoutingTable:
     revision: int = 0
     by_host: Mapping[str, FrontendRoute] = field(default_factory=dict)
     fallback: FrontendRoute | None = None
+    backends: Mapping[str, BackendView] = field(default_factory=dict)  # by id, for explanations
 
     def frontend_for(self, host: str) -> FrontendRoute:
         route = self.by_host.get(normalize_host(host), self.fallback)
@@ -327,6 +377,7 @@ class RoutingTable:
     ) -> RoutingTable:
         rng = rng or random.Random()
         turns = previous.turns() if previous is not None else {}
+        moved = previous.sessions() if previous is not None else {}
         backends = {b.id: b for b in snapshot.content.backends}
         targets = {b.id: Target.from_backend(b) for b in snapshot.content.backends}
         by_host: dict[str, FrontendRoute] = {}
@@ -343,6 +394,10 @@ class RoutingTable:
                 if chosen:
                     turn = turns.get((frontend.id, kind), 0)
                     by_model, unknown = _model_index(chosen, backends)
+                    sessions = None
+                    if frontend.use_sticky_sessions:
+                        sessions = moved.get((frontend.id, kind)) or Sessions(0.0)
+                        sessions.ttl = frontend.sticky_session_expiration_ms / 1000.0
                     pools[kind] = Pool(
                         chosen,
                         frontend.load_balancing,
@@ -352,13 +407,32 @@ class RoutingTable:
                         unknown,
                         required,
                         pins=_pool_pins(frontend, chosen, backends, kind),
+                        limits={t.id: backends[t.id].max_parallel_requests for t in chosen},
+                        warm=warm_index((t.id, backends[t.id].models_loaded) for t in chosen),
+                        sessions=sessions,
                     )
+            sticky = frontend.sticky_headers if frontend.use_sticky_sessions else ()
             by_host[host] = FrontendRoute(
-                frontend, pools, frontend.timeout_ms / 1000.0, pinned_models=_pinned_models(frontend)
+                frontend,
+                pools,
+                frontend.timeout_ms / 1000.0,
+                pinned_models=_pinned_models(frontend),
+                sticky_headers=tuple(h.strip().lower().encode("latin-1", "replace") for h in sticky),
             )
         fallback = by_host.pop(WILDCARD, None)
-        return cls(revision=snapshot.revision, by_host=by_host, fallback=fallback)
+        return cls(revision=snapshot.revision, by_host=by_host, fallback=fallback, backends=backends)
+
+    def routes(self) -> list[FrontendRoute]:
+        return [*self.by_host.values(), *([self.fallback] if self.fallback else [])]
 
     def turns(self) -> dict[tuple[str, RequestKind], int]:
-        routes = [*self.by_host.values(), *([self.fallback] if self.fallback else [])]
-        return {(r.frontend.id, kind): pool.turn for r in routes for kind, pool in r.pools.items()}
+        return {(r.frontend.id, kind): pool.turn for r in self.routes() for kind, pool in r.pools.items()}
+
+    def sessions(self) -> dict[tuple[str, RequestKind], Sessions]:
+        """The memory of moved sessions per (frontend, kind), carried into the next table."""
+        return {
+            (r.frontend.id, kind): pool.sessions
+            for r in self.routes()
+            for kind, pool in r.pools.items()
+            if pool.sessions is not None
+        }

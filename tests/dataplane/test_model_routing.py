@@ -45,7 +45,7 @@ def test_a_model_goes_only_to_backends_that_list_it_under_any_spelling() -> None
     assert _ids(pool.choices("qwen2.5:0.5b")) == ["a", "b"]
     choices = pool.choices("llama3")
     assert [pool.pick(choices).id for _ in range(4)] == ["a", "c", "a", "c"]
-    assert [t.id for t in pool.others(choices[1], choices)] == ["a"]
+    assert _ids(pool.order(choices).order) == ["a", "c"]  # the choice, then the failover sequence
 
 
 def test_a_backend_with_an_unknown_inventory_may_have_every_model() -> None:

@@ -1,0 +1,112 @@
+"""How a pool orders its candidate backends for one request: the load-balancing strategies.
+
+Pure: functions over candidate tuples and load figures, no I/O, no clock. Each returns every
+candidate, best first: the first is the choice, the rest the failover sequence. Ties always go by the
+rotation the caller passes in (candidates already rotated by the pool's turn), so equal backends share
+the traffic in turn instead of the first one in the list getting it all.
+
+Load is "in flight relative to limit": requests this data plane has on a backend divided by this data
+plane's share of the backend's MaxParallelRequests. A backend is *full* at or over its share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from shared.models import model_key
+from shared.snapshot import LoadBalancing, LoadedModel
+
+__all__ = [
+    "COLD",
+    "Decision",
+    "HasId",
+    "least_connections",
+    "model_aware",
+    "rotated",
+    "warm_index",
+]
+
+
+class HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+T = TypeVar("T", bound=HasId)
+
+COLD: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Decision(Generic[T]):
+    """A pool's ordering of the candidates for one request, and what an explanation needs of it."""
+
+    order: tuple[T, ...]  # every candidate, best first
+    strategy: LoadBalancing
+    warm: frozenset[str] = COLD  # ModelAware: ids of candidates with the model loaded
+    sticky_key: str | None = None  # set when the order comes from the session key, not the strategy
+    sticky: str = ""  # "home", "moved" (home full) or "stayed" (where an earlier move went)
+
+
+def warm_index(loaded: Iterable[tuple[str, tuple[LoadedModel, ...]]]) -> dict[str, frozenset[str]]:
+    """Model key -> ids of the backends that have that model loaded, from (id, /api/ps models)."""
+    warm: dict[str, set[str]] = {}
+    for backend_id, models in loaded:
+        for model in models:
+            warm.setdefault(model_key(model.name), set()).add(backend_id)
+    return {key: frozenset(ids) for key, ids in warm.items()}
+
+
+def rotated(candidates: tuple[T, ...], start: int) -> tuple[T, ...]:
+    """``candidates`` starting at position ``start`` (modulo their number), wrapping around."""
+    n = len(candidates)
+    if n < 2:
+        return candidates
+    i = start % n
+    return candidates[i:] + candidates[:i] if i else candidates
+
+
+def _load(target: HasId, in_flight: Mapping[str, int], limits: Mapping[str, int]) -> float:
+    return in_flight.get(target.id, 0) / max(1, limits.get(target.id, 1))
+
+
+def least_connections(
+    candidates: tuple[T, ...], in_flight: Mapping[str, int], limits: Mapping[str, int]
+) -> tuple[T, ...]:
+    """Fewest requests in flight relative to limit first; ``candidates`` is in rotation order.
+
+    Python's sort is stable, so ties keep the rotation.
+    """
+    if not in_flight or len(candidates) < 2:
+        return candidates  # nothing in flight anywhere: pure rotation, no sort
+    return tuple(sorted(candidates, key=lambda t: _load(t, in_flight, limits)))
+
+
+def model_aware(
+    candidates: tuple[T, ...],
+    in_flight: Mapping[str, int],
+    limits: Mapping[str, int],
+    warm: Collection[str],
+) -> tuple[T, ...]:
+    """Backends that have the model loaded (ids in ``warm``) first, unless they are full.
+
+    Tiers, each least-loaded first: warm with a free slot; cold with a free slot (the model has to be
+    loaded there, which is slow, but waiting for a full warm backend is slower); then the full ones,
+    warm before cold. Without any warm backend this is ``least_connections``.
+    """
+    if len(candidates) < 2:
+        return candidates
+    if not warm:
+        return least_connections(candidates, in_flight, limits)
+
+    def key(target: T) -> tuple[int, float]:
+        used = in_flight.get(target.id, 0)
+        limit = max(1, limits.get(target.id, 1))
+        is_warm = target.id in warm
+        if used >= limit:
+            return (2 if is_warm else 3, used / limit)
+        return (0 if is_warm else 1, used / limit)
+
+    return tuple(sorted(candidates, key=key))
