@@ -10,9 +10,10 @@ the sessions that lived on it move (to their next-heaviest backend).
 
 A home backend that is full (at this data plane's share of its limit) gives way to the next by weight.
 Such a move is remembered locally (``Sessions``) so the conversation stays on the backend it moved to
-instead of bouncing back and forth; the memory expires after the frontend's StickySessionExpirationMs
-of inactivity, is dropped once the home backend is free again and the fallback is not usable, and is
-bounded in size.
+instead of bouncing back and forth. The memory is per data plane (another replica sends the session
+home, which is at worst one extra prompt evaluation), expires after the frontend's
+StickySessionExpirationMs of inactivity, ends when the session lands on its home backend again (its
+fallback unusable), and is bounded in size (least recently used first out).
 """
 
 from __future__ import annotations
