@@ -21,10 +21,22 @@ import msgspec
 
 from ollamaflow.bench.scenarios import Measured, summarise
 
-__all__ = ["LoadResult", "LoadSpec", "run_load", "run_python"]
+__all__ = [
+    "QUEUE_HEADER",
+    "REJECT_STATUSES",
+    "LoadResult",
+    "LoadSpec",
+    "run_load",
+    "run_processes",
+    "run_python",
+]
 
 # Time the processes get to import and connect before the common clock starts.
 _START_DELAY_S = 1.5
+# Sent by a data plane on an answer that waited in its queue: the wait in milliseconds.
+QUEUE_HEADER = "X-OllamaFlow-Queue-Ms"
+# What a data plane answers when its queue is full or a wait expired (Ollama's and OpenAI's way).
+REJECT_STATUSES = frozenset({503, 429})
 
 
 class LoadSpec(msgspec.Struct, kw_only=True):
@@ -36,6 +48,9 @@ class LoadSpec(msgspec.Struct, kw_only=True):
     # Wall-clock time (time.time()) at which the warm-up starts; 0 = as soon as the process is up.
     start_at: float = 0.0
     headers: dict[str, str] = {}
+    # After a 503/429 the client waits this long before its next request, as a real client backs off,
+    # so that rejections do not turn the closed loop into a busy loop.
+    reject_pause_s: float = 0.0
 
 
 class LoadResult(msgspec.Struct, kw_only=True):
@@ -45,6 +60,12 @@ class LoadResult(msgspec.Struct, kw_only=True):
     latencies_ms: list[float]
     warmup_requests: int = 0
     first_error: str = ""
+    # Measured answers by HTTP status (failures without one are in ``errors`` only).
+    statuses: dict[int, int] = {}
+    # QUEUE_HEADER of the measured answers that carried it (successful ones only).
+    queue_waits_ms: list[float] = []
+    # The first failure other than a 503/429 rejection.
+    first_unexpected_error: str = ""
 
 
 @dataclass(slots=True)
@@ -53,6 +74,9 @@ class _Tally:
     errors: int = 0
     first_error: str = ""
     warmup_requests: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    queue_waits_ms: list[float] = field(default_factory=list)
+    first_unexpected_error: str = ""
 
 
 async def _worker(
@@ -63,23 +87,42 @@ async def _worker(
         if started >= stop_at:
             return
         error = ""
+        status = 0
+        waited = None
         try:
             async with session.post(spec.url, data=spec.body, headers=spec.headers) as resp:
                 # Read the whole body, chunk by chunk, as a streaming client would.
                 async for _ in resp.content.iter_any():
                     pass
-                if resp.status >= 400:
-                    error = f"HTTP {resp.status}"
+                status = resp.status
+                waited = resp.headers.get(QUEUE_HEADER)
+                if status >= 400:
+                    error = f"HTTP {status}"
         except (aiohttp.ClientError, OSError) as exc:
             error = repr(exc)
-        if started < measure_from:
-            tally.warmup_requests += 1
-            continue
-        if error:
-            tally.errors += 1
-            tally.first_error = tally.first_error or error
+        if started >= measure_from:
+            _count(tally, started, status, error, waited)
         else:
-            tally.latencies_ms.append((time.perf_counter() - started) * 1000.0)
+            tally.warmup_requests += 1
+        if status in REJECT_STATUSES and spec.reject_pause_s > 0:
+            await asyncio.sleep(spec.reject_pause_s)
+
+
+def _count(tally: _Tally, started: float, status: int, error: str, waited: str | None) -> None:
+    if status:
+        tally.statuses[status] = tally.statuses.get(status, 0) + 1
+    if error:
+        tally.errors += 1
+        tally.first_error = tally.first_error or error
+        if status not in REJECT_STATUSES:
+            tally.first_unexpected_error = tally.first_unexpected_error or error
+        return
+    tally.latencies_ms.append((time.perf_counter() - started) * 1000.0)
+    if waited is not None:
+        try:
+            tally.queue_waits_ms.append(float(waited))
+        except ValueError:
+            tally.first_unexpected_error = tally.first_unexpected_error or f"bad {QUEUE_HEADER}: {waited!r}"
 
 
 async def run_load(spec: LoadSpec) -> LoadResult:
@@ -105,6 +148,9 @@ async def run_load(spec: LoadSpec) -> LoadResult:
         latencies_ms=tally.latencies_ms,
         warmup_requests=tally.warmup_requests,
         first_error=tally.first_error,
+        statuses=tally.statuses,
+        queue_waits_ms=tally.queue_waits_ms,
+        first_unexpected_error=tally.first_unexpected_error,
     )
 
 
@@ -115,15 +161,29 @@ def _shares(connections: int, processes: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(processes)]
 
 
-def run_python(
-    url: str, body: bytes, *, connections: int, duration_s: float, warmup_s: float, processes: int
-) -> Measured:
-    """Drive load from ``processes`` generator processes at once and merge what they measured."""
+def run_processes(
+    urls: list[str],
+    body: bytes,
+    *,
+    connections: int,
+    duration_s: float,
+    warmup_s: float,
+    processes: int,
+    reject_pause_s: float = 0.0,
+) -> list[LoadResult]:
+    """Drive load from generator processes that start their clocks together; process i sends to
+    ``urls[i % len(urls)]`` (at least one process per URL)."""
     start_at = time.time() + _START_DELAY_S
     procs = []
-    for share in _shares(connections, processes):
+    for i, share in enumerate(_shares(connections, max(processes, len(urls)))):
         spec = LoadSpec(
-            url=url, body=body, concurrency=share, duration_s=duration_s, warmup_s=warmup_s, start_at=start_at
+            url=urls[i % len(urls)],
+            body=body,
+            concurrency=share,
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+            start_at=start_at,
+            reject_pause_s=reject_pause_s,
         )
         proc = subprocess.Popen(
             [sys.executable, "-m", "ollamaflow.bench.loadgen"],
@@ -138,6 +198,16 @@ def run_python(
         if proc.returncode != 0:
             raise RuntimeError(f"load generator failed ({proc.returncode}): {err.decode(errors='replace')}")
         results.append(msgspec.json.decode(out, type=LoadResult))
+    return results
+
+
+def run_python(
+    url: str, body: bytes, *, connections: int, duration_s: float, warmup_s: float, processes: int
+) -> Measured:
+    """Drive load from ``processes`` generator processes at once and merge what they measured."""
+    results = run_processes(
+        [url], body, connections=connections, duration_s=duration_s, warmup_s=warmup_s, processes=processes
+    )
     latencies = [ms for r in results for ms in r.latencies_ms]
     errors = sum(r.errors for r in results)
     first_error = next((r.first_error for r in results if r.first_error), "")

@@ -8,27 +8,19 @@ ratios within one run are the figures to compare, not absolute rates across mach
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import msgspec
 
+from ollamaflow.bench.cluster import CLI, free_port, nats, process, publish, wait_ready
 from ollamaflow.bench.generators import GeneratorChoice, LoadGenerator, choose
 from ollamaflow.bench.scenarios import SCENARIOS, Scenario, Summary
-from shared.bus import Bus, BusNames
-from shared.snapshot import BackendView, FrontendView, SnapshotContent, encode, seal
+from shared.snapshot import BackendView, FrontendView, SnapshotContent
 
 __all__ = ["BenchOptions", "BenchReport", "Row", "run"]
 
@@ -64,12 +56,6 @@ class BenchReport(msgspec.Struct, frozen=True, kw_only=True):
     rows: list[Row]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _stat(pid: int) -> list[str]:
     # Fields after the command name, which may itself hold spaces and parentheses.
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -95,64 +81,17 @@ def _cpu_seconds(pid: int) -> float:
     return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
 
 
-@contextlib.contextmanager
-def _process(
-    args: list[str], log: Path, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    # Output goes to a file: a pipe nobody reads during the run would fill up and stall the process.
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = log.read_text(errors="replace")
-            raise RuntimeError(f"{what} exited with {proc.returncode}: {err[-2000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not become ready at {url}")
-
-
-async def _publish(nats_url: str, namespace: str, backend_url: str) -> None:
-    bus = Bus(nats_url, BusNames(namespace), client_name="ollamaflow-bench")
-    await bus.connect()
-    try:
-        content = SnapshotContent(
-            frontends=(FrontendView(id="bench", hostname="*", backends=("sim",)),),
-            backends=(BackendView(id="sim", base_url=backend_url),),
-        )
-        stored = await bus.read_snapshot()
-        snapshot = seal(content, revision=1, generated_at="1970-01-01T00:00:00Z")
-        await bus.write_snapshot(encode(snapshot), last=stored[1] if stored else None)
-    finally:
-        await bus.close()
-
-
-@contextlib.contextmanager
-def _nats(given: str | None, workdir: Path) -> Iterator[str]:
-    if given:
-        yield given
-        return
-    from ollamaflow.embedded import EmbeddedNats
-
-    server = EmbeddedNats(workdir / "nats")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+def _overhead_content(sim_url: str) -> SnapshotContent:
+    # Limits far above the offered load: this scenario measures the proxy, not admission control.
+    backend = BackendView(
+        id="sim",
+        base_url=sim_url,
+        max_parallel_requests=1_000_000,
+        rate_limit_requests_threshold=1_000_000_000,
+    )
+    return SnapshotContent(
+        frontends=(FrontendView(id="bench", hostname="*", backends=("sim",)),), backends=(backend,)
+    )
 
 
 def _round(generator: LoadGenerator, scenario: Scenario, sim_url: str, dp_url: str, dp_pid: int) -> Row:
@@ -185,15 +124,14 @@ def run(options: BenchOptions) -> BenchReport:
         warmup_s=options.warmup_s,
         processes=options.processes,
     )
-    cli = [sys.executable, "-m", "ollamaflow.cli"]
-    sim_port, dp_port = _free_port(), _free_port()
+    sim_port, dp_port = free_port(), free_port()
     sim_url, dp_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{dp_port}"
     namespace = "bench" + uuid.uuid4().hex[:8]
     with (
         tempfile.TemporaryDirectory(prefix="ollamaflow-bench-") as tmp,
-        _nats(options.nats_url, Path(tmp)) as nats_url,
+        nats(options.nats_url, Path(tmp)) as nats_url,
     ):
-        asyncio.run(_publish(nats_url, namespace, sim_url))
+        publish(nats_url, namespace, _overhead_content(sim_url))
         sim_log, dp_log = Path(tmp) / "sim.log", Path(tmp) / "dataplane.log"
         env = {
             "OLLAMAFLOW_NATS_URL": nats_url,
@@ -201,13 +139,13 @@ def run(options: BenchOptions) -> BenchReport:
             "OLLAMAFLOW_LOG_LEVEL": "WARNING",
         }
         with (
-            _process([*cli, "sim", "--port", str(sim_port)], sim_log) as sim,
-            _process(
-                [*cli, "dataplane", "--host", "127.0.0.1", "--port", str(dp_port)], dp_log, env
+            process([*CLI, "sim", "--port", str(sim_port)], sim_log) as sim,
+            process(
+                [*CLI, "dataplane", "--host", "127.0.0.1", "--port", str(dp_port)], dp_log, env
             ) as dataplane,
         ):
-            _wait_ready(sim_url + "/api/version", sim, sim_log, "simulator")
-            _wait_ready(dp_url + "/readyz", dataplane, dp_log, "data plane")
+            wait_ready(sim_url + "/api/version", sim, sim_log, "simulator")
+            wait_ready(dp_url + "/readyz", dataplane, dp_log, "data plane")
             rows = [
                 _median_round(
                     [

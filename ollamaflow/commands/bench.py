@@ -1,4 +1,4 @@
-"""`ollamaflow bench`: proxy overhead, measured as ratios within one run."""
+"""`ollamaflow bench`: proxy overhead as ratios within one run, or behaviour under saturation."""
 
 from __future__ import annotations
 
@@ -8,6 +8,13 @@ import typer
 
 
 def bench(
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="overhead: the same load direct and through a data plane. saturation: more load than "
+            "the backends' limits, reporting queue wait, rejections and each simulator's peak concurrency."
+        ),
+    ] = "overhead",
     duration: Annotated[
         float, typer.Option(help="Seconds of measured load per scenario and path (wrk: whole seconds).")
     ] = 5.0,
@@ -16,11 +23,13 @@ def bench(
     generator: Annotated[
         str,
         typer.Option(
-            help="Load generator: wrk, python (aiohttp processes), or auto (wrk when it is on PATH)."
+            help="Load generator: wrk, python (aiohttp processes), or auto (wrk when it is on PATH). "
+            "saturation always uses python (it reads each answer's status and headers)."
         ),
     ] = "auto",
     processes: Annotated[
-        int, typer.Option(min=0, help="Processes of the python generator (0: one per core).")
+        int,
+        typer.Option(min=0, help="Processes of the python generator (0: one per core; saturation: per DP)."),
     ] = 0,
     rounds: Annotated[
         int,
@@ -28,44 +37,108 @@ def bench(
             min=1, help="Alternate direct and through runs this often per scenario; show the median round."
         ),
     ] = 1,
+    backends: Annotated[int, typer.Option(min=1, help="saturation: simulated backends.")] = 2,
+    max_parallel: Annotated[
+        int, typer.Option(min=1, help="saturation: MaxParallelRequests of each backend (cluster-wide).")
+    ] = 2,
+    rate_limit: Annotated[
+        int,
+        typer.Option(min=0, help="saturation: RateLimitRequestsThreshold, requests/s per backend (0: none)."),
+    ] = 0,
+    dataplanes: Annotated[
+        int,
+        typer.Option(min=1, help="saturation: data planes sharing the limits (clients spread over them)."),
+    ] = 1,
+    sim_latency_ms: Annotated[
+        float, typer.Option(min=0, help="saturation: each simulator's delay before it answers.")
+    ] = 100.0,
+    queue_size: Annotated[
+        int, typer.Option(min=0, help="saturation: the frontend's queue size per data plane (0: none).")
+    ] = 8,
+    queue_timeout_ms: Annotated[
+        int, typer.Option(min=1, help="saturation: the longest a request may wait in that queue.")
+    ] = 1000,
+    reject_pause_ms: Annotated[
+        float, typer.Option(min=0, help="saturation: a client's pause after a 503/429 before it retries.")
+    ] = 100.0,
     nats_url: Annotated[
         str | None, typer.Option(help="Use this NATS server instead of starting an embedded one.")
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
-    """Benchmark the data plane against the simulator it fronts.
+    """Benchmark the data plane against simulators it fronts.
 
-    Starts a simulator, NATS (embedded unless --nats-url) and one data plane, then drives the same
-    closed-loop load straight at the simulator and through the data plane, for non-streamed and
-    streamed chat. The load comes from wrk when it is installed, else from Python load-generator
-    processes; the output names which. Prints requests/s, p50/p99 latency, errors, the
-    through/direct ratio and the data plane's CPU time per request. All processes share this
-    machine's cores, so compare ratios, not absolute figures, across machines; on a busy machine,
+    --scenario overhead (the default) starts a simulator, NATS (embedded unless --nats-url) and one
+    data plane, then drives the same closed-loop load straight at the simulator and through the data
+    plane, for non-streamed and streamed chat. The load comes from wrk when it is installed, else from
+    Python load-generator processes; the output names which. Prints requests/s, p50/p99 latency,
+    errors, the through/direct ratio and the data plane's CPU time per request. All processes share
+    this machine's cores, so compare ratios, not absolute figures, across machines; on a busy machine,
     --rounds 3 reports the median of three alternating rounds.
+
+    --scenario saturation starts --backends simulators that answer after --sim-latency-ms, and
+    --dataplanes data planes in front of them with a small --max-parallel per backend, then offers
+    --concurrency clients (well above backends x max-parallel), once as Ollama clients (/api/chat)
+    and once as OpenAI clients (/v1/chat/completions). Prints answered requests/s, latency
+    percentiles, how many answers waited in the queue and for how long, the requests turned away
+    (503 for Ollama clients, 429 for OpenAI clients), other errors, and each simulator's peak
+    concurrency beside its limit.
     """
+    if scenario not in ("overhead", "saturation"):
+        raise typer.BadParameter("must be overhead or saturation", param_hint="--scenario")
     if generator not in ("auto", "wrk", "python"):
         raise typer.BadParameter("must be auto, wrk or python", param_hint="--generator")
+    if scenario == "saturation" and generator == "wrk":
+        raise typer.BadParameter(
+            "the saturation scenario runs the python generator", param_hint="--generator"
+        )
 
     import msgspec
     from rich.console import Console
 
-    from ollamaflow.bench.runner import BenchOptions, run
-    from ollamaflow.bench.table import render
-
-    options = BenchOptions(
-        duration_s=duration,
-        warmup_s=warmup,
-        concurrency=concurrency,
-        nats_url=nats_url,
-        generator=generator,  # type: ignore[arg-type]
-        processes=processes,
-        rounds=rounds,
-    )
+    report: msgspec.Struct
     try:
-        report = run(options)
+        if scenario == "saturation":
+            from ollamaflow.bench.saturation import SaturationOptions, run_saturation
+            from ollamaflow.bench.saturation_table import render_saturation
+
+            report = run_saturation(
+                SaturationOptions(
+                    duration_s=duration,
+                    warmup_s=warmup,
+                    concurrency=concurrency,
+                    backends=backends,
+                    max_parallel=max_parallel,
+                    rate_limit=rate_limit,
+                    dataplanes=dataplanes,
+                    sim_latency_ms=sim_latency_ms,
+                    queue_size=queue_size,
+                    queue_timeout_ms=queue_timeout_ms,
+                    reject_pause_ms=reject_pause_ms,
+                    processes=processes,
+                    nats_url=nats_url,
+                )
+            )
+            shown = render_saturation(report)
+        else:
+            from ollamaflow.bench.runner import BenchOptions, run
+            from ollamaflow.bench.table import render
+
+            report = run(
+                BenchOptions(
+                    duration_s=duration,
+                    warmup_s=warmup,
+                    concurrency=concurrency,
+                    nats_url=nats_url,
+                    generator=generator,  # type: ignore[arg-type]
+                    processes=processes,
+                    rounds=rounds,
+                )
+            )
+            shown = render(report)
     except RuntimeError as exc:
         raise SystemExit(f"ollamaflow bench: {exc}") from exc
     if json_output:
         typer.echo(msgspec.json.format(msgspec.json.encode(report)).decode())
         return
-    Console().print(render(report))
+    Console().print(shown)
