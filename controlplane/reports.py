@@ -3,6 +3,9 @@
 A data plane is live while its last report is at most ``ttl`` seconds old. The live set goes into the
 snapshot (``cluster.dataplanes``), so a change of it calls ``on_live_change`` (the publisher's trigger):
 at once when a new data plane appears, and from ``run_expiry`` when one falls silent.
+Each live data plane's demand per backend (in-flight + queued, from its last report) is what the
+backends' limits are split by; when its quantised level changes, ``on_demand_change`` is called (the
+publisher's trigger again; the share split's hysteresis keeps small changes from making a revision).
 A backend that a live data plane's report newly names as ejected (its passive circuit breaker opened)
 is passed to ``on_ejected``, so the monitor can probe it at once; ``ejections`` is the admin view of it.
 State is in memory: every replica hears every report, so each keeps its own copy.
@@ -19,6 +22,7 @@ from datetime import datetime
 import msgspec
 
 from controlplane.clock import Clock
+from controlplane.publish.shares import demand_level
 from shared.wire.reports import DataPlaneReport, decode_report
 
 __all__ = ["DataPlaneRegistry", "Sighting"]
@@ -45,12 +49,14 @@ class DataPlaneRegistry:
         clock: Clock,
         on_live_change: Callable[[], None] = lambda: None,
         on_ejected: Callable[[str], None] = lambda _backend: None,
+        on_demand_change: Callable[[], None] = lambda: None,
         forget_after: float | None = None,
     ) -> None:
         self.ttl = ttl
         self._clock = clock
         self._on_live_change = on_live_change
         self._on_ejected = on_ejected
+        self._on_demand_change = on_demand_change
         # Silent data planes stay listed (as not live) for a while, then are forgotten.
         self._forget_after = forget_after if forget_after is not None else max(300.0, 30 * ttl)
         self._sightings: dict[str, Sighting] = {}
@@ -58,10 +64,13 @@ class DataPlaneRegistry:
 
     def record(self, report: DataPlaneReport) -> None:
         previous = self._sightings.get(report.id)
-        known = previous.report.ejected if previous is not None and self.is_live(previous) else {}
+        live_before = previous is not None and self.is_live(previous)
+        known = previous.report.ejected if previous is not None and live_before else {}
         self._sightings[report.id] = Sighting(report, self._clock.now(), self._clock.monotonic())
         if report.id not in self._live:
             self.check()
+        elif previous is not None and _levels(previous.report) != _levels(report):
+            self._on_demand_change()
         for backend in sorted(report.ejected.keys() - known.keys()):
             self._on_ejected(backend)
 
@@ -89,6 +98,10 @@ class DataPlaneRegistry:
     def is_live(self, sighting: Sighting) -> bool:
         return self._clock.monotonic() - sighting.seen_monotonic <= self.ttl
 
+    def demand(self) -> dict[str, dict[str, int]]:
+        """Live data plane id -> backend id -> its requests in flight plus queued there, by id."""
+        return {s.report.id: _demand_of(s.report) for s in self.sightings() if self.is_live(s)}
+
     def live_ids(self) -> frozenset[str]:
         return frozenset(id_ for id_, s in self._sightings.items() if self.is_live(s))
 
@@ -115,3 +128,14 @@ class DataPlaneRegistry:
         while True:
             await asyncio.sleep(period)
             self.check()
+
+
+def _demand_of(report: DataPlaneReport) -> dict[str, int]:
+    found = dict(report.in_flight)
+    for backend, waiting in report.queued.items():
+        found[backend] = found.get(backend, 0) + waiting
+    return {backend: count for backend, count in sorted(found.items()) if count > 0}
+
+
+def _levels(report: DataPlaneReport) -> dict[str, int]:
+    return {backend: demand_level(count) for backend, count in _demand_of(report).items()}

@@ -50,6 +50,7 @@ class ControlPlane:
             clock=self.clock,
             on_live_change=self._live_set_changed,
             on_ejected=self._ejected_by_dataplane,
+            on_demand_change=self._live_set_changed,  # re-split the backends' limits
         )
         self.monitor = Monitor(
             clock=self.clock,
@@ -73,7 +74,7 @@ class ControlPlane:
         self.fleet = Fleet(self.db, self.bus, self.monitor, self.sync, interval=settings.publish_interval)
         self.publisher = Publisher(
             self.bus,
-            content=ConfigSource(self.db, self.registry, self.monitor.runtime).content,
+            content=ConfigSource(self.db, self.registry, self.monitor.runtime, bus=self.bus).content,
             next_revision=self.db.next_revision,
             clock=self.clock,
             interval=settings.publish_interval,

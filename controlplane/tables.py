@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from shared.snapshot import DEFAULT_STICKY_HEADERS
+
 __all__ = ["REVISION_SEQUENCE", "BackendRow", "FrontendRow", "metadata"]
 
 metadata = SQLModel.metadata
@@ -40,7 +42,8 @@ class FrontendRow(SQLModel, table=True):
     name: str | None = Field(default=None)
     hostname: str = Field(default="*", index=True)
     timeout_ms: int = Field(default=60000, sa_type=sa.BigInteger)
-    load_balancing: str = Field(default="RoundRobin", max_length=32)
+    # ModelAware for new frontends; rows from before it existed keep what they had.
+    load_balancing: str = Field(default="ModelAware", max_length=32)
     block_http10: bool = True
     max_request_body_size: int = Field(default=536870912, sa_type=sa.BigInteger)
     backends: list[str] = _json([])
@@ -50,6 +53,11 @@ class FrontendRow(SQLModel, table=True):
     log_response_body: bool = False
     use_sticky_sessions: bool = False
     sticky_session_expiration_ms: int = 1800000
+    # Lower-case request header names whose first present value keys a sticky session.
+    sticky_headers: list[str] = _json(list(DEFAULT_STICKY_HEADERS))
+    # Per data plane: requests that may wait when every backend is full (0: none), and for how long.
+    queue_size: int = 128
+    queue_timeout_ms: int = 30000
     pinned_embeddings_properties: dict[str, Any] = _json({})
     pinned_completions_properties: dict[str, Any] = _json({})
     allow_embeddings: bool = True

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from shared.snapshot import DEFAULT_STICKY_HEADERS
+
 __all__ = [
     "BackendIn",
     "BackendOut",
@@ -52,6 +54,21 @@ HeaderValue = Annotated[str, Meta(pattern=r"^[^\r\n\x00]*$")]
 Secret = Annotated[str, Meta(pattern=r"^[^\r\n\x00]*$")]
 Querystring = Annotated[str, Meta(max_length=2048, pattern=r"^[^\s#]*$")]
 Pinned = dict[str, Any]
+Strategy = Literal["RoundRobin", "Random", "LeastConnections", "ModelAware"]
+StickyHeaderName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        description="an HTTP request header name (stored lower-case)",
+    ),
+]
+StickyHeaders = Annotated[list[StickyHeaderName], Meta(max_length=32)]
+QueueSize = Annotated[
+    int, Meta(ge=0, le=_INT32, description="requests that may wait per data plane; 0: no queue")
+]
+QueueMillis = Annotated[int, Meta(ge=0, le=3_600_000, description="milliseconds, at most one hour")]
 
 
 class _Body(msgspec.Struct, kw_only=True, rename="pascal"):
@@ -65,7 +82,7 @@ class FrontendIn(_Body, kw_only=True):
     name: str | None = None
     hostname: Host = "*"
     timeout_ms: Millis = 60000
-    load_balancing: Literal["RoundRobin", "Random"] = "RoundRobin"
+    load_balancing: Strategy = "ModelAware"
     block_http10: bool = True
     max_request_body_size: BodySize = 536870912
     backends: list[Identifier] = []
@@ -81,6 +98,10 @@ class FrontendIn(_Body, kw_only=True):
     allow_completions: bool = True
     allow_retries: bool = True
     active: bool = True
+    # Beyond OllamaFlow: the first of these request headers present keys a sticky session.
+    sticky_headers: StickyHeaders = msgspec.field(default_factory=lambda: list(DEFAULT_STICKY_HEADERS))
+    queue_size: QueueSize = 128
+    queue_timeout_ms: QueueMillis = 30000
 
 
 class FrontendOut(FrontendIn, kw_only=True):

@@ -46,6 +46,15 @@ def _given(body: msgspec.Struct, names: Iterable[str]) -> dict[str, Any]:
     return {name: value for name in names if (value := getattr(body, name)) is not UNSET}
 
 
+def _frontend_fields(body: msgspec.Struct) -> dict[str, Any]:
+    """The given frontend fields, sticky header names lower-cased and without repeats (HTTP header
+    names are case-insensitive; the data plane compares them lower-case)."""
+    fields = _given(body, _FRONTEND_FIELDS)
+    if "sticky_headers" in fields:
+        fields["sticky_headers"] = list(dict.fromkeys(name.lower() for name in fields["sticky_headers"]))
+    return fields
+
+
 def frontend_out(row: FrontendRow) -> FrontendOut:
     return FrontendOut(**{name: getattr(row, name) for name in _FRONTEND_OUT})
 
@@ -96,7 +105,7 @@ class FrontendService(_Service):
             raise ApiError.bad_request("Identifier: is required to create a frontend")
         now = self._clock.now()
         row = FrontendRow(
-            identifier=body.identifier, created_utc=now, last_update_utc=now, **_given(body, _FRONTEND_FIELDS)
+            identifier=body.identifier, created_utc=now, last_update_utc=now, **_frontend_fields(body)
         )
         async with self._db.session() as session:
             await _require_backends(session, row.backends)
@@ -118,7 +127,7 @@ class FrontendService(_Service):
     async def _update(self, identifier: str, body: msgspec.Struct) -> FrontendOut:
         async with self._db.session() as session:
             row = await self._row(session, identifier, lock=True)
-            for name, value in _given(body, _FRONTEND_FIELDS).items():
+            for name, value in _frontend_fields(body).items():
                 setattr(row, name, value)
             row.last_update_utc = self._clock.now()
             await _require_backends(session, row.backends)

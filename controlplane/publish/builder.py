@@ -5,6 +5,7 @@ satisfy them), so this module can be tested with plain objects and is checked by
 Every frontend and backend is carried, inactive ones too, with its ``active`` flag; the data plane
 decides what an inactive one means. Each backend's runtime state (health, models) comes from the
 ``runtime`` lookup; without one (probing switched off) every backend is published as healthy.
+Each live data plane carries its share of every backend's limits (``controlplane.publish.shares``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from controlplane.publish.shares import Limits, split_shares
 from shared.snapshot import (
+    BackendShare,
     BackendView,
     ClusterView,
     DataPlaneView,
@@ -29,6 +32,7 @@ __all__ = [
     "FrontendRecord",
     "backend_base_url",
     "build_content",
+    "shares_of",
 ]
 
 
@@ -64,6 +68,9 @@ class FrontendRecord(Protocol):
     allow_completions: bool
     allow_retries: bool
     active: bool
+    sticky_headers: Sequence[str]
+    queue_size: int
+    queue_timeout_ms: int
 
 
 class BackendRecord(Protocol):
@@ -110,6 +117,9 @@ def frontend_view(row: FrontendRecord) -> FrontendView:
         allow_completions=row.allow_completions,
         allow_retries=row.allow_retries,
         active=row.active,
+        sticky_headers=tuple(row.sticky_headers),
+        queue_size=row.queue_size,
+        queue_timeout_ms=row.queue_timeout_ms,
     )
 
 
@@ -143,12 +153,34 @@ def build_content(
     backends: Iterable[BackendRecord],
     dataplanes: Iterable[str] = (),
     runtime: Callable[[str], BackendRuntime] | None = None,
+    *,
+    demand: Mapping[str, Mapping[str, int]] | None = None,
+    previous_shares: Mapping[str, Mapping[str, BackendShare]] | None = None,
 ) -> SnapshotContent:
     """The snapshot content for these rows, live data-plane ids and the backends' runtime state
-    (order is canonicalised by seal)."""
+    (order is canonicalised by seal).
+
+    ``demand``: live data plane id -> backend id -> in-flight + queued requests (absent: idle).
+    ``previous_shares``: the shares of the stored snapshot, kept while still close (hysteresis).
+    """
     state = runtime or (lambda _id: UNPROBED)
+    backend_rows = list(backends)
+    load = demand or {}
+    shares = split_shares(
+        {
+            b.identifier: Limits(b.max_parallel_requests, float(b.rate_limit_requests_threshold))
+            for b in backend_rows
+        },
+        {d: load.get(d, {}) for d in set(dataplanes)},
+        previous_shares,
+    )
     return SnapshotContent(
         frontends=tuple(frontend_view(f) for f in frontends),
-        backends=tuple(backend_view(b, state(b.identifier)) for b in backends),
-        cluster=ClusterView(dataplanes=tuple(DataPlaneView(id=d) for d in sorted(set(dataplanes)))),
+        backends=tuple(backend_view(b, state(b.identifier)) for b in backend_rows),
+        cluster=ClusterView(dataplanes=tuple(DataPlaneView(id=d, shares=shares[d]) for d in sorted(shares))),
     )
+
+
+def shares_of(content: SnapshotContent) -> dict[str, dict[str, BackendShare]]:
+    """Data plane id -> its shares, as published in ``content``."""
+    return {d.id: dict(d.shares) for d in content.cluster.dataplanes}

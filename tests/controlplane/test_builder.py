@@ -29,6 +29,9 @@ class Frontend:
     allow_completions: bool = True
     allow_retries: bool = True
     active: bool = True
+    sticky_headers: list[str] = field(default_factory=lambda: ["x-conversation-id", "x-thread-id"])
+    queue_size: int = 128
+    queue_timeout_ms: int = 30000
 
 
 @dataclass
@@ -125,3 +128,36 @@ def test_built_content_survives_the_wire() -> None:
     content = build_content([Frontend("f1", backends=["b1"])], [Backend("b1")], [])
     snapshot = seal(content, revision=1, generated_at="2030-01-01T00:00:00Z")
     assert decode(encode(snapshot)) == snapshot
+
+
+def test_frontend_routing_settings_reach_the_view() -> None:
+    frontend = Frontend(
+        "f1", load_balancing="ModelAware", sticky_headers=["x-user"], queue_size=0, queue_timeout_ms=500
+    )
+    (view,) = build_content([frontend], [], []).frontends
+    assert (view.load_balancing, view.sticky_headers) == ("ModelAware", ("x-user",))
+    assert (view.queue_size, view.queue_timeout_ms) == (0, 500)
+
+
+def test_live_data_planes_carry_their_shares_of_every_backend() -> None:
+    backends = [
+        Backend("b1", max_parallel_requests=10, rate_limit_requests_threshold=4),
+        Backend("b0", max_parallel_requests=1, rate_limit_requests_threshold=2),
+    ]
+    content = build_content([], backends, ["dp2", "dp1"], demand={"dp1": {"b1": 40}, "gone": {"b1": 9}})
+    one, two = content.cluster.dataplanes
+    assert (one.id, two.id) == ("dp1", "dp2")
+    assert list(one.shares) == ["b0", "b1"]  # sorted, so the content hash is stable
+    assert (one.shares["b1"].max_parallel, two.shares["b1"].max_parallel) == (9, 1)
+    assert one.shares["b1"].rate_per_second == 3.6 and two.shares["b1"].rate_per_second == 0.4
+    assert one.shares["b0"].max_parallel + two.shares["b0"].max_parallel == 1
+
+    # The published shares are kept while the demand moves a little.
+    kept = build_content(
+        [],
+        backends,
+        ["dp1", "dp2"],
+        demand={"dp1": {"b1": 30}},
+        previous_shares={d.id: d.shares for d in content.cluster.dataplanes},
+    )
+    assert content_hash(kept) == content_hash(content)

@@ -25,11 +25,13 @@ async def test_create_read_list_and_defaults(admin: httpx.AsyncClient) -> None:
     # OllamaFlow's defaults for everything not given.
     assert created["Hostname"] == "*"
     assert created["TimeoutMs"] == 60000
-    assert created["LoadBalancing"] == "RoundRobin"
+    assert created["LoadBalancing"] == "ModelAware"  # beyond OllamaFlow (RoundRobin there)
     assert created["MaxRequestBodySize"] == 536870912
     assert created["StickySessionExpirationMs"] == 1800000
     assert created["AllowRetries"] is True and created["Active"] is True
     assert created["PinnedCompletionsProperties"] == {}
+    assert created["StickyHeaders"] == ["x-conversation-id", "x-thread-id"]
+    assert (created["QueueSize"], created["QueueTimeoutMs"]) == (128, 30000)
     assert created["CreatedUtc"] == created["LastUpdateUtc"]
     assert created["CreatedUtc"].endswith("Z")
 
@@ -153,7 +155,17 @@ async def test_unknown_backend_ids_are_rejected_by_name(admin: httpx.AsyncClient
         ("StickySessionExpirationMs", 86400001),
         ("TimeoutMs", -1),
         ("MaxRequestBodySize", 0),
-        ("LoadBalancing", "LeastConnections"),
+        ("LoadBalancing", "Fastest"),
+        ("LoadBalancing", "roundrobin"),
+        ("QueueSize", -1),
+        ("QueueSize", 1.5),
+        ("QueueTimeoutMs", -1),
+        ("QueueTimeoutMs", 3600001),
+        ("StickyHeaders", "x-user"),
+        ("StickyHeaders", ["x user"]),
+        ("StickyHeaders", [""]),
+        ("StickyHeaders", ["x:y"]),
+        ("StickyHeaders", [f"x-{i}" for i in range(33)]),
         ("Hostname", ""),
         ("Backends", "b1"),
         ("AllowRetries", "yes"),
@@ -212,3 +224,43 @@ async def test_accepts_a_full_ollamaflow_object(admin: httpx.AsyncClient) -> Non
             assert stored[key] == value, key
     # Timestamps are the server's, not the client's.
     assert stored["CreatedUtc"] > "2026"
+
+
+@pytest.mark.parametrize("strategy", ["RoundRobin", "Random", "LeastConnections", "ModelAware"])
+async def test_every_strategy_is_accepted(admin: httpx.AsyncClient, strategy: str) -> None:
+    resp = await admin.put("/v1.0/frontends", json={"Identifier": "f1", "LoadBalancing": strategy})
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["LoadBalancing"] == strategy
+    other = "Random" if strategy != "Random" else "LeastConnections"
+    assert (await admin.patch("/v1.0/frontends/f1", json={"LoadBalancing": other})).json()[
+        "LoadBalancing"
+    ] == other
+
+
+async def test_queue_and_sticky_settings_are_stored_lower_case(admin: httpx.AsyncClient) -> None:
+    resp = await admin.put(
+        "/v1.0/frontends",
+        json={
+            "Identifier": "f1",
+            "StickyHeaders": ["X-Session-Id", "x-session-id", "X-User"],
+            "QueueSize": 0,
+            "QueueTimeoutMs": 3600000,
+        },
+    )
+    assert resp.status_code == 201, resp.text
+    created = resp.json()
+    assert created["StickyHeaders"] == ["x-session-id", "x-user"]
+    assert (created["QueueSize"], created["QueueTimeoutMs"]) == (0, 3600000)
+
+    patched = (await admin.patch("/v1.0/frontends/f1", json={"StickyHeaders": ["X-Thread-ID"]})).json()
+    assert patched["StickyHeaders"] == ["x-thread-id"] and patched["QueueSize"] == 0
+    # An empty list is allowed: no header keys a session (sticky sessions then never apply).
+    assert (await admin.patch("/v1.0/frontends/f1", json={"StickyHeaders": []})).json()["StickyHeaders"] == []
+    # A replace without them resets them to the defaults.
+    replaced = (await admin.put("/v1.0/frontends/f1", json={"Name": "again"})).json()
+    assert replaced["StickyHeaders"] == ["x-conversation-id", "x-thread-id"]
+    assert (replaced["QueueSize"], replaced["QueueTimeoutMs"], replaced["LoadBalancing"]) == (
+        128,
+        30000,
+        "ModelAware",
+    )

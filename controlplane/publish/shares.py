@@ -1,0 +1,131 @@
+"""PURE: split each backend's cluster-wide limits among the live data planes.
+
+A backend's MaxParallelRequests (concurrent requests) and RateLimitRequestsThreshold (requests per
+second) hold for all data planes together. Each live data plane gets a ``BackendShare`` per backend:
+
+- ``max_parallel``: integers summing to exactly the limit (never more). While the limit is at least the
+  number of planes, every plane keeps at least one slot so none starves; below that, the busiest planes
+  get one slot each (idle ties broken by a hash of backend and plane, so different backends favour
+  different planes).
+- The rest follows demand (a plane's in-flight + queued requests for that backend, from its report):
+  when the total demand fits, every plane gets its demand and the spare slots are spread evenly (idle
+  planes: an even split); when it does not, slots go in proportion to demand.
+- ``rate_per_second``: the rate limit split in proportion to the slots, rounded down to 0.001 so the
+  rates never sum to more than the limit.
+
+Stability: demand is quantised (1, 2, 3, 4, 6, 8, 12, 16, …) before use, and ``previous`` shares (the
+ones in the stored snapshot) are kept while they are valid for the same planes and limit and within
+limit // 8 slots of the new split, so that small load changes do not make a new snapshot revision every
+second, and racing control-plane replicas converge on the stored shares. Same inputs, same output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from shared.snapshot import BackendShare
+
+__all__ = ["Limits", "demand_level", "split_shares"]
+
+_RATE_STEPS = 1000  # rates are multiples of 1/1000 request per second
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """One backend's cluster-wide limits."""
+
+    max_parallel: int  # concurrent requests
+    rate_per_second: float  # requests started per second
+
+
+def demand_level(count: int) -> int:
+    """``count`` rounded up to the next level of 0, 1, 2, 3, 4, 6, 8, 12, 16, 24, …"""
+    if count <= 4:
+        return max(count, 0)
+    low = 1 << (count.bit_length() - 1)  # low <= count < 2 * low
+    if count == low:
+        return low
+    return low + low // 2 if count <= low + low // 2 else 2 * low
+
+
+def _tiebreak(backend: str, plane: str) -> bytes:
+    # Stable across processes (unlike hash()): which plane gets an odd slot, per backend.
+    return hashlib.blake2b(f"{backend}\0{plane}".encode(), digest_size=8).digest()
+
+
+def _split_slots(backend: str, limit: int, planes: Sequence[str], demand: Sequence[int]) -> list[int]:
+    """Integer slots per plane (in ``planes`` order) summing to ``max(limit, 0)``."""
+    n = len(planes)
+    if n == 0:
+        return []
+    if limit < n:
+        ranked = sorted(range(n), key=lambda i: (-demand[i], _tiebreak(backend, planes[i])))
+        chosen = set(ranked[: max(limit, 0)])
+        return [1 if i in chosen else 0 for i in range(n)]
+    rest = limit - n  # after one slot each
+    want = [max(d - 1, 0) for d in demand]  # the first slot already covers one request
+    total = sum(want)
+    # Exact targets as an integer floor plus a remainder over a denominator common to all planes.
+    if total <= rest:
+        spare = rest - total
+        floors = [w + spare // n for w in want]
+        remainders = [spare % n] * n
+    else:
+        floors = [rest * w // total for w in want]
+        remainders = [rest * w % total for w in want]
+    left = rest - sum(floors)
+    order = sorted(range(n), key=lambda i: (-remainders[i], _tiebreak(backend, planes[i])))
+    extra = set(order[:left])
+    return [1 + floors[i] + (1 if i in extra else 0) for i in range(n)]
+
+
+def _keeps(previous: list[int] | None, target: list[int], limit: int) -> bool:
+    """Whether the previous slots are still good enough to keep (hysteresis)."""
+    if previous is None or sum(previous) != sum(target):
+        return False
+    if len(target) <= limit and min(previous) < 1:
+        return False
+    tolerance = limit // 8
+    return all(abs(p - t) <= tolerance for p, t in zip(previous, target, strict=True))
+
+
+def _previous_slots(
+    previous: Mapping[str, Mapping[str, BackendShare]], backend: str, planes: Sequence[str]
+) -> list[int] | None:
+    if set(previous) != set(planes):
+        return None
+    found = [previous[p].get(backend) for p in planes]
+    if any(share is None or share.max_parallel < 0 for share in found):
+        return None
+    return [share.max_parallel for share in found if share is not None]
+
+
+def split_shares(
+    limits: Mapping[str, Limits],
+    demand: Mapping[str, Mapping[str, int]],
+    previous: Mapping[str, Mapping[str, BackendShare]] | None = None,
+) -> dict[str, dict[str, BackendShare]]:
+    """Data plane id -> backend id -> its share, both in sorted order.
+
+    ``demand``: every live data plane (the keys) with its in-flight + queued requests per backend.
+    ``previous``: the shares published before, kept when still close (see the module doc).
+    """
+    planes = sorted(demand)
+    result: dict[str, dict[str, BackendShare]] = {p: {} for p in planes}
+    if not planes:
+        return result
+    for backend in sorted(limits):
+        limit = limits[backend]
+        levels = [demand_level(demand[p].get(backend, 0)) for p in planes]
+        slots = _split_slots(backend, limit.max_parallel, planes, levels)
+        before = _previous_slots(previous, backend, planes) if previous else None
+        if before is not None and _keeps(before, slots, limit.max_parallel):
+            slots = before
+        total = sum(slots)
+        rate_steps = max(int(limit.rate_per_second * _RATE_STEPS), 0)
+        for plane, count in zip(planes, slots, strict=True):
+            steps = rate_steps * count // total if total else 0
+            result[plane][backend] = BackendShare(max_parallel=count, rate_per_second=steps / _RATE_STEPS)
+    return result
