@@ -19,6 +19,7 @@ from controlplane.admin.backends import BackendController
 from controlplane.admin.cluster import current_snapshot, list_dataplanes
 from controlplane.admin.frontends import FrontendController
 from controlplane.admin.health import list_models, list_pulls, stream_pulls
+from controlplane.admin.routing import explain_route
 from controlplane.admin.strict import strict_json_body
 from controlplane.auth import admin_guard
 from controlplane.clock import Clock
@@ -50,7 +51,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     plane = ControlPlane(settings, clock=clock)
     config_routes = Router(
         "/",
-        route_handlers=[FrontendController, BackendController],
+        route_handlers=[FrontendController, BackendController, explain_route],
         guards=[plane.readiness.guard()],
     )
     admin = Router(
@@ -85,8 +86,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
         openapi_config=OpenAPIConfig(
             title="OllamaFlow control plane",
             version=_version(),
-            description="OllamaFlow-compatible admin API (PascalCase JSON), plus PATCH, data planes and "
-            "the published snapshot.",
+            description="OllamaFlow-compatible admin API (PascalCase JSON), plus PATCH, data planes, "
+            "the published snapshot and routing dry-runs.",
             path="/schema",
             render_plugins=[SwaggerRenderPlugin(path="/swagger"), RedocRenderPlugin(path="/redoc")],
             components=Components(
