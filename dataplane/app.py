@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from dataplane.admission import Admission
 from dataplane.breaker import Breakers
 from dataplane.incoming import Receive
 from dataplane.listing import MODEL_PREFIX, Listing
@@ -98,17 +99,21 @@ class DataPlane:
         self.breakers = Breakers(
             time.monotonic, threshold=settings.eject_after_errors, cooldown=settings.eject_cooldown
         )
+        self.admission = Admission(settings.dataplane_id)
         self.sync = BusSync(
             self.bus,
             self.state,
             self.traffic,
             identity,
             breakers=self.breakers,
+            admission=self.admission,
             poll_interval=settings.snapshot_poll_interval,
             report_interval=settings.report_interval,
         )
         translations = Translations(random_id)
-        proxy = Proxy(self.state, self.upstream, self.traffic, translations, self.breakers)
+        proxy = Proxy(
+            self.state, self.upstream, self.traffic, translations, self.breakers, admission=self.admission
+        )
         get_head = frozenset({"GET", "HEAD"})
         self._routes: dict[str, Route] = {
             "/": Route(get_head, self._root),

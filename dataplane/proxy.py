@@ -6,7 +6,10 @@ become the client's API error shape with their status; after it, an NDJSON strea
 ``{"error": ...}`` line and an SSE stream with OpenAI's error event. A backend of the other API
 format gets the request translated (``dataplane.crossing``); the same format passes through untouched.
 Backends this process saw refuse connections or fail repeatedly are passed over while their circuit
-breaker (``dataplane.breaker``) is open.
+breaker (``dataplane.breaker``) is open. Each backend takes only this data plane's share of its limits
+(``dataplane.admission``): the rest wait in the frontend's queue. A refused or reset connection, a
+timeout or a 5xx answer before any byte went to the client is retried on the next candidate backend
+(``MAX_ATTEMPTS``, when the frontend allows retries); the client gets the last failure.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ import os
 import time
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
+from dataplane.admission import Admission, QueueRejected
 from dataplane.breaker import Breakers
 from dataplane.crossing import Crossing, relay, send_local
 from dataplane.disconnect import DisconnectGuard, DisconnectWatch
@@ -45,8 +48,9 @@ log = logging.getLogger("ollamaflow.dataplane.proxy")
 
 # A fixed-length upstream body up to this size is read whole and written in one go.
 WHOLE_BODY_LIMIT = 4 * 1024 * 1024
-# Attempts per request when backends refuse connections (the first one included).
+# Attempts per request when backends fail before answering (the first one included).
 MAX_ATTEMPTS = 3
+QUEUE_HEADER = b"x-ollamaflow-queue-ms"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,10 @@ class _Call:
     body: bytes
     id_header: tuple[bytes, bytes]
     guard: DisconnectGuard
+    candidates: tuple[Target, ...] = ()  # in the order the strategy gave, ejected backends left out
+    tried: tuple[Target, ...] = ()  # candidates that failed
+    attempts: int = 1  # attempts left
+    queued: float = -1.0  # seconds spent in the queue; -1 if it never waited
 
 
 def _own_lines(forwarded_for: bytes, request_id: bytes) -> bytes:
@@ -108,7 +116,9 @@ class Proxy:
         traffic: Traffic,
         translations: Translations,
         breakers: Breakers,
+        admission: Admission | None = None,
     ) -> None:
+        self._admission = admission if admission is not None else Admission("")
         self._breakers = breakers
         self._state = state
         self._translations = translations
@@ -145,6 +155,7 @@ class Proxy:
             await send_error(send, endpoint.api_format, exc.status, exc.message, [id_header])
             return
         self._traffic.requests_total += 1
+        self._admission.refresh(self._state.snapshot)  # an identity check unless the snapshot changed
         peer = scope.get("client")
         forwarded_for = client.forwarded_for
         if peer:  # the client's own address joins the chain
@@ -169,15 +180,22 @@ class Proxy:
         )
         try:
             await self._forward(call, send)
+        except QueueRejected as exc:
+            call.guard.finishing = True
+            self._traffic.rejected_total += 1
+            log.info("request %s: %s", request_id, exc.message)
+            status, body, retry_after = exc.response(endpoint.api_format)
+            await send_bytes(send, status, body, JSON, [id_header, retry_after, *self._queue_header(call)])
         except OllamaFlowError as exc:  # only raised before the response started
             call.guard.finishing = True
-            if not isinstance(exc, (ConnectFailed, ConnectTimedOut)):  # those _open logged already
+            if not isinstance(exc, UpstreamError):  # _attempt and _forward logged those already
                 log.warning("request %s: %s", request_id, exc.message)
+            headers = [id_header, *self._queue_header(call)]
             if isinstance(exc, Untranslatable):
                 body = exc.openai_body() if endpoint.api_format == "OpenAI" else exc.ollama_body()
-                await send_bytes(send, exc.status, body, JSON, [id_header])
+                await send_bytes(send, exc.status, body, JSON, headers)
             else:
-                await send_error(send, endpoint.api_format, exc.status, exc.message, [id_header])
+                await send_error(send, endpoint.api_format, exc.status, exc.message, headers)
         except asyncio.CancelledError:
             if not call.guard.client_gone:
                 raise
@@ -204,7 +222,10 @@ class Proxy:
 
     def _admitted(self, ordered: Iterator[Target], first: Target) -> Iterator[Target]:
         """The targets whose breakers let a request through; the first pick if none does, rather
-        than refusing the request outright (passive health can be wrong, e.g. after a blip)."""
+        than refusing the request outright (passive health can be wrong, e.g. after a blip).
+
+        Asking consumes an ejected backend's one trial request: ``_spare_trials`` gives back those
+        that admission did not pick."""
         admitted = False
         for target in ordered:
             if self._breakers.allows(target.id):
@@ -214,7 +235,7 @@ class Proxy:
             yield first
 
     async def _open(self, call: _Call) -> tuple[Target, Response | LocalReply, Crossing | None]:
-        """Send to the picked backend; on a failed connection, to the next ones (if retries are allowed).
+        """Order the candidates, then send to the first that takes the request (``_attempt``).
 
         Backends this process saw failing (``Breakers``) are passed over while they rest.
         """
@@ -223,16 +244,72 @@ class Proxy:
         first, ordered = order[0], iter(order)
         if breakers.active:
             ordered = self._admitted(ordered, first)
-        failure: UpstreamError | None = None
-        for target in islice(ordered, MAX_ATTEMPTS if call.route.frontend.allow_retries else 1):
+        call.candidates = tuple(ordered)
+        call.attempts = MAX_ATTEMPTS if call.route.frontend.allow_retries else 1
+        return await self._attempt(call, None)
+
+    def _spare_trials(self, call: _Call, used: Target | None) -> None:
+        """Give back the trial requests ``_admitted`` took for candidates other than ``used``."""
+        breakers = self._breakers
+        if breakers.active:
+            ejected = breakers.ejected()
+            for target in call.candidates:
+                if target is not used and target.id in ejected:
+                    breakers.abandoned(target.id)
+
+    def _release(self, target: Target) -> None:
+        self._traffic.finished(target.id)
+        self._admission.release(target.id)
+
+    def _failed(self, call: _Call, target: Target, failure: UpstreamError) -> UpstreamError:
+        """Give back ``target``'s slot and pass it over from now on."""
+        self._release(target)
+        call.tried += (target,)
+        return failure
+
+    def _may_retry(self, call: _Call) -> bool:
+        """Is there an attempt left and a candidate not tried yet (besides the current one)?"""
+        return call.attempts > 0 and len(call.tried) + 1 < len(call.candidates)
+
+    def _queue_header(self, call: _Call) -> list[tuple[bytes, bytes]]:
+        return [] if call.queued < 0 else [(QUEUE_HEADER, b"%d" % round(call.queued * 1000))]
+
+    def _headers(self, call: _Call, target: Target) -> list[tuple[bytes, bytes]]:
+        if call.queued < 0:
+            return [target.backend_header, call.id_header]
+        return [target.backend_header, call.id_header, *self._queue_header(call)]
+
+    async def _attempt(
+        self, call: _Call, failure: UpstreamError | None
+    ) -> tuple[Target, Response | LocalReply, Crossing | None]:
+        """Send to the first untried candidate with room, waiting in the frontend's queue while none
+        has; after a failure before the answer, to the next, while attempts are left. The client
+        gets the last failure: a 5xx answer is relayed, an error raised."""
+        breakers, admission = self._breakers, self._admission
+        while call.attempts > 0:
+            candidates = call.candidates
+            if call.tried:
+                candidates = tuple(t for t in candidates if t not in call.tried)
+                if not candidates:
+                    break
+            target = admission.admit(candidates)
+            if not call.tried:
+                self._spare_trials(call, target)
+            if target is None:
+                target, waited = await admission.wait(candidates, call.route.frontend)
+                call.queued = max(call.queued, 0.0) + waited
+            call.attempts -= 1
+            self._traffic.started(target.id)
             forward, path, body = call.forward, call.path, call.body
             try:
                 crossing = self._crossing(call, target)
             except BaseException:
                 breakers.abandoned(target.id)
+                self._release(target)
                 raise
             if isinstance(crossing, LocalReply):
                 breakers.abandoned(target.id)
+                self._release(target)
                 return target, crossing, None
             if crossing is not None:
                 path, body = crossing.call.path.encode("ascii"), crossing.call.body
@@ -248,46 +325,66 @@ class Proxy:
                 forward = [h for h in forward if h[0] not in target.header_names]
             lines = b"".join([b"%s: %s\r\n" % h for h in forward])
             head = target.head(call.method, path, call.query, lines + call.own_lines, len(body))
-            self._traffic.started(target.id)
             try:
                 response = await self._upstream.request(
                     target.id, target.http.origin, head, body, call.route.read_timeout
                 )
-            except (ConnectFailed, ConnectTimedOut) as exc:
-                self._traffic.finished(target.id)
+            except (ConnectFailed, ConnectTimedOut) as exc:  # nothing was sent
                 log.warning("%s", exc.message)
                 breakers.unreachable(target.id, exc.message)
-                failure = exc
+                failure = self._failed(call, target, exc)
                 continue
             except UpstreamError as exc:  # no answer in time, or the connection broke before one
-                self._traffic.finished(target.id)
+                log.warning("%s", exc.message)
                 breakers.server_error(target.id, exc.message)
-                raise
+                failure = self._failed(call, target, exc)
+                continue
             except BaseException:
-                self._traffic.finished(target.id)
+                self._release(target)
                 breakers.abandoned(target.id)
                 raise
-            if response.status >= 500:
-                breakers.server_error(target.id, f"answered with status {response.status}")
-            else:
+            if response.status < 500:
                 breakers.succeeded(target.id)
-            return target, response, crossing
-        assert failure is not None
+                return target, response, crossing
+            breakers.server_error(target.id, f"answered with status {response.status}")
+            if not self._may_retry(call):
+                return target, response, crossing  # the last failure: the client sees the answer
+            response.close()
+            message = f"backend {target.id} answered with status {response.status}; trying another"
+            log.warning("%s", message)
+            failure = self._failed(call, target, UpstreamError(message))
+        assert failure is not None  # a loop that ends without returning failed at least once
         raise failure  # the last one; the ones before it only cost a failover
 
     async def _forward(self, call: _Call, send: Send) -> None:
         target, response, crossing = await self._open(call)
-        if isinstance(response, LocalReply):
-            call.guard.finishing = True
-            await send_local(send, response, [target.backend_header, call.id_header])
-            return
+        while True:
+            if isinstance(response, LocalReply):
+                call.guard.finishing = True
+                await send_local(send, response, self._headers(call, target))
+                return
+            try:
+                await self._deliver(call, send, target, response, crossing)
+                return
+            except UpstreamError as exc:  # _deliver raises it only before any byte went out
+                log.warning("%s", exc.message)
+                self._breakers.server_error(target.id, exc.message)
+                if not self._may_retry(call):
+                    raise
+                call.tried += (target,)  # _deliver gave its slot back
+                target, response, crossing = await self._attempt(call, exc)
+
+    async def _deliver(
+        self, call: _Call, send: Send, target: Target, response: Response, crossing: Crossing | None
+    ) -> None:
+        """Relay ``response``; raises ``UpstreamError`` only if nothing went to the client yet."""
         complete = False
         try:
             if crossing is not None:
-                headers = [target.backend_header, call.id_header]
+                headers = self._headers(call, target)
                 complete = await relay(crossing, response, send, call.guard, target.id, headers)
                 return
-            headers = response_headers(response.headers, (target.backend_header, call.id_header))
+            headers = response_headers(response.headers, self._headers(call, target))
             start = {"type": "http.response.start", "status": response.status, "headers": headers}
             length = response.content_length
             if length is not None and length <= WHOLE_BODY_LIMIT:
@@ -307,7 +404,7 @@ class Proxy:
                 response.release()
             else:
                 response.close()  # drop the connection: the backend sees it and stops working
-            self._traffic.finished(target.id)
+            self._release(target)
 
     async def _stream(self, call: _Call, send: Send, target: Target, response: Response) -> bool:
         """Relay the body chunk by chunk as it arrives; True if it arrived whole."""

@@ -16,6 +16,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+from dataplane.admission import Admission
 from dataplane.breaker import Breakers
 from dataplane.state import SnapshotState
 from dataplane.traffic import Traffic
@@ -47,6 +48,7 @@ class BusSync:
         identity: ReportIdentity,
         *,
         breakers: Breakers | None = None,
+        admission: Admission | None = None,
         poll_interval: float,
         report_interval: float,
     ) -> None:
@@ -54,6 +56,7 @@ class BusSync:
         self._state = state
         self._traffic = traffic
         self._breakers = breakers
+        self._admission = admission
         self._identity = identity
         self._poll_interval = poll_interval
         self._report_interval = report_interval
@@ -129,6 +132,8 @@ class BusSync:
             requests_total=self._traffic.requests_total,
             started_at=identity.started_at,
             ejected=self._ejected(),
+            queued=self._admission.queued() if self._admission is not None else {},
+            rejected_total=self._traffic.rejected_total,
         )
 
     def _ejected(self) -> dict[str, str]:

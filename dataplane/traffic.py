@@ -10,10 +10,12 @@ __all__ = ["Traffic"]
 
 @dataclass(slots=True)
 class Traffic:
-    """Requests in flight per backend and proxied requests in total (touched on the event loop only)."""
+    """Requests in flight per backend, proxied requests in total and those a full queue or an expired
+    wait turned away (touched on the event loop only)."""
 
     in_flight: Counter[str] = field(default_factory=Counter)
     requests_total: int = 0
+    rejected_total: int = 0
 
     def started(self, backend_id: str) -> None:
         self.in_flight[backend_id] += 1

@@ -38,7 +38,8 @@ async def test_repeated_server_errors_eject_a_backend_until_a_trial_succeeds(
         running_sim() as good,
         running_sim(SimConfig(fail_rate=1.0)) as bad,
     ):
-        frontends = [FrontendView(id="f", hostname="*", backends=("good", "bad"))]
+        # Without retries the 500s reach the client (a retry would hide them), so ejection is visible.
+        frontends = [FrontendView(id="f", hostname="*", backends=("good", "bad"), allow_retries=False)]
         await writer.publish(content({"good": good, "bad": bad}, frontends), 1)
         await dp.wait_revision(1)
         async with httpx.AsyncClient(base_url=dp.url) as client:

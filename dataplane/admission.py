@@ -1,0 +1,376 @@
+"""Admission: how many requests each backend takes from this data plane, and a queue for the rest.
+
+A backend's ``MaxParallelRequests`` and ``RateLimitRequestsThreshold`` (requests per second) hold for
+the cluster as a whole. The control plane splits them among the live data planes and publishes each
+one's share in the snapshot (``cluster.dataplanes[id].shares``); this module enforces this data plane's
+share with a slot count and a token bucket per backend. Until the control plane has assigned a share
+(a new data plane, a new backend, an older control plane), each data plane takes an even split over
+the data planes the snapshot lists, so for a moment the sum over all of them may exceed the limit.
+
+A request takes the first of its candidate backends, in the order its strategy gave, that has a free
+slot and a token. When none has, it waits in its frontend's bounded FIFO queue; whenever capacity frees
+on a backend (a slot released, a token refilled, a limit raised) the oldest waiting request that has
+that backend among its candidates gets it. A new request never overtakes one that waits for the same
+backend. A full queue or an expired wait is ``QueueRejected``.
+
+``Gates`` is the pure decision core: the caller passes the time in and receives requests for timers
+through ``schedule``. ``Admission`` wraps it for the event loop (futures, timers, the clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from dataplane.routing import Target
+from shared.errors import OllamaFlowError
+from shared.snapshot import ApiFormat, BackendShare, FrontendView, Snapshot, SnapshotContent
+from shared.wire import ollama, openai
+
+__all__ = ["Admission", "Gate", "Gates", "QueueRejected", "TokenBucket", "Waiter", "shares_for"]
+
+# Longest Retry-After we suggest (openai-python ignores longer ones and backs off on its own).
+MAX_RETRY_AFTER = 60
+# Added to a refill timer so that the token is surely there when it fires (float rounding).
+REFILL_SLACK = 0.001
+
+
+class QueueRejected(OllamaFlowError):
+    """Every candidate backend is at its limit and the request cannot wait (any longer)."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def response(self, api_format: ApiFormat) -> tuple[int, bytes, tuple[bytes, bytes]]:
+        """Status, body and Retry-After header: Ollama's busy 503, or OpenAI's 429 rate limit."""
+        header = (b"retry-after", b"%d" % self.retry_after)
+        if api_format == "OpenAI":
+            return 429, openai.error_body(self.message, 429, code="rate_limit_exceeded"), header
+        return 503, ollama.error_body(self.message), header
+
+
+class TokenBucket:
+    """``rate`` tokens a second, holding at most one second's worth (at least one token)."""
+
+    __slots__ = ("capacity", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.stamp = now
+
+    def _refill(self, now: float) -> None:
+        elapsed = now - self.stamp
+        if elapsed > 0:
+            self.tokens = min(self.capacity, self.tokens + elapsed * self.rate)
+            self.stamp = now
+
+    def ready(self, now: float) -> bool:
+        self._refill(now)
+        return self.tokens >= 1.0
+
+    def take(self, now: float) -> bool:
+        self._refill(now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def delay(self, now: float) -> float:
+        """Seconds until the next token."""
+        self._refill(now)
+        return max(0.0, (1.0 - self.tokens) / self.rate)
+
+    def retune(self, rate: float, now: float) -> None:
+        self._refill(now)
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = min(self.tokens, self.capacity)
+
+
+class Waiter:
+    """A request in a queue: its candidates in preference order, and the one it got, once it did."""
+
+    __slots__ = ("candidates", "expired", "frontend_id", "future", "granted", "queued", "since")
+
+    def __init__(self, candidates: Sequence[Target], frontend_id: str, since: float) -> None:
+        self.candidates = candidates
+        self.frontend_id = frontend_id
+        self.since = since
+        self.granted: Target | None = None
+        self.queued = False
+        self.expired = False
+        self.future: asyncio.Future[None] | None = None  # the event loop's part (``Admission``)
+
+
+class Gate:
+    """One backend's share for this data plane: slots, a token bucket, and who waits for it."""
+
+    __slots__ = ("backend_id", "bucket", "in_flight", "max_parallel", "refill_due", "waiters")
+
+    def __init__(self, backend_id: str, share: BackendShare, now: float) -> None:
+        self.backend_id = backend_id
+        self.in_flight = 0
+        self.waiters: deque[Waiter] = deque()
+        self.refill_due = False  # a timer will wake this gate when its next token is there
+        self.max_parallel = 0
+        self.bucket = TokenBucket(1.0, now)
+        self.retune(share, now)
+
+    def retune(self, share: BackendShare, now: float) -> None:
+        rate = share.rate_per_second
+        # A share without a positive rate takes no requests at all (the bucket rate must stay > 0).
+        self.max_parallel = max(0, share.max_parallel) if rate > 0 else 0
+        self.bucket.retune(rate if rate > 0 else 1.0, now)
+
+
+def shares_for(content: SnapshotContent, dataplane_id: str) -> dict[str, BackendShare]:
+    """This data plane's share of every backend: as published, else an even split (see above)."""
+    planes = content.cluster.dataplanes
+    mine = next((plane.shares for plane in planes if plane.id == dataplane_id), {})
+    split = sum(1 for plane in planes if plane.id != dataplane_id) + 1
+    shares: dict[str, BackendShare] = {}
+    for backend in content.backends:
+        share = mine.get(backend.id)
+        if share is None:
+            share = BackendShare(
+                max_parallel=max(1, backend.max_parallel_requests // split),
+                rate_per_second=backend.rate_limit_requests_threshold / split,
+            )
+        shares[backend.id] = share
+    return shares
+
+
+class Gates:
+    """The pure core: every backend's gate, the waiting requests, and the decisions over them.
+
+    Requests that ``release``, ``refill`` or ``configure`` hand capacity to are appended to
+    ``granted`` (their ``granted`` target set); the caller drains that list.
+    """
+
+    def __init__(self, dataplane_id: str, schedule: Callable[[str, float], None]) -> None:
+        self.dataplane_id = dataplane_id
+        self.granted: list[Waiter] = []
+        self._schedule = schedule  # (backend id, delay in seconds): call ``refill`` then
+        self._gates: dict[str, Gate] = {}
+        self._queued: dict[str, int] = {}  # frontend id -> its waiting requests
+
+    def gate(self, backend_id: str) -> Gate | None:
+        return self._gates.get(backend_id)
+
+    def configure(self, content: SnapshotContent, now: float) -> None:
+        """Take the limits of a new snapshot; gates keep their in-flight counts and waiters."""
+        shares = shares_for(content, self.dataplane_id)
+        gates = self._gates
+        for backend_id, share in shares.items():
+            gate = gates.get(backend_id)
+            if gate is None:
+                gates[backend_id] = Gate(backend_id, share, now)
+            else:
+                gate.retune(share, now)
+        for backend_id, gate in list(gates.items()):
+            if backend_id not in shares and not gate.in_flight and not gate.waiters:
+                del gates[backend_id]  # gone from the snapshot and nothing left to account for
+        for gate in list(gates.values()):
+            if gate.waiters:  # a raised limit frees capacity
+                self._wake(gate, now)
+
+    def admit(self, candidates: Sequence[Target], now: float) -> Target | None:
+        """The first candidate with a free slot and a token, taken; None if the request must wait."""
+        gates = self._gates
+        for target in candidates:
+            gate = gates.get(target.id)
+            if gate is None:  # not in the applied snapshot (it changed under the request): no limit
+                return target
+            if not gate.waiters and gate.in_flight < gate.max_parallel and gate.bucket.take(now):
+                gate.in_flight += 1
+                return target
+        return None
+
+    def release(self, backend_id: str, now: float) -> None:
+        gate = self._gates.get(backend_id)
+        if gate is None:
+            return
+        if gate.in_flight > 0:
+            gate.in_flight -= 1
+        if gate.waiters:
+            self._wake(gate, now)
+
+    def refill(self, backend_id: str, now: float) -> None:
+        """The timer asked for by ``schedule`` fired."""
+        gate = self._gates.get(backend_id)
+        if gate is not None:
+            gate.refill_due = False
+            self._wake(gate, now)
+
+    def enqueue(self, waiter: Waiter, queue_size: int, now: float) -> bool:
+        """Queue ``waiter`` behind everyone already waiting; False if its frontend's queue is full."""
+        count = self._queued.get(waiter.frontend_id, 0)
+        if count >= queue_size:
+            return False
+        self._queued[waiter.frontend_id] = count + 1
+        waiter.queued = True
+        for target in waiter.candidates:
+            gate = self._gates.get(target.id)
+            if gate is not None:
+                gate.waiters.append(waiter)
+                if gate.in_flight < gate.max_parallel:  # only the rate holds it back
+                    self._wake(gate, now)
+        return True
+
+    def leave(self, waiter: Waiter) -> None:
+        """Take ``waiter`` out of the queue (granted, expired or its client gone)."""
+        if not waiter.queued:
+            return
+        waiter.queued = False
+        for target in waiter.candidates:
+            gate = self._gates.get(target.id)
+            if gate is not None and waiter in gate.waiters:
+                gate.waiters.remove(waiter)
+        count = self._queued[waiter.frontend_id] - 1
+        if count:
+            self._queued[waiter.frontend_id] = count
+        else:
+            del self._queued[waiter.frontend_id]
+
+    def queued(self) -> dict[str, int]:
+        """Backend id -> waiting requests that have it among their candidates."""
+        return {backend_id: len(gate.waiters) for backend_id, gate in self._gates.items() if gate.waiters}
+
+    def retry_after(self, candidates: Sequence[Target]) -> int:
+        """Whole seconds after which trying again is likely to find room, from the rates: the
+        longest queue among the candidates drained at their combined rate."""
+        gates = [gate for target in candidates if (gate := self._gates.get(target.id)) is not None]
+        rate = sum(gate.bucket.rate for gate in gates if gate.max_parallel)
+        if rate <= 0:
+            return MAX_RETRY_AFTER
+        ahead = max((len(gate.waiters) for gate in gates), default=0)
+        return min(MAX_RETRY_AFTER, max(1, math.ceil((ahead + 1) / rate)))
+
+    def _wake(self, gate: Gate, now: float) -> None:
+        """Hand free capacity on ``gate`` to its oldest waiters, as long as there is some."""
+        while gate.waiters and gate.in_flight < gate.max_parallel:
+            if not gate.bucket.ready(now):
+                if not gate.refill_due:
+                    gate.refill_due = True
+                    self._schedule(gate.backend_id, gate.bucket.delay(now) + REFILL_SLACK)
+                return
+            waiter = gate.waiters[0]
+            target = self._take_for(waiter, now)
+            if target is None:  # cannot happen: this gate itself qualifies; never spin on it
+                return
+            self.leave(waiter)
+            waiter.granted = target
+            self.granted.append(waiter)
+
+    def _take_for(self, waiter: Waiter, now: float) -> Target | None:
+        """The first of ``waiter``'s candidates it may take now, taken: free, and nobody older waiting."""
+        gates = self._gates
+        for target in waiter.candidates:
+            gate = gates.get(target.id)
+            if gate is None:
+                return target
+            if (
+                gate.in_flight < gate.max_parallel
+                and (not gate.waiters or gate.waiters[0] is waiter)
+                and gate.bucket.take(now)
+            ):
+                gate.in_flight += 1
+                return target
+        return None
+
+
+class Admission:
+    """``Gates`` on the event loop: waiting requests are futures, refills are timers.
+
+    ``refresh`` is called per request with the applied snapshot and costs one identity check unless
+    the snapshot changed; the per-snapshot work (shares, gates) happens there, once.
+    """
+
+    def __init__(self, dataplane_id: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.gates = Gates(dataplane_id, self._schedule)
+        self._applied: Snapshot | None = None
+
+    def refresh(self, snapshot: Snapshot | None) -> None:
+        if snapshot is not self._applied and snapshot is not None:
+            self._applied = snapshot
+            self.gates.configure(snapshot.content, self._clock())
+            self._grant()
+
+    def admit(self, candidates: Sequence[Target]) -> Target | None:
+        return self.gates.admit(candidates, self._clock())
+
+    def release(self, backend_id: str) -> None:
+        gates = self.gates
+        gates.release(backend_id, self._clock())
+        if gates.granted:
+            self._grant()
+
+    def queued(self) -> dict[str, int]:
+        return self.gates.queued()
+
+    async def wait(self, candidates: Sequence[Target], frontend: FrontendView) -> tuple[Target, float]:
+        """Queue until a candidate has room; the one taken and the seconds waited.
+
+        Raises ``QueueRejected`` when the frontend's queue is full or the wait expires. A cancelled
+        wait (the client left) leaves the queue, and gives back a slot it was handed meanwhile.
+        """
+        now = self._clock()
+        waiter = Waiter(candidates, frontend.id, now)
+        gates = self.gates
+        if not gates.enqueue(waiter, frontend.queue_size, now):
+            raise QueueRejected(
+                f"server busy, please try again: every backend for this request is at its limit and "
+                f"the queue of frontend {frontend.id!r} is full ({frontend.queue_size} waiting)",
+                gates.retry_after(candidates),
+            )
+        waiter.future = future = asyncio.get_running_loop().create_future()
+        if gates.granted:  # enqueueing may have woken it (or others) at once
+            self._grant()
+        timer = future.get_loop().call_later(frontend.queue_timeout_ms / 1000.0, self._expire, waiter)
+        try:
+            await future
+        except BaseException:
+            if waiter.granted is not None:
+                self.release(waiter.granted.id)
+            else:
+                gates.leave(waiter)
+            raise
+        finally:
+            timer.cancel()
+        if waiter.granted is None:
+            raise QueueRejected(
+                f"server busy, please try again: no backend for this request had room within the "
+                f"{frontend.queue_timeout_ms} ms that frontend {frontend.id!r} lets a request wait",
+                gates.retry_after(candidates),
+            )
+        return waiter.granted, self._clock() - waiter.since
+
+    def _grant(self) -> None:
+        granted = self.gates.granted
+        while granted:
+            future = granted.pop().future
+            if future is not None and not future.done():
+                future.set_result(None)
+            # A done future: its task was cancelled and gives the slot back when it resumes.
+
+    def _expire(self, waiter: Waiter) -> None:
+        if waiter.granted is None and waiter.future is not None and not waiter.future.done():
+            waiter.expired = True
+            self.gates.leave(waiter)
+            waiter.future.set_result(None)
+
+    def _schedule(self, backend_id: str, delay: float) -> None:
+        asyncio.get_running_loop().call_later(delay, self._refill, backend_id)
+
+    def _refill(self, backend_id: str) -> None:
+        self.gates.refill(backend_id, self._clock())
+        self._grant()
