@@ -64,7 +64,7 @@ def test_the_header_shows_the_session_hash_not_the_key_and_stays_one_bounded_lin
     assert text.startswith("strategy=Sticky; ")
     assert f"sticky={short_hash('secret-conversation')} home" in text and "secret" not in text
     odd = _table(
-        FrontendView(id="f", backends=("x;y\r\n",) + tuple(f"b{i}" * 30 for i in range(100))),
+        FrontendView(id="f", backends=("x;y\r\n", *(f"b{i}" * 30 for i in range(100)))),
         backends=[_backend("x;y\r\n"), *(_backend(f"b{i}" * 30) for i in range(100))],
     )
     pool = odd.frontend_for("x").pool(COMPLETIONS)
