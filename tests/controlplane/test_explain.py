@@ -1,7 +1,7 @@
 """``POST /v1.0/frontends/{id}/explain`` against a real control plane, database and NATS.
 
 The data plane's side of the dry-run is stood in for by a minimal responder on the same bus (a test
-double of the other plane); tests/e2e/test_explain.py runs it against a real data plane.
+double of the other plane); test_explain_dataplane.py runs it against real data planes.
 """
 
 from __future__ import annotations
