@@ -120,15 +120,21 @@ class Gate:
         self.in_flight = 0
         self.waiters: deque[Waiter] = deque()
         self.refill_due = False  # a timer will wake this gate when its next token is there
-        self.max_parallel = 0
-        self.bucket = TokenBucket(1.0, now)
-        self.retune(share, now)
+        self.max_parallel = _parallel(share)
+        self.bucket = TokenBucket(_rate(share), now)  # starts full
 
     def retune(self, share: BackendShare, now: float) -> None:
-        rate = share.rate_per_second
-        # A share without a positive rate takes no requests at all (the bucket rate must stay > 0).
-        self.max_parallel = max(0, share.max_parallel) if rate > 0 else 0
-        self.bucket.retune(rate if rate > 0 else 1.0, now)
+        self.max_parallel = _parallel(share)
+        self.bucket.retune(_rate(share), now)
+
+
+# A share without a positive rate takes no requests at all (the bucket's rate itself must stay > 0).
+def _parallel(share: BackendShare) -> int:
+    return max(0, share.max_parallel) if share.rate_per_second > 0 else 0
+
+
+def _rate(share: BackendShare) -> float:
+    return share.rate_per_second if share.rate_per_second > 0 else 1.0
 
 
 def shares_for(content: SnapshotContent, dataplane_id: str) -> dict[str, BackendShare]:
