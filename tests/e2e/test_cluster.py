@@ -89,7 +89,13 @@ def _configure(cluster: Cluster) -> None:
         assert resp.status_code == 201, resp.text
     resp = cluster.admin.put(
         "/v1.0/frontends",
-        json={"Identifier": "all", "Name": "all", "Hostname": "*", "Backends": ["sim0", "sim1"]},
+        json={
+            "Identifier": "all",
+            "Name": "all",
+            "Hostname": "*",
+            "Backends": ["sim0", "sim1"],
+            "LoadBalancing": "RoundRobin",  # the test below counts on the rotation
+        },
     )
     assert resp.status_code == 201, resp.text
 
