@@ -20,6 +20,7 @@ from controlplane.db import Database
 from controlplane.fleet import Fleet
 from controlplane.health.monitor import Monitor
 from controlplane.migrate import upgrade
+from controlplane.models_requests import ModelRequests
 from controlplane.publish.publisher import Publisher
 from controlplane.publish.source import ConfigSource
 from controlplane.readiness import Readiness
@@ -82,6 +83,9 @@ class ControlPlane:
         self.frontends = FrontendService(self.db, clock=self.clock, on_change=self._config_changed)
         self.backends = BackendService(self.db, clock=self.clock, on_change=self._config_changed)
         self.readiness = Readiness(self.db, self.bus)
+        # Data planes' /api/pull, /api/delete, /api/copy; pull progress goes out on the bus.
+        self.models = ModelRequests(self.bus, self.frontends, self.fleet, self.sync, self.monitor)
+        self.sync.on_progress = self.models.progress
 
     def _config_changed(self) -> None:
         self.publisher.request(force=True)
@@ -107,6 +111,7 @@ class ControlPlane:
             _task(self._database_then_publish(), "database-and-publisher"),
             _task(self._bus_then_reports(), "bus-and-reports"),
             _task(self.registry.run_expiry(), "dataplane-expiry"),
+            _task(self.models.run(), "model-requests"),
         ]
         try:
             yield

@@ -23,6 +23,8 @@ from dataplane.admission import Admission
 from dataplane.breaker import Breakers
 from dataplane.incoming import Receive
 from dataplane.listing import MODEL_PREFIX, Listing
+from dataplane.manage import ModelManagement
+from dataplane.manage_proxy import BLOB_PREFIX, Authoring
 from dataplane.proxy import Endpoint, Proxy
 from dataplane.responses import OLLAMA_VERSION, TEXT, Send, send_bytes, send_error, send_json
 from dataplane.routing import RequestKind
@@ -130,6 +132,14 @@ class DataPlane:
         self._routes["/api/show"] = Route(frozenset({"POST"}), listing.show)
         self._routes["/v1/models"] = Route(frozenset({"GET"}), listing.models, "OpenAI")
         self._routes[MODEL_PREFIX] = Route(frozenset({"GET"}), listing.model, "OpenAI")  # + the id
+        manage = ModelManagement(self.state, self.bus)
+        self.authoring = Authoring(self.state, manage, connect_timeout=settings.upstream_connect_timeout)
+        self._routes["/api/pull"] = Route(frozenset({"POST"}), manage.pull)
+        self._routes["/api/delete"] = Route(frozenset({"DELETE"}), manage.delete)
+        self._routes["/api/copy"] = Route(frozenset({"POST"}), manage.copy)
+        self._routes["/api/create"] = Route(frozenset({"POST"}), self.authoring.create)
+        self._routes["/api/push"] = Route(frozenset({"POST"}), self.authoring.push)
+        self._routes[BLOB_PREFIX] = Route(frozenset({"HEAD", "POST"}), self.authoring.blob)  # + the digest
         self._sync_task: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
@@ -145,6 +155,8 @@ class DataPlane:
             route = self._routes.get(path.rstrip("/"))
         if route is None and path.startswith(MODEL_PREFIX):
             route = self._routes[MODEL_PREFIX]
+        if route is None and path.startswith(BLOB_PREFIX):
+            route = self._routes[BLOB_PREFIX]
         if route is None:
             await send_error(send, "Ollama", 404, f"no route for {path}")
         elif scope["method"] not in route.methods:
@@ -174,6 +186,7 @@ class DataPlane:
 
     async def startup(self) -> None:
         await self.upstream.start()
+        await self.authoring.start()
         self.state.load_cache()
         self._sync_task = asyncio.create_task(self.sync.run(), name="bus-sync")
 
@@ -182,6 +195,7 @@ class DataPlane:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
+        await self.authoring.close()
         await self.upstream.close()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

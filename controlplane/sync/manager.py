@@ -7,7 +7,9 @@ task. At most ``parallelism`` pulls run at once in total and ``per_backend`` on 
 failed attempt is retried after ``retry_delay`` seconds, doubled each time (at most 5 minutes), up to
 ``max_attempts`` attempts, after which the job stays failed (with the backend's message) until the
 model or the backend leaves and comes back, or the backend recovers from being unhealthy. Every
-change of a job goes to the subscribers of ``events()`` (the live progress stream).
+change of a job goes to the subscribers of ``events()`` (the live progress stream) and, as a
+``PullProgress`` numbered in order, to ``on_progress`` (published on the bus for the data planes
+that stream a client's /api/pull).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import timedelta
 
 import httpx
@@ -27,8 +30,9 @@ from controlplane.health.monitor import REQUEST_ERRORS, Monitor, describe_error
 from controlplane.health.targets import BackendTarget
 from controlplane.sync.plan import PullJob, missing_models, unrequired_models, worth_restarting
 from shared.models import model_key
+from shared.wire.models import LayerProgress, PullProgress
 
-__all__ = ["PullFailed", "Synchroniser"]
+__all__ = ["PullFailed", "Synchroniser", "backend_error"]
 
 log = logging.getLogger("ollamaflow.controlplane.sync")
 
@@ -44,7 +48,7 @@ class _Error(msgspec.Struct):
     error: str = ""
 
 
-def _backend_error(body: bytes) -> str:
+def backend_error(body: bytes) -> str:
     with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
         return msgspec.json.decode(body, type=_Error).error
     return body.decode("utf-8", "replace").strip()[:500]
@@ -80,6 +84,11 @@ class Synchroniser:
         self._deleting: set[tuple[str, str]] = set()
         self._subscribers: set[asyncio.Queue[PullJob]] = set()
         self._targets: dict[str, BackendTarget] = {}
+        # Names this synchroniser's PullProgress (one per replica) and numbers its updates in order.
+        self.source = uuid.uuid4().hex[:12]
+        self._seq = 0
+        self._seqs: dict[tuple[str, str], int] = {}
+        self.on_progress: Callable[[PullProgress], None] | None = None
 
     def apply(self, required: Mapping[str, tuple[str, ...]], targets: Mapping[str, BackendTarget]) -> None:
         """New configuration: required models per backend id, and the backends."""
@@ -143,6 +152,46 @@ class Synchroniser:
 
         return stream()
 
+    def can_pull(self, ident: str) -> bool:
+        """Whether a required model starts being pulled onto ``ident`` now: an active, healthy
+        Ollama backend whose model list has been read, with syncing switched on."""
+        target = self._targets.get(ident)
+        health = self._monitor.health.get(ident)
+        inventory = self._monitor.inventory.get(ident)
+        return bool(
+            self.enabled
+            and target is not None
+            and target.ollama
+            and target.active
+            and health is not None
+            and health.healthy
+            and inventory is not None
+            and inventory.known
+        )
+
+    def retry_failed(self, idents: Iterable[str], model: str) -> None:
+        """Forget failed jobs of ``model`` on ``idents`` (a client asks again): the next ``wake``
+        starts them afresh instead of waiting for the backend to recover."""
+        for ident in idents:
+            key = (ident, model_key(model))
+            job = self.jobs.get(key)
+            if job is not None and job.state == "failed" and key not in self._tasks:
+                del self.jobs[key]
+
+    def progress_of(self, job: PullJob) -> PullProgress:
+        """``job`` as published, numbered with its last update."""
+        return PullProgress(
+            source=self.source,
+            seq=self._seqs.get(job.key, 0),
+            backend=job.backend,
+            model=job.model,
+            state=job.state,
+            status=job.status,
+            layers={d: LayerProgress(completed=c, total=t) for d, (c, t) in job.layers.items()},
+            error=job.error,
+            attempts=job.attempts,
+        )
+
     @property
     def watchers(self) -> int:
         """How many ``events()`` streams are open."""
@@ -158,6 +207,10 @@ class Synchroniser:
 
     def _emit(self, job: PullJob) -> None:
         job.updated = self._clock.now()
+        self._seq += 1
+        self._seqs[job.key] = self._seq
+        if self.on_progress is not None:
+            self.on_progress(self.progress_of(job))
         copy = dataclasses.replace(job, layers=dict(job.layers))
         for queue in self._subscribers:
             with contextlib.suppress(asyncio.QueueFull):  # a stalled reader misses progress, not states
@@ -175,7 +228,14 @@ class Synchroniser:
         for key in [k for k in self.jobs if doomed(k)]:
             if (task := self._tasks.pop(key, None)) is not None:
                 task.cancel()
-            del self.jobs[key]
+            job = self.jobs.pop(key)
+            if job.state not in ("done", "failed") and self.on_progress is not None:
+                # A client streaming this pull must hear that it ends here.
+                job.state, job.error = "failed", "pull cancelled: the model is no longer required there"
+                self._seq += 1
+                self._seqs[key] = self._seq
+                self.on_progress(self.progress_of(job))
+            self._seqs.pop(key, None)
 
     async def _run(self, job: PullJob) -> None:
         limit = self._per_backend.setdefault(job.backend, asyncio.Semaphore(self._per_backend_limit))
@@ -219,7 +279,7 @@ class Synchroniser:
                 timeout=_PULL_TIMEOUT,
             ) as response:
                 if response.status_code != 200:
-                    message = _backend_error(await response.aread())
+                    message = backend_error(await response.aread())
                     raise PullFailed(f"HTTP {response.status_code}: {message}")
                 async for text in response.aiter_lines():
                     if not text.strip():

@@ -1,0 +1,213 @@
+"""Model authoring through a frontend: /api/create, /api/push and HEAD|POST /api/blobs/:digest.
+
+Blobs live on one server, and the create that names them must reach that same server, so all of
+these go to ONE backend chosen deterministically: the first active, healthy Ollama backend in the
+frontend's backend order (the same one for every request while the health of the backends stays
+the same). Bodies stream both ways unbuffered (blob uploads can be many GB; the frontend's
+MaxRequestBodySize still applies); the upstream leg uses httpx, as everything off the hot path does.
+After a create that succeeded, the control plane is asked to read that backend's models at once, and
+the answer's last byte waits (briefly) until this data plane's snapshot lists the new model.
+OpenAI-format backends cannot do any of this: a frontend with only those answers 501.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
+
+import httpx
+import msgspec
+
+from dataplane.framing import ndjson_error_line
+from dataplane.headers import ClientHeaders, read_client_headers, response_headers
+from dataplane.incoming import BodyTooLarge, ClientGone, Receive, read_body
+from dataplane.manage import ModelManagement
+from dataplane.responses import Send, send_error
+from dataplane.routing import FrontendRoute, Target
+from dataplane.state import SnapshotState
+from shared.errors import NoBackendAvailable, OllamaFlowError
+from shared.snapshot import BackendView
+
+__all__ = ["BLOB_PREFIX", "Authoring"]
+
+log = logging.getLogger("ollamaflow.dataplane.manage")
+
+BLOB_PREFIX = "/api/blobs/"
+
+
+class _NotSupported(OllamaFlowError):
+    status = 501
+
+
+class _CreateBody(msgspec.Struct, kw_only=True):
+    model: str = ""
+    name: str = ""
+
+
+def author_backend(route: FrontendRoute, backends: dict[str, BackendView]) -> BackendView:
+    """The one backend that takes a frontend's blobs, creates and pushes."""
+    others = []
+    for ident in route.frontend.backends:
+        view = backends.get(ident)
+        if view is None or not view.active:
+            continue
+        if view.api_format != "Ollama":
+            others.append(view)
+        elif view.healthy:
+            return view
+    if others and len(others) == sum(1 for i in route.frontend.backends if i in backends):
+        name = others[0].name or others[0].id
+        raise _NotSupported(f"this is not supported by OpenAI-compatible backend {name}")
+    raise NoBackendAvailable(f"no healthy Ollama backend in frontend {route.frontend.id!r}")
+
+
+class Authoring:
+    """The handlers; ``start`` and ``close`` bracket the upstream client's life."""
+
+    def __init__(self, state: SnapshotState, management: ModelManagement, *, connect_timeout: float) -> None:
+        self._state = state
+        self._management = management
+        self._connect_timeout = connect_timeout
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient(follow_redirects=False)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def create(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        await self._proxy(scope, receive, send, whole_body=True)
+
+    async def push(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        await self._proxy(scope, receive, send)
+
+    async def blob(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        await self._proxy(scope, receive, send)
+
+    async def _proxy(
+        self, scope: MutableMapping[str, Any], receive: Receive, send: Send, *, whole_body: bool = False
+    ) -> None:
+        id_header = (b"x-ollamaflow-request", os.urandom(16).hex().encode())
+        try:
+            client = read_client_headers(scope["headers"])
+            route = self._state.table.frontend_for(client.host)
+            snapshot = self._state.snapshot
+            backends = {b.id: b for b in snapshot.content.backends} if snapshot is not None else {}
+            view = author_backend(route, backends)
+            limit = route.frontend.max_request_body_size
+            created = ""
+            if whole_body:  # a create is small, and its model name is needed afterwards
+                body: bytes | AsyncIterator[bytes] = await read_body(receive, client.content_length, limit)
+                created = _created_name(body)
+            elif scope["method"] == "HEAD":
+                body = b""
+            else:
+                if client.content_length is not None and client.content_length > limit:
+                    raise BodyTooLarge(f"request body exceeds this frontend's limit of {limit} bytes")
+                body = _body_chunks(receive, limit)
+        except ClientGone:
+            return
+        except OllamaFlowError as exc:
+            await send_error(send, "Ollama", exc.status, exc.message, [id_header])
+            return
+        target = Target.from_backend(view)
+        request = self._request(scope, client, target, view, body, id_header[1], route.read_timeout)
+        assert self._client is not None
+        try:
+            response = await self._client.send(request, stream=True)
+        except ClientGone:
+            return
+        except BodyTooLarge as exc:
+            await send_error(send, "Ollama", exc.status, exc.message, [id_header])
+            return
+        except httpx.HTTPError as exc:
+            message = f"backend {view.id} failed: {type(exc).__name__}: {exc}".rstrip(": ")
+            log.warning("%s %s: %s", scope["method"], scope["path"], message)
+            await send_error(
+                send, "Ollama", 504 if isinstance(exc, httpx.TimeoutException) else 502, message, [id_header]
+            )
+            return
+        headers = response_headers(response.headers.raw, (target.backend_header, id_header))
+        last = b""
+        try:
+            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+            # The latest chunk is held back: with a Content-Length the client is done once it has
+            # every byte, and a create's refresh must come before that.
+            async for chunk in response.aiter_raw():
+                if chunk:
+                    if last:
+                        await send({"type": "http.response.body", "body": last, "more_body": True})
+                    last = chunk
+            if created and response.status_code == 200:
+                await self._management.refresh(route.frontend.id, view.id, created)
+            await send({"type": "http.response.body", "body": last})
+        except httpx.HTTPError as exc:
+            log.warning("%s %s: backend %s broke off: %s", scope["method"], scope["path"], view.id, exc)
+            if "ndjson" in response.headers.get("content-type", ""):
+                line = ndjson_error_line(f"backend {view.id} broke off: {exc}", after=last)
+                await send({"type": "http.response.body", "body": line})
+            # Otherwise there is no way to say it in-band: the body ends short and the client sees it.
+        finally:
+            await response.aclose()
+
+    def _request(
+        self,
+        scope: MutableMapping[str, Any],
+        client: ClientHeaders,
+        target: Target,
+        view: BackendView,
+        body: bytes | AsyncIterator[bytes],
+        request_id: bytes,
+        read_timeout: float,
+    ) -> httpx.Request:
+        query = "&".join(q for q in (scope["query_string"].decode("latin-1"), view.querystring or "") if q)
+        url = target.base_url + scope["path"] + ("?" + query.lstrip("?") if query else "")
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in client.forward
+            if name not in target.header_names
+        ]
+        headers += list(target.headers)
+        headers.append(("X-OllamaFlow-Request", request_id.decode()))
+        if not any(name == b"accept-encoding" for name, _ in client.forward):
+            headers.append(("Accept-Encoding", "identity"))  # relayed raw: nothing the client did not ask for
+        if isinstance(body, bytes):
+            if scope["method"] != "HEAD":
+                headers.append(("Content-Length", str(len(body))))
+        elif client.content_length is not None:
+            headers.append(("Content-Length", str(client.content_length)))  # no chunking of a known size
+        timeout = httpx.Timeout(self._connect_timeout, read=max(read_timeout, 60.0), write=None, pool=None)
+        assert self._client is not None
+        return self._client.build_request(
+            scope["method"], url, headers=headers, content=body, timeout=timeout
+        )
+
+
+async def _body_chunks(receive: Receive, limit: int) -> AsyncIterator[bytes]:
+    """The client's body as it arrives, refused once it grows over ``limit``."""
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"request body exceeds this frontend's limit of {limit} bytes")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+def _created_name(body: bytes) -> str:
+    try:
+        request = msgspec.json.decode(body, type=_CreateBody)
+    except msgspec.DecodeError:  # the backend says what is wrong with it
+        return ""
+    return (request.model or request.name).strip()

@@ -1,0 +1,234 @@
+"""Model management through a frontend, end to end: a real control plane (Postgres, NATS), a real data
+plane and simulated Ollama backends, driven by the official ``ollama`` client.
+
+Configuration goes in through the admin API; the client only ever talks to the data plane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import ollama
+import pytest
+
+from controlplane.migrate import upgrade
+from controlplane.settings import Settings
+from dataplane.settings import DataPlaneSettings
+from ollamaflow.sim import running_sim
+from shared.models import model_key
+from tests.controlplane.harness import fresh_database, running_controlplane
+from tests.dataplane.harness import RunningDataPlane, eventually, running_dataplane
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "model-management-token"
+
+
+@dataclass
+class Cluster:
+    admin: httpx.AsyncClient
+    dataplane: RunningDataPlane
+    sims: dict[str, str]  # backend id -> simulator URL, in the frontend's order
+    client: ollama.AsyncClient
+
+    async def tags(self, ident: str) -> set[str]:
+        async with httpx.AsyncClient() as http:
+            models = (await http.get(self.sims[ident] + "/api/tags")).json()["models"]
+        return {model_key(m["name"]) for m in models}
+
+    async def stats(self, ident: str) -> dict:
+        async with httpx.AsyncClient() as http:
+            return (await http.get(self.sims[ident] + "/_sim/stats")).json()
+
+    def listed(self, ident: str, model: str) -> bool:
+        """Whether the data plane's snapshot lists ``model`` on backend ``ident``."""
+        snapshot = self.dataplane.app.state.snapshot
+        view = next((b for b in snapshot.content.backends if b.id == ident), None) if snapshot else None
+        return view is not None and model_key(model) in {model_key(n) for n in view.models}
+
+    async def served_by(self, model: str) -> httpx.Response:
+        async with httpx.AsyncClient() as http:
+            body = {"model": model, "prompt": "hi", "stream": False}
+            return await http.post(self.dataplane.url + "/api/generate", json=body, timeout=30)
+
+    async def routes(self, model: str, *, on: set[str], within: float = 30.0) -> None:
+        """Until the data plane lists ``model`` on exactly the backends ``on`` and a generate
+        with it succeeds (404 when ``on`` is empty) on one of them."""
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            if {ident for ident in self.sims if self.listed(ident, model)} == on:
+                served = await self.served_by(model)
+                if not on and served.status_code == 404:
+                    return
+                if on and served.status_code == 200 and served.headers["x-ollamaflow-backend"] in on:
+                    return
+            assert asyncio.get_running_loop().time() < deadline, f"{model} does not route to {on}"
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def migrated_url(database_url: str) -> Iterator[str]:
+    with fresh_database(database_url) as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture
+async def cluster(migrated_url: str, nats_url: str) -> AsyncIterator[Cluster]:
+    namespace = "t" + uuid.uuid4().hex[:12]
+    settings = Settings(
+        database_url=migrated_url,
+        admin_tokens=(TOKEN,),
+        nats_url=nats_url,
+        bus_namespace=namespace,
+        health_interval=0.3,
+        health_timeout=2.0,
+        inventory_interval=5.0,
+        sync_retry_delay=0.2,
+        sync_max_attempts=2,
+    )
+    dp_settings = DataPlaneSettings(
+        nats_url=nats_url,
+        bus_namespace=namespace,
+        dataplane_id="dp-" + uuid.uuid4().hex[:8],
+        report_interval=0.3,
+        snapshot_poll_interval=0.5,
+    )
+    async with AsyncExitStack() as stack:
+        # Slow enough that a pull shows progress between its first and its last line.
+        sims = {
+            ident: await stack.enter_async_context(running_sim(models=models, tokens_per_second=50))
+            for ident, models in (("first", ("llama3.2:latest",)), ("second", ("llama3.2:latest",)))
+        }
+        plane = stack.enter_context(running_controlplane(settings))
+        admin = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=plane.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+        )
+        await admin.delete("/v1.0/frontends/f")  # the database is shared by the module's tests
+        for ident in sims:
+            await admin.delete(f"/v1.0/backends/{ident}")
+        for ident, url in sims.items():
+            port = int(url.rsplit(":", 1)[1])
+            body = {"Identifier": ident, "Hostname": "127.0.0.1", "Port": port}
+            assert (await admin.put("/v1.0/backends", json=body)).status_code == 201
+        body = {"Identifier": "f", "Hostname": "*", "Backends": list(sims)}
+        assert (await admin.put("/v1.0/frontends", json=body)).status_code == 201
+        dataplane = await stack.enter_async_context(running_dataplane(dp_settings))
+        cluster = Cluster(admin, dataplane, sims, ollama.AsyncClient(host=dataplane.url, timeout=60))
+
+        def ready() -> bool:
+            snapshot = dataplane.app.state.snapshot
+            views = snapshot.content.backends if snapshot else ()
+            return len(views) == 2 and all(v.healthy and v.models_known for v in views)
+
+        await eventually(ready, 30, "both backends healthy with their models read, in the data plane")
+        await eventually(lambda: plane.plane.models.serving, 30, "the control plane serving model requests")
+        yield cluster
+
+
+async def required_models(cluster: Cluster) -> list[str]:
+    return (await cluster.admin.get("/v1.0/frontends/f")).json()["RequiredModels"]
+
+
+async def test_pull_streams_progress_and_the_model_is_required_and_routes(cluster: Cluster) -> None:
+    parts = [part async for part in await cluster.client.pull("smollm:135m", stream=True)]
+    assert parts[0].status == "pulling manifest"
+    assert parts[-1].status == "success"
+    layers = [p for p in parts if p.digest]
+    assert layers and all(p.status == f"pulling {p.digest[7:19]}" for p in layers)
+    assert any(p.completed and p.total and p.completed < p.total for p in layers), "no progress seen"
+    weights = [p for p in layers if p.total and p.total > 10_000]
+    assert weights[-1].completed == weights[-1].total  # summed over both backends, and complete
+    assert {model_key("smollm:135m")} <= await cluster.tags("first") & await cluster.tags("second")
+    assert await required_models(cluster) == ["smollm:135m"]
+    # The answer's end waits (bounded) for this data plane's snapshot, so this normally holds at once.
+    await cluster.routes("smollm:135m", on={"first", "second"})
+
+    # Already everywhere: success at once (the finished layers shown complete), nothing pulled again.
+    again = [part async for part in await cluster.client.pull("SmolLM:135m", stream=True)]
+    assert again[0].status == "pulling manifest" and again[-1].status == "success"
+    assert all(p.completed == p.total for p in again if p.digest)
+    assert (await cluster.stats("first"))["by_path"]["/api/pull"] == 1
+    assert await required_models(cluster) == ["smollm:135m"]
+
+    # Not streamed: one final object.
+    whole = await cluster.client.pull("qwen3:0.6b")
+    assert whole.status == "success"
+    assert await required_models(cluster) == ["smollm:135m", "qwen3:0.6b"]
+    assert model_key("qwen3:0.6b") in await cluster.tags("second")
+
+
+async def test_a_pull_that_fails_ends_with_the_backends_error(cluster: Cluster) -> None:
+    with pytest.raises(ollama.ResponseError) as streamed:
+        async for _ in await cluster.client.pull("missing-model", stream=True):
+            pass
+    assert "file does not exist" in streamed.value.error
+    with pytest.raises(ollama.ResponseError) as whole:
+        await cluster.client.pull("missing-model")
+    assert whole.value.status_code == 500 and "file does not exist" in whole.value.error
+    # It was asked for, so it is required (the control plane keeps trying); a delete takes it back.
+    assert await required_models(cluster) == ["missing-model"]
+    assert (await cluster.client.delete("missing-model")).status == "success"
+    assert await required_models(cluster) == []
+
+
+async def test_copy_and_delete_reach_every_backend_and_routing(cluster: Cluster) -> None:
+    assert (await cluster.client.copy("llama3.2", "backup")).status == "success"
+    assert model_key("backup") in await cluster.tags("first") & await cluster.tags("second")
+    await cluster.routes("backup", on={"first", "second"})
+
+    assert (await cluster.client.delete("backup")).status == "success"
+    assert model_key("backup") not in await cluster.tags("first") | await cluster.tags("second")
+    await cluster.routes("backup", on=set())
+
+    with pytest.raises(ollama.ResponseError) as gone:
+        await cluster.client.delete("backup")
+    assert gone.value.status_code == 404
+    with pytest.raises(ollama.ResponseError) as no_source:
+        await cluster.client.copy("no-such-model", "x")
+    assert no_source.value.status_code == 404
+
+    # A required model that is deleted is no longer required, nor pulled back.
+    await cluster.client.pull("smollm:135m")
+    assert await required_models(cluster) == ["smollm:135m"]
+    await cluster.client.delete("smollm:135m")
+    assert await required_models(cluster) == []
+    assert model_key("smollm:135m") not in await cluster.tags("first") | await cluster.tags("second")
+
+
+async def test_create_from_a_blob_and_push_land_on_one_backend(cluster: Cluster, tmp_path: Path) -> None:
+    weights = tmp_path / "tiny.gguf"
+    weights.write_bytes(b"GGUF" + bytes(range(256)) * 256)
+    digest = await cluster.client.create_blob(weights)
+    assert digest == "sha256:" + hashlib.sha256(weights.read_bytes()).hexdigest()
+    async with httpx.AsyncClient() as http:
+        held = {
+            ident: (await http.head(f"{url}/api/blobs/{digest}")).status_code
+            for ident, url in cluster.sims.items()
+        }
+        assert held == {"first": 200, "second": 404}  # the first healthy Ollama backend of the frontend
+        via_frontend = await http.head(f"{cluster.dataplane.url}/api/blobs/{digest}")
+        assert via_frontend.status_code == 200 and via_frontend.headers["x-ollamaflow-backend"] == "first"
+
+    parts = [
+        p async for p in await cluster.client.create("tiny:1b", files={"tiny.gguf": digest}, stream=True)
+    ]
+    assert parts[-1].status == "success"
+    assert model_key("tiny:1b") in await cluster.tags("first")
+    await cluster.routes("tiny:1b", on={"first"})  # refreshed at once, not an inventory interval later
+
+    helper = await cluster.client.create("helper", from_="llama3.2", system="You help.")
+    assert helper.status == "success"
+    await cluster.routes("helper", on={"first"})
+
+    pushed = [p async for p in await cluster.client.push("tiny:1b", stream=True)]
+    assert pushed[0].status == "retrieving manifest" and pushed[-1].status == "success"
+    assert (await cluster.stats("first"))["by_path"]["/api/push"] == 1
+    assert "/api/push" not in (await cluster.stats("second"))["by_path"]
