@@ -21,6 +21,7 @@ from typing import Any
 
 from dataplane.admission import Admission
 from dataplane.breaker import Breakers
+from dataplane.explainer import Explainer
 from dataplane.incoming import Receive
 from dataplane.listing import MODEL_PREFIX, Listing
 from dataplane.manage import ModelManagement
@@ -141,6 +142,10 @@ class DataPlane:
         self._routes["/api/push"] = Route(frozenset({"POST"}), self.authoring.push)
         self._routes[BLOB_PREFIX] = Route(frozenset({"HEAD", "POST"}), self.authoring.blob)  # + the digest
         self._sync_task: asyncio.Task[None] | None = None
+        self.explainer = Explainer(
+            settings.dataplane_id, self.state, self.traffic, self.breakers, share_of=self._share_of
+        )
+        self._explain_task: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -189,8 +194,19 @@ class DataPlane:
         await self.authoring.start()
         self.state.load_cache()
         self._sync_task = asyncio.create_task(self.sync.run(), name="bus-sync")
+        self._explain_task = asyncio.create_task(self.explainer.run(self.bus), name="explain-responder")
+
+    def _share_of(self, backend_id: str) -> int | None:
+        """This data plane's share of a backend's MaxParallelRequests, for routing explanations."""
+        self.admission.refresh(self.state.snapshot)
+        gate = self.admission.gates.gate(backend_id)
+        return gate.max_parallel if gate is not None else None
 
     async def shutdown(self) -> None:
+        if self._explain_task is not None:
+            self._explain_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._explain_task
         if self._sync_task is not None:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -26,14 +26,16 @@ from dataplane.admission import Admission, QueueRejected
 from dataplane.breaker import Breakers
 from dataplane.crossing import Crossing, relay, send_local
 from dataplane.disconnect import DisconnectGuard, DisconnectWatch
+from dataplane.explain import EXPLAIN_REQUEST, route_header
 from dataplane.framing import ndjson_error_line, sse_error_event
 from dataplane.headers import read_client_headers, response_headers
 from dataplane.http1 import Response
 from dataplane.incoming import ClientGone, Receive, read_body, read_model_request
 from dataplane.pins import apply_pins, with_model
 from dataplane.responses import JSON, Send, send_bytes, send_error
-from dataplane.routing import FrontendRoute, ModelUnavailable, Pool, RequestKind, Target
+from dataplane.routing import Decision, FrontendRoute, ModelUnavailable, Pool, RequestKind, Target
 from dataplane.state import SnapshotState
+from dataplane.sticky import session_key
 from dataplane.traffic import Traffic
 from dataplane.translate.common import LocalReply
 from dataplane.translate.errors import Untranslatable
@@ -87,6 +89,9 @@ class _Call:
     tried: tuple[Target, ...] = ()  # candidates that failed
     attempts: int = 1  # attempts left
     queued: float = -1.0  # seconds spent in the queue; -1 if it never waited
+    sticky_key: str | None = None  # a sticky frontend's session key, if the client sent one
+    explain: bool = False  # the client asked for X-OllamaFlow-Route
+    decision: Decision[Target] | None = None  # kept only when explain
 
 
 def _own_lines(forwarded_for: bytes, request_id: bytes) -> bytes:
@@ -177,6 +182,8 @@ class Proxy:
             body=body,
             id_header=id_header,
             guard=self._watch.guard(receive, task),
+            sticky_key=session_key(client.forward, route.sticky_headers) if route.sticky_headers else None,
+            explain=EXPLAIN_REQUEST in client.forward,
         )
         try:
             await self._forward(call, send)
@@ -191,6 +198,8 @@ class Proxy:
             if not isinstance(exc, UpstreamError):  # _attempt and _forward logged those already
                 log.warning("request %s: %s", request_id, exc.message)
             headers = [id_header, *self._queue_header(call)]
+            if call.decision is not None:
+                headers.append(self._route_header(call, None))
             if isinstance(exc, Untranslatable):
                 body = exc.openai_body() if endpoint.api_format == "OpenAI" else exc.ollama_body()
                 await send_bytes(send, exc.status, body, JSON, headers)
@@ -240,7 +249,14 @@ class Proxy:
         Backends this process saw failing (``Breakers``) are passed over while they rest.
         """
         pool, choices, breakers = call.pool, call.choices, self._breakers
-        order = pool.order(choices, model=call.model, in_flight=self._traffic.in_flight).order
+        key = call.sticky_key
+        now = time.monotonic() if key is not None else 0.0  # ages the memory of moved sessions
+        decision = pool.order(
+            choices, model=call.model, in_flight=self._traffic.in_flight, sticky_key=key, now=now
+        )
+        if call.explain:
+            call.decision = decision
+        order = decision.order
         first, ordered = order[0], iter(order)
         if breakers.active:
             ordered = self._admitted(ordered, first)
@@ -275,9 +291,31 @@ class Proxy:
         return [] if call.queued < 0 else [(QUEUE_HEADER, b"%d" % round(call.queued * 1000))]
 
     def _headers(self, call: _Call, target: Target) -> list[tuple[bytes, bytes]]:
-        if call.queued < 0:
+        if call.queued < 0 and call.decision is None:
             return [target.backend_header, call.id_header]
-        return [target.backend_header, call.id_header, *self._queue_header(call)]
+        headers = [target.backend_header, call.id_header, *self._queue_header(call)]
+        if call.decision is not None:
+            headers.append(self._route_header(call, target))
+        return headers
+
+    def _route_header(self, call: _Call, served: Target | None) -> tuple[bytes, bytes]:
+        """X-OllamaFlow-Route (``dataplane.explain``), for a client that sent X-OllamaFlow-Explain."""
+        assert call.decision is not None
+        gates, limits = self._admission.gates, call.pool.limits
+
+        def limit_of(backend_id: str) -> int:
+            gate = gates.gate(backend_id)
+            return gate.max_parallel if gate is not None else limits.get(backend_id, 0)
+
+        queued_ms = -1 if call.queued < 0 else round(call.queued * 1000)
+        return route_header(
+            call.decision,
+            in_flight=self._traffic.in_flight,
+            limit_of=limit_of,
+            served=served,
+            failed=call.tried,
+            queued_ms=queued_ms,
+        )
 
     async def _attempt(
         self, call: _Call, failure: UpstreamError | None

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import httpx
+import pytest
 
 from dataplane.explain import MAX_HEADER, dry_run, route_header
 from dataplane.routing import RequestKind, RoutingTable
+from dataplane.settings import DataPlaneSettings
 from dataplane.sticky import short_hash
+from ollamaflow.sim import running_sim
+from shared.bus import Bus
+from shared.errors import BusNoResponder
 from shared.snapshot import BackendView, FrontendView, LoadedModel, SnapshotContent, seal
-from shared.wire.explain import ExplainRequest
+from shared.wire.explain import ExplainReply, ExplainRequest, decode_reply, encode
+from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, content, running_dataplane
+from tests.support.processes import free_port
 
 COMPLETIONS = RequestKind.COMPLETIONS
 
@@ -171,3 +184,134 @@ def test_dry_run_errors_come_back_in_the_reply() -> None:
     assert _ask(table, host="pull.test", model="mistral")["status"] == 503
     dead = _table(FrontendView(id="f", backends=("a",)), backends=[_backend("a", healthy=False)])
     assert _ask(dead, model="llama3")["status"] == 502
+
+
+# --- Through a running data plane: real HTTP, real bus, simulated backends --------------------------
+
+
+@pytest.fixture
+async def dp(dp_settings: DataPlaneSettings) -> AsyncIterator[RunningDataPlane]:
+    async with running_dataplane(dp_settings) as running:
+        yield running
+
+
+async def _serve(
+    writer: SnapshotWriter, dp: RunningDataPlane, backends: dict[str, str], **frontend: object
+) -> None:
+    view = FrontendView(id="f", hostname="*", backends=tuple(backends), **frontend)  # type: ignore[arg-type]
+    revision = dp.app.state.revision + 1
+    models = {"models": ("llama3.2:latest", "all-minilm:latest"), "models_known": True}
+    await writer.publish(content(backends, [view], max_parallel_requests=3, **models), revision)
+    await dp.wait_revision(revision)
+
+
+async def test_the_route_header_comes_only_when_asked_for(
+    dp: RunningDataPlane, writer: SnapshotWriter
+) -> None:
+    async with running_sim() as sim, httpx.AsyncClient(base_url=dp.url) as client:
+        await _serve(writer, dp, {"one": sim}, load_balancing="LeastConnections")
+        body = {"model": "llama3.2", "prompt": "hi", "stream": False}
+        plain = await client.post("/api/generate", json=body)
+        assert plain.status_code == 200 and "x-ollamaflow-route" not in plain.headers
+        asked = await client.post("/api/generate", json=body, headers={"X-OllamaFlow-Explain": "1"})
+        assert asked.status_code == 200
+        # (then "; queued_ms=..." if the backend's rate limit made it wait)
+        assert asked.headers["x-ollamaflow-route"].startswith(
+            "strategy=LeastConnections; candidates=one[1/3]; chosen=one; served=one"
+        )
+        stream = await client.post(
+            "/v1/chat/completions",
+            json={"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+            headers={"X-OllamaFlow-Explain": "1"},
+        )
+        assert stream.status_code == 200 and "served=one" in stream.headers["x-ollamaflow-route"]
+
+
+async def test_the_route_header_tells_which_backend_failed_before_the_one_that_served(
+    dp: RunningDataPlane, writer: SnapshotWriter
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: connection refused
+    async with running_sim() as sim, httpx.AsyncClient(base_url=dp.url) as client:
+        await _serve(writer, dp, {"dead": dead, "live": sim})
+        resp = await client.post(
+            "/api/generate",
+            json={"model": "llama3.2", "prompt": "hi", "stream": False},
+            headers={"X-OllamaFlow-Explain": "1"},
+        )
+        assert resp.status_code == 200 and resp.headers["x-ollamaflow-backend"] == "live"
+        route = resp.headers["x-ollamaflow-route"]
+        assert route.startswith("strategy=RoundRobin; candidates=dead[")
+        assert route.endswith("chosen=dead; served=live; failed=dead")
+
+
+async def test_sticky_sessions_through_the_proxy(dp: RunningDataPlane, writer: SnapshotWriter) -> None:
+    async with AsyncExitStack() as stack, httpx.AsyncClient(base_url=dp.url) as client:
+        sims = {f"s{i}": await stack.enter_async_context(running_sim()) for i in range(3)}
+        await _serve(writer, dp, sims, use_sticky_sessions=True, sticky_headers=("x-session",))
+        body = {"model": "llama3.2", "prompt": "hi", "stream": False}
+
+        async def served(session: str) -> str:
+            resp = await client.post("/api/generate", json=body, headers={"X-Session": session})
+            assert resp.status_code == 200
+            return resp.headers["x-ollamaflow-backend"]
+
+        homes = {f"conv-{i}": await served(f"conv-{i}") for i in range(12)}
+        assert len(set(homes.values())) > 1  # sessions spread over the backends
+        for session, home in homes.items():
+            assert await served(session) == home
+        # The default header is not configured on this frontend: no stickiness from it.
+        rotation = {
+            (await client.post("/api/generate", json=body, headers={"X-Conversation-Id": "c"})).headers[
+                "x-ollamaflow-backend"
+            ]
+            for _ in range(3)
+        }
+        assert rotation == set(sims)
+        asked = await client.post(
+            "/api/generate", json=body, headers={"X-Session": "conv-0", "X-OllamaFlow-Explain": "1"}
+        )
+        assert f"sticky={short_hash('conv-0')} home" in asked.headers["x-ollamaflow-route"]
+
+
+async def test_the_data_plane_answers_dry_runs_on_the_bus(
+    dp: RunningDataPlane, writer: SnapshotWriter, bus: Bus
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with running_sim() as sim:
+        await _serve(writer, dp, {"a": sim, "b": dead}, load_balancing="ModelAware")
+        ask = ExplainRequest(model="llama3.2", headers={"X-OllamaFlow-Label": ""})
+
+        async def answered() -> ExplainReply:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    data = await bus.request(bus.names.explain_subject, encode(ask), wait=5.0)
+                    return decode_reply(data)
+                except BusNoResponder:  # the data plane subscribes once its bus is connected
+                    assert time.monotonic() < deadline, "no data plane answers dry-runs"
+                    await asyncio.sleep(0.05)
+
+        reply = await answered()
+        assert (reply.status, reply.dataplane, reply.frontend, reply.strategy) == (
+            200,
+            dp.app.settings.dataplane_id,
+            "f",
+            "ModelAware",
+        )
+        assert reply.order == ["a", "b"] and reply.revision == dp.app.state.revision
+        assert [(c.backend, c.eligible, c.limit) for c in reply.candidates] == [
+            ("a", True, 3),
+            ("b", True, 3),
+        ]
+        # Nothing went upstream, and the rotation did not move: the next real request goes to a.
+        async with httpx.AsyncClient(base_url=dp.url) as client:
+            resp = await client.post(
+                "/api/generate", json={"model": "llama3.2", "prompt": "x", "stream": False}
+            )
+        assert resp.headers["x-ollamaflow-backend"] == "a"
+        # Errors come back in the reply.
+        ask = ExplainRequest(host="x", kind="embeddings", model="nope")
+        missing = await answered()
+        assert (missing.status, missing.error) == (404, "model 'nope' not found")
+        bad = decode_reply(await bus.request(bus.names.explain_subject, b"{not json", wait=5.0))
+        assert bad.status == 400
