@@ -170,10 +170,11 @@ class ModelRequests:
         await self._fleet.reconcile()  # the synchroniser learns of it now and starts the pulls
         ready = [ident for ident in idents if self._sync.can_pull(ident)]
         if not ready:
-            message = (
-                f"no healthy Ollama backend of frontend '{frontend.identifier}' can pull '{model}' now; "
-                "it is a required model and will be pulled once one is"
-            )
+            if not self._sync.enabled:
+                why = "this control plane does not sync models (backend monitoring is off)"
+            else:
+                why = f"no healthy Ollama backend of frontend '{frontend.identifier}' can pull it now"
+            message = f"{why}; '{model}' is a required model now and is pulled once one can"
             return ModelReply(status=503, error=message, skipped=skipped)
         key = model_key(model)
         jobs = [self._sync.jobs.get((ident, key)) for ident in ready]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
@@ -111,8 +112,9 @@ async def cluster(migrated_url: str, nats_url: str) -> AsyncIterator[Cluster]:
         admin = await stack.enter_async_context(
             httpx.AsyncClient(base_url=plane.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
         )
-        await admin.delete("/v1.0/frontends/f")  # the database is shared by the module's tests
-        for ident in sims:
+        for frontend in ("f", "openai-only", "down"):  # the database is shared by the module's tests
+            await admin.delete(f"/v1.0/frontends/{frontend}")
+        for ident in (*sims, "vllm", "dead"):
             await admin.delete(f"/v1.0/backends/{ident}")
         for ident, url in sims.items():
             port = int(url.rsplit(":", 1)[1])
@@ -232,3 +234,51 @@ async def test_create_from_a_blob_and_push_land_on_one_backend(cluster: Cluster,
     assert pushed[0].status == "retrieving manifest" and pushed[-1].status == "success"
     assert (await cluster.stats("first"))["by_path"]["/api/push"] == 1
     assert "/api/push" not in (await cluster.stats("second"))["by_path"]
+
+
+async def test_frontends_without_a_healthy_ollama_backend(cluster: Cluster) -> None:
+    async with running_sim(format="openai", models=("served-model",)) as vllm:
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        with closed:
+            backends = {
+                "vllm": {"Hostname": "127.0.0.1", "Port": int(vllm.rsplit(":", 1)[1]), "ApiFormat": "OpenAI"},
+                "dead": {"Hostname": "127.0.0.1", "Port": closed.getsockname()[1]},
+            }
+            for ident, body in backends.items():
+                resp = await cluster.admin.put("/v1.0/backends", json={"Identifier": ident, **body})
+                assert resp.status_code == 201
+            for ident, host in (("openai-only", "openai.local"), ("down", "down.local")):
+                body = {
+                    "Identifier": ident,
+                    "Hostname": host,
+                    "Backends": ["vllm" if ident != "down" else "dead"],
+                }
+                assert (await cluster.admin.put("/v1.0/frontends", json=body)).status_code == 201
+
+            def known() -> bool:
+                snapshot = cluster.dataplane.app.state.snapshot
+                views = {b.id: b for b in snapshot.content.backends} if snapshot else {}
+                vllm_view, dead_view = views.get("vllm"), views.get("dead")
+                return bool(vllm_view and vllm_view.models_known and dead_view and dead_view.health_checked)
+
+            await eventually(known, 30, "the new backends probed, in the data plane")
+            openai_only = ollama.AsyncClient(host=cluster.dataplane.url, headers={"Host": "openai.local"})
+            assert (await openai_only.pull("served-model")).status == "success"
+            with pytest.raises(ollama.ResponseError) as cannot:
+                await openai_only.pull("llama3.2")
+            assert cannot.value.status_code == 404 and "cannot pull" in cannot.value.error
+            with pytest.raises(ollama.ResponseError) as no_create:
+                await openai_only.create("x", from_="served-model")
+            assert no_create.value.status_code == 501
+
+            down = ollama.AsyncClient(host=cluster.dataplane.url, headers={"Host": "down.local"})
+            with pytest.raises(ollama.ResponseError) as unavailable:
+                await down.pull("llama3.2")
+            assert (
+                unavailable.value.status_code == 503
+                and "no healthy Ollama backend" in unavailable.value.error
+            )
+            frontend = (await cluster.admin.get("/v1.0/frontends/down")).json()
+            assert frontend["RequiredModels"] == ["llama3.2"]  # pulled once the backend is healthy
+            assert (await cluster.admin.get("/v1.0/frontends/openai-only")).json()["RequiredModels"] == []
