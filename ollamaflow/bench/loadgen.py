@@ -11,8 +11,10 @@ over several processes that start their clocks together and merges their latenci
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -174,30 +176,41 @@ def run_processes(
     """Drive load from generator processes that start their clocks together; process i sends to
     ``urls[i % len(urls)]`` (at least one process per URL)."""
     start_at = time.time() + _START_DELAY_S
-    procs = []
-    for i, share in enumerate(_shares(connections, max(processes, len(urls)))):
-        spec = LoadSpec(
-            url=urls[i % len(urls)],
-            body=body,
-            concurrency=share,
-            duration_s=duration_s,
-            warmup_s=warmup_s,
-            start_at=start_at,
-            reject_pause_s=reject_pause_s,
-        )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ollamaflow.bench.loadgen"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        procs.append((proc, msgspec.json.encode(spec)))
-    results = []
-    for proc, spec_bytes in procs:
-        out, err = proc.communicate(spec_bytes)
-        if proc.returncode != 0:
-            raise RuntimeError(f"load generator failed ({proc.returncode}): {err.decode(errors='replace')}")
-        results.append(msgspec.json.decode(out, type=LoadResult))
+    with contextlib.ExitStack() as stack:
+        procs = []
+        for i, share in enumerate(_shares(connections, max(processes, len(urls)))):
+            spec = LoadSpec(
+                url=urls[i % len(urls)],
+                body=body,
+                concurrency=share,
+                duration_s=duration_s,
+                warmup_s=warmup_s,
+                start_at=start_at,
+                reject_pause_s=reject_pause_s,
+            )
+            errors = stack.enter_context(tempfile.TemporaryFile())  # not a pipe: read only at the end
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ollamaflow.bench.loadgen"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+            )
+            # Every process gets its spec now, so that all start their clocks at ``start_at``
+            # (handed over one after another's end, they would run one after another).
+            assert proc.stdin is not None
+            proc.stdin.write(msgspec.json.encode(spec))
+            proc.stdin.close()
+            procs.append((proc, errors))
+        results = []
+        for proc, errors in procs:
+            assert proc.stdout is not None
+            out = proc.stdout.read()
+            proc.stdout.close()
+            if proc.wait() != 0:
+                errors.seek(0)
+                message = errors.read().decode(errors="replace")
+                raise RuntimeError(f"load generator failed ({proc.returncode}): {message}")
+            results.append(msgspec.json.decode(out, type=LoadResult))
     return results
 
 

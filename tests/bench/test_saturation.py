@@ -210,14 +210,21 @@ def test_saturation_run_reports_both_clients_and_every_simulator(nats_url: str) 
     report = msgspec.json.decode(done.stdout, type=SaturationReport)
     assert (report.connections, report.dataplanes, report.max_parallel, report.queue_size) == (24, 2, 2, 2)
     assert [row.client for row in report.rows] == ["ollama", "openai"]
+    ollama, openai = report.rows
+    # 24 closed-loop clients against 4 backend slots and 2 x 2 queue places: some must be turned
+    # away, each in its client's way, and some must wait.
+    assert ollama.rejected_503 > 0 and ollama.rejected_429 == 0
+    assert openai.rejected_429 > 0 and openai.rejected_503 == 0
     for row in report.rows:
         assert row.other_errors == 0, row.first_error
         assert row.answered > 0 and row.rps > 0
         assert 0 < row.p50_ms <= row.p90_ms <= row.p99_ms <= row.max_ms
+        assert row.waited > 0 and 0 <= row.queue_p50_ms <= row.queue_p99_ms <= row.queue_max_ms
         # Every measured answer is either answered or rejected: nothing else came back.
         assert sum(row.statuses.values()) == row.answered + row.rejected
         assert [sim.backend for sim in row.simulators] == ["sim-1", "sim-2"]
         for sim in row.simulators:
             assert sim.limit == 2
             assert sim.requests > 0
-            assert 1 <= sim.peak_concurrent <= report.connections
+            # The data planes' shares of each backend's limit hold it across both of them.
+            assert 1 <= sim.peak_concurrent <= sim.limit, sim
