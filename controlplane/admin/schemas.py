@@ -43,6 +43,17 @@ Host = Annotated[
 Port = Annotated[int, Meta(ge=0, le=65535)]
 Positive = Annotated[int, Meta(ge=1, le=_INT32)]
 Millis = Annotated[int, Meta(ge=0, le=_INT32)]
+# Both limits hold for the whole cluster; the control plane splits them among the live data planes.
+ParallelLimit = Annotated[
+    int,
+    Meta(ge=1, le=_INT32, description="requests in flight to this backend at once, all data planes together"),
+]
+RateLimit = Annotated[
+    int,
+    Meta(
+        ge=1, le=_INT32, description="requests per second started on this backend, all data planes together"
+    ),
+]
 StickyMillis = Annotated[int, Meta(ge=10000, le=86400000)]
 BodySize = Annotated[int, Meta(ge=1, le=2**62)]
 ProbeMillis = Annotated[
@@ -123,8 +134,8 @@ class _BackendFields(_Body, kw_only=True):
     health_check_url: UrlPath = "/"
     health_check_interval_ms: ProbeMillis | None = None
     health_check_timeout_ms: ProbeMillis | None = None
-    max_parallel_requests: Positive = 4
-    rate_limit_requests_threshold: Positive = 10
+    max_parallel_requests: ParallelLimit = 4
+    rate_limit_requests_threshold: RateLimit = 10
     log_request_full: bool = False
     log_request_body: bool = False
     log_response_body: bool = False

@@ -171,3 +171,7 @@ async def test_the_route_is_in_the_openapi_schema(anonymous: httpx.AsyncClient) 
     assert {"Order", "Candidates", "StickyKey"} <= set(body["ExplainOut"]["properties"])
     frontend = body["FrontendIn"]["properties"]
     assert {"StickyHeaders", "QueueSize", "QueueTimeoutMs"} <= set(frontend)
+    # The limits' units are documented where clients read them.
+    backend = body["BackendIn"]["properties"]
+    assert "per second" in backend["RateLimitRequestsThreshold"]["description"]
+    assert "in flight" in backend["MaxParallelRequests"]["description"]
