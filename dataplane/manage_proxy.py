@@ -12,6 +12,7 @@ OpenAI-format backends cannot do any of this: a frontend with only those answers
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, MutableMapping
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from dataplane.disconnect import DisconnectGuard, DisconnectWatch
 from dataplane.framing import ndjson_error_line
 from dataplane.headers import ClientHeaders, read_client_headers, response_headers
 from dataplane.incoming import BodyTooLarge, ClientGone, Receive, read_body
@@ -71,6 +73,7 @@ class Authoring:
         self._management = management
         self._connect_timeout = connect_timeout
         self._client: httpx.AsyncClient | None = None
+        self._watch = DisconnectWatch()  # only to build guards: they are started at once here
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(follow_redirects=False)
@@ -133,6 +136,12 @@ class Authoring:
             )
             return
         headers = response_headers(response.headers.raw, (target.backend_header, id_header))
+        task = asyncio.current_task()
+        assert task is not None
+        # The request body is all sent: from now on ``receive`` only says whether the client left,
+        # and then the upstream request is dropped (Ollama stops a create or push whose client is gone).
+        guard = DisconnectGuard(receive, task, self._watch)
+        guard.start()
         last = b""
         try:
             await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
@@ -145,14 +154,23 @@ class Authoring:
                     last = chunk
             if created and response.status_code == 200:
                 await self._management.refresh(route.frontend.id, view.id, created)
+            guard.finishing = True
             await send({"type": "http.response.body", "body": last})
         except httpx.HTTPError as exc:
+            guard.finishing = True
             log.warning("%s %s: backend %s broke off: %s", scope["method"], scope["path"], view.id, exc)
+            tail = b""
             if "ndjson" in response.headers.get("content-type", ""):
-                line = ndjson_error_line(f"backend {view.id} broke off: {exc}", after=last)
-                await send({"type": "http.response.body", "body": line})
+                tail = ndjson_error_line(f"backend {view.id} broke off: {exc}", after=last)
             # Otherwise there is no way to say it in-band: the body ends short and the client sees it.
+            await send({"type": "http.response.body", "body": last + tail})
+        except asyncio.CancelledError:
+            if not guard.client_gone:
+                raise
+            task.uncancel()
+            log.debug("%s %s: the client went away; upstream request dropped", scope["method"], scope["path"])
         finally:
+            guard.close()
             await response.aclose()
 
     def _request(

@@ -3,6 +3,7 @@ to one backend, the ones that need the control plane say 503; read with the offi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -128,3 +129,25 @@ async def test_a_blob_over_the_frontends_body_limit_is_refused(
         streamed = await http.post(f"{dp.url}/api/blobs/{digest}", content=unsized())
         assert streamed.status_code == 413
         assert (await http.head(f"{backend_urls[0]}/api/blobs/{digest}")).status_code == 404
+
+
+async def test_a_client_that_leaves_a_push_stops_it_on_the_backend(
+    dp: RunningDataPlane, writer: SnapshotWriter, backend_urls: list[str]
+) -> None:
+    await _serve(writer, dp, [BackendView(id="a", base_url=backend_urls[0])])
+    async with httpx.AsyncClient() as http:
+        slow = await http.post(backend_urls[0] + "/_sim/config", json={"tokens_per_second": 2})
+        assert slow.status_code == 200
+        async with http.stream("POST", dp.url + "/api/push", json={"model": "llama3.2"}) as reply:
+            assert reply.status_code == 200
+            async for line in reply.aiter_lines():
+                assert line == '{"status":"retrieving manifest"}'
+                break
+
+        async def stats() -> dict:
+            return (await http.get(backend_urls[0] + "/_sim/stats")).json()
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while (await stats())["disconnects"] != 1:
+            assert asyncio.get_running_loop().time() < deadline, "the backend's push went on"
+            await asyncio.sleep(0.05)
