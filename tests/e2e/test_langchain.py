@@ -10,6 +10,7 @@ the official ``ollama`` package.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -18,6 +19,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, Sys
 from langchain_core.tools import tool
 from langchain_ollama import ChatOllama, OllamaEmbeddings
 from ollama import ResponseError
+from pydantic import BaseModel
 
 from dataplane.settings import DataPlaneSettings
 from ollamaflow.sim import SimConfig, running_sim
@@ -33,6 +35,13 @@ QUESTION = [SystemMessage("Be brief."), HumanMessage("Tell me about load balance
 def get_weather(city: str) -> str:
     """The current weather in a city."""
     return f"sunny in {city}"
+
+
+class City(BaseModel):
+    """A city and how many people live there."""
+
+    name: str
+    population: int
 
 
 @pytest.fixture(params=FORMATS)
@@ -124,6 +133,17 @@ async def test_bound_tools_are_called(frontend: str) -> None:
     result = get_weather.invoke(reply.tool_calls[0])
     final = await chat.ainvoke([*question, reply, result])
     assert isinstance(final.content, str) and final.content and not final.tool_calls
+
+
+async def test_structured_output_follows_the_schema(frontend: str) -> None:
+    # A JSON schema in Ollama's "format" (response_format json_schema for an OpenAI backend).
+    chat = ChatOllama(model="llama3.2", base_url=frontend)
+    city = await chat.with_structured_output(City, method="json_schema").ainvoke("Describe Paris.")
+    assert isinstance(city, City)
+    assert city.name and isinstance(city.population, int)
+    # format="json": any JSON object.
+    reply = await ChatOllama(model="llama3.2", base_url=frontend, format="json").ainvoke("Describe Paris.")
+    assert isinstance(json.loads(str(reply.content)), dict)
 
 
 async def test_embeddings(frontend: str) -> None:
