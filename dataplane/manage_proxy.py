@@ -29,6 +29,7 @@ from dataplane.manage import ModelManagement
 from dataplane.responses import Send, send_error
 from dataplane.routing import FrontendRoute, Target
 from dataplane.state import SnapshotState
+from dataplane.translate.errors import unsupported_operation
 from shared.errors import NoBackendAvailable, OllamaFlowError
 from shared.snapshot import BackendView
 
@@ -39,16 +40,12 @@ log = logging.getLogger("ollamaflow.dataplane.manage")
 BLOB_PREFIX = "/api/blobs/"
 
 
-class _NotSupported(OllamaFlowError):
-    status = 501
-
-
 class _CreateBody(msgspec.Struct, kw_only=True):
     model: str = ""
     name: str = ""
 
 
-def author_backend(route: FrontendRoute, backends: dict[str, BackendView]) -> BackendView:
+def author_backend(route: FrontendRoute, backends: dict[str, BackendView], operation: str) -> BackendView:
     """The one backend that takes a frontend's blobs, creates and pushes."""
     others = []
     for ident in route.frontend.backends:
@@ -60,8 +57,7 @@ def author_backend(route: FrontendRoute, backends: dict[str, BackendView]) -> Ba
         elif view.healthy:
             return view
     if others and len(others) == sum(1 for i in route.frontend.backends if i in backends):
-        name = others[0].name or others[0].id
-        raise _NotSupported(f"this is not supported by OpenAI-compatible backend {name}")
+        raise unsupported_operation(operation, others[0].name or others[0].id)
     raise NoBackendAvailable(f"no healthy Ollama backend in frontend {route.frontend.id!r}")
 
 
@@ -101,7 +97,8 @@ class Authoring:
             route = self._state.table.frontend_for(client.host)
             snapshot = self._state.snapshot
             backends = {b.id: b for b in snapshot.content.backends} if snapshot is not None else {}
-            view = author_backend(route, backends)
+            operation = BLOB_PREFIX.rstrip("/") if scope["path"].startswith(BLOB_PREFIX) else scope["path"]
+            view = author_backend(route, backends, operation)
             limit = route.frontend.max_request_body_size
             created = ""
             if whole_body:  # a create is small, and its model name is needed afterwards
