@@ -171,6 +171,7 @@ def test_bad_options_are_refused(args: list[str], hint: bytes) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_saturation_run_reports_both_clients_and_every_simulator(nats_url: str) -> None:
     done = subprocess.run(
         [
@@ -203,7 +204,7 @@ def test_saturation_run_reports_both_clients_and_every_simulator(nats_url: str) 
             "--json",
         ],
         capture_output=True,
-        timeout=150,
+        timeout=280,
         check=False,
     )
     assert done.returncode == 0, done.stderr.decode(errors="replace")
