@@ -9,6 +9,10 @@ monitor's HTTP client; their model lists are then read again so that routing see
 
 Every change of a pull job goes out on ``BusNames.pulls_subject`` (``progress`` is the
 synchroniser's hook; a queue and one task publish them in order without blocking the synchroniser).
+
+A pull that added its model to RequiredModels and then fails for good (every attempt) on every
+backend takes the model out again: like a failed Ollama pull it leaves nothing behind, and a
+mistyped name does not stay "being pulled" for ever. (Best effort: this replica remembers it.)
 """
 
 from __future__ import annotations
@@ -55,12 +59,43 @@ class ModelRequests:
         self._updates: asyncio.Queue[PullProgress] = asyncio.Queue(maxsize=_QUEUE_LIMIT)
         # RequiredModels is read, changed and written back: one change per frontend at a time here.
         self._locks: dict[str, asyncio.Lock] = {}
+        # (frontend id, model key) -> the model as asked and the backends whose pull has not failed
+        # for good yet, for pulls that added the model to RequiredModels.
+        self._trials: dict[tuple[str, str], tuple[str, set[str]]] = {}
+        self._rollbacks: set[asyncio.Task[None]] = set()
         self.serving = False
 
     def progress(self, update: PullProgress) -> None:
         """The synchroniser's hook: queue ``update`` for publishing (dropped if the bus is far behind)."""
         with contextlib.suppress(asyncio.QueueFull):
             self._updates.put_nowait(update)
+        if update.state in ("done", "failed") and not update.cancelled:
+            self._settle_trials(update)
+
+    def _settle_trials(self, update: PullProgress) -> None:
+        key = model_key(update.model)
+        for trial in [t for t in self._trials if t[1] == key]:
+            model, waiting = self._trials[trial]
+            if update.backend not in waiting:
+                continue
+            if update.state == "done":  # it is somewhere now: it stays required
+                del self._trials[trial]
+                continue
+            waiting.discard(update.backend)
+            if not waiting:
+                del self._trials[trial]
+                task = asyncio.create_task(self._roll_back(trial[0], model), name="ollamaflow-pull-rollback")
+                self._rollbacks.add(task)
+                task.add_done_callback(self._rollbacks.discard)
+
+    async def _roll_back(self, frontend_id: str, model: str) -> None:
+        try:
+            await self._set_required(frontend_id, model, present=False)
+            await self._fleet.reconcile()
+        except Exception as exc:  # the frontend went away, or the database: nothing else to undo
+            log.warning("cannot take %s out of the RequiredModels of %s: %s", model, frontend_id, exc)
+            return
+        log.info("%s failed on every backend of frontend %s: no longer required", model, frontend_id)
 
     async def run(self, *, retry_every: float = 0.1) -> None:
         """Serve requests and publish progress until cancelled; waits for the bus as long as it takes."""
@@ -82,6 +117,8 @@ class ModelRequests:
                     log.debug("cannot publish pull progress: %s", exc)
         finally:
             await stop()
+            for task in list(self._rollbacks):
+                task.cancel()
 
     async def handle(self, data: bytes) -> bytes:
         """One request in, one ``ModelReply`` out, whatever happens."""
@@ -165,7 +202,7 @@ class ModelRequests:
             message = f"model '{model}' not found; this frontend's OpenAI-compatible backends cannot pull"
             return ModelReply(status=404, error=message, skipped=skipped)
         idents = [t.id for t in targets]
-        await self._set_required(frontend.identifier, model, present=True)
+        had = await self._set_required(frontend.identifier, model, present=True)
         self._sync.retry_failed(idents, model)
         await self._fleet.reconcile()  # the synchroniser learns of it now and starts the pulls
         ready = [ident for ident in idents if self._sync.can_pull(ident)]
@@ -180,6 +217,8 @@ class ModelRequests:
         jobs = [self._sync.jobs.get((ident, key)) for ident in ready]
         progress = [self._sync.progress_of(job) for job in jobs if job is not None]
         running = {p.backend for p in progress}
+        if not had and running == set(ready) and not any(p.state == "done" for p in progress):
+            self._trials[(frontend.identifier, key)] = (model, set(ready))
         return ModelReply(
             source=self._sync.source,
             backends=ready,
@@ -191,6 +230,7 @@ class ModelRequests:
     async def _delete(self, frontend: FrontendOut, model: str) -> ModelReply:
         targets, skipped = self._targets(frontend)
         was_required = await self._set_required(frontend.identifier, model, present=False)
+        self._trials.pop((frontend.identifier, model_key(model)), None)
         await self._fleet.reconcile()  # drops its pulls, so none brings the model back
         key = model_key(model)
         # A backend another frontend requires the model on keeps it (it would be pulled back anyway).

@@ -234,7 +234,7 @@ class Synchroniser:
                 job.state, job.error = "failed", "pull cancelled: the model is no longer required there"
                 self._seq += 1
                 self._seqs[key] = self._seq
-                self.on_progress(self.progress_of(job))
+                self.on_progress(msgspec.structs.replace(self.progress_of(job), cancelled=True))
             self._seqs.pop(key, None)
 
     async def _run(self, job: PullJob) -> None:

@@ -61,6 +61,7 @@ class PullProgress(msgspec.Struct, frozen=True, kw_only=True):
     layers: dict[str, LayerProgress] = {}  # digest -> bytes done and total
     error: str = ""
     attempts: int = 0
+    cancelled: bool = False  # ended because the model is no longer required there, not by failing
 
     @property
     def done(self) -> bool:
