@@ -15,8 +15,9 @@ second) hold for all data planes together. Each live data plane gets a ``Backend
 
 Stability: demand is quantised (1, 2, 3, 4, 6, 8, 12, 16, …) before use, and ``previous`` shares (the
 ones in the stored snapshot) are kept while they are valid for the same planes and limit and within
-limit // 8 slots of the new split, so that small load changes do not make a new snapshot revision every
-second, and racing control-plane replicas converge on the stored shares. Same inputs, same output.
+limit // 8 slots of the new split (or one slot, if every plane still gets its demand), so that small
+load changes do not make a new snapshot revision every second, and racing control-plane replicas
+converge on the stored shares. Same inputs, same output.
 """
 
 from __future__ import annotations
@@ -81,14 +82,18 @@ def _split_slots(backend: str, limit: int, planes: Sequence[str], demand: Sequen
     return [1 + floors[i] + (1 if i in extra else 0) for i in range(n)]
 
 
-def _keeps(previous: list[int] | None, target: list[int], limit: int) -> bool:
-    """Whether the previous slots are still good enough to keep (hysteresis)."""
+def _keeps(previous: list[int] | None, target: list[int], limit: int, demand: Sequence[int]) -> bool:
+    """Whether the previous slots are still good enough to keep (hysteresis): within limit // 8 slots
+    of the target each, or within one slot while still giving every plane its demand (up to its
+    target), which keeps small limits from flapping between two equally good splits."""
     if previous is None or sum(previous) != sum(target):
         return False
     if len(target) <= limit and min(previous) < 1:
         return False
-    tolerance = limit // 8
-    return all(abs(p - t) <= tolerance for p, t in zip(previous, target, strict=True))
+    pairs = list(zip(previous, target, strict=True))
+    if all(abs(p - t) <= limit // 8 for p, t in pairs):
+        return True
+    return all(abs(p - t) <= 1 and p >= min(t, d) for (p, t), d in zip(pairs, demand, strict=True))
 
 
 def _previous_slots(
@@ -121,7 +126,7 @@ def split_shares(
         levels = [demand_level(demand[p].get(backend, 0)) for p in planes]
         slots = _split_slots(backend, limit.max_parallel, planes, levels)
         before = _previous_slots(previous, backend, planes) if previous else None
-        if before is not None and _keeps(before, slots, limit.max_parallel):
+        if before is not None and _keeps(before, slots, limit.max_parallel, levels):
             slots = before
         total = sum(slots)
         rate_steps = max(int(limit.rate_per_second * _RATE_STEPS), 0)

@@ -162,3 +162,51 @@ def test_no_planes_or_no_backends() -> None:
 )
 def test_demand_levels(count: int, level: int) -> None:
     assert demand_level(count) == level
+
+
+def test_noisy_steady_load_does_not_churn() -> None:
+    """A hundred reports of a steady load with ±20% noise, each split fed the last published one:
+    the split changes at most a couple of times (each change would be a new snapshot revision)."""
+    rng = random.Random(7)
+    limits = {"b": Limits(64, 32.0), "c": Limits(6, 6.0)}
+    published = split_shares(limits, {"dp1": {"b": 40, "c": 3}, "dp2": {"b": 20, "c": 3}})
+    changes = 0
+    for _ in range(100):
+        demand = {
+            "dp1": {"b": round(40 * rng.uniform(0.8, 1.2)), "c": rng.choice([2, 3])},
+            "dp2": {"b": round(20 * rng.uniform(0.8, 1.2)), "c": rng.choice([2, 3])},
+        }
+        split = split_shares(limits, demand, published)
+        changes += split != published
+        published = split
+    assert changes <= 2
+
+
+def test_a_small_limit_still_moves_to_a_busy_plane() -> None:
+    limits = {"b": Limits(4, 4.0)}
+    even = split_shares(limits, {"busy": {}, "idle": {}})
+    assert _slots(even, "b") == {"busy": 2, "idle": 2}
+    # One slot off the ideal split is tolerated only while every plane's demand is still met.
+    assert _slots(split_shares(limits, {"busy": {"b": 10}, "idle": {}}, even), "b") == {"busy": 3, "idle": 1}
+    assert split_shares(limits, {"busy": {"b": 2}, "idle": {}}, even) == even
+
+
+def test_kept_previous_shares_still_hold_every_property() -> None:
+    kept = 0
+    for case in range(300):
+        limits, demand = _case(case)
+        # Earlier shares of the same planes under some other load (of another generated case).
+        loads = list(_case(case + 10_000)[1].values())
+        before = split_shares(limits, {p: loads[i % len(loads)] for i, p in enumerate(demand)})
+        split = split_shares(limits, demand, before)
+        kept += any(
+            _slots(split, b) == _slots(before, b) != _slots(split_shares(limits, demand), b) for b in limits
+        )
+        n = len(demand)
+        for backend, limit in limits.items():
+            slots = _slots(split, backend)
+            assert sum(slots.values()) == limit.max_parallel, case
+            if limit.max_parallel >= n:
+                assert min(slots.values()) >= 1, case
+            assert sum(_millis(split, backend).values()) <= limit.rate_per_second * 1000
+    assert kept > 10  # the cases do exercise keeping earlier shares
