@@ -64,8 +64,7 @@ class DataPlaneRegistry:
 
     def record(self, report: DataPlaneReport) -> None:
         previous = self._sightings.get(report.id)
-        live_before = previous is not None and self.is_live(previous)
-        known = previous.report.ejected if previous is not None and live_before else {}
+        known = previous.report.ejected if previous is not None and self.is_live(previous) else {}
         self._sightings[report.id] = Sighting(report, self._clock.now(), self._clock.monotonic())
         if report.id not in self._live:
             self.check()
