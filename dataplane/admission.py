@@ -167,6 +167,8 @@ class Gates:
         self._schedule = schedule  # (backend id, delay in seconds): call ``refill`` then
         self._gates: dict[str, Gate] = {}
         self._queued: dict[str, int] = {}  # frontend id -> its waiting requests
+        # Backend id -> this data plane's max_parallel share: the strategies weigh load against it.
+        self.limits: dict[str, int] = {}
 
     def gate(self, backend_id: str) -> Gate | None:
         return self._gates.get(backend_id)
@@ -184,6 +186,7 @@ class Gates:
         for backend_id, gate in list(gates.items()):
             if backend_id not in shares and not gate.in_flight and not gate.waiters:
                 del gates[backend_id]  # gone from the snapshot and nothing left to account for
+        self.limits = {backend_id: gate.max_parallel for backend_id, gate in gates.items()}
         for gate in list(gates.values()):
             if gate.waiters:  # a raised limit frees capacity
                 self._wake(gate, now)

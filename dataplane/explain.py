@@ -135,7 +135,11 @@ def dry_run(
         error = exc
     order: list[Target] = []
     if pool is not None and choices:
-        ordered = pool.order(choices, model=model, in_flight=in_flight, sticky_key=key, peek=True).order
+        limits = {t.id: limit_of(t.id) for t in choices}
+        decision = pool.order(
+            choices, model=model, in_flight=in_flight, limits=limits, sticky_key=key, peek=True
+        )
+        ordered = decision.order
         # Like the proxy: ejected backends are passed over, unless that leaves none.
         order = [t for t in ordered if t.id not in ejected] or [ordered[0]]
     ranks = {t.id: i for i, t in enumerate(order)}

@@ -251,8 +251,9 @@ class Proxy:
         pool, choices, breakers = call.pool, call.choices, self._breakers
         key = call.sticky_key
         now = time.monotonic() if key is not None else 0.0  # ages the memory of moved sessions
+        in_flight, limits = self._traffic.in_flight, self._admission.gates.limits
         decision = pool.order(
-            choices, model=call.model, in_flight=self._traffic.in_flight, sticky_key=key, now=now
+            choices, model=call.model, in_flight=in_flight, limits=limits, sticky_key=key, now=now
         )
         if call.explain:
             call.decision = decision
