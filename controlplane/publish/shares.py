@@ -15,9 +15,9 @@ second) hold for all data planes together. Each live data plane gets a ``Backend
 
 Stability: demand is quantised (1, 2, 3, 4, 6, 8, 12, 16, …) before use, and ``previous`` shares (the
 ones in the stored snapshot) are kept while they are valid for the same planes and limit and within
-limit // 8 slots of the new split (or one slot, if every plane still gets its demand), so that small
-load changes do not make a new snapshot revision every second, and racing control-plane replicas
-converge on the stored shares. Same inputs, same output.
+limit // 8 slots of the new split (or one slot, unless a plane is short of its demand while another
+has slots it does not use), so that small load changes do not make a new snapshot revision every
+second, and racing control-plane replicas converge on the stored shares. Same inputs, same output.
 """
 
 from __future__ import annotations
@@ -83,17 +83,25 @@ def _split_slots(backend: str, limit: int, planes: Sequence[str], demand: Sequen
 
 
 def _keeps(previous: list[int] | None, target: list[int], limit: int, demand: Sequence[int]) -> bool:
-    """Whether the previous slots are still good enough to keep (hysteresis): within limit // 8 slots
-    of the target each, or within one slot while still giving every plane its demand (up to its
-    target), which keeps small limits from flapping between two equally good splits."""
+    """Whether the previous slots are still good enough to keep (hysteresis).
+
+    Kept: within limit // 8 slots of the target each; or within one slot, unless that leaves a plane
+    short of its demand (and its target) while another holds slots beyond both its demand and its
+    target. So small limits do not flap between two equally good splits (e.g. under even overload),
+    yet a busy plane still takes the slots an idle one does not use.
+    """
     if previous is None or sum(previous) != sum(target):
         return False
     if len(target) <= limit and min(previous) < 1:
         return False
-    pairs = list(zip(previous, target, strict=True))
-    if all(abs(p - t) <= limit // 8 for p, t in pairs):
+    rows = list(zip(previous, target, demand, strict=True))
+    if all(abs(p - t) <= limit // 8 for p, t, _ in rows):
         return True
-    return all(abs(p - t) <= 1 and p >= min(t, d) for (p, t), d in zip(pairs, demand, strict=True))
+    if any(abs(p - t) > 1 for p, t, _ in rows):
+        return False
+    short = any(p < min(t, d) for p, t, d in rows)
+    spare = any(p > max(t, d) for p, t, d in rows)
+    return not (short and spare)
 
 
 def _previous_slots(

@@ -210,3 +210,19 @@ def test_kept_previous_shares_still_hold_every_property() -> None:
                 assert min(slots.values()) >= 1, case
             assert sum(_millis(split, backend).values()) <= limit.rate_per_second * 1000
     assert kept > 10  # the cases do exercise keeping earlier shares
+
+
+def test_even_overload_on_a_small_limit_keeps_the_split() -> None:
+    """Both planes queue more than the limit: which one queues a little more must not flip the split."""
+    rng = random.Random(3)
+    limits = {"b": Limits(6, 6.0)}
+    published = split_shares(limits, {"dp1": {}, "dp2": {}})
+    for _ in range(50):
+        demand = {"dp1": {"b": rng.randint(10, 60)}, "dp2": {"b": rng.randint(10, 60)}}
+        assert split_shares(limits, demand, published) == published
+    # Without the published split, such loads are split unevenly now and then.
+    assert any(
+        _slots(split_shares(limits, {"dp1": {"b": a}, "dp2": {"b": b}}), "b") != {"dp1": 3, "dp2": 3}
+        for a in range(10, 61)
+        for b in range(10, 61)
+    )
