@@ -112,7 +112,7 @@ async def cluster(migrated_url: str, nats_url: str) -> AsyncIterator[Cluster]:
         admin = await stack.enter_async_context(
             httpx.AsyncClient(base_url=plane.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
         )
-        for frontend in ("f", "openai-only", "down"):  # the database is shared by the module's tests
+        for frontend in ("f", "g", "openai-only", "down"):  # the database is shared by the module's tests
             await admin.delete(f"/v1.0/frontends/{frontend}")
         for ident in (*sims, "vllm", "dead"):
             await admin.delete(f"/v1.0/backends/{ident}")
@@ -288,3 +288,14 @@ async def test_frontends_without_a_healthy_ollama_backend(cluster: Cluster) -> N
             frontend = (await cluster.admin.get("/v1.0/frontends/down")).json()
             assert frontend["RequiredModels"] == ["llama3.2"]  # pulled once the backend is healthy
             assert (await cluster.admin.get("/v1.0/frontends/openai-only")).json()["RequiredModels"] == []
+
+
+async def test_delete_keeps_a_model_another_frontend_requires_on_a_shared_backend(cluster: Cluster) -> None:
+    assert (await cluster.client.pull("keep-me")).status == "success"  # onto both backends
+    body = {"Identifier": "g", "Hostname": "g.local", "Backends": ["second"], "RequiredModels": ["keep-me"]}
+    assert (await cluster.admin.put("/v1.0/frontends", json=body)).status_code == 201
+    assert (await cluster.client.delete("keep-me")).status == "success"
+    assert await required_models(cluster) == []
+    assert model_key("keep-me") not in await cluster.tags("first")
+    assert model_key("keep-me") in await cluster.tags("second")
+    assert (await cluster.admin.get("/v1.0/frontends/g")).json()["RequiredModels"] == ["keep-me"]
