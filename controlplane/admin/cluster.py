@@ -28,6 +28,9 @@ class DataPlaneOut(msgspec.Struct, kw_only=True, rename="pascal"):
     address: str
     version: str
     in_flight: dict[str, int]
+    queued: dict[str, int]  # backend id -> requests waiting in this data plane that could go to it
+    rejected_total: int  # requests turned away because a queue was full or a wait expired
+    ejected: dict[str, str]  # backend id -> why this data plane's circuit breaker stopped using it
     requests_total: int
     started_at: str
     last_seen_utc: datetime
@@ -56,6 +59,9 @@ def _dataplane_out(registry: DataPlaneRegistry, sighting: Sighting) -> DataPlane
         address=report.address,
         version=report.version,
         in_flight=dict(report.in_flight),
+        queued=dict(report.queued),
+        rejected_total=report.rejected_total,
+        ejected=dict(report.ejected),
         requests_total=report.requests_total,
         started_at=report.started_at,
         last_seen_utc=sighting.seen_at,

@@ -86,6 +86,9 @@ async def test_reports_show_data_planes_until_they_fall_silent(settings: Setting
                 address="http://10.0.0.9:43411",
                 version="0.1.0",
                 in_flight={"b1": 2},
+                queued={"b1": 5},
+                rejected_total=3,
+                ejected={"b2": "connection refused"},
                 requests_total=99,
                 started_at="2030-01-01T00:00:00Z",
             )
@@ -100,6 +103,8 @@ async def test_reports_show_data_planes_until_they_fall_silent(settings: Setting
             assert plane["SnapshotError"] == report.snapshot_error
             assert plane["Address"] == "http://10.0.0.9:43411"
             assert plane["InFlight"] == {"b1": 2} and plane["RequestsTotal"] == 99
+            assert plane["Queued"] == {"b1": 5} and plane["RejectedTotal"] == 3
+            assert plane["Ejected"] == {"b2": "connection refused"}
             assert plane["LastSeenUtc"].endswith("Z")
 
             joined = await watch.next(lambda s: [d.id for d in s.content.cluster.dataplanes] == ["dp-a"])
