@@ -121,7 +121,7 @@ async def test_no_answer_in_time_is_retried_on_the_next_backend(
     dp: RunningDataPlane, writer: SnapshotWriter
 ) -> None:
     async with running_sim(latency_ms=30_000) as slow, running_sim() as fast:
-        await _serve(writer, dp, {"a-slow": slow, "b-fast": fast}, timeout_ms=500)
+        await _serve(writer, dp, {"a-slow": slow, "b-fast": fast}, timeout_ms=2000)
         async with httpx.AsyncClient(timeout=30) as client:
             answer = await client.post(dp.url + "/api/generate", json=GENERATE)
             assert (answer.status_code, answer.headers["x-ollamaflow-backend"]) == (200, "b-fast")
