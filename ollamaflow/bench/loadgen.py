@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -239,7 +240,12 @@ def main() -> None:
     except ImportError:
         pass
     result = asyncio.run(run_load(spec))
-    sys.stdout.buffer.write(msgspec.json.encode(result))
+    # After uvloop ran, sys.stdout.buffer.write stops at the pipe's 64 KiB when the parent is still
+    # reading another process's result, and the rest is lost: write it all, chunk by chunk.
+    os.set_blocking(sys.stdout.fileno(), True)
+    data = memoryview(msgspec.json.encode(result))
+    while data:
+        data = data[os.write(sys.stdout.fileno(), data) :]
 
 
 if __name__ == "__main__":
