@@ -3,14 +3,21 @@ guarantees every strategy keeps (each candidate exactly once, dry-runs change no
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from collections import Counter
+from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from dataplane.routing import Pool, RequestKind, RoutingTable
+from dataplane.settings import DataPlaneSettings
 from dataplane.strategies import least_connections, model_aware, rotated
+from ollamaflow.sim import running_sim
 from shared.snapshot import BackendView, FrontendView, LoadBalancing, LoadedModel, SnapshotContent, seal
+from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, eventually, running_dataplane
 
 COMPLETIONS = RequestKind.COMPLETIONS
 
@@ -144,3 +151,62 @@ def test_pure_helpers_keep_rotation_for_ties() -> None:
     assert _ids(rotated((a,), 7)) == ["a"]
     assert _ids(least_connections((b, c, a), {"c": 1}, {})) == ["b", "a", "c"]
     assert _ids(model_aware((b, c, a), {}, {}, {"a"})) == ["a", "b", "c"]
+
+
+# --- Through a running data plane: ModelAware with admission, real HTTP to simulators --------------
+
+
+@pytest.fixture
+async def dp(dp_settings: DataPlaneSettings) -> AsyncIterator[RunningDataPlane]:
+    async with running_dataplane(dp_settings) as running:
+        yield running
+
+
+async def _sim_in_flight(client: httpx.AsyncClient, sim: str) -> int:
+    return int((await client.get(sim + "/_sim/stats")).json()["in_flight"])
+
+
+async def test_model_aware_uses_the_warm_backend_and_a_cold_one_only_while_it_is_full(
+    dp: RunningDataPlane, writer: SnapshotWriter
+) -> None:
+    async with running_sim() as cold, running_sim() as warm, httpx.AsyncClient(timeout=30) as client:
+        backends = (
+            BackendView(id="cold", base_url=cold, max_parallel_requests=1),
+            BackendView(
+                id="warm",
+                base_url=warm,
+                max_parallel_requests=1,
+                models_loaded=(LoadedModel(name="llama3.2:latest"),),
+            ),
+        )
+        view = FrontendView(id="f", backends=("cold", "warm"), load_balancing="ModelAware")
+        await writer.publish(SnapshotContent(frontends=(view,), backends=backends), 1)
+        await dp.wait_revision(1)
+        body = {"model": "llama3.2", "prompt": "hi", "stream": False}
+
+        async def served() -> str:
+            resp = await client.post(dp.url + "/api/generate", json=body)
+            assert resp.status_code == 200, resp.text
+            return resp.headers["x-ollamaflow-backend"]
+
+        assert [await served() for _ in range(4)] == ["warm"] * 4
+        # Another model, loaded nowhere: plain least-connections rotation over both.
+        other = {"model": "qwen2.5:0.5b", "prompt": "hi", "stream": False}
+        spread = {(await client.post(dp.url + "/api/generate", json=other)).headers["x-ollamaflow-backend"]}
+        spread |= {(await client.post(dp.url + "/api/generate", json=other)).headers["x-ollamaflow-backend"]}
+        assert spread == {"cold", "warm"}
+
+        # Hold the warm backend's one slot with a slow answer: the next request goes to the idle cold
+        # backend instead of waiting for the warm one.
+        await client.post(warm + "/_sim/config", json={"latency_ms": 60_000})
+        held = asyncio.create_task(client.post(dp.url + "/api/generate", json=body))
+        try:
+            await eventually(lambda: dp.app.traffic.in_flight.get("warm", 0) == 1, 20, "warm busy")
+            assert await served() == "cold"
+        finally:
+            held.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await held
+        await client.post(warm + "/_sim/config", json={"latency_ms": 0})
+        await eventually(lambda: dp.app.traffic.in_flight.get("warm", 0) == 0, 20, "warm free again")
+        assert await served() == "warm"
