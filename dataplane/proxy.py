@@ -190,7 +190,7 @@ class Proxy:
         except QueueRejected as exc:
             call.guard.finishing = True
             self._traffic.rejected_total += 1
-            log.info("request %s: %s", request_id, exc.message)
+            log.debug("request %s: %s", request_id, exc.message)  # counted in the reports instead
             status, body, retry_after = exc.response(endpoint.api_format)
             await send_bytes(send, status, body, JSON, [id_header, retry_after, *self._queue_header(call)])
         except OllamaFlowError as exc:  # only raised before the response started
