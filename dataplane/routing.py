@@ -18,14 +18,14 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from dataplane.model_errors import ModelNotFound, ModelPulling, ModelUnavailable
 from dataplane.origin import BackendHttp, prepare
 from dataplane.pins import deep_merge
 from dataplane.sticky import Sessions, backend_seed, sticky_order
 from dataplane.strategies import COLD, Decision, least_connections, model_aware, rotated, warm_index
-from shared.errors import NoBackendAvailable, NoFrontendMatch, OllamaFlowError, RequestNotAllowed
+from shared.errors import NoBackendAvailable, NoFrontendMatch, RequestNotAllowed
 from shared.models import model_key
 from shared.snapshot import ApiFormat, BackendView, FrontendView, LoadBalancing, Snapshot
-from shared.wire import ollama, openai
 
 __all__ = [
     "Decision",  # re-exported: callers see it as the pool's answer
@@ -43,55 +43,7 @@ __all__ = [
 WILDCARD = "*"
 # Client spellings of model names a pool remembers (bounds the memory a client can make it use).
 SEEN_LIMIT = 1024
-# Seconds a client is told to wait while a required model is being pulled.
-PULL_RETRY_AFTER = 10
 _NONE_IN_FLIGHT: Mapping[str, int] = {}
-
-
-class ModelUnavailable(OllamaFlowError):
-    """No eligible backend has the requested model; rendered in the client's own error shape."""
-
-    def __init__(self, model: str, message: str) -> None:
-        super().__init__(message)
-        self.model = model
-
-    def body(self, api_format: ApiFormat) -> bytes:
-        if api_format == "OpenAI":
-            return openai.error_body(self.message, self.status, code="model_not_found", param="model")
-        return ollama.error_body(self.message)
-
-    @property
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        return []
-
-
-class ModelNotFound(ModelUnavailable):
-    """Ollama's and OpenAI's own 404 (the ollama CLI pulls the model when it sees this one)."""
-
-    status = 404
-
-    def __init__(self, model: str) -> None:
-        super().__init__(model, f"model '{model}' not found")
-
-    def body(self, api_format: ApiFormat) -> bytes:
-        if api_format == "OpenAI":
-            # OpenAI types this 404 as an invalid request (the type a 400 gets), not "not_found_error".
-            message = f"The model `{self.model}` does not exist."
-            return openai.error_body(message, 400, code="model_not_found", param="model")
-        return ollama.error_body(self.message)
-
-
-class ModelPulling(ModelUnavailable):
-    """The model is one the frontend requires: the control plane is pulling it, so come back later."""
-
-    status = 503
-
-    def __init__(self, model: str) -> None:
-        super().__init__(model, f"model '{model}' is being pulled for this frontend; try again shortly")
-
-    @property
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        return [(b"retry-after", str(PULL_RETRY_AFTER).encode())]
 
 
 class RequestKind(enum.Enum):
