@@ -7,6 +7,11 @@ share with a slot count and a token bucket per backend. Until the control plane 
 (a new data plane, a new backend, an older control plane), each data plane takes an even split over
 the data planes the snapshot lists, so for a moment the sum over all of them may exceed the limit.
 
+When the control plane moves slots between data planes, a cut applies at once, but a raise waits
+until every other listed data plane has reported (``observe``) that it applied the same revision, and
+takes only the slots their shares and reported in-flight requests leave: a plane that still drains
+requests from its larger old share is never overlapped, so the sum stays within the limit.
+
 A request takes the first of its candidate backends, in the order its strategy gave, that has a free
 slot and a token. When none has, it waits in its frontend's bounded FIFO queue; whenever capacity frees
 on a backend (a slot released, a token refilled, a limit raised) the oldest waiting request that has
@@ -23,12 +28,13 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from dataplane.routing import Target
 from shared.errors import OllamaFlowError
 from shared.snapshot import ApiFormat, BackendShare, FrontendView, Snapshot, SnapshotContent
 from shared.wire import ollama, openai
+from shared.wire.reports import DataPlaneReport
 
 __all__ = ["Admission", "Gate", "Gates", "QueueRejected", "TokenBucket", "Waiter", "shares_for"]
 
@@ -113,18 +119,21 @@ class Waiter:
 class Gate:
     """One backend's share for this data plane: slots, a token bucket, and who waits for it."""
 
-    __slots__ = ("backend_id", "bucket", "in_flight", "max_parallel", "refill_due", "waiters")
+    __slots__ = ("backend_id", "bucket", "in_flight", "max_parallel", "refill_due", "share", "waiters")
 
     def __init__(self, backend_id: str, share: BackendShare, now: float) -> None:
         self.backend_id = backend_id
         self.in_flight = 0
         self.waiters: deque[Waiter] = deque()
         self.refill_due = False  # a timer will wake this gate when its next token is there
-        self.max_parallel = _parallel(share)
+        self.share = _parallel(share)  # the slots the snapshot gives this data plane
+        self.max_parallel = self.share  # the slots it uses now: below ``share`` while a raise waits
         self.bucket = TokenBucket(_rate(share), now)  # starts full
 
     def retune(self, share: BackendShare, now: float) -> None:
-        self.max_parallel = _parallel(share)
+        """Take a new share: a cut at once, a raise only as far as ``Gates._settle`` finds room."""
+        self.share = _parallel(share)
+        self.max_parallel = min(self.max_parallel, self.share)
         self.bucket.retune(_rate(share), now)
 
 
@@ -169,20 +178,38 @@ class Gates:
         self._queued: dict[str, int] = {}  # frontend id -> its waiting requests
         # Backend id -> this data plane's max_parallel share: the strategies weigh load against it.
         self.limits: dict[str, int] = {}
+        self._revision = 0
+        self._totals: dict[str, int] = {}  # backend id -> its MaxParallelRequests
+        # The other data planes the snapshot lists (none if it does not list this one): plane id ->
+        # backend id -> that plane's slots; and what each last reported: (revision, in flight).
+        self._others: dict[str, dict[str, int]] = {}
+        self._peers: dict[str, tuple[int, Mapping[str, int]]] = {}
 
     def gate(self, backend_id: str) -> Gate | None:
         return self._gates.get(backend_id)
 
-    def configure(self, content: SnapshotContent, now: float) -> None:
+    def configure(self, content: SnapshotContent, now: float, revision: int = 0) -> None:
         """Take the limits of a new snapshot; gates keep their in-flight counts and waiters."""
-        shares = shares_for(content, self.dataplane_id)
+        me = self.dataplane_id
+        shares = shares_for(content, me)
+        planes = content.cluster.dataplanes
+        self._revision = revision
+        self._totals = {backend.id: backend.max_parallel_requests for backend in content.backends}
+        listed = any(plane.id == me for plane in planes)
+        self._others = {
+            plane.id: {b: share.max_parallel for b, share in shares_for(content, plane.id).items()}
+            for plane in planes
+            if listed and plane.id != me
+        }
+        self._peers = {plane: peer for plane, peer in self._peers.items() if plane in self._others}
         gates = self._gates
         for backend_id, share in shares.items():
             gate = gates.get(backend_id)
-            if gate is None:
+            if gate is None:  # a new backend: nobody has requests on it to overlap
                 gates[backend_id] = Gate(backend_id, share, now)
             else:
                 gate.retune(share, now)
+                self._settle(gate)
         for backend_id, gate in list(gates.items()):
             if backend_id not in shares and not gate.in_flight and not gate.waiters:
                 del gates[backend_id]  # gone from the snapshot and nothing left to account for
@@ -190,6 +217,42 @@ class Gates:
         for gate in list(gates.values()):
             if gate.waiters:  # a raised limit frees capacity
                 self._wake(gate, now)
+
+    def observe(self, plane: str, revision: int, in_flight: Mapping[str, int], now: float) -> None:
+        """Another data plane's report: the revision it applied and its requests in flight."""
+        if plane not in self._others:
+            return
+        self._peers[plane] = (revision, in_flight)
+        raised = False
+        for gate in self._gates.values():
+            if gate.max_parallel < gate.share:
+                before = gate.max_parallel
+                self._settle(gate)
+                if gate.max_parallel > before:
+                    raised = True
+                    if gate.waiters:
+                        self._wake(gate, now)
+        if raised:
+            self.limits = {backend_id: gate.max_parallel for backend_id, gate in self._gates.items()}
+
+    def _settle(self, gate: Gate) -> None:
+        """Raise ``gate`` towards its share as far as the other data planes leave room."""
+        if gate.max_parallel < gate.share:
+            gate.max_parallel = max(gate.max_parallel, min(gate.share, self._room(gate.backend_id)))
+
+    def _room(self, backend_id: str) -> int:
+        """The backend's limit minus, per other listed data plane, the larger of its share and its
+        reported load; 0 while one has not reported since it applied this revision (it may still
+        use an older, larger share)."""
+        if not self._others:
+            return self._totals.get(backend_id, 0)
+        used = 0
+        for plane, slots in self._others.items():
+            peer = self._peers.get(plane)
+            if peer is None or peer[0] < self._revision:
+                return 0
+            used += max(slots.get(backend_id, 0), peer[1].get(backend_id, 0))
+        return self._totals.get(backend_id, 0) - used
 
     def admit(self, candidates: Sequence[Target], now: float) -> Target | None:
         """The first candidate with a free slot and a token, taken; None if the request must wait."""
@@ -311,8 +374,13 @@ class Admission:
     def refresh(self, snapshot: Snapshot | None) -> None:
         if snapshot is not self._applied and snapshot is not None:
             self._applied = snapshot
-            self.gates.configure(snapshot.content, self._clock())
+            self.gates.configure(snapshot.content, self._clock(), snapshot.revision)
             self._grant()
+
+    def observe(self, report: DataPlaneReport) -> None:
+        """A report of another data plane (its own are ignored): may release a held raise."""
+        self.gates.observe(report.id, report.applied_revision, report.in_flight, self._clock())
+        self._grant()
 
     def admit(self, candidates: Sequence[Target]) -> Target | None:
         return self.gates.admit(candidates, self._clock())

@@ -7,6 +7,9 @@ serving on its last good snapshot meanwhile. Three loops run once connected:
   (a watch started before a NATS restart can go silent rather than fail);
 - a periodic re-read of the key, the safety net that converges even if a watch misses something;
 - the report, every ``report_interval`` seconds.
+
+It also listens to the other data planes' reports: admission raises this plane's share of a backend
+only once the others have reported that they applied the same snapshot and what they still run.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+import msgspec
+
 from dataplane.admission import Admission
 from dataplane.breaker import Breakers
 from dataplane.state import SnapshotState
 from dataplane.traffic import Traffic
 from shared.bus import Bus
 from shared.errors import BusError
-from shared.wire.reports import DataPlaneReport, encode_report
+from shared.wire.reports import DataPlaneReport, decode_report, encode_report
 
 __all__ = ["BusSync", "ReportIdentity"]
 
@@ -67,6 +72,8 @@ class BusSync:
         try:
             await self._bus.connect_forever(retry_every=min(1.0, self._poll_interval))
             log.info("connected to NATS at %s", self._bus.url)
+            if self._admission is not None:
+                await self._bus.subscribe_reports(self._on_report)  # resubscribed on reconnects
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._poll_loop())
                 group.create_task(self._report_loop())
@@ -120,8 +127,19 @@ class BusSync:
         if stored is not None:
             self._state.apply(stored[0], source="re-read")
 
+    async def _on_report(self, data: bytes) -> None:
+        try:
+            report = decode_report(data)
+        except msgspec.DecodeError:  # a newer or broken peer: its report is no use for admission
+            return
+        if self._admission is not None and report.id != self._identity.id:
+            self._admission.observe(report)
+
     def report(self) -> DataPlaneReport:
         identity = self._identity
+        if self._admission is not None:
+            # The revision reported must be the one admission enforces: peers rely on it.
+            self._admission.refresh(self._state.snapshot)
         return DataPlaneReport(
             id=identity.id,
             applied_revision=self._state.revision,

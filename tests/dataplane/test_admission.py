@@ -274,3 +274,41 @@ async def test_a_cancelled_wait_leaves_the_queue_and_gives_back_a_slot_it_was_ha
     gate = admission.gates.gate("a")
     assert gate is not None
     assert gate.in_flight == (0 if granted_first else 1)
+
+
+def _planes(mine: int, other: int) -> tuple[DataPlaneView, ...]:
+    return (
+        DataPlaneView(id=ME, shares={"a": BackendShare(max_parallel=mine, rate_per_second=100.0)}),
+        DataPlaneView(id="peer", shares={"a": BackendShare(max_parallel=other, rate_per_second=100.0)}),
+    )
+
+
+def test_a_raised_share_waits_until_the_other_plane_reports_it_drained_but_a_cut_applies_at_once() -> None:
+    t = _targets("a")
+    gates, _ = _gates(_content(_backend("a", 4), planes=_planes(2, 2)))
+    assert [gates.admit((t["a"],), 0.0) for _ in range(3)] == [t["a"], t["a"], None]
+    waiter = Waiter((t["a"],), "f", 0.0)
+    gates.enqueue(waiter, 10, 0.0)
+    # Revision 2 moves a slot here; the peer may still run two requests under its old share.
+    gates.configure(_content(_backend("a", 4), planes=_planes(3, 1)), 0.0, revision=2)
+    assert gates.limits == {"a": 2} and _granted(gates) == []
+    gates.observe("peer", 1, {"a": 0}, 0.0)  # a report from before it applied revision 2
+    assert gates.limits == {"a": 2}
+    gates.observe("peer", 2, {"a": 2}, 0.0)  # applied, but still draining
+    assert gates.limits == {"a": 2}
+    gates.observe("peer", 2, {"a": 1}, 0.0)  # down to its new share: the slot is free
+    assert gates.limits == {"a": 3}
+    assert _granted(gates) == [(waiter, "a")]
+    # The slot moves back: the cut applies at once, the requests running here finish as they are.
+    gates.configure(_content(_backend("a", 4), planes=_planes(2, 2)), 0.0, revision=3)
+    assert gates.limits == {"a": 2}
+    assert gates.admit((t["a"],), 0.0) is None
+
+
+def test_without_a_listing_or_other_planes_a_raise_applies_at_once() -> None:
+    gates, _ = _gates(_content(_backend("a", 2)))
+    gates.configure(_content(_backend("a", 5)), 0.0, revision=2)
+    assert gates.limits == {"a": 5}
+    alone = (DataPlaneView(id=ME, shares={"a": BackendShare(max_parallel=7, rate_per_second=1.0)}),)
+    gates.configure(_content(_backend("a", 8), planes=alone), 0.0, revision=3)
+    assert gates.limits == {"a": 7}

@@ -1,9 +1,9 @@
 """Cluster-wide limits and failover with data planes as separate processes and simulated backends.
 
 Two ``ollamaflow dataplane`` processes share each backend's MaxParallelRequests as the snapshot says
-(published straight to the bus here, as the control plane would): under a load far above the limit,
-the simulator never sees more requests at once than the limit, and every request is still served.
-A backend killed while requests are running on it costs no client request either.
+(published straight to the bus, or by a real control plane from the admin API): under a load far
+above the limit, the simulator never sees more requests at once than the limit, and every request is
+still served. A backend killed while requests are running on it costs no client request either.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from shared.snapshot import (
 )
 from tests.dataplane.harness import SnapshotWriter
 from tests.support.processes import free_port, ollamaflow, wait_ready
+from tests.support.services import fresh_database
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +128,8 @@ async def test_two_dataplanes_under_heavy_load_never_exceed_a_backends_limit_tog
         await asyncio.gather(*workers)
         stats = (await client.get(sim + "/_sim/stats")).json()
     assert failures == []
-    assert stats["requests_total"] == 2 * 16 * 6
+    # (The control plane's probes reach the simulator too: count only the proxied requests.)
+    assert stats["by_path"]["/api/generate"] + stats["by_path"]["/api/chat"] == 2 * 16 * 6
     assert 1 <= stats["peak_concurrent"] <= LIMIT
 
 
@@ -176,3 +178,63 @@ async def test_a_backend_killed_while_answering_costs_no_client_request(
         stop.set()
         await asyncio.gather(*load)
     assert failures == []
+
+
+TOKEN = "limits-admin-token"
+
+
+async def test_the_control_planes_split_keeps_two_dataplanes_within_the_limit(
+    processes: tuple[ExitStack, Path, dict[str, str]], database_url: str
+) -> None:
+    stack, tmp_path, env = processes
+    env = {
+        **env,
+        "OLLAMAFLOW_DATABASE_URL": stack.enter_context(fresh_database(database_url)),
+        "OLLAMAFLOW_ADMIN_TOKENS": TOKEN,
+        "OLLAMAFLOW_REPORT_INTERVAL": "0.5",
+        "OLLAMAFLOW_HEALTH_INTERVAL": "0.5",
+        "OLLAMAFLOW_HEALTH_TIMEOUT": "0.5",
+    }
+    [(sim, _)] = _sims(stack, tmp_path, 1, latency_ms=20)
+    cp_port, cp_log = free_port(), tmp_path / "cp.log"
+    cp = stack.enter_context(ollamaflow(["controlplane", "--port", str(cp_port)], cp_log, env))
+    planes = _dataplanes(stack, tmp_path, env)
+    cp_url = f"http://127.0.0.1:{cp_port}"
+    wait_ready(cp_url + "/readyz", cp, cp_log, timeout=60)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=cp_url + "/v1.0", headers=headers, timeout=10) as admin:
+        backend = {
+            "Identifier": "sim",
+            "Hostname": "127.0.0.1",
+            "Port": int(sim.rsplit(":", 1)[1]),
+            "MaxParallelRequests": LIMIT,
+            "RateLimitRequestsThreshold": 100_000,
+        }
+        assert (await admin.put("/backends", json=backend)).status_code == 201
+        frontend = {"Identifier": "all", "Hostname": "*", "Backends": ["sim"], "LoadBalancing": "RoundRobin"}
+        assert (await admin.put("/frontends", json=frontend)).status_code == 201
+
+        async def split_published() -> bool:
+            snapshot = (await admin.get("/snapshot")).json()
+            content = snapshot.get("content", snapshot.get("Content", {}))
+            healthy = any(b["id"] == "sim" and b["healthy"] for b in content.get("backends", []))
+            shares = {p["id"]: p.get("shares", {}).get("sim") for p in content["cluster"]["dataplanes"]}
+            return healthy and set(shares) == set(DATAPLANES) and all(shares.values())
+
+        for _ in range(600):
+            if await split_published():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the control plane never published both data planes' shares")
+    failures: list[str] = []
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=200)) as client:
+        await _until_ready(client, planes)
+        await client.post(sim + "/_sim/reset")
+        workers = [_worker(client, url, 6, failures) for url in planes for _ in range(16)]
+        await asyncio.gather(*workers)
+        stats = (await client.get(sim + "/_sim/stats")).json()
+    assert failures == []
+    # (The control plane's probes reach the simulator too: count only the proxied requests.)
+    assert stats["by_path"]["/api/generate"] + stats["by_path"]["/api/chat"] == 2 * 16 * 6
+    assert 1 <= stats["peak_concurrent"] <= LIMIT
