@@ -104,7 +104,7 @@ class TokenBucket:
 class Waiter:
     """A request in a queue: its candidates in preference order, and the one it got, once it did."""
 
-    __slots__ = ("candidates", "expired", "frontend_id", "future", "granted", "queued", "since")
+    __slots__ = ("candidates", "frontend_id", "future", "granted", "queued", "since")
 
     def __init__(self, candidates: Sequence[Target], frontend_id: str, since: float) -> None:
         self.candidates = candidates
@@ -112,7 +112,6 @@ class Waiter:
         self.since = since
         self.granted: Target | None = None
         self.queued = False
-        self.expired = False
         self.future: asyncio.Future[None] | None = None  # the event loop's part (``Admission``)
 
 
@@ -441,7 +440,6 @@ class Admission:
 
     def _expire(self, waiter: Waiter) -> None:
         if waiter.granted is None and waiter.future is not None and not waiter.future.done():
-            waiter.expired = True
             self.gates.leave(waiter)
             waiter.future.set_result(None)
 
