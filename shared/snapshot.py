@@ -155,6 +155,7 @@ class _Header(msgspec.Struct):
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 _decoder = msgspec.json.Decoder(Snapshot)
+_content_decoder = msgspec.json.Decoder(SnapshotContent)
 _header_decoder = msgspec.json.Decoder(_Header)
 
 
@@ -163,7 +164,9 @@ def canonical(content: SnapshotContent) -> SnapshotContent:
     return SnapshotContent(
         frontends=tuple(sorted(content.frontends, key=lambda f: f.id)),
         backends=tuple(sorted(content.backends, key=lambda b: b.id)),
-        cluster=ClusterView(dataplanes=tuple(sorted(content.cluster.dataplanes, key=lambda d: d.id))),
+        cluster=msgspec.structs.replace(
+            content.cluster, dataplanes=tuple(sorted(content.cluster.dataplanes, key=lambda d: d.id))
+        ),
     )
 
 
@@ -173,8 +176,12 @@ def content_hash(content: SnapshotContent) -> str:
 
 
 def seal(content: SnapshotContent, *, revision: int, generated_at: str) -> Snapshot:
-    """Build a snapshot from its content: canonical order plus the hash that proves it."""
-    content = canonical(content)
+    """Build a snapshot from its content: canonical order plus the hash that proves it.
+
+    The content goes through one encode/decode first, so the hash covers exactly what a data plane
+    will decode (e.g. an int given for a float field becomes the float every reader sees).
+    """
+    content = _content_decoder.decode(_encoder.encode(canonical(content)))
     return Snapshot(
         revision=revision,
         content_hash=content_hash(content),

@@ -8,7 +8,17 @@ from typing import Any
 import pytest
 
 from controlplane.publish.builder import backend_base_url, build_content
-from shared.snapshot import content_hash, decode, encode, seal
+from shared.snapshot import (
+    BackendShare,
+    ClusterView,
+    DataPlaneView,
+    SnapshotContent,
+    accept,
+    content_hash,
+    decode,
+    encode,
+    seal,
+)
 
 
 @dataclass
@@ -161,3 +171,12 @@ def test_live_data_planes_carry_their_shares_of_every_backend() -> None:
         previous_shares={d.id: d.shares for d in content.cluster.dataplanes},
     )
     assert content_hash(kept) == content_hash(content)
+
+
+def test_a_sealed_snapshot_passes_its_own_hash_check_even_with_ints_in_float_fields() -> None:
+    # msgspec does not convert on construction: an int in a float field would encode as "5", decode
+    # as 5.0 and re-encode as "5.0", so every data plane would reject the snapshot's hash.
+    share = BackendShare(max_parallel=2, rate_per_second=5)  # type: ignore[arg-type]
+    content = SnapshotContent(cluster=ClusterView(dataplanes=(DataPlaneView(id="dp", shares={"b": share}),)))
+    sealed = seal(content, revision=3, generated_at="2030-01-01T00:00:00Z")
+    assert accept(None, encode(sealed)).content.cluster.dataplanes[0].shares["b"].rate_per_second == 5.0
