@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from dataplane.admission import Admission, Gates, QueueRejected, TokenBucket, Waiter, shares_for
+from dataplane.admission import Admission
+from dataplane.gates import Gates, QueueRejected, TokenBucket, Waiter, shares_for
 from dataplane.routing import Target
 from shared.snapshot import (
     BackendShare,
