@@ -24,9 +24,8 @@ from shared.errors import OllamaFlowError
 from shared.snapshot import BackendView
 from shared.wire.explain import ExplainCandidate, ExplainReply, ExplainRequest
 
-__all__ = ["EXPLAIN_REQUEST", "ROUTE_HEADER", "dry_run", "route_header"]
+__all__ = ["ROUTE_HEADER", "dry_run", "route_header"]
 
-EXPLAIN_REQUEST = (b"x-ollamaflow-explain", b"1")  # compared as a whole: one tuple lookup per request
 ROUTE_HEADER = b"x-ollamaflow-route"
 LABEL_HEADER = b"x-ollamaflow-label"
 # Longest header value we send: proxies and clients reject huge header lines.

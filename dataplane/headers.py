@@ -42,6 +42,7 @@ class ClientHeaders:
     content_length: int | None = None
     forwarded_for: bytes = b""
     label: str = ""  # X-OllamaFlow-Label: only backends with this label may serve the request
+    explain: bool = False  # X-OllamaFlow-Explain: 1 asks for X-OllamaFlow-Route on the response
     forward: list[tuple[bytes, bytes]] = field(default_factory=list)  # names lower-case, as ASGI gives them
 
 
@@ -62,6 +63,8 @@ def read_client_headers(raw: Iterable[tuple[bytes, bytes]]) -> ClientHeaders:
             out.forwarded_for = out.forwarded_for + b", " + value if out.forwarded_for else value
         elif name == b"x-ollamaflow-label":  # meant for us: it does not go upstream
             out.label = value.decode("latin-1").strip()
+        elif name == b"x-ollamaflow-explain":  # meant for us too
+            out.explain = value.strip().lower() in (b"1", b"true", b"yes")
         elif name == b"connection":
             named_by_connection.update(t.strip().lower() for t in value.split(b","))
         elif name not in HOP_BY_HOP and name not in _REPLACED_UPSTREAM:

@@ -19,21 +19,21 @@ import logging
 import os
 import time
 from collections.abc import Iterator, MutableMapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from dataplane.admission import Admission, QueueRejected
 from dataplane.breaker import Breakers
+from dataplane.call import Call, Endpoint, own_lines, upstream_request
 from dataplane.crossing import Crossing, relay, send_local
-from dataplane.disconnect import DisconnectGuard, DisconnectWatch
-from dataplane.explain import EXPLAIN_REQUEST, route_header
+from dataplane.disconnect import DisconnectWatch
+from dataplane.explain import route_header
 from dataplane.framing import ndjson_error_line, sse_error_event
 from dataplane.headers import read_client_headers, response_headers
 from dataplane.http1 import Response
 from dataplane.incoming import ClientGone, Receive, read_body, read_model_request
-from dataplane.pins import apply_pins, with_model
+from dataplane.pins import with_model
 from dataplane.responses import JSON, Send, send_bytes, send_error
-from dataplane.routing import Decision, FrontendRoute, ModelUnavailable, Pool, RequestKind, Target
+from dataplane.routing import ModelUnavailable, Target
 from dataplane.state import SnapshotState
 from dataplane.sticky import session_key
 from dataplane.traffic import Traffic
@@ -42,7 +42,6 @@ from dataplane.translate.errors import Untranslatable
 from dataplane.translate.exchanges import Translations
 from dataplane.upstream import CLIENT_ERRORS, ConnectFailed, ConnectTimedOut, Upstream, upstream_error
 from shared.errors import OllamaFlowError, UpstreamError
-from shared.snapshot import ApiFormat
 
 __all__ = ["Endpoint", "Proxy"]
 
@@ -53,64 +52,6 @@ WHOLE_BODY_LIMIT = 4 * 1024 * 1024
 # Attempts per request when backends fail before answering (the first one included).
 MAX_ATTEMPTS = 3
 QUEUE_HEADER = b"x-ollamaflow-queue-ms"
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """A proxied path: what it asks of a backend and which API format its client speaks."""
-
-    path: str
-    kind: RequestKind
-    api_format: ApiFormat
-    path_bytes: bytes = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "path_bytes", self.path.encode("ascii"))
-
-
-@dataclass(slots=True)
-class _Call:
-    """One proxied request, once it is known to be acceptable."""
-
-    endpoint: Endpoint
-    method: bytes
-    path: bytes
-    query: bytes
-    route: FrontendRoute
-    pool: Pool
-    choices: tuple[Target, ...]  # the pool's backends that may have the requested model
-    model: str
-    forward: list[tuple[bytes, bytes]]  # the client's headers that go upstream
-    own_lines: bytes  # X-Forwarded-For and X-OllamaFlow-Request, serialised
-    body: bytes
-    id_header: tuple[bytes, bytes]
-    guard: DisconnectGuard
-    candidates: tuple[Target, ...] = ()  # in the order the strategy gave, ejected backends left out
-    tried: tuple[Target, ...] = ()  # candidates that failed
-    attempts: int = 1  # attempts left
-    queued: float = -1.0  # seconds spent in the queue; -1 if it never waited
-    sticky_key: str | None = None  # a sticky frontend's session key, if the client sent one
-    explain: bool = False  # the client asked for X-OllamaFlow-Route
-    decision: Decision[Target] | None = None  # kept only when explain
-
-
-def _own_lines(forwarded_for: bytes, request_id: bytes) -> bytes:
-    """The upstream header lines the proxy adds itself."""
-    if forwarded_for:
-        return b"X-Forwarded-For: %s\r\nX-OllamaFlow-Request: %s\r\n" % (forwarded_for, request_id)
-    return b"X-OllamaFlow-Request: %s\r\n" % request_id
-
-
-def _as_listed(body: bytes, model: str, target: Target) -> bytes:
-    """The body with the model named exactly as an OpenAI-compatible backend lists it.
-
-    Ollama accepts ``llama3.2`` for ``llama3.2:latest``; OpenAI-compatible servers want the exact
-    name. Only a body whose spelling differs is re-encoded; the usual one passes untouched.
-    """
-    listed = target.listed_name(model)
-    if listed is None or listed == model:
-        return body
-    return with_model(body, listed)
 
 
 class Proxy:
@@ -168,7 +109,7 @@ class Proxy:
             forwarded_for = forwarded_for + b", " + address if forwarded_for else address
         task = asyncio.current_task()
         assert task is not None
-        call = _Call(
+        call = Call(
             endpoint=endpoint,
             method=scope["method"].encode("ascii"),
             path=endpoint.path_bytes,
@@ -178,12 +119,12 @@ class Proxy:
             choices=choices,
             model=model,
             forward=client.forward,
-            own_lines=_own_lines(forwarded_for, id_header[1]),
+            own_lines=own_lines(forwarded_for, id_header[1]),
             body=body,
             id_header=id_header,
             guard=self._watch.guard(receive, task),
             sticky_key=session_key(client.forward, route.sticky_headers) if route.sticky_headers else None,
-            explain=EXPLAIN_REQUEST in client.forward,
+            explain=client.explain,
         )
         try:
             await self._forward(call, send)
@@ -213,7 +154,7 @@ class Proxy:
         finally:
             call.guard.close()
 
-    def _crossing(self, call: _Call, target: Target) -> Crossing | LocalReply | None:
+    def _crossing(self, call: Call, target: Target) -> Crossing | LocalReply | None:
         """The translation ``target`` needs for this request; None when both speak the same format."""
         endpoint = call.endpoint
         if target.api_format == endpoint.api_format:
@@ -243,7 +184,7 @@ class Proxy:
         if not admitted:
             yield first
 
-    async def _open(self, call: _Call) -> tuple[Target, Response | LocalReply, Crossing | None]:
+    async def _open(self, call: Call) -> tuple[Target, Response | LocalReply, Crossing | None]:
         """Order the candidates, then send to the first that takes the request (``_attempt``).
 
         Backends this process saw failing (``Breakers``) are passed over while they rest.
@@ -265,7 +206,7 @@ class Proxy:
         call.attempts = MAX_ATTEMPTS if call.route.frontend.allow_retries else 1
         return await self._attempt(call, None)
 
-    def _spare_trials(self, call: _Call, used: Target | None) -> None:
+    def _spare_trials(self, call: Call, used: Target | None) -> None:
         """Give back the trial requests ``_admitted`` took for candidates other than ``used``."""
         breakers = self._breakers
         if breakers.active:
@@ -278,20 +219,20 @@ class Proxy:
         self._traffic.finished(target.id)
         self._admission.release(target.id)
 
-    def _failed(self, call: _Call, target: Target, failure: UpstreamError) -> UpstreamError:
+    def _failed(self, call: Call, target: Target, failure: UpstreamError) -> UpstreamError:
         """Give back ``target``'s slot and pass it over from now on."""
         self._release(target)
         call.tried += (target,)
         return failure
 
-    def _may_retry(self, call: _Call) -> bool:
+    def _may_retry(self, call: Call) -> bool:
         """Is there an attempt left and a candidate not tried yet (besides the current one)?"""
         return call.attempts > 0 and len(call.tried) + 1 < len(call.candidates)
 
-    def _queue_header(self, call: _Call) -> list[tuple[bytes, bytes]]:
+    def _queue_header(self, call: Call) -> list[tuple[bytes, bytes]]:
         return [] if call.queued < 0 else [(QUEUE_HEADER, b"%d" % round(call.queued * 1000))]
 
-    def _headers(self, call: _Call, target: Target) -> list[tuple[bytes, bytes]]:
+    def _headers(self, call: Call, target: Target) -> list[tuple[bytes, bytes]]:
         if call.queued < 0 and call.decision is None:
             return [target.backend_header, call.id_header]
         headers = [target.backend_header, call.id_header, *self._queue_header(call)]
@@ -299,7 +240,7 @@ class Proxy:
             headers.append(self._route_header(call, target))
         return headers
 
-    def _route_header(self, call: _Call, served: Target | None) -> tuple[bytes, bytes]:
+    def _route_header(self, call: Call, served: Target | None) -> tuple[bytes, bytes]:
         """X-OllamaFlow-Route (``dataplane.explain``), for a client that sent X-OllamaFlow-Explain."""
         assert call.decision is not None
         gates, limits = self._admission.gates, call.pool.limits
@@ -319,7 +260,7 @@ class Proxy:
         )
 
     async def _attempt(
-        self, call: _Call, failure: UpstreamError | None
+        self, call: Call, failure: UpstreamError | None
     ) -> tuple[Target, Response | LocalReply, Crossing | None]:
         """Send to the first untried candidate with room, waiting in the frontend's queue while none
         has; after a failure before the answer, to the next, while attempts are left. The client
@@ -339,7 +280,6 @@ class Proxy:
                 call.queued = max(call.queued, 0.0) + waited
             call.attempts -= 1
             self._traffic.started(target.id)
-            forward, path, body = call.forward, call.path, call.body
             try:
                 crossing = self._crossing(call, target)
             except BaseException:
@@ -350,20 +290,7 @@ class Proxy:
                 breakers.abandoned(target.id)
                 self._release(target)
                 return target, crossing, None
-            if crossing is not None:
-                path, body = crossing.call.path.encode("ascii"), crossing.call.body
-                # The reply gets rewritten, so it must come uncompressed.
-                forward = [h for h in forward if h[0] != b"accept-encoding"]
-            elif target.api_format == "OpenAI" and call.model:
-                body = _as_listed(body, call.model, target)
-            if call.pool.pins:  # pins apply to the body in the backend's own format
-                pins = call.pool.pins.get(target.id)
-                if pins:
-                    body = apply_pins(body, pins)
-            if target.header_names:  # the backend's configured headers win over the client's
-                forward = [h for h in forward if h[0] not in target.header_names]
-            lines = b"".join([b"%s: %s\r\n" % h for h in forward])
-            head = target.head(call.method, path, call.query, lines + call.own_lines, len(body))
+            head, body = upstream_request(call, target, crossing)
             try:
                 response = await self._upstream.request(
                     target.id, target.http.origin, head, body, call.route.read_timeout
@@ -395,7 +322,7 @@ class Proxy:
         assert failure is not None  # a loop that ends without returning failed at least once
         raise failure  # the last one; the ones before it only cost a failover
 
-    async def _forward(self, call: _Call, send: Send) -> None:
+    async def _forward(self, call: Call, send: Send) -> None:
         target, response, crossing = await self._open(call)
         while True:
             if isinstance(response, LocalReply):
@@ -414,7 +341,7 @@ class Proxy:
                 target, response, crossing = await self._attempt(call, exc)
 
     async def _deliver(
-        self, call: _Call, send: Send, target: Target, response: Response, crossing: Crossing | None
+        self, call: Call, send: Send, target: Target, response: Response, crossing: Crossing | None
     ) -> None:
         """Relay ``response``; raises ``UpstreamError`` only if nothing went to the client yet."""
         complete = False
@@ -445,7 +372,7 @@ class Proxy:
                 response.close()  # drop the connection: the backend sees it and stops working
             self._release(target)
 
-    async def _stream(self, call: _Call, send: Send, target: Target, response: Response) -> bool:
+    async def _stream(self, call: Call, send: Send, target: Target, response: Response) -> bool:
         """Relay the body chunk by chunk as it arrives; True if it arrived whole."""
         last = b""
         try:

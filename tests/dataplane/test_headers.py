@@ -37,6 +37,14 @@ def test_the_label_header_is_read_and_not_forwarded() -> None:
     assert read_client_headers([]).label == ""
 
 
+def test_the_explain_header_is_read_and_not_forwarded() -> None:
+    asked = read_client_headers([(b"x-ollamaflow-explain", b"1"), (b"accept", b"*/*")])
+    assert asked.explain and asked.forward == [(b"accept", b"*/*")]
+    assert read_client_headers([(b"x-ollamaflow-explain", b" TRUE ")]).explain
+    assert not read_client_headers([(b"x-ollamaflow-explain", b"0")]).explain
+    assert not read_client_headers([(b"accept", b"*/*")]).explain
+
+
 def test_bad_content_length_is_ignored() -> None:
     assert read_client_headers([(b"content-length", b"x")]).content_length is None
 
