@@ -77,6 +77,9 @@ class BackendView(msgspec.Struct, frozen=True, kw_only=True):
     models: tuple[str, ...] = ()  # names as the backend lists them (/api/tags or /v1/models), sorted
     models_known: bool = False  # False until the model list was read once
     models_loaded: tuple[LoadedModel, ...] = ()  # Ollama's /api/ps, sorted by name
+    # The OpenAI-compatible server's kind as its model list shows it ("vllm"), or "" when plain or
+    # unknown: a vLLM backend also takes the sampling options OpenAI lacks (top_k, min_p, ...).
+    dialect: str = ""
 
 
 class FrontendView(msgspec.Struct, frozen=True, kw_only=True):
