@@ -53,6 +53,9 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Alembic announces every plugin it loads; keep its migration messages only.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # httpx logs every request at INFO: with probes every few seconds per backend that buries what
+    # matters (health changes, pulls, publishes), which our own loggers say. Shown at DEBUG.
+    logging.getLogger("httpx").setLevel(logging.NOTSET if level.upper() == "DEBUG" else logging.WARNING)
 
 
 def _loop() -> str:
