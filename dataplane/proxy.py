@@ -160,7 +160,7 @@ class Proxy:
         if target.api_format == endpoint.api_format:
             return None
         exchange = self._translations.for_request(
-            endpoint.path, endpoint.api_format, target.api_format, backend=target.id
+            endpoint.path, endpoint.api_format, target.api_format, backend=target.id, dialect=target.dialect
         )
         if exchange is None:
             return None

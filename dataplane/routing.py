@@ -79,6 +79,7 @@ class Target:
     model_names: Mapping[str, str] = field(default_factory=dict)
     labels: frozenset[str] = frozenset()  # lower-case: X-OllamaFlow-Label matches them exactly
     sticky_seed: int = 0  # this backend's part of sticky-session weights (``dataplane.sticky``)
+    dialect: str = ""  # "vllm": translated requests also carry vLLM's sampling extras
 
     @classmethod
     def from_backend(cls, backend: BackendView) -> Target:
@@ -97,6 +98,7 @@ class Target:
             model_names={model_key(name): name for name in backend.models},
             labels=frozenset(label.strip().lower() for label in backend.labels),
             sticky_seed=backend_seed(backend.id),
+            dialect=backend.dialect,
         )
 
     def listed_name(self, model: str) -> str | None:

@@ -9,7 +9,11 @@ import msgspec
 
 from shared.snapshot import LoadedModel
 
-__all__ = ["Inventory", "parse_loaded", "parse_openai_models", "parse_tags"]
+__all__ = ["VLLM", "Inventory", "parse_loaded", "parse_openai_listing", "parse_openai_models", "parse_tags"]
+
+# The dialect of a backend whose /v1/models says ``"owned_by": "vllm"``: it takes vLLM's extra
+# sampling options (top_k, min_p, repetition_penalty, chat_template_kwargs).
+VLLM = "vllm"
 
 
 @dataclass(slots=True)
@@ -22,6 +26,7 @@ class Inventory:
     refreshed: datetime | None = None
     error: str = ""
     sizes: dict[str, int] = field(default_factory=dict)
+    dialect: str = ""  # VLLM or "" (plain OpenAI-compatible, Ollama, or not read yet)
 
 
 class _Tag(msgspec.Struct):
@@ -47,6 +52,7 @@ class _Ps(msgspec.Struct):
 
 class _OpenAIModel(msgspec.Struct):
     id: str
+    owned_by: str | None = None
 
 
 class _OpenAIModels(msgspec.Struct):
@@ -78,7 +84,18 @@ def parse_loaded(body: bytes) -> tuple[LoadedModel, ...]:
     return tuple(sorted(loaded, key=lambda m: m.name))
 
 
+def parse_openai_listing(body: bytes) -> tuple[tuple[str, ...], str]:
+    """Model ids (sorted) and the server's dialect from an OpenAI-compatible ``/v1/models`` body.
+
+    vLLM marks every entry ``"owned_by": "vllm"`` (api-formats §3); any other owner (OpenAI's
+    "system", Ollama's "library", llama.cpp's "llamacpp", ...) is the plain dialect "".
+    """
+    models: _OpenAIModels = _decode(body, _OpenAIModels, "/v1/models")
+    names = tuple(sorted({m.id for m in models.data if m.id}))
+    vllm = any((m.owned_by or "").strip().lower() == VLLM for m in models.data)
+    return names, VLLM if vllm else ""
+
+
 def parse_openai_models(body: bytes) -> tuple[str, ...]:
     """Model ids from an OpenAI-compatible ``/v1/models`` body, sorted."""
-    models: _OpenAIModels = _decode(body, _OpenAIModels, "/v1/models")
-    return tuple(sorted({m.id for m in models.data if m.id}))
+    return parse_openai_listing(body)[0]

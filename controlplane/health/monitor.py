@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 import httpx
 
 from controlplane.clock import Clock
-from controlplane.health.inventory import Inventory, parse_loaded, parse_openai_models, parse_tags
+from controlplane.health.inventory import Inventory, parse_loaded, parse_openai_listing, parse_tags
 from controlplane.health.state import Health
 from controlplane.health.targets import BackendTarget
 from controlplane.publish.builder import UNPROBED, BackendRuntime
@@ -156,6 +156,7 @@ class Monitor:
             models=inventory.models,
             models_known=inventory.known,
             models_loaded=inventory.loaded,
+            dialect=inventory.dialect,
         )
 
     async def close(self) -> None:
@@ -247,13 +248,15 @@ class Monitor:
     async def _read_inventory(self, target: BackendTarget) -> None:
         inventory = self.inventory[target.id]
         try:
+            dialect = ""
             if target.ollama:
                 tags = await self._get(target, "/api/tags")
                 ps = await self._get(target, "/api/ps")
                 models, sizes = parse_tags(tags)
                 loaded = parse_loaded(ps)
             else:
-                models, sizes, loaded = parse_openai_models(await self._get(target, "/v1/models")), {}, ()
+                models, dialect = parse_openai_listing(await self._get(target, "/v1/models"))
+                sizes, loaded = {}, ()
         except (*REQUEST_ERRORS, ValueError) as exc:
             error = describe_error(exc) if isinstance(exc, REQUEST_ERRORS) else str(exc)
             if error != inventory.error:
@@ -263,8 +266,14 @@ class Monitor:
         inventory.error = ""
         inventory.refreshed = self._clock.now()
         inventory.sizes = sizes
-        if not inventory.known or inventory.models != models or inventory.loaded != loaded:
+        if (
+            not inventory.known
+            or inventory.models != models
+            or inventory.loaded != loaded
+            or inventory.dialect != dialect
+        ):
             inventory.known, inventory.models, inventory.loaded = True, models, loaded
+            inventory.dialect = dialect
             self._on_change()
 
     async def _get(self, target: BackendTarget, path: str) -> bytes:

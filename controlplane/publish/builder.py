@@ -45,6 +45,7 @@ class BackendRuntime:
     models: tuple[str, ...] = ()
     models_known: bool = False
     models_loaded: tuple[LoadedModel, ...] = ()
+    dialect: str = ""  # "vllm" when the backend's /v1/models says so (``BackendView.dialect``)
 
 
 UNPROBED = BackendRuntime()
@@ -135,6 +136,8 @@ def backend_view(row: BackendRecord, runtime: BackendRuntime = UNPROBED) -> Back
         models=tuple(sorted(runtime.models)),
         models_known=runtime.models_known,
         models_loaded=tuple(sorted(runtime.models_loaded, key=lambda m: m.name)),
+        # Only an OpenAI-format backend has a dialect: an Ollama backend gets Ollama's own API.
+        dialect=runtime.dialect if row.api_format == "OpenAI" else "",
         labels=tuple(row.labels),
         max_parallel_requests=row.max_parallel_requests,
         rate_limit_requests_threshold=row.rate_limit_requests_threshold,

@@ -33,10 +33,12 @@ from dataplane.translate.errors import (
 )
 from shared.snapshot import ApiFormat
 
-__all__ = ["NDJSON", "SSE", "Exchange", "StreamTranslator", "Translations"]
+__all__ = ["NDJSON", "SSE", "VLLM", "Exchange", "StreamTranslator", "Translations"]
 
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
+
+VLLM = "vllm"  # BackendView.dialect of a vLLM backend
 
 # Ollama operations an OpenAI-compatible backend has no counterpart for (api-formats §4.5).
 _OLLAMA_ONLY = ("/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs/")
@@ -193,12 +195,24 @@ class _OpenAIEmbedOnOllama(Exchange):
 
 
 class Translations:
-    """Built once at start-up with the id source; hands out the ``Exchange`` for each request."""
+    """Built once at start-up with the id source; hands out the ``Exchange`` for each request.
 
-    def __init__(self, ids: IdSource, *, vllm_extras: bool = False) -> None:
-        self._exchanges: dict[tuple[ApiFormat, str], Exchange] = {
-            ("Ollama", "/api/chat"): _OllamaChatOnOpenAI(chat=True, ids=ids, extras=vllm_extras),
-            ("Ollama", "/api/generate"): _OllamaChatOnOpenAI(chat=False, ids=ids, extras=vllm_extras),
+    Both variants of the Ollama-to-OpenAI exchanges exist from the start, so choosing the one for a
+    backend's dialect ("vllm" adds top_k, min_p, repetition_penalty, ...) is one dict lookup.
+    """
+
+    def __init__(self, ids: IdSource) -> None:
+        self._plain = self._table(ids, extras=False)
+        self._dialects: dict[str, dict[tuple[ApiFormat, str], Exchange]] = {
+            "": self._plain,
+            VLLM: self._table(ids, extras=True),
+        }
+
+    @staticmethod
+    def _table(ids: IdSource, *, extras: bool) -> dict[tuple[ApiFormat, str], Exchange]:
+        return {
+            ("Ollama", "/api/chat"): _OllamaChatOnOpenAI(chat=True, ids=ids, extras=extras),
+            ("Ollama", "/api/generate"): _OllamaChatOnOpenAI(chat=False, ids=ids, extras=extras),
             ("Ollama", "/api/embed"): _OllamaEmbedOnOpenAI(legacy=False),
             ("Ollama", "/api/embeddings"): _OllamaEmbedOnOpenAI(legacy=True),
             ("OpenAI", "/v1/chat/completions"): _OpenAIChatOnOllama(chat=True, ids=ids),
@@ -207,15 +221,22 @@ class Translations:
         }
 
     def for_request(
-        self, path: str, client_format: ApiFormat, backend_format: ApiFormat, *, backend: str
+        self,
+        path: str,
+        client_format: ApiFormat,
+        backend_format: ApiFormat,
+        *,
+        backend: str,
+        dialect: str = "",
     ) -> Exchange | None:
-        """The exchange for ``path``; ``None`` if no translation is needed.
+        """The exchange for ``path``; ``None`` if no translation is needed. ``dialect`` is the
+        backend's (``BackendView.dialect``); an unknown one gets the plain OpenAI translation.
 
         Raises ``Untranslatable`` (501) for Ollama operations an OpenAI backend cannot do.
         """
         if client_format == backend_format:
             return None
-        exchange = self._exchanges.get((client_format, path))
+        exchange = self._dialects.get(dialect, self._plain).get((client_format, path))
         if exchange is not None:
             return exchange
         if client_format == "Ollama" and path.startswith(_OLLAMA_ONLY):

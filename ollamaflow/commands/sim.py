@@ -17,6 +17,14 @@ def sim(
             help="API: 'ollama' (/api/* plus Ollama's /v1 layer) or 'openai' (only /v1/*, like vLLM).",
         ),
     ] = "ollama",
+    dialect: Annotated[
+        str,
+        typer.Option(
+            "--dialect",
+            help="With --format openai: 'vllm' presents the server as vLLM (owned_by \"vllm\" and "
+            "max_model_len in /v1/models); empty for a plain OpenAI-compatible server.",
+        ),
+    ] = "",
     models: Annotated[
         str,
         typer.Option(
@@ -66,11 +74,14 @@ def sim(
 
     if format not in ("ollama", "openai"):
         raise typer.BadParameter("must be 'ollama' or 'openai'", param_hint="--format")
+    if dialect not in ("", "vllm"):
+        raise typer.BadParameter("must be 'vllm' or empty", param_hint="--dialect")
     try:
         config = SimConfig(
             host=host,
             port=port,
             format=format,  # type: ignore[arg-type]
+            dialect=dialect,  # type: ignore[arg-type]
             models=tuple(name for name in (part.strip() for part in models.split(",")) if name),
             tokens_per_second=tokens_per_second,
             latency_ms=latency_ms,

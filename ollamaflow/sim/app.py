@@ -25,7 +25,7 @@ from ollamaflow.sim.asgi import (
     send_body,
 )
 from ollamaflow.sim.config import SimConfig
-from ollamaflow.sim.dialect import OLLAMA_V1, OPENAI, Dialect
+from ollamaflow.sim.dialect import OLLAMA_V1, OPENAI, VLLM, Dialect
 from ollamaflow.sim.state import SimState
 from shared.wire import ollama as ollama_errors
 from shared.wire import openai as openai_errors
@@ -103,7 +103,7 @@ class SimApp:
     def __init__(self, state: SimState) -> None:
         self.state = state
         ollama = state.config.format == "ollama"
-        self._dialect = OLLAMA_V1 if ollama else OPENAI
+        self._dialect = OLLAMA_V1 if ollama else VLLM if state.config.dialect == "vllm" else OPENAI
         self._routes = {
             **(_ollama_routes() if ollama else {}),
             **_openai_routes(self._dialect),
@@ -169,7 +169,7 @@ class SimApp:
         return any(name == b"authorization" and value == self._authorization for name, value in headers)
 
     async def _unauthorized(self, send: Send) -> None:
-        if self._dialect is OPENAI:
+        if not self._dialect.ollama:
             error = ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
             await _render_error(send, "openai", error)
         else:

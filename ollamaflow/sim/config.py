@@ -15,6 +15,8 @@ __all__ = ["DEFAULT_MODELS", "Knobs", "SimConfig"]
 DEFAULT_MODELS: tuple[str, ...] = ("llama3.2:latest", "qwen2.5:0.5b", "all-minilm:latest")
 
 Format = Literal["ollama", "openai"]
+# "vllm" (OpenAI format only): /v1/models says owned_by "vllm" and gives max_model_len, like vLLM.
+OpenAIDialect = Literal["", "vllm"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,7 @@ class SimConfig:
     host: str = "127.0.0.1"
     port: int = 0
     format: Format = "ollama"
+    dialect: OpenAIDialect = ""
     models: tuple[str, ...] = DEFAULT_MODELS
     tokens_per_second: float = 0.0
     latency_ms: float = 0.0
@@ -81,6 +84,8 @@ class SimConfig:
 
     def __post_init__(self) -> None:
         _check(self.format in ("ollama", "openai"), "format 'ollama' or 'openai'")
+        _check(self.dialect in ("", "vllm"), "dialect '' or 'vllm'")
+        _check(not self.dialect or self.format == "openai", "dialect only with format 'openai'")
         _check(0 <= self.port <= 65535, "port between 0 and 65535")
         _check(self.answer_tokens >= 1, "answer_tokens >= 1")
         _check(all(name.strip() for name in self.models), "model names must not be empty")

@@ -6,9 +6,9 @@ proxy can observe (``reference/api-formats.md`` §2 and §3).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-__all__ = ["OLLAMA_V1", "OPENAI", "Dialect"]
+__all__ = ["OLLAMA_V1", "OPENAI", "VLLM", "Dialect"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,8 @@ class Dialect:
     # An error after the stream started: OpenAI-like servers send an error event (then [DONE]);
     # Ollama's /v1 layer loses it and ends the body after an empty delta.
     reports_stream_errors: bool
+    # vLLM's /v1/models entries also carry the served context length (and root/parent).
+    max_model_len: int | None = None
 
     @property
     def ollama(self) -> bool:
@@ -76,3 +78,7 @@ OLLAMA_V1 = Dialect(
     completion_default_max_tokens=0,
     reports_stream_errors=False,
 )
+
+# An OpenAI-compatible server that says it is vLLM: ``owned_by: "vllm"`` and ``max_model_len`` in its
+# model list (api-formats §3), which is how OllamaFlow's control plane tells vLLM backends apart.
+VLLM = replace(OPENAI, name="vllm", owned_by="vllm", max_model_len=8192)

@@ -227,7 +227,15 @@ async def embeddings(req: Request, state: SimState, dialect: Dialect) -> None:
 
 
 def _model_object(name: str, created: float, dialect: Dialect) -> dict[str, object]:
-    return {"id": name, "object": "model", "created": int(created), "owned_by": dialect.owned_by}
+    model: dict[str, object] = {
+        "id": name,
+        "object": "model",
+        "created": int(created),
+        "owned_by": dialect.owned_by,
+    }
+    if dialect.max_model_len is not None:
+        model.update(root=name, parent=None, max_model_len=dialect.max_model_len)
+    return model
 
 
 async def list_models(req: Request, state: SimState, dialect: Dialect) -> None:

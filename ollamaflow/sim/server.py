@@ -126,7 +126,8 @@ def serve(config: SimConfig) -> None:
         finally:
             reservation.close()
         models = ", ".join(config.models) or "none"
-        print(f"ollamaflow sim: {config.format} API on {url} (models: {models})", file=sys.stderr, flush=True)
+        api = f"{config.format} ({config.dialect})" if config.dialect else config.format
+        print(f"ollamaflow sim: {api} API on {url} (models: {models})", file=sys.stderr, flush=True)
         await task
 
     if sys.platform != "win32":
