@@ -73,6 +73,8 @@ class BackendHealthOut(BackendOut, kw_only=True):
     models_loaded: list[LoadedOut] = []
     models_refreshed_utc: datetime | None = None
     models_error: str = ""
+    dialect: str = ""
+    """"vllm" when an OpenAI-format backend's /v1/models says so; it then gets vLLM's extra options."""
 
 
 class ModelOut(msgspec.Struct, kw_only=True, rename="pascal"):
@@ -145,6 +147,7 @@ def backend_health(
         ],
         models_refreshed_utc=inventory.refreshed,
         models_error=inventory.error,
+        dialect=inventory.dialect if backend.api_format == "OpenAI" else "",
     )
 
 

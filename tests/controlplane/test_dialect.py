@@ -79,3 +79,6 @@ async def test_a_vllm_simulator_is_published_as_vllm(
         assert vllm_view is not None and plain_view is not None
         assert (vllm_view.models, vllm_view.dialect) == (("served-model",), "vllm")
         assert (plain_view.models, plain_view.dialect) == (("plain-model",), "")
+
+        health = {b["Identifier"]: b for b in (await probing_admin.get("/v1.0/backends/health")).json()}
+        assert (health["vllm"]["Dialect"], health["plain"]["Dialect"]) == ("vllm", "")
