@@ -98,11 +98,7 @@ class ModelManagement:
         """POST /api/pull: progress until every Ollama backend of the frontend has the model."""
         id_header = (b"x-ollamaflow-request", os.urandom(16).hex().encode())
         try:
-            route, body = await self._read(scope, receive)
-            request: _PullBody = _decode(body, _PullBody)
-            model = (request.model or request.name).strip()
-            if not model:
-                raise BadRequest("model is required")
+            route, request, model = await self._read_model(scope, receive)
         except ClientGone:
             return
         except OllamaFlowError as exc:
@@ -152,11 +148,7 @@ class ModelManagement:
         """DELETE /api/delete: off RequiredModels and off the frontend's Ollama backends."""
         id_header = (b"x-ollamaflow-request", os.urandom(16).hex().encode())
         try:
-            route, body = await self._read(scope, receive)
-            request: _PullBody = _decode(body, _PullBody)
-            model = (request.model or request.name).strip()
-            if not model:
-                raise BadRequest("model is required")
+            route, _, model = await self._read_model(scope, receive)
         except ClientGone:
             return
         except OllamaFlowError as exc:
@@ -212,6 +204,17 @@ class ModelManagement:
         route = self._state.table.frontend_for(client.host)
         body = await read_body(receive, client.content_length, route.frontend.max_request_body_size)
         return route, body
+
+    async def _read_model(
+        self, scope: MutableMapping[str, Any], receive: Receive
+    ) -> tuple[FrontendRoute, _PullBody, str]:
+        """The frontend, the body of a pull or delete, and the model it names (required)."""
+        route, body = await self._read(scope, receive)
+        request: _PullBody = _decode(body, _PullBody)
+        model = (request.model or request.name).strip()
+        if not model:
+            raise BadRequest("model is required")
+        return route, request, model
 
     async def _ask(
         self, request: ModelRequest, send: Send, id_header: tuple[bytes, bytes]
