@@ -3,7 +3,8 @@
 The control plane's answer names the backends that must end up with the model, those that already
 have it, and the current state of their pull jobs; ``PullProgress`` updates follow from the bus. This
 turns them into Ollama's own progress lines: ``pulling manifest``, then one ``pulling <digest>`` line
-per change of a layer (bytes done and total summed over the backends still pulling it), then
+per change of a layer (the layer's size as total, and as done the average over the backends that
+must get the model, so one progress bar runs once from 0 to 100 %), then
 ``verifying sha256 digest``, ``writing manifest`` and ``success`` once every backend has the model,
 or one ``{"error": ...}`` line as soon as a backend fails (the control plane's sync retries on its
 own, but the client's pull, like Ollama's, has failed).
@@ -52,8 +53,14 @@ class PullStream:
         self._backends = tuple(reply.backends)
         self._waiting = set(reply.backends) - set(reply.present)
         lines: list[Line] = [{"status": "pulling manifest"}]
+        layers: dict[str, Line] = {}  # the jobs' state at once: one line per layer, the latest
         for job in reply.jobs:
-            lines += self._take(job)
+            for line in self._take(job):
+                if "digest" in line:
+                    layers[line["digest"]] = line
+                else:
+                    lines.append(line)
+        lines[1:1] = layers.values()
         if not self.finished:
             lines += self._maybe_finish()
         return self._emit(lines)
@@ -112,14 +119,24 @@ class PullStream:
         now = {digest: (layer.completed, layer.total) for digest, layer in progress.layers.items()}
         self._layers[backend] = now
         changed = [digest for digest in now if before.get(digest) != now[digest]]
+        if progress.state == "done":  # it now counts whole for every layer, reported or not
+            changed += [d for layers in self._layers.values() for d in layers if d not in changed]
+            changed = list(dict.fromkeys(changed))
         return [line for digest in changed if (line := self._layer_line(digest)) is not None]
 
     def _layer_line(self, digest: str) -> Line | None:
-        done = total = 0
-        for layers in self._layers.values():
-            if digest in layers:
-                done += layers[digest][0]
-                total += layers[digest][1]
+        # Like one Ollama pull: the layer's own size as the total, and as done the average over the
+        # backends that must get the model (one that finished counts whole), so the bar neither
+        # jumps back when another backend starts nor reaches the end before the last one does.
+        total = max((layers[digest][1] for layers in self._layers.values() if digest in layers), default=0)
+        waiting = self._waiting
+        done_sum = 0
+        for backend in waiting:
+            if backend in self._done:
+                done_sum += total
+            else:
+                done_sum += self._layers.get(backend, {}).get(digest, (0, 0))[0]
+        done = min(done_sum // len(waiting), total) if waiting else total  # none left: all have it
         if self._shown.get(digest) == (done, total):
             return None
         self._shown[digest] = (done, total)

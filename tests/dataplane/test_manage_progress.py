@@ -35,29 +35,39 @@ def test_present_everywhere_succeeds_at_once() -> None:
     assert stream.finished and stream.last == {"status": "success"}
 
 
-def test_layers_are_summed_over_the_backends_still_pulling() -> None:
+def test_a_layer_shows_its_size_and_the_average_progress_of_the_backends_pulling_it() -> None:
     stream = PullStream("llama3.2")
     assert stream.begin(reply(["a", "b", "c"], present=["c"])) == [{"status": "pulling manifest"}]
     assert stream.pending == {"a", "b"}
     assert stream.update(progress("a", 1, big=(10, 100))) == [
-        {"status": "pulling aaaaaaaaaaaa", "digest": BIG, "total": 100, "completed": 10}
+        {"status": "pulling aaaaaaaaaaaa", "digest": BIG, "total": 100, "completed": 5}
     ]
-    assert stream.update(progress("b", 2, big=(0, 100))) == [
-        {"status": "pulling aaaaaaaaaaaa", "digest": BIG, "total": 200, "completed": 10}
+    assert stream.update(progress("b", 2, big=(0, 100))) == []  # b starting changes nothing shown
+    assert stream.update(progress("a", 3, big=(100, 100), small=(6, 6))) == [
+        {"status": "pulling aaaaaaaaaaaa", "digest": BIG, "total": 100, "completed": 50},
+        {"status": "pulling bbbbbbbbbbbb", "digest": SMALL, "total": 6, "completed": 3},
     ]
-    assert stream.update(progress("a", 3, big=(100, 100), small=(5, 5))) == [
-        {"status": "pulling aaaaaaaaaaaa", "digest": BIG, "total": 200, "completed": 100},
-        {"status": "pulling bbbbbbbbbbbb", "digest": SMALL, "total": 5, "completed": 5},
-    ]
-    assert stream.update(progress("a", 4, "done", big=(100, 100), small=(5, 5))) == []
+    assert stream.update(progress("a", 4, "done", big=(100, 100), small=(6, 6))) == []
     assert not stream.finished and stream.pending == {"b"}
-    lines = stream.update(progress("b", 5, "done", big=(100, 100), small=(5, 5)))
+    assert stream.update(progress("b", 5, big=(40, 100))) == [
+        {"status": "pulling aaaaaaaaaaaa", "digest": BIG, "total": 100, "completed": 70}
+    ]
+    lines = stream.update(progress("b", 6, "done", big=(100, 100), small=(6, 6)))
     assert lines == [
-        {"status": "pulling aaaaaaaaaaaa", "digest": BIG, "total": 200, "completed": 200},
-        {"status": "pulling bbbbbbbbbbbb", "digest": SMALL, "total": 10, "completed": 10},
+        {"status": "pulling aaaaaaaaaaaa", "digest": BIG, "total": 100, "completed": 100},
+        {"status": "pulling bbbbbbbbbbbb", "digest": SMALL, "total": 6, "completed": 6},
         *FINAL_STEPS,
     ]
-    assert stream.finished and stream.update(progress("b", 6, "done")) == []
+    assert stream.finished and stream.update(progress("b", 7, "done")) == []
+
+
+def test_a_finished_backend_counts_whole_even_without_layer_counts() -> None:
+    stream = PullStream("llama3.2")
+    stream.begin(reply(["a", "b"]))
+    stream.update(progress("b", 1, big=(50, 100)))
+    assert stream.update(progress("a", 2, "done")) == [
+        {"status": "pulling aaaaaaaaaaaa", "digest": BIG, "total": 100, "completed": 75}
+    ]
 
 
 def test_zero_counts_are_left_out_like_ollama_does() -> None:
@@ -69,7 +79,7 @@ def test_zero_counts_are_left_out_like_ollama_does() -> None:
 def test_jobs_in_the_reply_count_and_older_or_foreign_updates_are_ignored() -> None:
     stream = PullStream("llama3.2")
     lines = stream.begin(reply(["a", "b"], jobs=[progress("a", 7, "done", big=(9, 9))]))
-    assert lines[-1] == {"status": "pulling aaaaaaaaaaaa", "digest": BIG, "total": 9, "completed": 9}
+    assert lines[-1] == {"status": "pulling aaaaaaaaaaaa", "digest": BIG, "total": 9, "completed": 4}
     assert stream.pending == {"b"}
     assert stream.update(progress("a", 3, "failed")) == []  # older than the reply's state
     other_replica = PullProgress(source="cp2", seq=99, backend="b", model="llama3.2", state="failed")
