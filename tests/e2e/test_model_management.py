@@ -156,7 +156,8 @@ async def test_pull_streams_progress_and_the_model_is_required_and_routes(cluste
     # Already everywhere: success at once (the finished layers shown complete), nothing pulled again.
     again = [part async for part in await cluster.client.pull("SmolLM:135m", stream=True)]
     assert again[0].status == "pulling manifest" and again[-1].status == "success"
-    assert all(p.completed == p.total for p in again if p.digest), [(p.digest[7:12], p.completed, p.total) for p in again if p.digest]
+    shown = [(p.digest[7:12], p.completed, p.total) for p in again if p.digest]
+    assert all(done == total for _, done, total in shown), shown
     assert (await cluster.stats("first"))["by_path"]["/api/pull"] == 1
     assert await required_models(cluster) == ["smollm:135m"]
 
