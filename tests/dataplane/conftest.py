@@ -1,4 +1,5 @@
-"""Fixtures for data-plane integration tests: a bus of the test's own, a snapshot writer, settings."""
+"""Fixtures for data-plane integration tests: a bus of the test's own, a snapshot writer, settings,
+and a running data plane."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from dataplane.settings import DataPlaneSettings
 from ollamaflow.sim import running_sim
 from shared.bus import Bus, BusNames
-from tests.dataplane.harness import SnapshotWriter
+from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, running_dataplane
 
 
 @pytest.fixture
@@ -46,3 +47,10 @@ async def backend_urls() -> AsyncIterator[list[str]]:
     """Three simulated Ollama backends."""
     async with AsyncExitStack() as stack:
         yield [await stack.enter_async_context(running_sim()) for _ in range(3)]
+
+
+@pytest.fixture
+async def dp(dp_settings: DataPlaneSettings) -> AsyncIterator[RunningDataPlane]:
+    """A data plane serving on a free port, reading the test's bus."""
+    async with running_dataplane(dp_settings) as running:
+        yield running

@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from dataplane.settings import DataPlaneSettings
 from shared.snapshot import BackendView, FrontendView, SnapshotContent
-from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, content, running_dataplane
+from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, content
 from tests.dataplane.recorder import Recorder, recorder
 
 
@@ -22,12 +21,6 @@ from tests.dataplane.recorder import Recorder, recorder
 async def rec() -> AsyncIterator[Recorder]:
     async with recorder() as r:
         yield r
-
-
-@pytest.fixture
-async def dp(dp_settings: DataPlaneSettings) -> AsyncIterator[RunningDataPlane]:
-    async with running_dataplane(dp_settings) as running:
-        yield running
 
 
 async def _publish(

@@ -5,22 +5,19 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import httpx
-import pytest
 
 from dataplane.explain import MAX_HEADER, dry_run, route_header
 from dataplane.routing import RequestKind, RoutingTable
-from dataplane.settings import DataPlaneSettings
 from dataplane.sticky import short_hash
 from ollamaflow.sim import running_sim
 from shared.bus import Bus
 from shared.errors import BusNoResponder
 from shared.snapshot import BackendView, FrontendView, LoadedModel, SnapshotContent, seal
 from shared.wire.explain import ExplainReply, ExplainRequest, decode_reply, encode
-from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, content, running_dataplane
+from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, content
 from tests.support.processes import free_port
 
 COMPLETIONS = RequestKind.COMPLETIONS
@@ -187,12 +184,6 @@ def test_dry_run_errors_come_back_in_the_reply() -> None:
 
 
 # --- Through a running data plane: real HTTP, real bus, simulated backends --------------------------
-
-
-@pytest.fixture
-async def dp(dp_settings: DataPlaneSettings) -> AsyncIterator[RunningDataPlane]:
-    async with running_dataplane(dp_settings) as running:
-        yield running
 
 
 async def _serve(

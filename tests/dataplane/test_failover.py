@@ -22,19 +22,12 @@ import pytest
 from aiohttp import web
 
 from dataplane.proxy import MAX_ATTEMPTS
-from dataplane.settings import DataPlaneSettings
 from ollamaflow.sim import SimConfig, running_sim
 from shared.snapshot import ApiFormat, BackendView, FrontendView, SnapshotContent
-from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, running_dataplane
+from tests.dataplane.harness import RunningDataPlane, SnapshotWriter
 
 MESSAGES = [{"role": "user", "content": "Tell me about load balancers."}]
 GENERATE = {"model": "llama3.2", "prompt": "x", "stream": False}
-
-
-@pytest.fixture
-async def dp(dp_settings: DataPlaneSettings) -> AsyncIterator[RunningDataPlane]:
-    async with running_dataplane(dp_settings) as running:
-        yield running
 
 
 async def _serve(

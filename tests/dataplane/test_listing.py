@@ -15,17 +15,10 @@ import pytest
 
 from dataplane.listing import OLLAMA_NAMES
 from dataplane.merge import find_entry, listed_entries, merge_unique, sort_by_expiry
-from dataplane.settings import DataPlaneSettings
 from ollamaflow.sim import running_sim
 from shared.errors import UpstreamProtocolError
 from shared.snapshot import BackendView, FrontendView, SnapshotContent
-from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, running_dataplane
-
-
-@pytest.fixture
-async def dp(dp_settings: DataPlaneSettings) -> AsyncIterator[RunningDataPlane]:
-    async with running_dataplane(dp_settings) as running:
-        yield running
+from tests.dataplane.harness import RunningDataPlane, SnapshotWriter
 
 
 async def _serve(

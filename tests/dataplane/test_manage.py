@@ -12,15 +12,8 @@ import httpx
 import ollama
 import pytest
 
-from dataplane.settings import DataPlaneSettings
 from shared.snapshot import BackendView, FrontendView, SnapshotContent
-from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, running_dataplane
-
-
-@pytest.fixture
-async def dp(dp_settings: DataPlaneSettings) -> AsyncIterator[RunningDataPlane]:
-    async with running_dataplane(dp_settings) as running:
-        yield running
+from tests.dataplane.harness import RunningDataPlane, SnapshotWriter
 
 
 async def _serve(

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import ollama
 import pytest
 
-from dataplane.settings import DataPlaneSettings
 from ollamaflow.sim import SimConfig, running_sim
 from shared.snapshot import BackendView, FrontendView, SnapshotContent
-from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, running_dataplane
+from tests.dataplane.harness import RunningDataPlane, SnapshotWriter
 
 MESSAGES = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-async def dp(dp_settings: DataPlaneSettings) -> AsyncIterator[RunningDataPlane]:
-    async with running_dataplane(dp_settings) as running:
-        yield running
 
 
 async def _publish(

@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import struct
-from collections.abc import AsyncIterator
 
 import httpx
 import ollama
 import openai
 import pytest
 
-from dataplane.settings import DataPlaneSettings
 from ollamaflow.sim import SimConfig, running_sim
 from shared.snapshot import ApiFormat, BackendView, FrontendView, SnapshotContent
-from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, eventually, running_dataplane
+from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, eventually
 
 MESSAGES = [{"role": "user", "content": "Tell me about load balancers."}]
 WEATHER_TOOL = {
@@ -35,12 +33,6 @@ WEATHER_TOOL = {
         },
     },
 }
-
-
-@pytest.fixture
-async def dp(dp_settings: DataPlaneSettings) -> AsyncIterator[RunningDataPlane]:
-    async with running_dataplane(dp_settings) as running:
-        yield running
 
 
 async def _serve(writer: SnapshotWriter, dp: RunningDataPlane, url: str, api_format: ApiFormat) -> None:

@@ -14,9 +14,8 @@ import httpx
 import openai
 import pytest
 
-from dataplane.settings import DataPlaneSettings
 from shared.snapshot import ApiFormat, BackendView, FrontendView, SnapshotContent
-from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, running_dataplane
+from tests.dataplane.harness import RunningDataPlane, SnapshotWriter
 from tests.dataplane.recorder import Recorder, recorder
 
 OLLAMA_PINS = {"options": {"num_ctx": 8192}, "keep_alive": "10m"}
@@ -28,12 +27,6 @@ CHAT = [{"role": "user", "content": "hi"}]
 async def recs() -> AsyncIterator[tuple[Recorder, Recorder]]:
     async with recorder() as one, recorder() as two:
         yield one, two
-
-
-@pytest.fixture
-async def dp(dp_settings: DataPlaneSettings) -> AsyncIterator[RunningDataPlane]:
-    async with running_dataplane(dp_settings) as running:
-        yield running
 
 
 async def _publish(

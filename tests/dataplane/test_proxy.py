@@ -6,24 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import httpx
 import ollama
 import pytest
 
-from dataplane.settings import DataPlaneSettings
 from ollamaflow.sim import running_sim
 from shared.snapshot import FrontendView, LoadBalancing
-from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, content, eventually, running_dataplane
+from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, content, eventually
 
 MESSAGES = [{"role": "user", "content": "Tell me about load balancers."}]
-
-
-@pytest.fixture
-async def dp(dp_settings: DataPlaneSettings) -> AsyncIterator[RunningDataPlane]:
-    async with running_dataplane(dp_settings) as running:
-        yield running
 
 
 async def _serve(

@@ -7,17 +7,15 @@ import asyncio
 import contextlib
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from dataplane.routing import Pool, RequestKind, RoutingTable
-from dataplane.settings import DataPlaneSettings
 from dataplane.strategies import least_connections, model_aware, rotated
 from ollamaflow.sim import running_sim
 from shared.snapshot import BackendView, FrontendView, LoadBalancing, LoadedModel, SnapshotContent, seal
-from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, eventually, running_dataplane
+from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, eventually
 
 COMPLETIONS = RequestKind.COMPLETIONS
 
@@ -154,12 +152,6 @@ def test_pure_helpers_keep_rotation_for_ties() -> None:
 
 
 # --- Through a running data plane: ModelAware with admission, real HTTP to simulators --------------
-
-
-@pytest.fixture
-async def dp(dp_settings: DataPlaneSettings) -> AsyncIterator[RunningDataPlane]:
-    async with running_dataplane(dp_settings) as running:
-        yield running
 
 
 async def _sim_in_flight(client: httpx.AsyncClient, sim: str) -> int:

@@ -15,12 +15,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import ollama
-import pytest
 from aiohttp import web
 
-from dataplane.settings import DataPlaneSettings
 from shared.snapshot import BackendView, FrontendView, SnapshotContent
-from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, running_dataplane
+from tests.dataplane.harness import RunningDataPlane, SnapshotWriter
 
 OPTIONS = {"temperature": 0.5, "top_k": 20, "min_p": 0.05, "repeat_penalty": 1.1, "num_predict": 7}
 EXTRAS = ("top_k", "min_p", "repetition_penalty", "repeat_penalty", "chat_template_kwargs")
@@ -58,12 +56,6 @@ async def openai_recorder() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}", seen
     finally:
         await runner.cleanup()
-
-
-@pytest.fixture
-async def dp(dp_settings: DataPlaneSettings) -> AsyncIterator[RunningDataPlane]:
-    async with running_dataplane(dp_settings) as running:
-        yield running
 
 
 async def _serve_only(writer: SnapshotWriter, dp: RunningDataPlane, url: str, dialect: str) -> None:
