@@ -100,6 +100,22 @@ async def _worker(client: httpx.AsyncClient, url: str, requests: int, failures: 
             failures.append(f"{answer.status_code} {answer.text[:200]}")
 
 
+async def _load_within_limit(planes: list[str], sim: str) -> None:
+    """16 clients per data plane, 6 requests each, all answered; the simulator never saw more than
+    LIMIT at once."""
+    failures: list[str] = []
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=200)) as client:
+        await _until_ready(client, planes)
+        await client.post(sim + "/_sim/reset")
+        workers = [_worker(client, url, 6, failures) for url in planes for _ in range(16)]
+        await asyncio.gather(*workers)
+        stats = (await client.get(sim + "/_sim/stats")).json()
+    assert failures == []
+    # (The control plane's probes reach the simulator too: count only the proxied requests.)
+    assert stats["by_path"]["/api/generate"] + stats["by_path"]["/api/chat"] == len(planes) * 16 * 6
+    assert 1 <= stats["peak_concurrent"] <= LIMIT
+
+
 async def test_two_dataplanes_under_heavy_load_never_exceed_a_backends_limit_together(
     processes: tuple[ExitStack, Path, dict[str, str]], nats_url: str, bus_namespace: str
 ) -> None:
@@ -120,17 +136,7 @@ async def test_two_dataplanes_under_heavy_load_never_exceed_a_backends_limit_tog
     await _publish(
         nats_url, bus_namespace, SnapshotContent(frontends=(frontend,), backends=(backend,), cluster=cluster)
     )
-    failures: list[str] = []
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=200)) as client:
-        await _until_ready(client, planes)
-        await client.post(sim + "/_sim/reset")
-        workers = [_worker(client, url, 6, failures) for url in planes for _ in range(16)]
-        await asyncio.gather(*workers)
-        stats = (await client.get(sim + "/_sim/stats")).json()
-    assert failures == []
-    # (The control plane's probes reach the simulator too: count only the proxied requests.)
-    assert stats["by_path"]["/api/generate"] + stats["by_path"]["/api/chat"] == 2 * 16 * 6
-    assert 1 <= stats["peak_concurrent"] <= LIMIT
+    await _load_within_limit(planes, sim)
 
 
 async def test_a_backend_killed_while_answering_costs_no_client_request(
@@ -227,14 +233,4 @@ async def test_the_control_planes_split_keeps_two_dataplanes_within_the_limit(
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("the control plane never published both data planes' shares")
-    failures: list[str] = []
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=200)) as client:
-        await _until_ready(client, planes)
-        await client.post(sim + "/_sim/reset")
-        workers = [_worker(client, url, 6, failures) for url in planes for _ in range(16)]
-        await asyncio.gather(*workers)
-        stats = (await client.get(sim + "/_sim/stats")).json()
-    assert failures == []
-    # (The control plane's probes reach the simulator too: count only the proxied requests.)
-    assert stats["by_path"]["/api/generate"] + stats["by_path"]["/api/chat"] == 2 * 16 * 6
-    assert 1 <= stats["peak_concurrent"] <= LIMIT
+    await _load_within_limit(planes, sim)
