@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,6 @@ import pytest
 from dataplane.app import DataPlane
 from dataplane.settings import DataPlaneSettings
 from ollamaflow.sim import SimConfig, running_sim
-from shared.bus import Bus, BusNames
 from shared.snapshot import ApiFormat, BackendView, FrontendView, SnapshotContent
 from tests.dataplane.harness import SnapshotWriter, running_dataplane
 
@@ -148,36 +146,22 @@ def test_every_row_has_a_sample_request() -> None:
 
 
 @pytest.fixture
-async def dataplane_url(nats_url: str, bus_namespace: str) -> AsyncIterator[str]:
+async def dataplane_url(dp_settings: DataPlaneSettings, writer: SnapshotWriter) -> AsyncIterator[str]:
     """A data plane with one frontend per backend format, told apart by Host."""
-    settings = DataPlaneSettings(
-        nats_url=nats_url,
-        bus_namespace=bus_namespace,
-        dataplane_id="dp-" + uuid.uuid4().hex[:8],
-        snapshot_poll_interval=0.5,
-        upstream_connect_timeout=2.0,
-    )
-    bus = Bus(nats_url, BusNames(bus_namespace), client_name="conformance-test")
-    await bus.connect()
-    try:
-        async with (
-            running_sim(SimConfig()) as ollama_sim,
-            running_sim(SimConfig(format="openai")) as openai_sim,
-            running_dataplane(settings) as dp,
-        ):
-            sims: dict[ApiFormat, str] = {"Ollama": ollama_sim, "OpenAI": openai_sim}
-            backends = tuple(
-                BackendView(
-                    id=fmt, base_url=url, api_format=fmt, models=SimConfig().models, models_known=True
-                )
-                for fmt, url in sims.items()
-            )
-            frontends = tuple(FrontendView(id=fmt, hostname=HOSTS[fmt], backends=(fmt,)) for fmt in sims)
-            await SnapshotWriter(bus).publish(SnapshotContent(frontends=frontends, backends=backends), 1)
-            await dp.wait_revision(1)
-            yield dp.url
-    finally:
-        await bus.close()
+    async with (
+        running_sim(SimConfig()) as ollama_sim,
+        running_sim(SimConfig(format="openai")) as openai_sim,
+        running_dataplane(dp_settings) as dp,
+    ):
+        sims: dict[ApiFormat, str] = {"Ollama": ollama_sim, "OpenAI": openai_sim}
+        backends = tuple(
+            BackendView(id=fmt, base_url=url, api_format=fmt, models=SimConfig().models, models_known=True)
+            for fmt, url in sims.items()
+        )
+        frontends = tuple(FrontendView(id=fmt, hostname=HOSTS[fmt], backends=(fmt,)) for fmt in sims)
+        await writer.publish(SnapshotContent(frontends=frontends, backends=backends), 1)
+        await dp.wait_revision(1)
+        yield dp.url
 
 
 async def test_each_cell_is_what_a_client_gets(dataplane_url: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -23,7 +22,6 @@ from pydantic import BaseModel
 
 from dataplane.settings import DataPlaneSettings
 from ollamaflow.sim import SimConfig, running_sim
-from shared.bus import Bus, BusNames
 from shared.snapshot import ApiFormat, BackendView, FrontendView, SnapshotContent
 from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, running_dataplane
 
@@ -45,25 +43,15 @@ class City(BaseModel):
 
 
 @pytest.fixture(params=FORMATS)
-async def frontend(request: pytest.FixtureRequest, nats_url: str, bus_namespace: str) -> AsyncIterator[str]:
+async def frontend(
+    request: pytest.FixtureRequest, dp_settings: DataPlaneSettings, writer: SnapshotWriter
+) -> AsyncIterator[str]:
     """A data plane whose one frontend has one simulated backend of the parameter's format."""
     backend_format: ApiFormat = request.param
-    settings = DataPlaneSettings(
-        nats_url=nats_url,
-        bus_namespace=bus_namespace,
-        dataplane_id="dp-" + uuid.uuid4().hex[:8],
-        snapshot_poll_interval=0.5,
-        upstream_connect_timeout=2.0,
-    )
-    bus = Bus(nats_url, BusNames(bus_namespace), client_name="langchain-test")
-    await bus.connect()
-    try:
-        sim_format = "openai" if backend_format == "OpenAI" else "ollama"
-        async with running_sim(SimConfig(format=sim_format)) as sim, running_dataplane(settings) as dp:
-            await _publish(SnapshotWriter(bus), dp, sim, backend_format)
-            yield dp.url
-    finally:
-        await bus.close()
+    sim_format = "openai" if backend_format == "OpenAI" else "ollama"
+    async with running_sim(SimConfig(format=sim_format)) as sim, running_dataplane(dp_settings) as dp:
+        await _publish(writer, dp, sim, backend_format)
+        yield dp.url
 
 
 async def _publish(writer: SnapshotWriter, dp: RunningDataPlane, sim: str, api_format: ApiFormat) -> None:
