@@ -122,3 +122,13 @@ async def running_dataplane(
         server.should_exit = True
         await asyncio.to_thread(thread.join, 15)
         sock.close()
+
+
+async def serve_frontend(
+    writer: SnapshotWriter, dp: RunningDataPlane, backends: list[BackendView], **frontend: object
+) -> None:
+    """Publish one catch-all frontend ``f`` over ``backends`` and wait until ``dp`` applied it."""
+    view = FrontendView(id="f", hostname="*", backends=tuple(b.id for b in backends), **frontend)  # type: ignore[arg-type]
+    revision = dp.app.state.revision + 1
+    await writer.publish(SnapshotContent(frontends=(view,), backends=tuple(backends)), revision)
+    await dp.wait_revision(revision)

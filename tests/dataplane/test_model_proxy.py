@@ -7,19 +7,10 @@ import ollama
 import pytest
 
 from ollamaflow.sim import SimConfig, running_sim
-from shared.snapshot import BackendView, FrontendView, SnapshotContent
-from tests.dataplane.harness import RunningDataPlane, SnapshotWriter
+from shared.snapshot import BackendView
+from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, serve_frontend
 
 MESSAGES = [{"role": "user", "content": "hi"}]
-
-
-async def _publish(
-    writer: SnapshotWriter, dp: RunningDataPlane, backends: list[BackendView], **frontend: object
-) -> None:
-    view = FrontendView(id="f", hostname="*", backends=tuple(b.id for b in backends), **frontend)  # type: ignore[arg-type]
-    revision = dp.app.state.revision + 1
-    await writer.publish(SnapshotContent(frontends=(view,), backends=tuple(backends)), revision)
-    await dp.wait_revision(revision)
 
 
 async def test_each_model_goes_to_a_backend_that_has_it(dp: RunningDataPlane, writer: SnapshotWriter) -> None:
@@ -27,7 +18,7 @@ async def test_each_model_goes_to_a_backend_that_has_it(dp: RunningDataPlane, wr
         running_sim(SimConfig(models=("llama3:latest",))) as llama,
         running_sim(SimConfig(models=("qwen2.5:0.5b",))) as qwen,
     ):
-        await _publish(
+        await serve_frontend(
             writer,
             dp,
             [
@@ -55,7 +46,7 @@ async def test_a_required_model_not_yet_pulled_is_a_503_with_retry_after(
 ) -> None:
     async with running_sim(SimConfig(models=("llama3:latest",))) as sim:
         backend = BackendView(id="sim", base_url=sim, models=("llama3:latest",), models_known=True)
-        await _publish(writer, dp, [backend], required_models=("phi3:mini",))
+        await serve_frontend(writer, dp, [backend], required_models=("phi3:mini",))
         async with httpx.AsyncClient(base_url=dp.url) as client:
             answer = await client.post("/api/generate", json={"model": "phi3:mini", "prompt": "x"})
             assert answer.status_code == 503
@@ -67,7 +58,7 @@ async def test_a_backend_whose_inventory_is_unknown_gets_every_model(
     dp: RunningDataPlane, writer: SnapshotWriter
 ) -> None:
     async with running_sim(SimConfig(models=("llama3:latest",))) as sim:
-        await _publish(writer, dp, [BackendView(id="sim", base_url=sim)])  # models_known False
+        await serve_frontend(writer, dp, [BackendView(id="sim", base_url=sim)])  # models_known False
         async with httpx.AsyncClient(base_url=dp.url) as client:
             answer = await client.post(
                 "/api/chat", json={"model": "llama3", "messages": MESSAGES, "stream": False}
