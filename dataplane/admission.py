@@ -40,8 +40,8 @@ __all__ = ["Admission", "QueueRejected"]
 class Admission:
     """``Gates`` on the event loop: waiting requests are futures, refills are timers.
 
-    ``refresh`` is called per request with the applied snapshot and costs one identity check unless
-    the snapshot changed; the per-snapshot work (shares, gates) happens there, once.
+    ``refresh`` is called with each snapshot the data plane applies (``SnapshotState.listeners``);
+    the per-snapshot work (shares, gates) happens there, once, not on the request path.
     """
 
     def __init__(self, dataplane_id: str, *, clock: Callable[[], float] = time.monotonic) -> None:

@@ -103,6 +103,9 @@ class DataPlane:
             time.monotonic, threshold=settings.eject_after_errors, cooldown=settings.eject_cooldown
         )
         self.admission = Admission(settings.dataplane_id)
+        # Limits follow each applied snapshot at once, so the revision this data plane reports is the
+        # one its admission enforces (peers rely on that when shares move).
+        self.state.listeners.append(self.admission.refresh)
         self.sync = BusSync(
             self.bus,
             self.state,
@@ -198,7 +201,6 @@ class DataPlane:
 
     def _share_of(self, backend_id: str) -> int | None:
         """This data plane's share of a backend's MaxParallelRequests, for routing explanations."""
-        self.admission.refresh(self.state.snapshot)
         gate = self.admission.gates.gate(backend_id)
         return gate.max_parallel if gate is not None else None
 

@@ -64,7 +64,11 @@ class Proxy:
         breakers: Breakers,
         admission: Admission | None = None,
     ) -> None:
-        self._admission = admission if admission is not None else Admission("")
+        if admission is None:
+            admission = Admission("")
+            state.listeners.append(admission.refresh)
+            admission.refresh(state.snapshot)
+        self._admission = admission
         self._breakers = breakers
         self._state = state
         self._translations = translations
@@ -101,7 +105,6 @@ class Proxy:
             await send_error(send, endpoint.api_format, exc.status, exc.message, [id_header])
             return
         self._traffic.requests_total += 1
-        self._admission.refresh(self._state.snapshot)  # an identity check unless the snapshot changed
         peer = scope.get("client")
         forwarded_for = client.forwarded_for
         if peer:  # the client's own address joins the chain

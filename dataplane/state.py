@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,8 @@ class SnapshotState:
     table: RoutingTable = field(default_factory=RoutingTable)
     # The last snapshot problem (for the report); cleared when a newer snapshot is applied.
     error: str = ""
+    # Called with each newly applied snapshot, right after the table swap (e.g. admission's limits).
+    listeners: list[Callable[[Snapshot], None]] = field(default_factory=list)
     _last_data: bytes = b""
 
     @property
@@ -56,6 +59,8 @@ class SnapshotState:
         self.table = RoutingTable.build(snapshot, previous=self.table, rng=self.rng)
         self.snapshot = snapshot
         self.error = ""
+        for listener in self.listeners:
+            listener(snapshot)
         log.info("applied snapshot revision %d from %s", snapshot.revision, source)
         if save:
             self._save(data)

@@ -137,9 +137,6 @@ class BusSync:
 
     def report(self) -> DataPlaneReport:
         identity = self._identity
-        if self._admission is not None:
-            # The revision reported must be the one admission enforces: peers rely on it.
-            self._admission.refresh(self._state.snapshot)
         return DataPlaneReport(
             id=identity.id,
             applied_revision=self._state.revision,
