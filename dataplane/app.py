@@ -23,9 +23,10 @@ from dataplane.admission import Admission
 from dataplane.breaker import Breakers
 from dataplane.explainer import Explainer
 from dataplane.incoming import Receive
-from dataplane.listing import MODEL_PREFIX, Listing
+from dataplane.listing import Listing
 from dataplane.manage import ModelManagement
-from dataplane.manage_proxy import BLOB_PREFIX, Authoring
+from dataplane.manage_proxy import Authoring
+from dataplane.paths import BLOB_PREFIX, MODEL_PREFIX, raw_path
 from dataplane.proxy import Endpoint, Proxy
 from dataplane.responses import OLLAMA_VERSION, TEXT, Send, send_bytes, send_error, send_json
 from dataplane.routing import RequestKind
@@ -157,16 +158,18 @@ class DataPlane:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
-        path: str = scope["path"]
+        # The raw path: a percent-encoded "/" or "." must not reach another route (dataplane.paths).
+        path = raw_path(scope)
         route = self._routes.get(path)
         if route is None and len(path) > 1 and path.endswith("/"):
-            route = self._routes.get(path.rstrip("/"))
+            route = self._routes.get(path[:-1])
         if route is None and path.startswith(MODEL_PREFIX):
             route = self._routes[MODEL_PREFIX]
         if route is None and path.startswith(BLOB_PREFIX):
-            route = self._routes[BLOB_PREFIX]
+            route = self._routes[BLOB_PREFIX]  # its handler accepts only a well-formed digest
         if route is None:
-            await send_error(send, "Ollama", 404, f"no route for {path}")
+            shown = path if len(path) <= 200 else path[:200] + "..."
+            await send_error(send, "Ollama", 404, f"no route for {shown}")
         elif scope["method"] not in route.methods:
             allow = ", ".join(sorted(route.methods)).encode()
             await send_error(send, route.api_format, 405, "method not allowed", [(b"allow", allow)])

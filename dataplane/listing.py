@@ -22,6 +22,7 @@ import msgspec
 from dataplane.headers import read_client_headers
 from dataplane.incoming import BadRequest, ClientGone, Receive, read_body
 from dataplane.merge import Entry, find_entry, listed_entries, merge_unique, sort_by_expiry
+from dataplane.paths import model_id, raw_path
 from dataplane.responses import JSON, Send, send_bytes, send_error, send_json
 from dataplane.routing import FrontendRoute, Target
 from dataplane.state import SnapshotState
@@ -33,14 +34,12 @@ from shared.snapshot import ApiFormat, BackendView, Snapshot
 from shared.wire import openai
 from shared.wire.ollama import ModelRequest
 
-__all__ = ["LIST_TIMEOUT", "MODEL_PREFIX", "Listing"]
+__all__ = ["LIST_TIMEOUT", "Listing"]
 
 log = logging.getLogger("ollamaflow.dataplane.listing")
 
 # Seconds one backend may take to answer a listing call before the list goes on without it.
 LIST_TIMEOUT = 5.0
-# /v1/models/{id}: the id is the rest of the path, "/" and ":" included.
-MODEL_PREFIX = "/v1/models/"
 
 OLLAMA_NAMES = ("model", "name")  # ollama-python reads "model"; older servers only set "name"
 OPENAI_NAMES = ("id",)
@@ -118,7 +117,7 @@ class Listing:
 
     async def model(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         """GET /v1/models/{id}: one entry of the list, or OpenAI's 404 with ``model_not_found``."""
-        name: str = scope["path"][len(MODEL_PREFIX) :]  # the server has percent-decoded the path
+        name = model_id(raw_path(scope))  # the rest of the path, "/" and ":" included
         if not name.strip("/"):
             await self.models(scope, receive, send)
             return

@@ -26,6 +26,7 @@ from dataplane.framing import ndjson_error_line
 from dataplane.headers import ClientHeaders, read_client_headers, response_headers
 from dataplane.incoming import BodyTooLarge, ClientGone, Receive, read_body
 from dataplane.manage import ModelManagement
+from dataplane.paths import BLOB_PREFIX, blob_digest, raw_path
 from dataplane.responses import Send, send_error
 from dataplane.routing import FrontendRoute, Target
 from dataplane.state import SnapshotState
@@ -33,11 +34,9 @@ from dataplane.translate.errors import unsupported_operation
 from shared.errors import NoBackendAvailable, OllamaFlowError
 from shared.snapshot import BackendView
 
-__all__ = ["BLOB_PREFIX", "Authoring"]
+__all__ = ["Authoring"]
 
 log = logging.getLogger("ollamaflow.dataplane.manage")
-
-BLOB_PREFIX = "/api/blobs/"
 
 
 class _CreateBody(msgspec.Struct, kw_only=True):
@@ -80,24 +79,38 @@ class Authoring:
             self._client = None
 
     async def create(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
-        await self._proxy(scope, receive, send, whole_body=True)
+        await self._proxy(scope, receive, send, "/api/create", whole_body=True)
 
     async def push(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
-        await self._proxy(scope, receive, send)
+        await self._proxy(scope, receive, send, "/api/push")
 
     async def blob(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
-        await self._proxy(scope, receive, send)
+        digest = blob_digest(raw_path(scope))
+        if digest is None:
+            message = "invalid blob digest: expected 'sha256:' followed by 64 hexadecimal digits"
+            request_id = (b"x-ollamaflow-request", os.urandom(16).hex().encode())
+            await send_error(send, "Ollama", 400, message, [request_id])
+            return
+        await self._proxy(scope, receive, send, BLOB_PREFIX + digest)
 
     async def _proxy(
-        self, scope: MutableMapping[str, Any], receive: Receive, send: Send, *, whole_body: bool = False
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Receive,
+        send: Send,
+        backend_path: str,
+        *,
+        whole_body: bool = False,
     ) -> None:
+        """Forward to the frontend's authoring backend at ``backend_path``, a fixed path (plus a
+        checked digest): nothing of the client's path reaches the backend."""
         id_header = (b"x-ollamaflow-request", os.urandom(16).hex().encode())
         try:
             client = read_client_headers(scope["headers"])
             route = self._state.table.frontend_for(client.host)
             snapshot = self._state.snapshot
             backends = {b.id: b for b in snapshot.content.backends} if snapshot is not None else {}
-            operation = BLOB_PREFIX.rstrip("/") if scope["path"].startswith(BLOB_PREFIX) else scope["path"]
+            operation = BLOB_PREFIX.rstrip("/") if backend_path.startswith(BLOB_PREFIX) else backend_path
             view = author_backend(route, backends, operation)
             limit = route.frontend.max_request_body_size
             created = ""
@@ -116,7 +129,9 @@ class Authoring:
             await send_error(send, "Ollama", exc.status, exc.message, [id_header])
             return
         target = Target.from_backend(view)
-        request = self._request(scope, client, target, view, body, id_header[1], route.read_timeout)
+        request = self._request(
+            scope, backend_path, client, target, view, body, id_header[1], route.read_timeout
+        )
         assert self._client is not None
         try:
             response = await self._client.send(request, stream=True)
@@ -127,7 +142,7 @@ class Authoring:
             return
         except httpx.HTTPError as exc:
             message = f"backend {view.id} failed: {type(exc).__name__}: {exc}".rstrip(": ")
-            log.warning("%s %s: %s", scope["method"], scope["path"], message)
+            log.warning("%s %s: %s", scope["method"], backend_path, message)
             await send_error(
                 send, "Ollama", 504 if isinstance(exc, httpx.TimeoutException) else 502, message, [id_header]
             )
@@ -155,7 +170,7 @@ class Authoring:
             await send({"type": "http.response.body", "body": last})
         except httpx.HTTPError as exc:
             guard.finishing = True
-            log.warning("%s %s: backend %s broke off: %s", scope["method"], scope["path"], view.id, exc)
+            log.warning("%s %s: backend %s broke off: %s", scope["method"], backend_path, view.id, exc)
             tail = b""
             if "ndjson" in response.headers.get("content-type", ""):
                 tail = ndjson_error_line(f"backend {view.id} broke off: {exc}", after=last)
@@ -165,7 +180,7 @@ class Authoring:
             if not guard.client_gone:
                 raise
             task.uncancel()
-            log.debug("%s %s: the client went away; upstream request dropped", scope["method"], scope["path"])
+            log.debug("%s %s: the client went away; upstream request dropped", scope["method"], backend_path)
         finally:
             guard.close()
             await response.aclose()
@@ -173,6 +188,7 @@ class Authoring:
     def _request(
         self,
         scope: MutableMapping[str, Any],
+        backend_path: str,
         client: ClientHeaders,
         target: Target,
         view: BackendView,
@@ -181,7 +197,7 @@ class Authoring:
         read_timeout: float,
     ) -> httpx.Request:
         query = "&".join(q for q in (scope["query_string"].decode("latin-1"), view.querystring or "") if q)
-        url = target.base_url + scope["path"] + ("?" + query.lstrip("?") if query else "")
+        url = target.base_url + backend_path + ("?" + query.lstrip("?") if query else "")
         headers = [
             (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in client.forward

@@ -1,7 +1,8 @@
 """A tiny backend that records what reaches it: the simulator answers like Ollama, this one shows
 what the data plane actually sent (headers, query, exact body bytes) and can misbehave on cue.
 
-The ``model`` of the request picks the behaviour: ``echo`` (200 JSON), ``teapot`` (418 with a body),
+Any method and path is recorded (``method``, ``path``); a POST's ``model`` picks the behaviour:
+``echo`` (200 JSON), ``teapot`` (418 with a body),
 ``slow`` (no answer for 5 s), ``break`` (two NDJSON lines, then the connection drops).
 """
 
@@ -25,6 +26,8 @@ class Recorded:
     raw_headers: list[tuple[str, str]]
     query: str
     body: bytes
+    method: str = "POST"
+    path: str = ""  # as sent, percent-escapes kept
 
 
 @dataclass
@@ -40,8 +43,12 @@ class Recorder:
                 raw_headers=[(k, v) for k, v in request.headers.items()],
                 query=request.query_string,
                 body=body,
+                method=request.method,
+                path=request.raw_path.partition("?")[0],
             )
         )
+        if request.method != "POST" or not body:
+            return web.json_response({"models": []} if request.method == "GET" else {"ok": True})
         model = json.loads(body).get("model")
         if model == "teapot":
             return web.json_response({"error": "short and stout"}, status=418)
@@ -62,7 +69,7 @@ class Recorder:
 async def recorder() -> AsyncIterator[Recorder]:
     rec = Recorder()
     app = web.Application()
-    app.router.add_post("/{tail:.*}", rec.handle)
+    app.router.add_route("*", "/{tail:.*}", rec.handle)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     sock = socket.socket()
