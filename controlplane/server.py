@@ -13,6 +13,7 @@ import uvicorn
 
 from controlplane.app import create_app
 from controlplane.settings import load_settings
+from shared.logs import install_redaction
 
 __all__ = ["configure_logging", "serve"]
 
@@ -56,6 +57,7 @@ def configure_logging(level: str) -> None:
     # httpx logs every request at INFO: with probes every few seconds per backend that buries what
     # matters (health changes, pulls, publishes), which our own loggers say. Shown at DEBUG.
     logging.getLogger("httpx").setLevel(logging.NOTSET if level.upper() == "DEBUG" else logging.WARNING)
+    install_redaction()  # probes call URLs with backends' query strings: no credential in any line
 
 
 def _loop() -> str:

@@ -14,8 +14,9 @@ import uvloop
 
 from dataplane.app import create_app
 from dataplane.settings import DataPlaneSettings, load_settings
+from shared.logs import install_redaction
 
-__all__ = ["DataPlaneServer", "serve", "uvicorn_config"]
+__all__ = ["DataPlaneServer", "configure_logging", "serve", "uvicorn_config"]
 
 
 class DataPlaneServer(uvicorn.Server):
@@ -50,6 +51,13 @@ def uvicorn_config(settings: DataPlaneSettings, **overrides: object) -> uvicorn.
     return uvicorn.Config(create_app(settings), **options)  # type: ignore[arg-type]
 
 
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx (model authoring) logs every request at INFO; our own loggers say what matters.
+    logging.getLogger("httpx").setLevel(logging.NOTSET if level.upper() == "DEBUG" else logging.WARNING)
+    install_redaction()  # no credential in any line, at any level
+
+
 def _stop(server: DataPlaneServer) -> None:
     if server.should_exit:  # a second signal: stop waiting for running requests
         server.force_exit = True
@@ -70,9 +78,7 @@ def serve(
     settings = load_settings(
         config_file=config_file, dataplane_host=host, dataplane_port=port, dataplane_id=dataplane_id
     )
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     logging.getLogger("ollamaflow.dataplane").info(
         "data plane %s on %s:%d (NATS %s, namespace %s)",
         settings.dataplane_id,

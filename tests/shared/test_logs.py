@@ -1,0 +1,52 @@
+"""No credential reaches a log line: query values, URL passwords, bearer/basic tokens, key headers."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+
+from shared.logs import RedactSecrets, install_redaction, redact
+
+
+@pytest.mark.parametrize(
+    ("line", "secret"),
+    [
+        ('HTTP Request: GET http://10.0.0.5:11434/api/tags?api_key=s3cret "HTTP/1.1 200 OK"', "s3cret"),
+        ("GET http://h:1/api/ps?a=1&token=s3cret", "s3cret"),
+        ("connected to NATS at nats://cp:s3cret@127.0.0.1:4222", "s3cret"),
+        ("headers {'Authorization': 'Bearer s3cret'}", "s3cret"),
+        ("[(b'authorization', b'Basic s3cret==')]", "s3cret"),
+        ('{"X-Api-Key": "s3cret"}', "s3cret"),
+        ("x-api-key: s3cret", "s3cret"),
+    ],
+)
+def test_credentials_are_replaced(line: str, secret: str) -> None:
+    cleaned = redact(line)
+    assert secret not in cleaned
+    assert "REDACTED" in cleaned
+
+
+def test_ordinary_text_is_left_alone() -> None:
+    for line in ("backend gpu1 is healthy again", "model llama3.2:latest pulled onto 3 backends", "a=b"):
+        assert redact(line) == line
+
+
+def test_every_handler_of_the_root_logger_redacts_records_and_tracebacks() -> None:
+    root = logging.getLogger("redaction-test-root")
+    root.propagate = False
+    out = io.StringIO()
+    root.addHandler(logging.StreamHandler(out))
+    install_redaction(root)
+    install_redaction(root)  # idempotent: one filter per handler
+    assert sum(isinstance(f, RedactSecrets) for f in root.handlers[0].filters) == 1
+    child = logging.getLogger("redaction-test-root.httpx")
+    child.warning("HTTP Request: %s %s", "GET", "http://b:1/x?api_key=s3cret")
+    try:
+        raise ValueError("cannot reach http://u:s3cret@b:1/?key=s3cret")
+    except ValueError:
+        child.exception("failed")
+    text = out.getvalue()
+    assert "s3cret" not in text
+    assert "api_key=REDACTED" in text and "ValueError" in text and "Traceback" in text
