@@ -129,9 +129,14 @@ class Authoring:
             await send_error(send, "Ollama", exc.status, exc.message, [id_header])
             return
         target = Target.from_backend(view)
-        request = self._request(
-            scope, backend_path, client, target, view, body, id_header[1], route.read_timeout
-        )
+        try:
+            request = self._request(
+                scope, backend_path, client, target, view, body, id_header[1], route.read_timeout
+            )
+        except (httpx.InvalidURL, ValueError) as exc:  # e.g. a query string no URL can hold
+            log.debug("%s %s: cannot forward the request: %s", scope["method"], backend_path, exc)
+            await send_error(send, "Ollama", 400, "invalid request: cannot be forwarded", [id_header])
+            return
         assert self._client is not None
         try:
             response = await self._client.send(request, stream=True)
@@ -198,20 +203,20 @@ class Authoring:
     ) -> httpx.Request:
         query = "&".join(q for q in (scope["query_string"].decode("latin-1"), view.querystring or "") if q)
         url = target.base_url + backend_path + ("?" + query.lstrip("?") if query else "")
-        headers = [
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in client.forward
-            if name not in target.header_names
-        ]
-        headers += list(target.headers)
-        headers.append(("X-OllamaFlow-Request", request_id.decode()))
+        # Bytes as received: a client's header value may hold any Latin-1 byte, which httpx would
+        # refuse to encode from text.
+        headers = [(name, value) for name, value in client.forward if name not in target.header_names]
+        own = target.headers
+        headers += [(k.encode("latin-1", "replace"), v.encode("latin-1", "replace")) for k, v in own]
+        headers.append((b"X-OllamaFlow-Request", request_id))
         if not any(name == b"accept-encoding" for name, _ in client.forward):
-            headers.append(("Accept-Encoding", "identity"))  # relayed raw: nothing the client did not ask for
+            # Relayed raw: no encoding the client did not ask for.
+            headers.append((b"Accept-Encoding", b"identity"))
         if isinstance(body, bytes):
             if scope["method"] != "HEAD":
-                headers.append(("Content-Length", str(len(body))))
+                headers.append((b"Content-Length", b"%d" % len(body)))
         elif client.content_length is not None:
-            headers.append(("Content-Length", str(client.content_length)))  # no chunking of a known size
+            headers.append((b"Content-Length", b"%d" % client.content_length))  # no chunking of a known size
         timeout = httpx.Timeout(self._connect_timeout, read=max(read_timeout, 60.0), write=None, pool=None)
         assert self._client is not None
         return self._client.build_request(

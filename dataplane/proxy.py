@@ -140,7 +140,7 @@ class Proxy:
         except OllamaFlowError as exc:  # only raised before the response started
             call.guard.finishing = True
             if not isinstance(exc, UpstreamError):  # _attempt and _forward logged those already
-                log.warning("request %s: %s", request_id, exc.message)
+                log.debug("request %s: %s", request_id, exc.message)  # the client hears it; no log flood
             headers = [id_header, *self._queue_header(call)]
             if call.decision is not None:
                 headers.append(self._route_header(call, None))
