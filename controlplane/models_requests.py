@@ -130,9 +130,15 @@ class ModelRequests:
             reply = await self._dispatch(request)
         except ApiError as exc:
             reply = ModelReply(status=exc.status, error=exc.description or exc.kind)
-        except Exception as exc:  # the database or a backend went away: the client gets an error
-            log.exception("model request %s for %s failed", request.action, request.frontend_id)
-            reply = ModelReply(status=503, error=f"the control plane cannot do this now: {exc}")
+        except Exception:  # the database or a backend went away: details for the log, not the client
+            log.exception(
+                "model request %s for %s failed (request %s)",
+                request.action,
+                request.frontend_id,
+                request.request_id or "-",
+            )
+            reference = f" (request {request.request_id})" if request.request_id else ""
+            reply = ModelReply(status=503, error=f"the control plane cannot do this now{reference}")
         return encode(reply)
 
     async def _dispatch(self, request: ModelRequest) -> ModelReply:

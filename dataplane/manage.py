@@ -219,7 +219,12 @@ class ModelManagement:
     async def _ask(
         self, request: ModelRequest, send: Send, id_header: tuple[bytes, bytes]
     ) -> ModelReply | None:
-        """The control plane's answer; None once an error has been sent to the client."""
+        """The control plane's answer; None once an error has been sent to the client.
+
+        What went wrong in detail stays in the log; the client gets a generic message naming its
+        request id (the control plane logs its own failures under the same id)."""
+        request_id = id_header[1].decode()
+        request = msgspec.structs.replace(request, request_id=request_id)
         try:
             data = await self._bus.request(
                 self._bus.names.models_subject, encode(request), wait=self._request_wait
@@ -230,14 +235,17 @@ class ModelManagement:
             await send_error(send, "Ollama", 503, message, [id_header])
             return None
         except BusError as exc:
-            await send_error(
-                send, "Ollama", 503, f"cannot {request.action} models now: {exc.message}", [id_header]
+            log.warning("request %s: asking the control plane failed: %s", request_id, exc.message)
+            message = (
+                f"cannot {request.action} models now: "
+                f"no answer from the control plane (request {request_id})"
             )
+            await send_error(send, "Ollama", 503, message, [id_header])
             return None
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            await send_error(
-                send, "Ollama", 502, f"unreadable answer from the control plane: {exc}", [id_header]
-            )
+            log.warning("request %s: unreadable answer from the control plane: %s", request_id, exc)
+            message = f"unreadable answer from the control plane (request {request_id})"
+            await send_error(send, "Ollama", 502, message, [id_header])
             return None
         if reply.status != 200:
             await send_error(send, "Ollama", reply.status, reply.error, [id_header])

@@ -42,6 +42,9 @@ class ModelRequest(msgspec.Struct, frozen=True, kw_only=True):
     model: str = ""
     destination: str = ""  # copy only
     backend: str = ""  # refresh only
+    # The client request's X-OllamaFlow-Request id: failures are logged under it, and the client's
+    # generic error names it.
+    request_id: str = ""
 
 
 class LayerProgress(msgspec.Struct, frozen=True, kw_only=True):
