@@ -34,8 +34,9 @@ _UPSERT = text(
     """
     INSERT INTO apikey_usage
         (key_identifier, source, requests_total, rate_limited_total, last_used_utc, updated_utc)
-    SELECT :key, :source, :requests, :limited, :seen, :now
-    WHERE EXISTS (SELECT 1 FROM apikeys WHERE identifier = :key)
+    SELECT identifier, CAST(:source AS varchar), CAST(:requests AS bigint), CAST(:limited AS bigint),
+           CAST(:seen AS timestamptz), CAST(:now AS timestamptz)
+    FROM apikeys WHERE identifier = CAST(:key AS varchar)
     ON CONFLICT (key_identifier, source) DO UPDATE SET
         last_used_utc = CASE
             WHEN EXCLUDED.requests_total + EXCLUDED.rate_limited_total
@@ -118,7 +119,7 @@ class KeyUsageRecorder:
             params.append(row | {"now": now})
         try:
             async with self._db.session() as session:
-                await session.execute(_UPSERT, params)
+                await session.exec(_UPSERT, params=params)
                 await session.commit()
         except Exception:
             self._pending |= rows  # the next flush tries again: the counters are absolute
@@ -129,7 +130,7 @@ class KeyUsageRecorder:
         cutoff = self._clock.now() - timedelta(seconds=self._fold_after)
         live = sorted(self._live_sources())
         async with self._db.session() as session:
-            await session.execute(_FOLD, {"cutoff": cutoff, "live": live})
+            await session.exec(_FOLD, params={"cutoff": cutoff, "live": live})
             await session.commit()
         for row, (_, _, seen) in list(self._heard.items()):
             if seen < cutoff and row[1] not in live:

@@ -157,5 +157,5 @@ async def _live_usage(session: AsyncSession, identifier: str | None) -> dict[str
     ).group_by(usage.key_identifier)
     if identifier is not None:
         query = query.where(col(usage.key_identifier) == identifier)
-    rows: Iterable[Any] = (await session.execute(query)).all()
+    rows: Iterable[Any] = (await session.exec(query)).all()
     return {key: _Usage(int(req or 0), int(lim or 0), last) for key, req, lim, last in rows}

@@ -156,7 +156,7 @@ async def _unlist_frontend(session: AsyncSession, identifier: str, now: datetime
         .values(frontends=frontends.op("-")(sa.literal(identifier, sa.Text)), last_update_utc=now)
         .execution_options(synchronize_session=False)
     )
-    await session.execute(statement)
+    await session.exec(statement)
 
 
 async def _require_backends(session: AsyncSession, identifiers: list[str]) -> None:
