@@ -32,9 +32,10 @@ from dataplane.framing import ndjson_error_line, sse_error_event
 from dataplane.headers import read_client_headers, response_headers
 from dataplane.http1 import Response
 from dataplane.incoming import ClientGone, Receive, read_body, read_model_request
+from dataplane.model_errors import Unservable
 from dataplane.pins import with_model
 from dataplane.responses import JSON, Send, send_bytes, send_error
-from dataplane.routing import Target, Unservable
+from dataplane.routing import Target
 from dataplane.state import SnapshotState
 from dataplane.sticky import session_key
 from dataplane.traffic import Traffic

@@ -18,14 +18,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dataplane.model_errors import (
-    LabelUnavailable,
-    ModelNotFound,
-    ModelPulling,
-    ModelUnavailable,
-    UnknownLabel,
-    Unservable,
-)
+from dataplane.model_errors import LabelUnavailable, ModelNotFound, ModelPulling, UnknownLabel
 from dataplane.origin import BackendHttp, prepare
 from dataplane.pins import deep_merge
 from dataplane.sticky import Sessions, backend_seed, sticky_order
@@ -39,12 +32,10 @@ __all__ = [
     "FrontendRoute",
     "ModelNotFound",
     "ModelPulling",
-    "ModelUnavailable",
     "Pool",
     "RequestKind",
     "RoutingTable",
     "Target",
-    "Unservable",
     "normalize_host",
 ]
 
@@ -164,7 +155,7 @@ class Pool:
     labels: frozenset[str] = frozenset()
 
     def choices(self, model: str) -> tuple[Target, ...]:
-        """The backends that may serve ``model``; raises ``ModelUnavailable`` if there are none.
+        """The backends that may serve ``model``; raises ``ModelNotFound`` or ``ModelPulling`` if none.
 
         An empty name routes anywhere: the backend answers Ollama's own "model is required".
         """

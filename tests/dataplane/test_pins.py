@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from dataplane.model_errors import LabelUnavailable, UnknownLabel
 from dataplane.pins import apply_pins, deep_merge
 from dataplane.routing import RequestKind, RoutingTable
-from dataplane.model_errors import LabelUnavailable, UnknownLabel
 from shared.snapshot import BackendView, FrontendView, SnapshotContent, seal
 
 
