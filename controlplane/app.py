@@ -15,6 +15,7 @@ from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import FromPath
 
+from controlplane.admin.apikeys import ApiKeyController
 from controlplane.admin.backends import BackendController
 from controlplane.admin.cluster import current_snapshot, list_dataplanes
 from controlplane.admin.frontends import FrontendController
@@ -51,7 +52,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     plane = ControlPlane(settings, clock=clock)
     config_routes = Router(
         "/",
-        route_handlers=[FrontendController, BackendController, explain_route],
+        route_handlers=[FrontendController, BackendController, ApiKeyController, explain_route],
         guards=[plane.readiness.guard()],
     )
     admin = Router(
@@ -74,6 +75,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
         dependencies={
             "frontends": Provide(lambda: plane.frontends, sync_to_thread=False),
             "backends": Provide(lambda: plane.backends, sync_to_thread=False),
+            "apikeys": Provide(lambda: plane.apikeys, sync_to_thread=False),
             "registry": Provide(lambda: plane.registry, sync_to_thread=False),
             "bus": Provide(lambda: plane.bus, sync_to_thread=False),
             "readiness": Provide(lambda: plane.readiness, sync_to_thread=False),
@@ -86,8 +88,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
         openapi_config=OpenAPIConfig(
             title="OllamaFlow control plane",
             version=_version(),
-            description="OllamaFlow-compatible admin API (PascalCase JSON), plus PATCH, data planes, "
-            "the published snapshot and routing dry-runs.",
+            description="OllamaFlow-compatible admin API (PascalCase JSON), plus PATCH, client API keys, "
+            "data planes, the published snapshot and routing dry-runs.",
             path="/schema",
             render_plugins=[SwaggerRenderPlugin(path="/swagger"), RedocRenderPlugin(path="/redoc")],
             components=Components(

@@ -10,6 +10,12 @@ monitor's HTTP client; their model lists are then read again so that routing see
 Every change of a pull job goes out on ``BusNames.pulls_subject`` (``progress`` is the
 synchroniser's hook; a queue and one task publish them in order without blocking the synchroniser).
 
+Model management must be allowed on the frontend (``AllowModelManagement``; data planes refuse it
+first, this is the second check). A pull adds its model to RequiredModels only where the frontend's
+``PullAddsRequiredModels`` is true; elsewhere the synchroniser pulls it onto the frontend's Ollama
+backends that lack it without requiring it (``Synchroniser.hold``): the client sees the same
+progress, and the configuration stays as the admin wrote it.
+
 A pull that added its model to RequiredModels and then fails for good (every attempt) on every
 backend takes the model out again: like a failed Ollama pull it leaves nothing behind, and a
 mistyped name does not stay "being pulled" for ever. (Best effort: this replica remembers it.)
@@ -147,6 +153,12 @@ class ModelRequests:
             if request.backend in frontend.backends:
                 self._monitor.refresh_inventory(request.backend)
             return ModelReply(backends=[request.backend])
+        if not frontend.allow_model_management:
+            message = (
+                f"model management is not allowed on frontend '{frontend.identifier}' "
+                "(its AllowModelManagement is false)"
+            )
+            return ModelReply(status=403, error=message)
         model = request.model.strip()
         if not model:
             return ModelReply(status=400, error="model is required")
@@ -208,7 +220,15 @@ class ModelRequests:
             message = f"model '{model}' not found; this frontend's OpenAI-compatible backends cannot pull"
             return ModelReply(status=404, error=message, skipped=skipped)
         idents = [t.id for t in targets]
-        had = await self._set_required(frontend.identifier, model, present=True)
+        adds = frontend.pull_adds_required_models
+        if not adds and self._sync.removes_unrequired:
+            message = (
+                f"pulls on frontend '{frontend.identifier}' do not add to its RequiredModels "
+                "(PullAddsRequiredModels is false), and this control plane deletes models nothing "
+                "requires (OLLAMAFLOW_SYNC_REMOVE_UNREQUIRED): the model would not stay"
+            )
+            return ModelReply(status=403, error=message, skipped=skipped)
+        had = await self._set_required(frontend.identifier, model, present=True) if adds else True
         self._sync.retry_failed(idents, model)
         await self._fleet.reconcile()  # the synchroniser learns of it now and starts the pulls
         ready = [ident for ident in idents if self._sync.can_pull(ident)]
@@ -217,8 +237,10 @@ class ModelRequests:
                 why = "this control plane does not sync models (backend monitoring is off)"
             else:
                 why = f"no healthy Ollama backend of frontend '{frontend.identifier}' can pull it now"
-            message = f"{why}; '{model}' is a required model now and is pulled once one can"
-            return ModelReply(status=503, error=message, skipped=skipped)
+            later = f"; '{model}' is a required model now and is pulled once one can" if adds else ""
+            return ModelReply(status=503, error=why + later, skipped=skipped)
+        if not adds:
+            self._sync.hold(ready, model)
         key = model_key(model)
         jobs = [self._sync.jobs.get((ident, key)) for ident in ready]
         progress = [self._sync.progress_of(job) for job in jobs if job is not None]
@@ -237,6 +259,7 @@ class ModelRequests:
         targets, skipped = self._targets(frontend)
         was_required = await self._set_required(frontend.identifier, model, present=False)
         self._trials.pop((frontend.identifier, model_key(model)), None)
+        self._sync.release([t.id for t in targets], model)
         await self._fleet.reconcile()  # drops its pulls, so none brings the model back
         key = model_key(model)
         # A backend another frontend requires the model on keeps it (it would be pulled back anyway).

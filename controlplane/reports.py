@@ -6,6 +6,8 @@ at once when a new data plane appears, and from ``run_expiry`` when one falls si
 Each live data plane's demand per backend (in-flight + queued, from its last report) is what the
 backends' limits are split by; when its quantised level changes, ``on_demand_change`` is called (the
 publisher's trigger again; the share split's hysteresis keeps small changes from making a revision).
+Likewise each live data plane's demand per API key (its requests per second with that key, from the
+growth of the key's counters between two reports), which the keys' rate limits are split by.
 A backend that a live data plane's report newly names as ejected (its passive circuit breaker opened)
 is passed to ``on_ejected``, so the monitor can probe it at once; ``ejections`` is the admin view of it.
 State is in memory: every replica hears every report, so each keeps its own copy.
@@ -15,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import msgspec
@@ -37,6 +40,7 @@ class Sighting:
     report: DataPlaneReport
     seen_at: datetime
     seen_monotonic: float
+    key_demand: dict[str, int] = field(default_factory=dict)  # API key id -> requests per second
 
 
 class DataPlaneRegistry:
@@ -50,6 +54,7 @@ class DataPlaneRegistry:
         on_live_change: Callable[[], None] = lambda: None,
         on_ejected: Callable[[str], None] = lambda _backend: None,
         on_demand_change: Callable[[], None] = lambda: None,
+        on_report: Callable[[DataPlaneReport], None] = lambda _report: None,
         forget_after: float | None = None,
     ) -> None:
         self.ttl = ttl
@@ -57,6 +62,7 @@ class DataPlaneRegistry:
         self._on_live_change = on_live_change
         self._on_ejected = on_ejected
         self._on_demand_change = on_demand_change
+        self._on_report = on_report  # every report recorded (API key usage)
         # Silent data planes stay listed (as not live) for a while, then are forgotten.
         self._forget_after = forget_after if forget_after is not None else max(300.0, 30 * ttl)
         self._sightings: dict[str, Sighting] = {}
@@ -65,13 +71,17 @@ class DataPlaneRegistry:
     def record(self, report: DataPlaneReport) -> None:
         previous = self._sightings.get(report.id)
         known = previous.report.ejected if previous is not None and self.is_live(previous) else {}
-        self._sightings[report.id] = Sighting(report, self._clock.now(), self._clock.monotonic())
+        now = self._clock.monotonic()
+        keys = _key_demand(previous, report, now) if previous is not None else {}
+        sighting = Sighting(report, self._clock.now(), now, keys)
+        self._sightings[report.id] = sighting
         if report.id not in self._live:
             self.check()
-        elif previous is not None and _levels(previous.report) != _levels(report):
+        elif previous is not None and _levels(previous) != _levels(sighting):
             self._on_demand_change()
         for backend in sorted(report.ejected.keys() - known.keys()):
             self._on_ejected(backend)
+        self._on_report(report)
 
     def ejections(self) -> dict[str, dict[str, str]]:
         """Backend id -> {data plane id: reason}, from every live data plane's last report."""
@@ -100,6 +110,10 @@ class DataPlaneRegistry:
     def demand(self) -> dict[str, dict[str, int]]:
         """Live data plane id -> backend id -> its requests in flight plus queued there, by id."""
         return {s.report.id: _demand_of(s.report) for s in self.sightings() if self.is_live(s)}
+
+    def key_demand(self) -> dict[str, dict[str, int]]:
+        """Live data plane id -> API key id -> its requests per second there, by id."""
+        return {s.report.id: dict(s.key_demand) for s in self.sightings() if self.is_live(s)}
 
     def live_ids(self) -> frozenset[str]:
         return frozenset(id_ for id_, s in self._sightings.items() if self.is_live(s))
@@ -136,5 +150,20 @@ def _demand_of(report: DataPlaneReport) -> dict[str, int]:
     return {backend: count for backend, count in sorted(found.items()) if count > 0}
 
 
-def _levels(report: DataPlaneReport) -> dict[str, int]:
-    return {backend: demand_level(count) for backend, count in _demand_of(report).items()}
+def _key_demand(previous: Sighting, report: DataPlaneReport, now: float) -> dict[str, int]:
+    """Each key's requests per second (accepted or refused) between two reports of one data plane,
+    rounded up; a restarted data plane (new start id) counts from zero."""
+    elapsed = max(now - previous.seen_monotonic, 0.1)
+    before = previous.report.key_usage if previous.report.start_id == report.start_id else {}
+    found = {}
+    for key, usage in sorted(report.key_usage.items()):
+        old = before.get(key)
+        grown = usage.requests + usage.rate_limited - (old.requests + old.rate_limited if old else 0)
+        if grown > 0:
+            found[key] = math.ceil(grown / elapsed)
+    return found
+
+
+def _levels(sighting: Sighting) -> tuple[dict[str, int], dict[str, int]]:
+    backends = {backend: demand_level(count) for backend, count in _demand_of(sighting.report).items()}
+    return backends, {key: demand_level(count) for key, count in sighting.key_demand.items()}

@@ -14,7 +14,9 @@ import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
+from controlplane.admin.apikey_service import ApiKeyService
 from controlplane.admin.service import BackendService, FrontendService
+from controlplane.apikey_usage import KeyUsageRecorder, source_of
 from controlplane.clock import Clock
 from controlplane.db import Database
 from controlplane.fleet import Fleet
@@ -34,6 +36,8 @@ __all__ = ["ControlPlane"]
 
 log = logging.getLogger("ollamaflow.controlplane")
 
+MIN_ADMIN_TOKEN_LENGTH = 24
+
 
 class ControlPlane:
     """One control-plane replica."""
@@ -46,12 +50,14 @@ class ControlPlane:
         self.bus = Bus(
             settings.nats_url, BusNames(settings.bus_namespace), client_name="ollamaflow-controlplane"
         )
+        self.key_usage = KeyUsageRecorder(self.db, clock=self.clock, live_sources=self._live_sources)
         self.registry = DataPlaneRegistry(
             ttl=settings.dataplane_ttl,
             clock=self.clock,
             on_live_change=self._live_set_changed,
             on_ejected=self._ejected_by_dataplane,
-            on_demand_change=self._live_set_changed,  # re-split the backends' limits
+            on_demand_change=self._live_set_changed,  # re-split the backends' limits and keys' rates
+            on_report=self.key_usage.record,
         )
         self.monitor = Monitor(
             clock=self.clock,
@@ -75,17 +81,31 @@ class ControlPlane:
         self.fleet = Fleet(self.db, self.bus, self.monitor, self.sync, interval=settings.publish_interval)
         self.publisher = Publisher(
             self.bus,
-            content=ConfigSource(self.db, self.registry, self.monitor.runtime, bus=self.bus).content,
+            content=ConfigSource(
+                self.db, self.registry, self.monitor.runtime, bus=self.bus, admin_tokens=settings.admin_tokens
+            ).content,
             next_revision=self.db.next_revision,
             clock=self.clock,
             interval=settings.publish_interval,
         )
         self.frontends = FrontendService(self.db, clock=self.clock, on_change=self._config_changed)
         self.backends = BackendService(self.db, clock=self.clock, on_change=self._config_changed)
+        self.apikeys = ApiKeyService(self.db, clock=self.clock, on_change=self._config_changed)
         self.readiness = Readiness(self.db, self.bus)
         # Data planes' /api/pull, /api/delete, /api/copy; pull progress goes out on the bus.
         self.models = ModelRequests(self.bus, self.frontends, self.fleet, self.sync, self.monitor)
         self.sync.on_progress = self.models.progress
+        for length in sorted({len(t) for t in settings.admin_tokens if len(t) < MIN_ADMIN_TOKEN_LENGTH}):
+            # Their SHA-256 digests travel in every snapshot: a short token could be guessed from one.
+            log.warning(
+                "an admin token in OLLAMAFLOW_ADMIN_TOKENS has only %d characters; use at least %d "
+                "random ones",
+                length,
+                MIN_ADMIN_TOKEN_LENGTH,
+            )
+
+    def _live_sources(self) -> set[str]:
+        return {source_of(s.report) for s in self.registry.sightings() if self.registry.is_live(s)}
 
     def _config_changed(self) -> None:
         self.publisher.request(force=True)
@@ -112,6 +132,7 @@ class ControlPlane:
             _task(self._bus_then_reports(), "bus-and-reports"),
             _task(self.registry.run_expiry(), "dataplane-expiry"),
             _task(self.models.run(), "model-requests"),
+            _task(self.key_usage.run(), "apikey-usage"),
         ]
         try:
             yield

@@ -19,7 +19,7 @@ from sqlmodel import Field, SQLModel
 
 from shared.snapshot import DEFAULT_STICKY_HEADERS
 
-__all__ = ["REVISION_SEQUENCE", "BackendRow", "FrontendRow", "metadata"]
+__all__ = ["REVISION_SEQUENCE", "ApiKeyRow", "ApiKeyUsageRow", "BackendRow", "FrontendRow", "metadata"]
 
 metadata = SQLModel.metadata
 
@@ -64,6 +64,12 @@ class FrontendRow(SQLModel, table=True):
     allow_completions: bool = True
     allow_retries: bool = True
     active: bool = True
+    # Access, beyond OllamaFlow; all off by default.
+    allow_model_management: bool = False
+    model_management_requires_key: bool = False
+    pull_adds_required_models: bool = False
+    allow_route_explain: bool = False
+    require_api_keys: bool = False
     created_utc: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
     last_update_utc: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
 
@@ -103,3 +109,48 @@ class BackendRow(SQLModel, table=True):
     active: bool = True
     created_utc: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
     last_update_utc: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
+
+
+class ApiKeyRow(SQLModel, table=True):
+    """A client API key: only its SHA-256 is stored (keys are 256-bit random, so a fast hash is right).
+
+    The usage counters here are what was folded in from ``apikey_usage`` rows of data-plane runs that
+    ended; the admin API shows them plus the live rows.
+    """
+
+    __tablename__ = "apikeys"
+
+    identifier: str = Field(primary_key=True, max_length=128)
+    name: str | None = Field(default=None)
+    key_sha256: str = Field(max_length=64, unique=True, repr=False)
+    key_prefix: str = Field(max_length=16)  # the key's first characters, to tell keys apart
+    frontends: list[str] = _json([])
+    allow_model_management: bool = False
+    rate_limit_requests_per_second: float = 0.0  # cluster-wide; 0: unlimited
+    active: bool = True
+    requests_total: int = Field(default=0, sa_type=sa.BigInteger)
+    rate_limited_total: int = Field(default=0, sa_type=sa.BigInteger)
+    last_used_utc: datetime | None = Field(default=None, sa_type=_TIMESTAMP, nullable=True)
+    created_utc: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
+    last_update_utc: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
+
+
+class ApiKeyUsageRow(SQLModel, table=True):
+    """One key's counters as one data-plane run (``source``: data plane id and start id) reported them.
+
+    Counters only grow within a run and every replica writes the larger value, so reports heard twice,
+    by two replicas or after a restart of either plane, are never counted twice.
+    """
+
+    __tablename__ = "apikey_usage"
+
+    key_identifier: str = Field(
+        sa_column=sa.Column(
+            sa.String(128), sa.ForeignKey("apikeys.identifier", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    source: str = Field(primary_key=True, max_length=300)
+    requests_total: int = Field(default=0, sa_type=sa.BigInteger)
+    rate_limited_total: int = Field(default=0, sa_type=sa.BigInteger)
+    last_used_utc: datetime | None = Field(default=None, sa_type=_TIMESTAMP, nullable=True)
+    updated_utc: datetime = Field(sa_type=_TIMESTAMP, nullable=False)

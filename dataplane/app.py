@@ -2,7 +2,9 @@
 
 Each path has its API format, so its errors come out in the shape its clients parse. Proxied paths
 name the kind of request they carry; the OpenAI paths and the rest of the Ollama API slot into
-``_routes`` the same way.
+``_routes`` the same way. Each route also names what it asks of the frontend's access settings
+(``dataplane.access``): those checks run before its handler, and only when they can refuse something
+(model management, a frontend requiring API keys somewhere, or an HTTP/1.0 request).
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import datetime
 import functools
 import importlib.metadata
 import logging
+import os
+import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from dataplane.access import Access, Guard
 from dataplane.admission import Admission
 from dataplane.breaker import Breakers
 from dataplane.explainer import Explainer
@@ -28,7 +33,7 @@ from dataplane.manage import ModelManagement
 from dataplane.manage_proxy import Authoring
 from dataplane.paths import BLOB_PREFIX, MODEL_PREFIX, raw_path
 from dataplane.proxy import Endpoint, Proxy
-from dataplane.responses import OLLAMA_VERSION, TEXT, Send, send_bytes, send_error, send_json
+from dataplane.responses import JSON, OLLAMA_VERSION, TEXT, Send, send_bytes, send_error, send_json
 from dataplane.routing import RequestKind
 from dataplane.settings import DataPlaneSettings
 from dataplane.state import SnapshotState
@@ -62,6 +67,7 @@ class Route:
     methods: frozenset[str]
     handler: Handler
     api_format: ApiFormat = "Ollama"
+    guard: Guard | None = None  # None: the data plane's own probes, open to all
 
 
 def _address(settings: DataPlaneSettings) -> str:
@@ -99,6 +105,7 @@ class DataPlane:
             address=_address(settings),
             started_at=datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z"),
             version=_version(),
+            start_id=secrets.token_hex(8),
         )
         self.breakers = Breakers(
             time.monotonic, threshold=settings.eject_after_errors, cooldown=settings.eject_cooldown
@@ -107,6 +114,8 @@ class DataPlane:
         # Limits follow each applied snapshot at once, so the revision this data plane reports is the
         # one its admission enforces (peers rely on that when shares move).
         self.state.listeners.append(self.admission.refresh)
+        self.access = Access(settings.dataplane_id, self.state)
+        self.state.listeners.append(self.access.refresh)
         self.sync = BusSync(
             self.bus,
             self.state,
@@ -114,37 +123,46 @@ class DataPlane:
             identity,
             breakers=self.breakers,
             admission=self.admission,
+            access=self.access,
             poll_interval=settings.snapshot_poll_interval,
             report_interval=settings.report_interval,
         )
         translations = Translations(random_id)
         proxy = Proxy(
-            self.state, self.upstream, self.traffic, translations, self.breakers, admission=self.admission
+            self.state,
+            self.upstream,
+            self.traffic,
+            translations,
+            self.breakers,
+            admission=self.admission,
+            access=self.access,
         )
-        get_head = frozenset({"GET", "HEAD"})
+        get_head, get, post = frozenset({"GET", "HEAD"}), frozenset({"GET"}), frozenset({"POST"})
+        probe, serve, manages = Guard.PROTOCOL, Guard.SERVE, Guard.MANAGE
         self._routes: dict[str, Route] = {
-            "/": Route(get_head, self._root),
-            "/api/version": Route(get_head, self._version),
+            "/": Route(get_head, self._root, guard=probe),
+            "/api/version": Route(get_head, self._version, guard=probe),
             "/healthz": Route(get_head, self._healthz),
             "/readyz": Route(get_head, self._readyz),
         }
         for endpoint in PROXIED:
             handler = functools.partial(proxy.handle, endpoint=endpoint)
-            self._routes[endpoint.path] = Route(frozenset({"POST"}), handler, endpoint.api_format)
+            self._routes[endpoint.path] = Route(post, handler, endpoint.api_format, serve)
         listing = Listing(self.state, self.upstream)
-        self._routes["/api/tags"] = Route(get_head, listing.tags)
-        self._routes["/api/ps"] = Route(frozenset({"GET"}), listing.ps)
-        self._routes["/api/show"] = Route(frozenset({"POST"}), listing.show)
-        self._routes["/v1/models"] = Route(frozenset({"GET"}), listing.models, "OpenAI")
-        self._routes[MODEL_PREFIX] = Route(frozenset({"GET"}), listing.model, "OpenAI")  # + the id
+        self._routes["/api/tags"] = Route(get_head, listing.tags, guard=serve)
+        self._routes["/api/ps"] = Route(get, listing.ps, guard=serve)
+        self._routes["/api/show"] = Route(post, listing.show, guard=serve)
+        self._routes["/v1/models"] = Route(get, listing.models, "OpenAI", serve)
+        self._routes[MODEL_PREFIX] = Route(get, listing.model, "OpenAI", serve)  # + the id
         manage = ModelManagement(self.state, self.bus)
         self.authoring = Authoring(self.state, manage, connect_timeout=settings.upstream_connect_timeout)
-        self._routes["/api/pull"] = Route(frozenset({"POST"}), manage.pull)
-        self._routes["/api/delete"] = Route(frozenset({"DELETE"}), manage.delete)
-        self._routes["/api/copy"] = Route(frozenset({"POST"}), manage.copy)
-        self._routes["/api/create"] = Route(frozenset({"POST"}), self.authoring.create)
-        self._routes["/api/push"] = Route(frozenset({"POST"}), self.authoring.push)
-        self._routes[BLOB_PREFIX] = Route(frozenset({"HEAD", "POST"}), self.authoring.blob)  # + the digest
+        self._routes["/api/pull"] = Route(post, manage.pull, guard=manages)
+        self._routes["/api/delete"] = Route(frozenset({"DELETE"}), manage.delete, guard=manages)
+        self._routes["/api/copy"] = Route(post, manage.copy, guard=manages)
+        self._routes["/api/create"] = Route(post, self.authoring.create, guard=manages)
+        self._routes["/api/push"] = Route(post, self.authoring.push, guard=manages)
+        blob = Route(frozenset({"HEAD", "POST"}), self.authoring.blob, guard=manages)
+        self._routes[BLOB_PREFIX] = blob  # + the digest
         self._sync_task: asyncio.Task[None] | None = None
         self.explainer = Explainer(
             settings.dataplane_id, self.state, self.traffic, self.breakers, share_of=self._share_of
@@ -174,6 +192,18 @@ class DataPlane:
             allow = ", ".join(sorted(route.methods)).encode()
             await send_error(send, route.api_format, 405, "method not allowed", [(b"allow", allow)])
         else:
+            guard = route.guard
+            if guard is not None and (
+                guard is Guard.MANAGE
+                or (guard is Guard.SERVE and self.access.keys_required)
+                or scope["http_version"] == "1.0"
+            ):
+                refusal = self.access.check(scope["headers"], guard, scope["http_version"] == "1.0")
+                if refusal is not None:
+                    id_header = (b"x-ollamaflow-request", os.urandom(16).hex().encode())
+                    body = refusal.body(route.api_format)
+                    await send_bytes(send, refusal.status, body, JSON, [id_header, *refusal.headers])
+                    return
             await route.handler(scope, receive, send)
 
     async def _root(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:

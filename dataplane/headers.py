@@ -1,8 +1,9 @@
 """Which headers cross the proxy, in each direction.
 
-Pure functions over raw header lists. Hop-by-hop headers never cross (RFC 9110 §7.6.1); neither does
-the client's Authorization (it was meant for us, not for the backend), nor its Host (the backend gets
-its own host:port so that Ollama's Host check passes).
+Pure functions over raw header lists. Hop-by-hop headers never cross (RFC 9110 §7.6.1); neither do
+the client's credentials (Authorization, X-Api-Key, X-OllamaFlow-Admin-Token: they were meant for us,
+not for the backend), nor its Host (the backend gets its own host:port so that Ollama's Host check
+passes).
 """
 
 from __future__ import annotations
@@ -28,7 +29,16 @@ HOP_BY_HOP = frozenset(
 
 # Headers the proxy sets itself on the upstream request, so the client's copies are dropped.
 _REPLACED_UPSTREAM = frozenset(
-    {b"host", b"content-length", b"authorization", b"x-forwarded-for", b"x-ollamaflow-request", b"expect"}
+    {
+        b"host",
+        b"content-length",
+        b"authorization",
+        b"x-api-key",
+        b"x-ollamaflow-admin-token",
+        b"x-forwarded-for",
+        b"x-ollamaflow-request",
+        b"expect",
+    }
 )
 # Headers of the upstream response the proxy server writes itself.
 _REPLACED_DOWNSTREAM = frozenset({b"date", b"x-ollamaflow-request", b"x-ollamaflow-backend"})

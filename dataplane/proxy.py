@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
+from dataplane.access import Access
 from dataplane.admission import Admission, QueueRejected
 from dataplane.breaker import Breakers
 from dataplane.call import Call, Endpoint, own_lines, upstream_request
@@ -31,9 +32,10 @@ from dataplane.framing import ndjson_error_line, sse_error_event
 from dataplane.headers import read_client_headers, response_headers
 from dataplane.http1 import Response
 from dataplane.incoming import ClientGone, Receive, read_body, read_model_request
+from dataplane.model_errors import Unservable
 from dataplane.pins import with_model
 from dataplane.responses import JSON, Send, send_bytes, send_error
-from dataplane.routing import ModelUnavailable, Target
+from dataplane.routing import Target
 from dataplane.state import SnapshotState
 from dataplane.sticky import session_key
 from dataplane.traffic import Traffic
@@ -62,12 +64,15 @@ class Proxy:
         traffic: Traffic,
         translations: Translations,
         breakers: Breakers,
+        *,
+        access: Access,
         admission: Admission | None = None,
     ) -> None:
         if admission is None:
             admission = Admission("")
             state.listeners.append(admission.refresh)
             admission.refresh(state.snapshot)
+        self._access = access
         self._admission = admission
         self._breakers = breakers
         self._state = state
@@ -97,7 +102,7 @@ class Proxy:
         except ClientGone:
             log.debug("request %s: the client went away before sending its body", request_id)
             return
-        except ModelUnavailable as exc:
+        except Unservable as exc:
             body = exc.body(endpoint.api_format)
             await send_bytes(send, exc.status, body, JSON, [id_header, *exc.headers])
             return
@@ -127,7 +132,7 @@ class Proxy:
             id_header=id_header,
             guard=self._watch.guard(receive, task),
             sticky_key=session_key(client.forward, route.sticky_headers) if route.sticky_headers else None,
-            explain=client.explain,
+            explain=client.explain and self._access.explain_allowed(route, scope["headers"]),
         )
         try:
             await self._forward(call, send)

@@ -18,7 +18,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dataplane.model_errors import ModelNotFound, ModelPulling, ModelUnavailable
+from dataplane.model_errors import LabelUnavailable, ModelNotFound, ModelPulling, UnknownLabel
 from dataplane.origin import BackendHttp, prepare
 from dataplane.pins import deep_merge
 from dataplane.sticky import Sessions, backend_seed, sticky_order
@@ -32,7 +32,6 @@ __all__ = [
     "FrontendRoute",
     "ModelNotFound",
     "ModelPulling",
-    "ModelUnavailable",
     "Pool",
     "RequestKind",
     "RoutingTable",
@@ -151,9 +150,12 @@ class Pool:
     warm: Mapping[str, frozenset[str]] = field(default_factory=dict)  # model key -> ids with it loaded
     warm_seen: dict[str, frozenset[str]] = field(default_factory=dict)  # by client spelling, bounded
     sessions: Sessions | None = None  # sticky frontends only: sessions moved off a full backend
+    # Lower-case labels of all the frontend's backends, serving or not: an unknown label is the client's
+    # mistake (400), a known one without a backend that can serve now is a wait (503).
+    labels: frozenset[str] = frozenset()
 
     def choices(self, model: str) -> tuple[Target, ...]:
-        """The backends that may serve ``model``; raises ``ModelUnavailable`` if there are none.
+        """The backends that may serve ``model``; raises ``ModelNotFound`` or ``ModelPulling`` if none.
 
         An empty name routes anywhere: the backend answers Ollama's own "model is required".
         """
@@ -173,11 +175,12 @@ class Pool:
         raise ModelNotFound(model)
 
     def labelled(self, choices: tuple[Target, ...], label: str) -> tuple[Target, ...]:
-        """The ``choices`` that carry ``label`` (exact, case-insensitive); raises if none does."""
+        """The ``choices`` that carry ``label`` (exact, case-insensitive); raises ``UnknownLabel`` if no
+        backend of the frontend carries it, ``LabelUnavailable`` if none of those can serve now."""
         wanted = label.strip().lower()
         found = tuple(t for t in choices if wanted in t.labels)
         if not found:
-            raise NoBackendAvailable(f"no backend with label {label!r} can serve this request")
+            raise LabelUnavailable(label) if wanted in self.labels else UnknownLabel(label)
         return found
 
     def order(
@@ -341,6 +344,7 @@ class RoutingTable:
                 continue
             pools: dict[RequestKind, Pool] = {}
             required = frozenset(model_key(name) for name in frontend.required_models)
+            labels = frozenset(tag for i in frontend.backends if i in targets for tag in targets[i].labels)
             for kind in RequestKind:
                 chosen = tuple(
                     targets[i] for i in frontend.backends if i in backends and _serves(backends[i], kind)
@@ -364,6 +368,7 @@ class RoutingTable:
                         limits={t.id: backends[t.id].max_parallel_requests for t in chosen},
                         warm=warm_index((t.id, backends[t.id].models_loaded) for t in chosen),
                         sessions=sessions,
+                        labels=labels,
                     )
             sticky = frontend.sticky_headers if frontend.use_sticky_sessions else ()
             by_host[host] = FrontendRoute(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from dataplane.access import Access
 from dataplane.admission import Admission
 from dataplane.breaker import Breakers
 from dataplane.state import SnapshotState
@@ -42,6 +43,7 @@ class ReportIdentity:
     address: str
     started_at: str
     version: str = ""
+    start_id: str = ""  # random per process start: the key usage counters restart under a new one
 
 
 class BusSync:
@@ -54,6 +56,7 @@ class BusSync:
         *,
         breakers: Breakers | None = None,
         admission: Admission | None = None,
+        access: Access | None = None,
         poll_interval: float,
         report_interval: float,
     ) -> None:
@@ -62,6 +65,7 @@ class BusSync:
         self._traffic = traffic
         self._breakers = breakers
         self._admission = admission
+        self._access = access
         self._identity = identity
         self._poll_interval = poll_interval
         self._report_interval = report_interval
@@ -149,6 +153,8 @@ class BusSync:
             ejected=self._ejected(),
             queued=self._admission.queued() if self._admission is not None else {},
             rejected_total=self._traffic.rejected_total,
+            start_id=identity.start_id,
+            key_usage=self._access.usage() if self._access is not None else {},
         )
 
     def _ejected(self) -> dict[str, str]:

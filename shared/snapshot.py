@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_STICKY_HEADERS",
     "SCHEMA_MAJOR",
     "ApiFormat",
+    "ApiKeyView",
     "BackendShare",
     "BackendView",
     "ClusterView",
@@ -106,6 +107,26 @@ class FrontendView(msgspec.Struct, frozen=True, kw_only=True):
     # Requests that may wait, per data plane, when every candidate backend is at its limit; 0 = none.
     queue_size: int = 128
     queue_timeout_ms: int = 30000  # the longest a request waits in that queue
+    # Access (all off by default, unlike OllamaFlow, where anyone reaching a frontend manages models):
+    # pull, delete, copy, create, push and blobs are refused unless allowed, and may need an API key
+    # that allows them.
+    allow_model_management: bool = False
+    model_management_requires_key: bool = False
+    pull_adds_required_models: bool = False  # the control plane decides; here for the record
+    allow_route_explain: bool = False  # X-OllamaFlow-Explain honoured for anyone (else admin tokens only)
+    block_http10: bool = True  # HTTP/1.0 requests get 505
+    require_api_keys: bool = False  # inference and listing need an API key valid for this frontend
+
+
+class ApiKeyView(msgspec.Struct, frozen=True, kw_only=True):
+    """An active client API key: never the key itself, only its SHA-256 (hex)."""
+
+    id: str
+    digest: str
+    frontends: tuple[str, ...] = ()  # frontend ids it is valid for
+    allow_model_management: bool = False
+    # Requests per second for the whole cluster (0: unlimited); each data plane enforces its share.
+    rate_limit_requests_per_second: float = 0.0
 
 
 class BackendShare(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,12 +144,17 @@ class DataPlaneView(msgspec.Struct, frozen=True, kw_only=True):
     # Backend id -> this data plane's share of that backend's limits. A backend missing here (or a
     # data plane missing from the snapshot) means: not assigned yet, see dataplane admission.
     shares: dict[str, BackendShare] = {}
+    # API key id -> this data plane's part of the key's RateLimitRequestsPerSecond. A limited key
+    # missing here means: not assigned yet, take an even split over the listed data planes.
+    key_rates: dict[str, float] = {}
 
 
 class ClusterView(msgspec.Struct, frozen=True, kw_only=True):
     """Facts about the cluster as a whole."""
 
     dataplanes: tuple[DataPlaneView, ...] = ()
+    # SHA-256 (hex) of each admin token, sorted: a request carrying one may ask for route explanations.
+    admin_token_digests: tuple[str, ...] = ()
 
 
 class SnapshotContent(msgspec.Struct, frozen=True, kw_only=True):
@@ -137,6 +163,7 @@ class SnapshotContent(msgspec.Struct, frozen=True, kw_only=True):
     frontends: tuple[FrontendView, ...] = ()
     backends: tuple[BackendView, ...] = ()
     cluster: ClusterView = ClusterView()
+    api_keys: tuple[ApiKeyView, ...] = ()
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -164,12 +191,16 @@ _header_decoder = msgspec.json.Decoder(_Header)
 
 def canonical(content: SnapshotContent) -> SnapshotContent:
     """Sort every collection by id so that equal state always encodes to equal bytes."""
+    cluster = content.cluster
     return SnapshotContent(
         frontends=tuple(sorted(content.frontends, key=lambda f: f.id)),
         backends=tuple(sorted(content.backends, key=lambda b: b.id)),
         cluster=msgspec.structs.replace(
-            content.cluster, dataplanes=tuple(sorted(content.cluster.dataplanes, key=lambda d: d.id))
+            cluster,
+            dataplanes=tuple(sorted(cluster.dataplanes, key=lambda d: d.id)),
+            admin_token_digests=tuple(sorted(cluster.admin_token_digests)),
         ),
+        api_keys=tuple(sorted(content.api_keys, key=lambda k: k.id)),
     )
 
 

@@ -38,7 +38,8 @@ class DataPlaneOut(msgspec.Struct, kw_only=True, rename="pascal"):
 
 
 class SnapshotOut(msgspec.Struct, kw_only=True, rename="pascal"):
-    """The snapshot the data planes read, with backend bearer tokens redacted.
+    """The snapshot the data planes read, with backend bearer tokens and the digests of API keys and
+    admin tokens redacted.
 
     ``Content`` is shown exactly as on the bus (the snapshot schema's own snake_case names).
     """
@@ -74,12 +75,16 @@ def _redacted(snapshot: Snapshot) -> SnapshotOut:
         msgspec.structs.replace(b, bearer_token=REDACTED) if b.bearer_token else b
         for b in snapshot.content.backends
     )
+    content = snapshot.content
+    keys = tuple(msgspec.structs.replace(k, digest=REDACTED) for k in content.api_keys)
+    admins = tuple(REDACTED for _ in content.cluster.admin_token_digests)
+    cluster = msgspec.structs.replace(content.cluster, admin_token_digests=admins)
     return SnapshotOut(
         schema=snapshot.schema,
         revision=snapshot.revision,
         content_hash=snapshot.content_hash,
         generated_at=snapshot.generated_at,
-        content=msgspec.structs.replace(snapshot.content, backends=backends),
+        content=msgspec.structs.replace(content, backends=backends, api_keys=keys, cluster=cluster),
     )
 
 
@@ -98,7 +103,7 @@ def list_dataplanes(registry: NamedDependency[DataPlaneRegistry]) -> list[DataPl
     "/snapshot",
     responses=error_responses(401, 404, 503),
     tags=["Cluster"],
-    summary="The snapshot on the bus now (bearer tokens redacted)",
+    summary="The snapshot on the bus now (bearer tokens and digests redacted)",
 )
 async def current_snapshot(bus: NamedDependency[Bus]) -> SnapshotOut:
     try:

@@ -6,6 +6,8 @@
 - A frontend may only name existing backends (400); a backend named by a frontend cannot be deleted
   (409 InUse). Row locks make both checks hold under concurrent requests: writers of a frontend take
   FOR SHARE on the backends it names, a backend delete takes FOR UPDATE on its row.
+- A deleted frontend leaves the ``Frontends`` of every API key (``controlplane.admin.apikey_service``)
+  in the same transaction.
 
 Every committed change calls ``on_change`` (the snapshot publisher's trigger).
 """
@@ -17,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+import sqlalchemy as sa
 from msgspec import UNSET
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -27,9 +30,9 @@ from controlplane.clock import Clock
 from controlplane.db import Database
 from controlplane.errors import ApiError
 from controlplane.publish.builder import backend_base_url
-from controlplane.tables import BackendRow, FrontendRow
+from controlplane.tables import ApiKeyRow, BackendRow, FrontendRow
 
-__all__ = ["BackendService", "FrontendService"]
+__all__ = ["BackendService", "FrontendService", "Service", "require_rows"]
 
 _FRONTEND_FIELDS = tuple(f.name for f in msgspec.structs.fields(FrontendIn) if f.name != "identifier")
 _BACKEND_FIELDS = tuple(
@@ -67,7 +70,7 @@ def backend_out(row: BackendRow) -> BackendOut:
     )
 
 
-class _Service:
+class Service:
     def __init__(self, db: Database, *, clock: Clock, on_change: Callable[[], None]) -> None:
         self._db = db
         self._clock = clock
@@ -82,7 +85,7 @@ class _Service:
         self._on_change()
 
 
-class FrontendService(_Service):
+class FrontendService(Service):
     """CRUD of frontends."""
 
     async def list(self) -> list[FrontendOut]:
@@ -121,7 +124,8 @@ class FrontendService(_Service):
 
     async def delete(self, identifier: str) -> None:
         async with self._db.session() as session:
-            await session.delete(await self._row(session, identifier))
+            await session.delete(await self._row(session, identifier, lock=True))
+            await _unlist_frontend(session, identifier, self._clock.now())
             await self._commit(session, "frontend", identifier)
 
     async def _update(self, identifier: str, body: msgspec.Struct) -> FrontendOut:
@@ -142,23 +146,45 @@ class FrontendService(_Service):
         return row
 
 
+async def _unlist_frontend(session: AsyncSession, identifier: str, now: datetime) -> None:
+    """Take a frontend being deleted out of every API key's Frontends (so that a frontend created later
+    under the same id is not opened to them)."""
+    frontends = col(ApiKeyRow.frontends)
+    statement = (
+        sa.update(ApiKeyRow)
+        .where(frontends.contains([identifier]))
+        .values(frontends=frontends.op("-")(sa.literal(identifier, sa.Text)), last_update_utc=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.exec(statement)
+
+
 async def _require_backends(session: AsyncSession, identifiers: list[str]) -> None:
-    """400 unless every id names a backend; the rows stay share-locked until the commit."""
+    await require_rows(session, BackendRow, identifiers, "Backends", "backend")
+
+
+async def require_rows(
+    session: AsyncSession,
+    table: type[BackendRow] | type[FrontendRow],
+    identifiers: list[str],
+    field: str,
+    what: str,
+) -> None:
+    """400 (naming ``field``) unless every id names a row of ``table``; the rows stay share-locked
+    until the commit, so they cannot be deleted under the writer."""
     if not identifiers:
         return
     query = (
-        select(BackendRow.identifier)
-        .where(col(BackendRow.identifier).in_(identifiers))
-        .with_for_update(read=True)
+        select(table.identifier).where(col(table.identifier).in_(identifiers)).with_for_update(read=True)
     )
     found = set((await session.exec(query)).all())
     missing = [i for i in dict.fromkeys(identifiers) if i not in found]
     if missing:
         names = ", ".join(f"'{i}'" for i in missing)
-        raise ApiError.bad_request(f"Backends: no backend with identifier {names}")
+        raise ApiError.bad_request(f"{field}: no {what} with identifier {names}")
 
 
-class BackendService(_Service):
+class BackendService(Service):
     """CRUD of backends. The bearer token is write-only."""
 
     async def list(self) -> list[BackendOut]:

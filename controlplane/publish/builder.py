@@ -5,7 +5,9 @@ satisfy them), so this module can be tested with plain objects and is checked by
 Every frontend and backend is carried, inactive ones too, with its ``active`` flag; the data plane
 decides what an inactive one means. Each backend's runtime state (health, models) comes from the
 ``runtime`` lookup; without one (probing switched off) every backend is published as healthy.
-Each live data plane carries its share of every backend's limits (``controlplane.publish.shares``).
+Each live data plane carries its share of every backend's limits (``controlplane.publish.shares``)
+and of every API key's rate (``controlplane.publish.key_rates``). Active API keys are published as
+their digests only, and the admin tokens as theirs (data planes honour route explanations for them).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from controlplane.publish.key_rates import split_key_rates
 from controlplane.publish.shares import Limits, split_shares
 from shared.snapshot import (
+    ApiKeyView,
     BackendShare,
     BackendView,
     ClusterView,
@@ -27,11 +31,13 @@ from shared.snapshot import (
 
 __all__ = [
     "UNPROBED",
+    "ApiKeyRecord",
     "BackendRecord",
     "BackendRuntime",
     "FrontendRecord",
     "backend_base_url",
     "build_content",
+    "key_rates_of",
     "shares_of",
 ]
 
@@ -72,6 +78,21 @@ class FrontendRecord(Protocol):
     sticky_headers: Sequence[str]
     queue_size: int
     queue_timeout_ms: int
+    allow_model_management: bool
+    model_management_requires_key: bool
+    pull_adds_required_models: bool
+    allow_route_explain: bool
+    block_http10: bool
+    require_api_keys: bool
+
+
+class ApiKeyRecord(Protocol):
+    identifier: str
+    key_sha256: str
+    frontends: Sequence[str]
+    allow_model_management: bool
+    rate_limit_requests_per_second: float
+    active: bool
 
 
 class BackendRecord(Protocol):
@@ -121,6 +142,22 @@ def frontend_view(row: FrontendRecord) -> FrontendView:
         sticky_headers=tuple(row.sticky_headers),
         queue_size=row.queue_size,
         queue_timeout_ms=row.queue_timeout_ms,
+        allow_model_management=row.allow_model_management,
+        model_management_requires_key=row.model_management_requires_key,
+        pull_adds_required_models=row.pull_adds_required_models,
+        allow_route_explain=row.allow_route_explain,
+        block_http10=row.block_http10,
+        require_api_keys=row.require_api_keys,
+    )
+
+
+def api_key_view(row: ApiKeyRecord) -> ApiKeyView:
+    return ApiKeyView(
+        id=row.identifier,
+        digest=row.key_sha256,
+        frontends=tuple(row.frontends),
+        allow_model_management=row.allow_model_management,
+        rate_limit_requests_per_second=row.rate_limit_requests_per_second,
     )
 
 
@@ -159,31 +196,53 @@ def build_content(
     *,
     demand: Mapping[str, Mapping[str, int]] | None = None,
     previous_shares: Mapping[str, Mapping[str, BackendShare]] | None = None,
+    api_keys: Iterable[ApiKeyRecord] = (),
+    key_demand: Mapping[str, Mapping[str, int]] | None = None,
+    previous_key_rates: Mapping[str, Mapping[str, float]] | None = None,
+    admin_token_digests: Iterable[str] = (),
 ) -> SnapshotContent:
     """The snapshot content for these rows, live data-plane ids and the backends' runtime state
     (order is canonicalised by seal).
 
     ``demand``: live data plane id -> backend id -> in-flight + queued requests (absent: idle).
     ``previous_shares``: the shares of the stored snapshot, kept while still close (hysteresis).
+    ``key_demand``: live data plane id -> API key id -> its requests per second there;
+    ``previous_key_rates``: the key rates of the stored snapshot (hysteresis likewise).
     """
     state = runtime or (lambda _id: UNPROBED)
     backend_rows = list(backends)
+    keys = [k for k in api_keys if k.active]
+    live = set(dataplanes)
     load = demand or {}
     shares = split_shares(
         {
             b.identifier: Limits(b.max_parallel_requests, float(b.rate_limit_requests_threshold))
             for b in backend_rows
         },
-        {d: load.get(d, {}) for d in set(dataplanes)},
+        {d: load.get(d, {}) for d in live},
         previous_shares,
     )
+    key_load = key_demand or {}
+    limited = {k.identifier: k.rate_limit_requests_per_second for k in keys}
+    rates = split_key_rates(
+        {key: rate for key, rate in limited.items() if rate > 0},
+        {d: key_load.get(d, {}) for d in live},
+        previous_key_rates,
+    )
+    planes = tuple(DataPlaneView(id=d, shares=shares[d], key_rates=rates[d]) for d in sorted(shares))
     return SnapshotContent(
         frontends=tuple(frontend_view(f) for f in frontends),
         backends=tuple(backend_view(b, state(b.identifier)) for b in backend_rows),
-        cluster=ClusterView(dataplanes=tuple(DataPlaneView(id=d, shares=shares[d]) for d in sorted(shares))),
+        cluster=ClusterView(dataplanes=planes, admin_token_digests=tuple(sorted(admin_token_digests))),
+        api_keys=tuple(api_key_view(k) for k in keys),
     )
 
 
 def shares_of(content: SnapshotContent) -> dict[str, dict[str, BackendShare]]:
     """Data plane id -> its shares, as published in ``content``."""
     return {d.id: dict(d.shares) for d in content.cluster.dataplanes}
+
+
+def key_rates_of(content: SnapshotContent) -> dict[str, dict[str, float]]:
+    """Data plane id -> its parts of the API keys' rates, as published in ``content``."""
+    return {d.id: dict(d.key_rates) for d in content.cluster.dataplanes}

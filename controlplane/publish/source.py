@@ -1,24 +1,25 @@
 """Where snapshot content comes from: every configuration row (one consistent read), live data planes
-with their demand, and what the monitor observed of each backend.
+with their demand, what the monitor observed of each backend, and the admin tokens' digests.
 
-The limit shares of the stored snapshot are handed to the builder as the previous split, so that
-small load changes keep them (no new revision) and racing replicas settle on the same shares.
+The limit shares and key rates of the stored snapshot are handed to the builder as the previous
+split, so that small load changes keep them (no new revision) and racing replicas settle on the same.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from sqlmodel import select
 
 from controlplane.db import Database
-from controlplane.publish.builder import BackendRuntime, build_content, shares_of
+from controlplane.publish.builder import BackendRuntime, build_content, key_rates_of, shares_of
 from controlplane.reports import DataPlaneRegistry
-from controlplane.tables import BackendRow, FrontendRow
+from controlplane.tables import ApiKeyRow, BackendRow, FrontendRow
 from shared.bus import Bus
+from shared.credentials import digest
 from shared.errors import BusError, SnapshotRejected
-from shared.snapshot import BackendShare, SnapshotContent, decode
+from shared.snapshot import SnapshotContent, decode
 
 __all__ = ["ConfigSource"]
 
@@ -35,37 +36,43 @@ class ConfigSource:
         runtime: Callable[[str], BackendRuntime] | None = None,
         *,
         bus: Bus | None = None,
+        admin_tokens: Iterable[str] = (),
     ) -> None:
         self._db = db
         self._registry = registry
         self._runtime = runtime
         self._bus = bus
+        self._admin_digests = tuple(sorted({digest(token) for token in admin_tokens}))
 
     async def content(self) -> SnapshotContent:
-        previous = await self._stored_shares()
+        previous = await self._stored_content()
         async with self._db.session() as session:
-            # One REPEATABLE READ transaction: frontends and backends from the same moment, so a frontend
-            # never names a backend the snapshot lacks.
+            # One REPEATABLE READ transaction: frontends, backends and keys from the same moment, so a
+            # frontend never names a backend the snapshot lacks.
             await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             frontends = (await session.exec(select(FrontendRow))).all()
             backends = (await session.exec(select(BackendRow))).all()
-        demand = self._registry.demand()
+            api_keys = (await session.exec(select(ApiKeyRow))).all()
         return build_content(
             frontends,
             backends,
             self._registry.live_ids(),
             self._runtime,
-            demand=demand,
-            previous_shares=previous,
+            demand=self._registry.demand(),
+            previous_shares=shares_of(previous) if previous is not None else None,
+            api_keys=api_keys,
+            key_demand=self._registry.key_demand(),
+            previous_key_rates=key_rates_of(previous) if previous is not None else None,
+            admin_token_digests=self._admin_digests,
         )
 
-    async def _stored_shares(self) -> dict[str, dict[str, BackendShare]] | None:
-        """The shares in the snapshot on the bus; None when there is none or it cannot be read."""
+    async def _stored_content(self) -> SnapshotContent | None:
+        """The content of the snapshot on the bus; None when there is none or it cannot be read."""
         if self._bus is None:
             return None
         try:
             stored = await self._bus.read_snapshot()
-            return shares_of(decode(stored[0]).content) if stored else None
+            return decode(stored[0]).content if stored else None
         except (BusError, SnapshotRejected) as exc:
             log.debug("no previous shares to keep: %s", exc)
             return None

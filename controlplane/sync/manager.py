@@ -10,6 +10,10 @@ model or the backend leaves and comes back, or the backend recovers from being u
 change of a job goes to the subscribers of ``events()`` (the live progress stream) and, as a
 ``PullProgress`` numbered in order, to ``on_progress`` (published on the bus for the data planes
 that stream a client's /api/pull).
+
+``hold`` pulls a model onto some backends without it being required (a client's /api/pull on a
+frontend whose pulls do not add to RequiredModels): an in-memory requirement of this replica, held
+until the job on that backend has succeeded or failed for good, then forgotten.
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ class Synchroniser:
         self._overall = asyncio.Semaphore(parallelism)
         self._per_backend: dict[str, asyncio.Semaphore] = {}
         self.required: dict[str, tuple[str, ...]] = {}
+        # (backend id, model key) -> the model as asked: pulls held for a client, not configured.
+        self._held: dict[tuple[str, str], str] = {}
         self.jobs: dict[tuple[str, str], PullJob] = {}
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._deleting: set[tuple[str, str]] = set()
@@ -98,14 +104,50 @@ class Synchroniser:
                 self._drop(lambda key, ident=ident: key[0] == ident)  # another server: start over
         self.required = dict(required)
         self._targets = dict(targets)
+        for key in [k for k in self._held if k[0] not in targets]:
+            del self._held[key]
         self.wake()
+
+    @property
+    def removes_unrequired(self) -> bool:
+        return self._remove_unrequired
+
+    def hold(self, idents: Iterable[str], model: str) -> None:
+        """Pull ``model`` onto ``idents`` now without requiring it there: each hold lasts until the
+        job on that backend ends (kept only where a job started, i.e. the backend lacks the model)."""
+        key = model_key(model)
+        wanted = [(ident, key) for ident in idents]
+        for row in wanted:
+            self._held.setdefault(row, model.strip())
+        self.wake()
+        for row in wanted:
+            if row not in self._tasks:
+                self._held.pop(row, None)
+
+    def release(self, idents: Iterable[str], model: str) -> None:
+        """Drop the holds of ``model`` on ``idents`` (it is being deleted); the next ``wake`` stops
+        their jobs unless the configuration requires the model there."""
+        key = model_key(model)
+        for ident in idents:
+            self._held.pop((ident, key), None)
+
+    def _wanted_models(self) -> dict[str, tuple[str, ...]]:
+        """Backend id -> the models it must have: the configured ones, then those held for clients."""
+        if not self._held:
+            return self.required
+        wanted = {ident: list(models) for ident, models in self.required.items()}
+        for (ident, key), model in self._held.items():
+            models = wanted.setdefault(ident, [])
+            if all(model_key(name) != key for name in models):
+                models.append(model)
+        return {ident: tuple(models) for ident, models in wanted.items()}
 
     def wake(self) -> None:
         """Compare what is required with what the backends have, and start what is missing."""
         if not self.enabled:
             return
         wanted: set[tuple[str, str]] = set()
-        for ident, models in self.required.items():
+        for ident, models in self._wanted_models().items():
             target = self._targets.get(ident)
             health = self._monitor.health.get(ident)
             inventory = self._monitor.inventory.get(ident)
@@ -251,6 +293,7 @@ class Synchroniser:
                     job.error = str(exc)
                 else:
                     job.state, job.status = "done", "success"
+                    self._held.pop(job.key, None)
                     self._emit(job)
                     log.info("pulled %s onto backend %s", job.model, job.backend)
                     self._monitor.refresh_inventory(job.backend)
@@ -260,6 +303,7 @@ class Synchroniser:
             )
             if job.attempts >= self._max_attempts:
                 job.state = "failed"
+                self._held.pop(job.key, None)
                 self._emit(job)
                 return
             delay = min(self._retry_delay * 2 ** (job.attempts - 1), _MAX_BACKOFF)

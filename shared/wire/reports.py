@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["DataPlaneReport", "decode_report", "encode_report"]
+__all__ = ["DataPlaneReport", "KeyUsage", "decode_report", "encode_report"]
+
+
+class KeyUsage(msgspec.Struct, frozen=True, kw_only=True):
+    """One API key's use on one data plane since that process started (counters only ever grow)."""
+
+    requests: int = 0  # requests the key was accepted for
+    rate_limited: int = 0  # requests turned away with 429 because the key's rate was used up
 
 
 class DataPlaneReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -25,6 +32,10 @@ class DataPlaneReport(msgspec.Struct, frozen=True, kw_only=True):
     # count); with in_flight, the demand the control plane splits each backend's limits by.
     queued: dict[str, int] = {}
     rejected_total: int = 0  # requests turned away because a queue was full or a wait expired
+    # Random per process start: counters below restart from zero under a new start id, so the control
+    # plane adds what grew under each (start id) and never counts a restart twice.
+    start_id: str = ""
+    key_usage: dict[str, KeyUsage] = {}  # API key id -> its use here since the start
 
 
 _encoder = msgspec.json.Encoder()

@@ -36,7 +36,7 @@ def clean_database_url(cp_database_url: str) -> str:
     for attempt in range(5):
         try:
             with psycopg.connect(libpq, autocommit=True) as conn:
-                conn.execute("TRUNCATE frontends, backends")
+                conn.execute("TRUNCATE frontends, backends, apikeys, apikey_usage")
             break
         except psycopg.errors.DeadlockDetected:
             if attempt == 4:

@@ -42,6 +42,22 @@ class Frontend:
     sticky_headers: list[str] = field(default_factory=lambda: ["x-conversation-id", "x-thread-id"])
     queue_size: int = 128
     queue_timeout_ms: int = 30000
+    allow_model_management: bool = False
+    model_management_requires_key: bool = False
+    pull_adds_required_models: bool = False
+    allow_route_explain: bool = False
+    block_http10: bool = True
+    require_api_keys: bool = False
+
+
+@dataclass
+class ApiKey:
+    identifier: str
+    key_sha256: str
+    frontends: list[str] = field(default_factory=list)
+    allow_model_management: bool = False
+    rate_limit_requests_per_second: float = 0.0
+    active: bool = True
 
 
 @dataclass
@@ -180,3 +196,59 @@ def test_a_sealed_snapshot_passes_its_own_hash_check_even_with_ints_in_float_fie
     content = SnapshotContent(cluster=ClusterView(dataplanes=(DataPlaneView(id="dp", shares={"b": share}),)))
     sealed = seal(content, revision=3, generated_at="2030-01-01T00:00:00Z")
     assert accept(None, encode(sealed)).content.cluster.dataplanes[0].shares["b"].rate_per_second == 5.0
+
+
+def test_frontend_access_settings_reach_the_view() -> None:
+    frontend = Frontend(
+        "f1",
+        allow_model_management=True,
+        model_management_requires_key=True,
+        pull_adds_required_models=True,
+        allow_route_explain=True,
+        block_http10=False,
+        require_api_keys=True,
+    )
+    (view,) = build_content([frontend], [], []).frontends
+    assert (view.allow_model_management, view.model_management_requires_key) == (True, True)
+    assert (view.pull_adds_required_models, view.allow_route_explain) == (True, True)
+    assert (view.block_http10, view.require_api_keys) == (False, True)
+    (default,) = build_content([Frontend("f2")], [], []).frontends
+    assert not any(
+        (default.allow_model_management, default.allow_route_explain, default.require_api_keys)
+    )
+    assert default.block_http10
+
+
+def test_active_api_keys_go_out_as_digests_with_their_rates_split_over_the_data_planes() -> None:
+    keys = [
+        ApiKey("k2", "d" * 64, frontends=["f1"], rate_limit_requests_per_second=10),
+        ApiKey("k1", "c" * 64, frontends=["f1", "f2"], allow_model_management=True),
+        ApiKey("off", "e" * 64, active=False, rate_limit_requests_per_second=5),
+    ]
+    admins = ["b" * 64, "a" * 64]
+    content = build_content(
+        [], [], ["dp1", "dp2"], api_keys=keys, key_demand={"dp1": {"k2": 30}}, admin_token_digests=admins
+    )
+    assert [(k.id, k.digest, k.frontends) for k in content.api_keys] == [
+        ("k2", "d" * 64, ("f1",)),
+        ("k1", "c" * 64, ("f1", "f2")),
+    ]
+    assert content.api_keys[1].allow_model_management
+    assert content.cluster.admin_token_digests == ("a" * 64, "b" * 64)
+    one, two = content.cluster.dataplanes
+    assert set(one.key_rates) == set(two.key_rates) == {"k2"}  # only limited keys are split
+    assert one.key_rates["k2"] > two.key_rates["k2"] > 0  # dp1 uses it; dp2 keeps a floor
+    assert one.key_rates["k2"] + two.key_rates["k2"] <= 10
+    sealed = seal(content, revision=1, generated_at="2030-01-01T00:00:00Z")
+    assert decode(encode(sealed)) == sealed
+    # Kept while the demand moves a little.
+    kept = build_content(
+        [],
+        [],
+        ["dp2", "dp1"],
+        api_keys=list(reversed(keys)),
+        key_demand={"dp1": {"k2": 25}},
+        previous_key_rates={d.id: d.key_rates for d in content.cluster.dataplanes},
+        admin_token_digests=reversed(admins),
+    )
+    assert content_hash(kept) == content_hash(content)

@@ -1,4 +1,5 @@
-"""Explainable routing, pure: the X-OllamaFlow-Route header and the dry-run reply."""
+"""Explainable routing: the X-OllamaFlow-Route header (given only where the frontend allows it, or
+to an admin token) and the dry-run reply."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import time
 from contextlib import AsyncExitStack
 
 import httpx
+import msgspec
 
 from dataplane.explain import MAX_HEADER, dry_run, route_header
 from dataplane.routing import RequestKind, RoutingTable
 from dataplane.sticky import short_hash
 from ollamaflow.sim import running_sim
 from shared.bus import Bus
+from shared.credentials import digest
 from shared.errors import BusNoResponder
 from shared.snapshot import BackendView, FrontendView, LoadedModel, SnapshotContent, seal
 from shared.wire.explain import ExplainReply, ExplainRequest, decode_reply, encode
@@ -200,7 +203,7 @@ async def test_the_route_header_comes_only_when_asked_for(
     dp: RunningDataPlane, writer: SnapshotWriter
 ) -> None:
     async with running_sim() as sim, httpx.AsyncClient(base_url=dp.url) as client:
-        await _serve(writer, dp, {"one": sim}, load_balancing="LeastConnections")
+        await _serve(writer, dp, {"one": sim}, load_balancing="LeastConnections", allow_route_explain=True)
         body = {"model": "llama3.2", "prompt": "hi", "stream": False}
         plain = await client.post("/api/generate", json=body)
         assert plain.status_code == 200 and "x-ollamaflow-route" not in plain.headers
@@ -218,12 +221,43 @@ async def test_the_route_header_comes_only_when_asked_for(
         assert stream.status_code == 200 and "served=one" in stream.headers["x-ollamaflow-route"]
 
 
+async def test_without_permission_the_explain_header_is_ignored_unless_an_admin_token_comes(
+    dp: RunningDataPlane, writer: SnapshotWriter
+) -> None:
+    token = "an-admin-token-of-thirty-two-chars"
+    async with running_sim() as sim, httpx.AsyncClient(base_url=dp.url) as client:
+        view = FrontendView(id="f", hostname="*", backends=("one",))
+        published = content({"one": sim}, [view], models=("llama3.2:latest",), models_known=True)
+        cluster = msgspec.structs.replace(published.cluster, admin_token_digests=(digest(token),))
+        revision = dp.app.state.revision + 1
+        await writer.publish(msgspec.structs.replace(published, cluster=cluster), revision)
+        await dp.wait_revision(revision)
+        body = {"model": "llama3.2", "prompt": "hi", "stream": False}
+        explain = {"X-OllamaFlow-Explain": "1"}
+        for headers in (
+            explain,
+            {**explain, "X-OllamaFlow-Admin-Token": "not-the-token"},
+            {**explain, "Authorization": "Bearer not-the-token"},
+        ):
+            ignored = await client.post("/api/generate", json=body, headers=headers)
+            assert ignored.status_code == 200 and "x-ollamaflow-route" not in ignored.headers
+        for headers in (
+            {**explain, "X-OllamaFlow-Admin-Token": token},
+            {**explain, "Authorization": f"Bearer {token}"},
+        ):
+            honoured = await client.post("/api/generate", json=body, headers=headers)
+            assert honoured.status_code == 200
+            assert honoured.headers["x-ollamaflow-route"].startswith("strategy=RoundRobin; candidates=one[")
+        missing = await client.post("/api/generate", json={**body, "model": "nope"}, headers=explain)
+        assert missing.status_code == 404 and "x-ollamaflow-route" not in missing.headers
+
+
 async def test_the_route_header_tells_which_backend_failed_before_the_one_that_served(
     dp: RunningDataPlane, writer: SnapshotWriter
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: connection refused
     async with running_sim() as sim, httpx.AsyncClient(base_url=dp.url) as client:
-        await _serve(writer, dp, {"dead": dead, "live": sim})
+        await _serve(writer, dp, {"dead": dead, "live": sim}, allow_route_explain=True)
         resp = await client.post(
             "/api/generate",
             json={"model": "llama3.2", "prompt": "hi", "stream": False},
@@ -238,7 +272,8 @@ async def test_the_route_header_tells_which_backend_failed_before_the_one_that_s
 async def test_sticky_sessions_through_the_proxy(dp: RunningDataPlane, writer: SnapshotWriter) -> None:
     async with AsyncExitStack() as stack, httpx.AsyncClient(base_url=dp.url) as client:
         sims = {f"s{i}": await stack.enter_async_context(running_sim()) for i in range(3)}
-        await _serve(writer, dp, sims, use_sticky_sessions=True, sticky_headers=("x-session",))
+        sticky = {"use_sticky_sessions": True, "sticky_headers": ("x-session",)}
+        await _serve(writer, dp, sims, allow_route_explain=True, **sticky)
         body = {"model": "llama3.2", "prompt": "hi", "stream": False}
 
         async def served(session: str) -> str:

@@ -3,7 +3,8 @@
 Hypothesis draws the method, path, Host, extra headers and body (random bytes, random JSON, and
 objects with the fields the APIs know holding values of any type) and sends them over a raw socket, so
 no client library tidies them first. Two frontends are served: one over a simulated Ollama backend,
-one over a simulated OpenAI-compatible one, so translation is fuzzed in both directions. Every answer
+one over a simulated OpenAI-compatible one, so translation is fuzzed in both directions; both allow
+model management, so its handlers are fuzzed too, not only the refusal in front of them. Every answer
 must come within the deadline and be below 500, except the few 5xx answers the data plane gives on
 purpose (``MEANT``).
 """
@@ -111,8 +112,8 @@ async def fuzz_target(dp: RunningDataPlane, writer: SnapshotWriter) -> AsyncIter
             ),
         )
         frontends = (
-            FrontendView(id="o", hostname="ollama.test", backends=("ollama",)),
-            FrontendView(id="a", hostname="openai.test", backends=("openai",)),
+            FrontendView(id="o", hostname="ollama.test", backends=("ollama",), allow_model_management=True),
+            FrontendView(id="a", hostname="openai.test", backends=("openai",), allow_model_management=True),
         )
         revision = dp.app.state.revision + 1
         await writer.publish(SnapshotContent(frontends=frontends, backends=backends), revision)

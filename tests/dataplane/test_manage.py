@@ -15,11 +15,14 @@ import pytest
 from shared.snapshot import BackendView
 from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, serve_frontend
 
+# Model management through a frontend is off unless the frontend allows it.
+MANAGED = {"allow_model_management": True}
+
 
 async def test_pull_delete_and_copy_say_503_when_no_control_plane_answers(
     dp: RunningDataPlane, writer: SnapshotWriter, backend_urls: list[str]
 ) -> None:
-    await serve_frontend(writer, dp, [BackendView(id="a", base_url=backend_urls[0])])
+    await serve_frontend(writer, dp, [BackendView(id="a", base_url=backend_urls[0])], **MANAGED)
     client = ollama.AsyncClient(host=dp.url)
 
     async def streamed_pull() -> None:
@@ -50,7 +53,7 @@ async def test_blobs_create_and_push_go_to_the_first_healthy_ollama_backend(
         BackendView(id="openai", base_url=backend_urls[1], api_format="OpenAI"),
         BackendView(id="chosen", base_url=backend_urls[2]),
     ]
-    await serve_frontend(writer, dp, backends)
+    await serve_frontend(writer, dp, backends, **MANAGED)
     client = ollama.AsyncClient(host=dp.url)
     weights = tmp_path / "w.gguf"
     weights.write_bytes(b"GGUF" + bytes(range(256)) * 512)
@@ -84,14 +87,16 @@ async def test_blobs_create_and_push_go_to_the_first_healthy_ollama_backend(
 async def test_without_an_ollama_backend_authoring_is_refused_in_ollamas_shape(
     dp: RunningDataPlane, writer: SnapshotWriter, backend_urls: list[str]
 ) -> None:
-    await serve_frontend(writer, dp, [BackendView(id="vllm", base_url=backend_urls[0], api_format="OpenAI")])
+    vllm = BackendView(id="vllm", base_url=backend_urls[0], api_format="OpenAI")
+    await serve_frontend(writer, dp, [vllm], **MANAGED)
     client = ollama.AsyncClient(host=dp.url)
     with pytest.raises(ollama.ResponseError) as refused:
         await client.create("x", from_="llama3.2")
     assert refused.value.status_code == 501
     assert refused.value.error == "/api/create is not supported by OpenAI-compatible backend vllm"
 
-    await serve_frontend(writer, dp, [BackendView(id="sick", base_url=backend_urls[0], healthy=False)])
+    sick = BackendView(id="sick", base_url=backend_urls[0], healthy=False)
+    await serve_frontend(writer, dp, [sick], **MANAGED)
     with pytest.raises(ollama.ResponseError) as unavailable:
         await client.push("llama3.2")
     assert unavailable.value.status_code == 502
@@ -101,7 +106,7 @@ async def test_a_blob_over_the_frontends_body_limit_is_refused(
     dp: RunningDataPlane, writer: SnapshotWriter, backend_urls: list[str]
 ) -> None:
     await serve_frontend(
-        writer, dp, [BackendView(id="a", base_url=backend_urls[0])], max_request_body_size=1000
+        writer, dp, [BackendView(id="a", base_url=backend_urls[0])], max_request_body_size=1000, **MANAGED
     )
     data = b"y" * 5000
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -121,7 +126,7 @@ async def test_a_blob_over_the_frontends_body_limit_is_refused(
 async def test_a_client_that_leaves_a_push_stops_it_on_the_backend(
     dp: RunningDataPlane, writer: SnapshotWriter, backend_urls: list[str]
 ) -> None:
-    await serve_frontend(writer, dp, [BackendView(id="a", base_url=backend_urls[0])])
+    await serve_frontend(writer, dp, [BackendView(id="a", base_url=backend_urls[0])], **MANAGED)
     async with httpx.AsyncClient() as http:
         slow = await http.post(backend_urls[0] + "/_sim/config", json={"tokens_per_second": 2})
         assert slow.status_code == 200

@@ -130,7 +130,7 @@ async def _raw(url: str, method: str, target: str, body: bytes = b"") -> int:
 async def backend(dp: RunningDataPlane, writer: SnapshotWriter) -> AsyncIterator[Recorder]:
     async with recorder() as rec:
         view = BackendView(id="rec", base_url=rec.url, models=("llama3:latest",), models_known=True)
-        await serve_frontend(writer, dp, [view])
+        await serve_frontend(writer, dp, [view], allow_model_management=True)
         yield rec
 
 

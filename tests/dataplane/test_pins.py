@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from dataplane.model_errors import LabelUnavailable, UnknownLabel
 from dataplane.pins import apply_pins, deep_merge
 from dataplane.routing import RequestKind, RoutingTable
-from shared.errors import NoBackendAvailable
 from shared.snapshot import BackendView, FrontendView, SnapshotContent, seal
 
 
@@ -93,5 +93,22 @@ def test_labels_match_exactly_and_case_insensitively() -> None:
     choices = pool.choices("m")
     assert [t.id for t in pool.labelled(choices, "gpu")] == ["a"]  # not "gpu-large": no substring match
     assert [t.id for t in pool.labelled(choices, " EU ")] == ["b"]
-    with pytest.raises(NoBackendAvailable, match="no backend with label 'gp'"):
+    with pytest.raises(UnknownLabel, match="no backend of this frontend carries label 'gp'") as unknown:
         pool.labelled(choices, "gp")
+    assert unknown.value.status == 400
+
+
+def test_a_label_whose_backends_cannot_serve_now_is_a_503_with_retry_after() -> None:
+    backends = [
+        _backend("a", labels=("gpu",), healthy=False),
+        _backend("b", labels=("eu",), models=("other",), models_known=True),
+        _backend("c"),
+    ]
+    route = _table([FrontendView(id="f", hostname="*", backends=("a", "b", "c"))], backends).frontend_for("x")
+    pool = route.pool(RequestKind.COMPLETIONS)
+    for label in ("gpu", "EU"):  # a is unhealthy; b lacks the model
+        with pytest.raises(LabelUnavailable, match=f"no backend with label '{label}'") as caught:
+            pool.labelled(pool.choices("m"), label)
+        assert caught.value.status == 503
+        assert caught.value.headers == [(b"retry-after", b"5")]
+        assert b'"code":"label_unavailable"' in caught.value.body("OpenAI")

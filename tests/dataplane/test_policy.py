@@ -161,6 +161,7 @@ async def test_the_label_header_picks_backends_with_that_exact_label(
         dp,
         BackendView(id="gpu", base_url=gpu.url, labels=("GPU",)),
         BackendView(id="other", base_url=other.url, labels=("gpu-small",)),
+        BackendView(id="down", base_url=other.url, labels=("cpu",), healthy=False),
     )
     async with httpx.AsyncClient(base_url=dp.url) as client:
         labelled = [
@@ -172,16 +173,29 @@ async def test_the_label_header_picks_backends_with_that_exact_label(
     assert {r.headers["x-ollamaflow-backend"] for r in labelled} == {"gpu"}
     assert {r.headers["x-ollamaflow-backend"] for r in unlabelled} == {"gpu", "other"}
     assert "X-OllamaFlow-Label" not in gpu.seen[0].headers  # meant for the data plane only
-    assert missing.status_code == 502
-    assert missing.json() == {"error": "no backend with label 'gp' can serve this request"}
+    # A label no backend of the frontend carries is the client's mistake...
+    assert missing.status_code == 400
+    assert missing.json() == {"error": "no backend of this frontend carries label 'gp' (X-OllamaFlow-Label)"}
+    with pytest.raises(openai.BadRequestError) as unknown:
+        await _openai(dp).chat.completions.create(
+            model="echo",
+            messages=CHAT,
+            extra_headers={"X-OllamaFlow-Label": "tpu"},  # type: ignore[arg-type]
+        )
+    assert "carries label 'tpu'" in unknown.value.body["message"]  # type: ignore[index]
+    # ... one whose backends cannot serve now (here: unhealthy) is a wait.
+    async with httpx.AsyncClient(base_url=dp.url) as client:
+        down = await client.post("/api/chat", json={"model": "echo"}, headers={"X-OllamaFlow-Label": "CPU"})
+    assert (down.status_code, down.headers["retry-after"]) == (503, "5")
+    assert "no backend with label 'CPU'" in down.json()["error"]
     with pytest.raises(openai.APIStatusError) as caught:
         await _openai(dp).chat.completions.create(
             model="echo",
             messages=CHAT,
             extra_headers={"X-OllamaFlow-Label": "cpu"},  # type: ignore[arg-type]
         )
-    assert caught.value.status_code == 502
-    assert "no backend with label 'cpu'" in caught.value.body["message"]  # type: ignore[index]
+    assert caught.value.status_code == 503
+    assert caught.value.body["code"] == "label_unavailable"  # type: ignore[index]
     assert len(gpu.seen) + len(other.seen) == 8
 
 

@@ -158,7 +158,11 @@ async def dataplane_url(dp_settings: DataPlaneSettings, writer: SnapshotWriter) 
             BackendView(id=fmt, base_url=url, api_format=fmt, models=SimConfig().models, models_known=True)
             for fmt, url in sims.items()
         )
-        frontends = tuple(FrontendView(id=fmt, hostname=HOSTS[fmt], backends=(fmt,)) for fmt in sims)
+        frontends = tuple(
+            # The model-management rows describe a frontend that allows it (the page says so).
+            FrontendView(id=fmt, hostname=HOSTS[fmt], backends=(fmt,), allow_model_management=True)
+            for fmt in sims
+        )
         await writer.publish(SnapshotContent(frontends=frontends, backends=backends), 1)
         await dp.wait_revision(1)
         yield dp.url

@@ -23,13 +23,18 @@ from controlplane.migrate import upgrade
 from controlplane.settings import Settings
 from dataplane.settings import DataPlaneSettings
 from ollamaflow.sim import running_sim
+from shared.bus import Bus, BusNames
 from shared.models import model_key
+from shared.wire.models import ModelRequest, decode_reply, encode
 from tests.controlplane.harness import fresh_database, running_controlplane
 from tests.dataplane.harness import RunningDataPlane, eventually, running_dataplane
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "model-management-token"
+# Management through a frontend is off by default; these frontends allow it, and their pulls add to
+# RequiredModels (as OllamaFlow's always do).
+MANAGED = {"AllowModelManagement": True, "PullAddsRequiredModels": True}
 
 
 @dataclass
@@ -38,6 +43,7 @@ class Cluster:
     dataplane: RunningDataPlane
     sims: dict[str, str]  # backend id -> simulator URL, in the frontend's order
     client: ollama.AsyncClient
+    bus: Bus  # the cluster's bus, as the test's own client
 
     async def tags(self, ident: str) -> set[str]:
         async with httpx.AsyncClient() as http:
@@ -120,10 +126,13 @@ async def cluster(migrated_url: str, nats_url: str) -> AsyncIterator[Cluster]:
             port = int(url.rsplit(":", 1)[1])
             body = {"Identifier": ident, "Hostname": "127.0.0.1", "Port": port}
             assert (await admin.put("/v1.0/backends", json=body)).status_code == 201
-        body = {"Identifier": "f", "Hostname": "*", "Backends": list(sims)}
+        body = {"Identifier": "f", "Hostname": "*", "Backends": list(sims), **MANAGED}
         assert (await admin.put("/v1.0/frontends", json=body)).status_code == 201
         dataplane = await stack.enter_async_context(running_dataplane(dp_settings))
-        cluster = Cluster(admin, dataplane, sims, ollama.AsyncClient(host=dataplane.url, timeout=60))
+        bus = Bus(nats_url, BusNames(namespace), client_name="model-management-test")
+        await bus.connect()
+        stack.push_async_callback(bus.close)
+        cluster = Cluster(admin, dataplane, sims, ollama.AsyncClient(host=dataplane.url, timeout=60), bus)
 
         def ready() -> bool:
             snapshot = dataplane.app.state.snapshot
@@ -260,6 +269,7 @@ async def test_frontends_without_a_healthy_ollama_backend(cluster: Cluster) -> N
                     "Identifier": ident,
                     "Hostname": host,
                     "Backends": ["vllm" if ident != "down" else "dead"],
+                    **MANAGED,
                 }
                 assert (await cluster.admin.put("/v1.0/frontends", json=body)).status_code == 201
 
@@ -300,3 +310,60 @@ async def test_delete_keeps_a_model_another_frontend_requires_on_a_shared_backen
     assert model_key("keep-me") not in await cluster.tags("first")
     assert model_key("keep-me") in await cluster.tags("second")
     assert (await cluster.admin.get("/v1.0/frontends/g")).json()["RequiredModels"] == ["keep-me"]
+
+
+async def test_a_pull_may_bring_a_model_without_making_it_required(cluster: Cluster) -> None:
+    patch = {"PullAddsRequiredModels": False}
+    assert (await cluster.admin.patch("/v1.0/frontends/f", json=patch)).status_code == 200
+    parts = [part async for part in await cluster.client.pull("smollm:135m", stream=True)]
+    assert parts[0].status == "pulling manifest" and parts[-1].status == "success"
+    assert any(p.digest and p.completed and p.total and p.completed < p.total for p in parts), "no progress"
+    assert {model_key("smollm:135m")} <= await cluster.tags("first") & await cluster.tags("second")
+    await cluster.routes("smollm:135m", on={"first", "second"})
+    assert await required_models(cluster) == []
+
+    # The control plane held the requirement only until the pulls ended: it lets go of the jobs,
+    # pulls nothing again and removes nothing.
+    async def no_pulls() -> bool:
+        return (await cluster.admin.get("/v1.0/pulls")).json() == []
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while not await no_pulls():
+        assert asyncio.get_running_loop().time() < deadline, "the held pulls stayed"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    for ident in cluster.sims:
+        assert (await cluster.stats(ident))["by_path"]["/api/pull"] == 1
+        assert model_key("smollm:135m") in await cluster.tags(ident)
+
+    # A failed one leaves nothing behind either, and a delete still removes a pulled model.
+    with pytest.raises(ollama.ResponseError) as failed:
+        await cluster.client.pull("missing-model")
+    assert failed.value.status_code == 500 and "file does not exist" in failed.value.error
+    assert await required_models(cluster) == []
+    assert (await cluster.client.delete("smollm:135m")).status == "success"
+    await cluster.routes("smollm:135m", on=set())
+
+
+async def test_model_management_is_refused_where_the_frontend_does_not_allow_it(cluster: Cluster) -> None:
+    closed = await cluster.admin.patch("/v1.0/frontends/f", json={"AllowModelManagement": False})
+    assert closed.status_code == 200
+    await eventually(
+        lambda: not cluster.dataplane.app.state.table.frontend_for("x").frontend.allow_model_management,
+        10,
+        "the data plane applying the change",
+    )
+    with pytest.raises(ollama.ResponseError) as refused:
+        await cluster.client.pull("smollm:135m")
+    assert refused.value.status_code == 403 and "AllowModelManagement" in refused.value.error
+    with pytest.raises(ollama.ResponseError) as no_copy:
+        await cluster.client.copy("llama3.2", "backup")
+    assert no_copy.value.status_code == 403
+    assert await required_models(cluster) == []
+    assert "/api/pull" not in (await cluster.stats("first"))["by_path"]
+    # A data plane whose snapshot is behind is refused by the control plane too.
+    for action in ("pull", "delete", "copy"):
+        ask = ModelRequest(action=action, frontend_id="f", model="llama3.2", destination="backup")
+        data = await cluster.bus.request(cluster.bus.names.models_subject, encode(ask), wait=10)
+        reply = decode_reply(data)
+        assert reply.status == 403 and "AllowModelManagement is false" in reply.error, action

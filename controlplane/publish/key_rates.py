@@ -1,0 +1,87 @@
+"""PURE: split each API key's cluster-wide request rate among the live data planes.
+
+A key's RateLimitRequestsPerSecond holds for all data planes together; each enforces its part with a
+token bucket. The parts are multiples of 0.001 request/s, rounded down, so they never add up to more
+than the limit. Each plane keeps a floor of a quarter of an even split, so an idle plane that starts
+to see the key is not shut out until the next snapshot; the rest follows demand (the key's requests
+per second on that plane, accepted and refused, from its reports, quantised like the backends'
+demand): in proportion when some plane has demand, evenly when none has.
+
+Stability: the previous parts (those of the stored snapshot) are kept while they are for the same
+planes and limit and each is within an eighth of the limit of the new one, so small changes in
+demand do not make a new snapshot revision every second. Same inputs, same output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+
+from controlplane.publish.shares import demand_level
+
+__all__ = ["split_key_rates"]
+
+_STEPS = 1000  # rates are multiples of 1/1000 request per second
+
+
+def _tiebreak(key: str, plane: str) -> bytes:
+    return hashlib.blake2b(f"{key}\0{plane}".encode(), digest_size=8).digest()
+
+
+def _split(key: str, steps: int, planes: Sequence[str], demand: Sequence[int]) -> list[int]:
+    """Integer steps per plane (in ``planes`` order) summing to ``steps``."""
+    n = len(planes)
+    floor = steps // (4 * n)
+    rest = steps - floor * n
+    total = sum(demand)
+    weights = list(demand) if total else [1] * n
+    total = total or n
+    parts = [floor + rest * w // total for w in weights]
+    remainders = [rest * w % total for w in weights]
+    left = steps - sum(parts)
+    order = sorted(range(n), key=lambda i: (-remainders[i], _tiebreak(key, planes[i])))
+    for i in order[:left]:
+        parts[i] += 1
+    return parts
+
+
+def _kept(previous: Mapping[str, Mapping[str, float]], key: str, planes: Sequence[str]) -> list[int] | None:
+    if set(previous) != set(planes):
+        return None
+    found = [previous[p].get(key) for p in planes]
+    if any(rate is None or rate < 0 for rate in found):
+        return None
+    return [round(rate * _STEPS) for rate in found if rate is not None]
+
+
+def split_key_rates(
+    limits: Mapping[str, float],
+    demand: Mapping[str, Mapping[str, int]],
+    previous: Mapping[str, Mapping[str, float]] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Data plane id -> key id -> its part of the key's requests per second, both in sorted order.
+
+    ``limits``: key id -> its cluster-wide rate (keys without a limit are left out). ``demand``: every
+    live data plane (the keys) with the key's requests per second there. ``previous``: the parts
+    published before, kept while still close (see the module doc).
+    """
+    planes = sorted(demand)
+    result: dict[str, dict[str, float]] = {p: {} for p in planes}
+    if not planes:
+        return result
+    for key in sorted(limits):
+        steps = int(limits[key] * _STEPS)
+        if steps <= 0:
+            continue
+        levels = [demand_level(demand[p].get(key, 0)) for p in planes]
+        parts = _split(key, steps, planes, levels)
+        before = _kept(previous, key, planes) if previous else None
+        if (
+            before is not None
+            and sum(before) <= steps
+            and all(abs(b - p) <= steps // 8 for b, p in zip(before, parts, strict=True))
+        ):
+            parts = before
+        for plane, part in zip(planes, parts, strict=True):
+            result[plane][key] = part / _STEPS
+    return result
