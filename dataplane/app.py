@@ -22,7 +22,7 @@ from typing import Any
 from dataplane.admission import Admission
 from dataplane.breaker import Breakers
 from dataplane.explainer import Explainer
-from dataplane.incoming import Receive
+from dataplane.incoming import BodyReader, Receive
 from dataplane.listing import MODEL_PREFIX, Listing
 from dataplane.manage import ModelManagement
 from dataplane.manage_proxy import BLOB_PREFIX, Authoring
@@ -117,8 +117,19 @@ class DataPlane:
             report_interval=settings.report_interval,
         )
         translations = Translations(random_id)
+        bodies = BodyReader(
+            max_json=settings.max_json_body,
+            piece_timeout=settings.client_body_timeout,
+            errors=self.traffic.client_errors,
+        )
         proxy = Proxy(
-            self.state, self.upstream, self.traffic, translations, self.breakers, admission=self.admission
+            self.state,
+            self.upstream,
+            self.traffic,
+            translations,
+            self.breakers,
+            admission=self.admission,
+            bodies=bodies,
         )
         get_head = frozenset({"GET", "HEAD"})
         self._routes: dict[str, Route] = {
@@ -130,14 +141,16 @@ class DataPlane:
         for endpoint in PROXIED:
             handler = functools.partial(proxy.handle, endpoint=endpoint)
             self._routes[endpoint.path] = Route(frozenset({"POST"}), handler, endpoint.api_format)
-        listing = Listing(self.state, self.upstream)
+        listing = Listing(self.state, self.upstream, bodies=bodies)
         self._routes["/api/tags"] = Route(get_head, listing.tags)
         self._routes["/api/ps"] = Route(frozenset({"GET"}), listing.ps)
         self._routes["/api/show"] = Route(frozenset({"POST"}), listing.show)
         self._routes["/v1/models"] = Route(frozenset({"GET"}), listing.models, "OpenAI")
         self._routes[MODEL_PREFIX] = Route(frozenset({"GET"}), listing.model, "OpenAI")  # + the id
-        manage = ModelManagement(self.state, self.bus)
-        self.authoring = Authoring(self.state, manage, connect_timeout=settings.upstream_connect_timeout)
+        manage = ModelManagement(self.state, self.bus, bodies=bodies)
+        self.authoring = Authoring(
+            self.state, manage, connect_timeout=settings.upstream_connect_timeout, bodies=bodies
+        )
         self._routes["/api/pull"] = Route(frozenset({"POST"}), manage.pull)
         self._routes["/api/delete"] = Route(frozenset({"DELETE"}), manage.delete)
         self._routes["/api/copy"] = Route(frozenset({"POST"}), manage.copy)
