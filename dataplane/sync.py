@@ -149,6 +149,7 @@ class BusSync:
             ejected=self._ejected(),
             queued=self._admission.queued() if self._admission is not None else {},
             rejected_total=self._traffic.rejected_total,
+            client_errors=dict(self._traffic.client_errors),
         )
 
     def _ejected(self) -> dict[str, str]:

@@ -25,6 +25,9 @@ class DataPlaneReport(msgspec.Struct, frozen=True, kw_only=True):
     # count); with in_flight, the demand the control plane splits each backend's limits by.
     queued: dict[str, int] = {}
     rejected_total: int = 0  # requests turned away because a queue was full or a wait expired
+    # Clients refused since start, by kind: invalid_request, header_too_large, too_many_headers,
+    # header_timeout, body_timeout, body_too_large, send_timeout, connection_limit, upgrade.
+    client_errors: dict[str, int] = {}
 
 
 _encoder = msgspec.json.Encoder()
