@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import resource
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -16,6 +17,7 @@ import httpx
 import psutil
 import pytest
 
+from dataplane.client_limits import raise_open_files_limit
 from dataplane.settings import DataPlaneSettings
 from shared.bus import Bus
 from shared.snapshot import BackendView
@@ -303,3 +305,16 @@ async def test_refusals_are_counted_in_the_reports(limited: RunningDataPlane) ->
         10,
         "counted in a report",
     )
+
+
+def test_the_open_files_limit_is_raised_and_a_shortfall_is_told(caplog: pytest.LogCaptureFixture) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    raise_open_files_limit(100)
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= soft
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    if hard == resource.RLIM_INFINITY:
+        return
+    with caplog.at_level(logging.WARNING, logger="ollamaflow.dataplane.clients"):
+        raise_open_files_limit(hard + 1)
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard  # as far as it goes
+    assert "OLLAMAFLOW_CLIENT_MAX_CONNECTIONS" in caplog.text
