@@ -193,6 +193,24 @@ async def test_a_body_that_stops_coming_is_a_408_in_the_clients_format(
     assert limited.app.traffic.client_errors == {"body_timeout": 2}
 
 
+async def test_expect_100_continue_still_works(
+    limited: RunningDataPlane, writer: SnapshotWriter, rec: Recorder
+) -> None:
+    await serve_frontend(writer, limited, [BackendView(id="rec", base_url=rec.url)])
+    body = b'{"model": "echo"}'
+    reader, stream = await asyncio.open_connection("127.0.0.1", _port(limited))
+    try:
+        stream.write(
+            _request("/api/chat", b"Expect: 100-continue", b"Content-Length: %d" % len(body), method="PUT")
+        )
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).startswith(b"HTTP/1.1 100")
+        stream.write(body)
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).startswith(b"HTTP/1.1 200")
+    finally:
+        stream.close()
+    assert rec.seen[0].body == body
+
+
 async def test_json_bodies_have_their_own_cap_but_blobs_do_not(
     limited: RunningDataPlane, writer: SnapshotWriter, rec: Recorder, backend_urls: list[str]
 ) -> None:
