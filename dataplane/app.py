@@ -27,7 +27,7 @@ from dataplane.access import Access, Guard
 from dataplane.admission import Admission
 from dataplane.breaker import Breakers
 from dataplane.explainer import Explainer
-from dataplane.incoming import Receive
+from dataplane.incoming import BodyReader, Receive
 from dataplane.listing import Listing
 from dataplane.manage import ModelManagement
 from dataplane.manage_proxy import Authoring
@@ -128,6 +128,11 @@ class DataPlane:
             report_interval=settings.report_interval,
         )
         translations = Translations(random_id)
+        bodies = BodyReader(
+            max_json=settings.max_json_body,
+            piece_timeout=settings.client_body_timeout,
+            errors=self.traffic.client_errors,
+        )
         proxy = Proxy(
             self.state,
             self.upstream,
@@ -136,6 +141,7 @@ class DataPlane:
             self.breakers,
             admission=self.admission,
             access=self.access,
+            bodies=bodies,
         )
         get_head, get, post = frozenset({"GET", "HEAD"}), frozenset({"GET"}), frozenset({"POST"})
         probe, serve, manages = Guard.PROTOCOL, Guard.SERVE, Guard.MANAGE
@@ -148,14 +154,16 @@ class DataPlane:
         for endpoint in PROXIED:
             handler = functools.partial(proxy.handle, endpoint=endpoint)
             self._routes[endpoint.path] = Route(post, handler, endpoint.api_format, serve)
-        listing = Listing(self.state, self.upstream)
+        listing = Listing(self.state, self.upstream, bodies=bodies)
         self._routes["/api/tags"] = Route(get_head, listing.tags, guard=serve)
         self._routes["/api/ps"] = Route(get, listing.ps, guard=serve)
         self._routes["/api/show"] = Route(post, listing.show, guard=serve)
         self._routes["/v1/models"] = Route(get, listing.models, "OpenAI", serve)
         self._routes[MODEL_PREFIX] = Route(get, listing.model, "OpenAI", serve)  # + the id
-        manage = ModelManagement(self.state, self.bus)
-        self.authoring = Authoring(self.state, manage, connect_timeout=settings.upstream_connect_timeout)
+        manage = ModelManagement(self.state, self.bus, bodies=bodies)
+        self.authoring = Authoring(
+            self.state, manage, connect_timeout=settings.upstream_connect_timeout, bodies=bodies
+        )
         self._routes["/api/pull"] = Route(post, manage.pull, guard=manages)
         self._routes["/api/delete"] = Route(frozenset({"DELETE"}), manage.delete, guard=manages)
         self._routes["/api/copy"] = Route(post, manage.copy, guard=manages)

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from dataplane.headers import read_client_headers
-from dataplane.incoming import BadRequest, ClientGone, Receive, read_body
+from dataplane.incoming import BadRequest, BodyReader, ClientGone, Receive, error_headers
 from dataplane.merge import Entry, find_entry, listed_entries, merge_unique, sort_by_expiry
 from dataplane.paths import model_id, raw_path
 from dataplane.responses import JSON, Send, send_bytes, send_error, send_json
@@ -65,7 +65,15 @@ class _Reply:
 class Listing:
     """The listing handlers; built once at start-up over the data plane's state and upstream client."""
 
-    def __init__(self, state: SnapshotState, upstream: Upstream, *, timeout: float = LIST_TIMEOUT) -> None:
+    def __init__(
+        self,
+        state: SnapshotState,
+        upstream: Upstream,
+        *,
+        timeout: float = LIST_TIMEOUT,
+        bodies: BodyReader | None = None,
+    ) -> None:
+        self._bodies = BodyReader() if bodies is None else bodies
         self._state = state
         self._upstream = upstream
         self._timeout = timeout
@@ -141,12 +149,14 @@ class Listing:
         route, id_header = found
         try:
             client = read_client_headers(scope["headers"])
-            body = await read_body(receive, client.content_length, route.frontend.max_request_body_size)
+            body = await self._bodies.json(
+                receive, client.content_length, route.frontend.max_request_body_size
+            )
             name = self._show_name(body)
         except ClientGone:
             return
         except OllamaFlowError as exc:
-            await send_error(send, "Ollama", exc.status, exc.message, [id_header])
+            await send_error(send, "Ollama", exc.status, exc.message, error_headers(exc, id_header))
             return
         key = model_key(name)
         listing = [m for m in self._members(route) if key in {model_key(n) for n in m.view.models}]

@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from dataplane.headers import read_client_headers
-from dataplane.incoming import BadRequest, ClientGone, Receive, read_body
+from dataplane.incoming import BadRequest, BodyReader, ClientGone, Receive, error_headers
 from dataplane.manage_progress import PullStream
 from dataplane.responses import JSON, Send, send_bytes, send_error, send_json
 from dataplane.routing import FrontendRoute
@@ -85,7 +85,9 @@ class ModelManagement:
         request_wait: float = REQUEST_WAIT,
         idle_limit: float = IDLE_LIMIT,
         settle_within: float = SETTLE_WITHIN,
+        bodies: BodyReader | None = None,
     ) -> None:
+        self._bodies = BodyReader() if bodies is None else bodies
         self._state = state
         self._bus = bus
         self._request_wait = request_wait
@@ -102,7 +104,7 @@ class ModelManagement:
         except ClientGone:
             return
         except OllamaFlowError as exc:
-            await send_error(send, "Ollama", exc.status, exc.message, [id_header])
+            await send_error(send, "Ollama", exc.status, exc.message, error_headers(exc, id_header))
             return
         updates: asyncio.Queue[PullProgress] = asyncio.Queue()
         key = model_key(model)
@@ -152,7 +154,7 @@ class ModelManagement:
         except ClientGone:
             return
         except OllamaFlowError as exc:
-            await send_error(send, "Ollama", exc.status, exc.message, [id_header])
+            await send_error(send, "Ollama", exc.status, exc.message, error_headers(exc, id_header))
             return
         reply = await self._ask(
             ModelRequest(action="delete", frontend_id=route.frontend.id, model=model), send, id_header
@@ -173,7 +175,7 @@ class ModelManagement:
         except ClientGone:
             return
         except OllamaFlowError as exc:
-            await send_error(send, "Ollama", exc.status, exc.message, [id_header])
+            await send_error(send, "Ollama", exc.status, exc.message, error_headers(exc, id_header))
             return
         ask = ModelRequest(
             action="copy",
@@ -202,7 +204,7 @@ class ModelManagement:
     async def _read(self, scope: MutableMapping[str, Any], receive: Receive) -> tuple[FrontendRoute, bytes]:
         client = read_client_headers(scope["headers"])
         route = self._state.table.frontend_for(client.host)
-        body = await read_body(receive, client.content_length, route.frontend.max_request_body_size)
+        body = await self._bodies.json(receive, client.content_length, route.frontend.max_request_body_size)
         return route, body
 
     async def _read_model(

@@ -4,7 +4,8 @@ Blobs live on one server, and the create that names them must reach that same se
 these go to ONE backend chosen deterministically: the first active, healthy Ollama backend in the
 frontend's backend order (the same one for every request while the health of the backends stays
 the same). Bodies stream both ways unbuffered (blob uploads can be many GB; the frontend's
-MaxRequestBodySize still applies); the upstream leg uses httpx, as everything off the hot path does.
+MaxRequestBodySize still applies; a create's or push's JSON body also stays within the data plane's
+JSON cap); the upstream leg uses httpx, as everything off the hot path does.
 After a create that succeeded, the control plane is asked to read that backend's models at once, and
 the answer's last byte waits (briefly) until this data plane's snapshot lists the new model.
 OpenAI-format backends cannot do any of this: a frontend with only those answers 501.
@@ -24,7 +25,15 @@ import msgspec
 from dataplane.disconnect import DisconnectGuard, DisconnectWatch
 from dataplane.framing import ndjson_error_line
 from dataplane.headers import ClientHeaders, read_client_headers, response_headers
-from dataplane.incoming import BodyTooLarge, ClientGone, Receive, read_body
+from dataplane.incoming import (
+    BodyReader,
+    BodyTimeout,
+    BodyTooLarge,
+    ClientGone,
+    Receive,
+    error_headers,
+    frontend_limit,
+)
 from dataplane.manage import ModelManagement
 from dataplane.paths import BLOB_PREFIX, blob_digest, raw_path
 from dataplane.responses import Send, send_error
@@ -63,7 +72,15 @@ def author_backend(route: FrontendRoute, backends: dict[str, BackendView], opera
 class Authoring:
     """The handlers; ``start`` and ``close`` bracket the upstream client's life."""
 
-    def __init__(self, state: SnapshotState, management: ModelManagement, *, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        state: SnapshotState,
+        management: ModelManagement,
+        *,
+        connect_timeout: float,
+        bodies: BodyReader | None = None,
+    ) -> None:
+        self._bodies = BodyReader() if bodies is None else bodies
         self._state = state
         self._management = management
         self._connect_timeout = connect_timeout
@@ -112,21 +129,23 @@ class Authoring:
             backends = {b.id: b for b in snapshot.content.backends} if snapshot is not None else {}
             operation = BLOB_PREFIX.rstrip("/") if backend_path.startswith(BLOB_PREFIX) else backend_path
             view = author_backend(route, backends, operation)
-            limit = route.frontend.max_request_body_size
+            frontend_max = route.frontend.max_request_body_size
             created = ""
             if whole_body:  # a create is small, and its model name is needed afterwards
-                body: bytes | AsyncIterator[bytes] = await read_body(receive, client.content_length, limit)
+                body: bytes | AsyncIterator[bytes] = await self._bodies.json(
+                    receive, client.content_length, frontend_max
+                )
                 created = _created_name(body)
             elif scope["method"] == "HEAD":
                 body = b""
-            else:
-                if client.content_length is not None and client.content_length > limit:
-                    raise BodyTooLarge(f"request body exceeds this frontend's limit of {limit} bytes")
-                body = _body_chunks(receive, limit)
+            else:  # a push's JSON, or a blob bounded only by the frontend's limit
+                blob = scope["path"].startswith(BLOB_PREFIX)
+                limit = frontend_limit(frontend_max) if blob else self._bodies.json_limit(frontend_max)
+                body = self._bodies.stream(receive, client.content_length, limit)
         except ClientGone:
             return
         except OllamaFlowError as exc:
-            await send_error(send, "Ollama", exc.status, exc.message, [id_header])
+            await send_error(send, "Ollama", exc.status, exc.message, error_headers(exc, id_header))
             return
         target = Target.from_backend(view)
         try:
@@ -142,8 +161,8 @@ class Authoring:
             response = await self._client.send(request, stream=True)
         except ClientGone:
             return
-        except BodyTooLarge as exc:
-            await send_error(send, "Ollama", exc.status, exc.message, [id_header])
+        except (BodyTooLarge, BodyTimeout) as exc:  # raised by the client's body as it streamed up
+            await send_error(send, "Ollama", exc.status, exc.message, error_headers(exc, id_header))
             return
         except httpx.HTTPError as exc:
             message = f"backend {view.id} failed: {type(exc).__name__}: {exc}".rstrip(": ")
@@ -222,23 +241,6 @@ class Authoring:
         return self._client.build_request(
             scope["method"], url, headers=headers, content=body, timeout=timeout
         )
-
-
-async def _body_chunks(receive: Receive, limit: int) -> AsyncIterator[bytes]:
-    """The client's body as it arrives, refused once it grows over ``limit``."""
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"request body exceeds this frontend's limit of {limit} bytes")
-        if chunk:
-            yield chunk
-        if not message.get("more_body", False):
-            return
 
 
 def _created_name(body: bytes) -> str:

@@ -31,7 +31,7 @@ from dataplane.explain import route_header
 from dataplane.framing import ndjson_error_line, sse_error_event
 from dataplane.headers import read_client_headers, response_headers
 from dataplane.http1 import Response
-from dataplane.incoming import ClientGone, Receive, read_body, read_model_request
+from dataplane.incoming import BodyReader, ClientGone, Receive, error_headers, read_model_request
 from dataplane.model_errors import Unservable
 from dataplane.pins import with_model
 from dataplane.responses import JSON, Send, send_bytes, send_error
@@ -67,7 +67,9 @@ class Proxy:
         *,
         access: Access,
         admission: Admission | None = None,
+        bodies: BodyReader | None = None,
     ) -> None:
+        self._bodies = BodyReader() if bodies is None else bodies
         if admission is None:
             admission = Admission("")
             state.listeners.append(admission.refresh)
@@ -90,7 +92,9 @@ class Proxy:
             client = read_client_headers(scope["headers"])
             route = self._state.table.frontend_for(client.host)
             pool = route.pool(endpoint.kind)
-            body = await read_body(receive, client.content_length, route.frontend.max_request_body_size)
+            body = await self._bodies.json(
+                receive, client.content_length, route.frontend.max_request_body_size
+            )
             model = read_model_request(body).model_name  # rejects bodies no backend could parse
             if route.pinned_models:
                 pinned_model = route.pinned_models.get(endpoint.kind)
@@ -107,7 +111,9 @@ class Proxy:
             await send_bytes(send, exc.status, body, JSON, [id_header, *exc.headers])
             return
         except OllamaFlowError as exc:
-            await send_error(send, endpoint.api_format, exc.status, exc.message, [id_header])
+            await send_error(
+                send, endpoint.api_format, exc.status, exc.message, error_headers(exc, id_header)
+            )
             return
         self._traffic.requests_total += 1
         peer = scope.get("client")

@@ -1,9 +1,11 @@
-"""Run the data plane under uvicorn (uvloop, httptools, no access log) until SIGTERM or SIGINT."""
+"""Run the data plane under uvicorn (uvloop, httptools bounded by our client limits, no access log) until
+SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ import uvicorn
 import uvloop
 
 from dataplane.app import create_app
+from dataplane.client_limits import ClientLimits, ClientProtocol, raise_open_files_limit
 from dataplane.settings import DataPlaneSettings, load_settings
 from shared.logs import install_redaction
 
@@ -31,24 +34,41 @@ class DataPlaneServer(uvicorn.Server):
         yield
 
 
+def client_limits(settings: DataPlaneSettings) -> ClientLimits:
+    return ClientLimits(
+        max_header_bytes=settings.client_max_header_bytes,
+        max_headers=settings.client_max_headers,
+        header_timeout=settings.client_header_timeout,
+        keep_alive_timeout=settings.client_keep_alive_timeout,
+        send_timeout=settings.client_send_timeout,
+        max_connections=settings.client_max_connections,
+    )
+
+
 def uvicorn_config(settings: DataPlaneSettings, **overrides: object) -> uvicorn.Config:
     """The uvicorn configuration the data plane runs with (tests use it too, with their own socket)."""
+    app = create_app(settings)
+    # uvicorn builds one protocol per connection with its own keyword arguments; ours come first.
+    protocol = functools.partial(
+        ClientProtocol, limits=client_limits(settings), errors=app.traffic.client_errors
+    )
     options: dict[str, object] = {
         "host": settings.dataplane_host,
         "port": settings.dataplane_port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": protocol,
+        "ws": "none",  # an upgrade request is refused by the protocol, never handed on
         "lifespan": "on",
         "access_log": False,
         "server_header": False,
         "proxy_headers": False,  # the peer address is the client: X-Forwarded-For is ours to append to
         "log_config": None,  # keep the process's logging setup
         "timeout_graceful_shutdown": settings.shutdown_grace,
-        "timeout_keep_alive": 30,
+        "timeout_keep_alive": settings.client_keep_alive_timeout,  # enforced by ClientProtocol
         "backlog": 4096,
     }
     options |= overrides
-    return uvicorn.Config(create_app(settings), **options)  # type: ignore[arg-type]
+    return uvicorn.Config(app, **options)  # type: ignore[arg-type]
 
 
 def configure_logging(level: str) -> None:
@@ -87,6 +107,8 @@ def serve(
         settings.nats_url,
         settings.bus_namespace,
     )
+    # Every client connection is a descriptor, and so is every upstream one.
+    raise_open_files_limit(settings.client_max_connections + settings.upstream_max_connections + 256)
     server = DataPlaneServer(uvicorn_config(settings))
 
     async def main() -> None:

@@ -41,6 +41,16 @@ class DataPlaneSettings:
     # Passive health: server errors in a row that eject a backend, and its rest before a trial request.
     eject_after_errors: int = 3
     eject_cooldown: float = 10.0
+    # Client limits (dataplane/client_limits.py): what one client connection may make us hold.
+    client_max_header_bytes: int = 65536  # request line + headers (the original OllamaFlow's 64 KiB)
+    client_max_headers: int = 100
+    client_header_timeout: float = 10.0  # from connection open / the next request's first byte
+    client_body_timeout: float = 30.0  # the longest wait for the next piece of a request body
+    client_keep_alive_timeout: float = 30.0  # idle between requests
+    client_send_timeout: float = 60.0  # a client that takes none of our bytes this long is cut off
+    client_max_connections: int = 10000
+    # JSON request bodies (everything but blob uploads): min(this, the frontend's MaxRequestBodySize).
+    max_json_body: int = 32 * 1024 * 1024
 
 
 def _path(value: str) -> Path | None:
@@ -67,6 +77,14 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "shutdown_grace": float,
     "eject_after_errors": _positive(int),
     "eject_cooldown": _positive(float),
+    "client_max_header_bytes": _positive(int),
+    "client_max_headers": _positive(int),
+    "client_header_timeout": _positive(float),
+    "client_body_timeout": _positive(float),
+    "client_keep_alive_timeout": _positive(float),
+    "client_send_timeout": _positive(float),
+    "client_max_connections": _positive(int),
+    "max_json_body": _positive(int),
 }
 
 

@@ -155,6 +155,7 @@ class BusSync:
             rejected_total=self._traffic.rejected_total,
             start_id=identity.start_id,
             key_usage=self._access.usage() if self._access is not None else {},
+            client_errors=dict(self._traffic.client_errors),
         )
 
     def _ejected(self) -> dict[str, str]:

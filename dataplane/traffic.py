@@ -10,12 +10,14 @@ __all__ = ["Traffic"]
 
 @dataclass(slots=True)
 class Traffic:
-    """Requests in flight per backend, proxied requests in total and those a full queue or an expired
-    wait turned away (touched on the event loop only)."""
+    """Requests in flight per backend, proxied requests in total, those a full queue or an expired
+    wait turned away, and clients refused by kind (oversized or late headers, bodies that stopped or
+    were too large, connections over the limit...) (touched on the event loop only)."""
 
     in_flight: Counter[str] = field(default_factory=Counter)
     requests_total: int = 0
     rejected_total: int = 0
+    client_errors: Counter[str] = field(default_factory=Counter)
 
     def started(self, backend_id: str) -> None:
         self.in_flight[backend_id] += 1

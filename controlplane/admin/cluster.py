@@ -32,6 +32,7 @@ class DataPlaneOut(msgspec.Struct, kw_only=True, rename="pascal"):
     rejected_total: int  # requests turned away because a queue was full or a wait expired
     ejected: dict[str, str]  # backend id -> why this data plane's circuit breaker stopped using it
     requests_total: int
+    client_errors: dict[str, int]  # clients this data plane refused since start, by kind
     started_at: str
     last_seen_utc: datetime
     live: bool
@@ -64,6 +65,7 @@ def _dataplane_out(registry: DataPlaneRegistry, sighting: Sighting) -> DataPlane
         rejected_total=report.rejected_total,
         ejected=dict(report.ejected),
         requests_total=report.requests_total,
+        client_errors=dict(report.client_errors),
         started_at=report.started_at,
         last_seen_utc=sighting.seen_at,
         live=registry.is_live(sighting),

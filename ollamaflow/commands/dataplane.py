@@ -32,7 +32,8 @@ def dataplane(
 
     Follows the snapshot the control plane publishes on NATS (OLLAMAFLOW_NATS_URL,
     OLLAMAFLOW_BUS_NAMESPACE), keeps serving its last good snapshot while NATS is away, and can start
-    from a copy on disk (OLLAMAFLOW_SNAPSHOT_CACHE). Stops cleanly on SIGTERM/SIGINT.
+    from a copy on disk (OLLAMAFLOW_SNAPSHOT_CACHE). Stops cleanly on SIGTERM/SIGINT. What one client
+    may make it hold is bounded by the OLLAMAFLOW_CLIENT_* settings and OLLAMAFLOW_MAX_JSON_BODY.
     """
     from dataplane.server import serve
     from shared.errors import ConfigError

@@ -36,6 +36,9 @@ class DataPlaneReport(msgspec.Struct, frozen=True, kw_only=True):
     # plane adds what grew under each (start id) and never counts a restart twice.
     start_id: str = ""
     key_usage: dict[str, KeyUsage] = {}  # API key id -> its use here since the start
+    # Clients refused since start, by kind: invalid_request, header_too_large, too_many_headers,
+    # header_timeout, body_timeout, body_too_large, send_timeout, connection_limit, upgrade.
+    client_errors: dict[str, int] = {}
 
 
 _encoder = msgspec.json.Encoder()

@@ -90,6 +90,7 @@ async def test_reports_show_data_planes_until_they_fall_silent(settings: Setting
                 rejected_total=3,
                 ejected={"b2": "connection refused"},
                 requests_total=99,
+                client_errors={"header_timeout": 4, "body_too_large": 1},
                 started_at="2030-01-01T00:00:00Z",
             )
             await reporter.publish_report(encode_report(report))
@@ -105,6 +106,7 @@ async def test_reports_show_data_planes_until_they_fall_silent(settings: Setting
             assert plane["InFlight"] == {"b1": 2} and plane["RequestsTotal"] == 99
             assert plane["Queued"] == {"b1": 5} and plane["RejectedTotal"] == 3
             assert plane["Ejected"] == {"b2": "connection refused"}
+            assert plane["ClientErrors"] == {"header_timeout": 4, "body_too_large": 1}
             assert plane["LastSeenUtc"].endswith("Z")
 
             joined = await watch.next(lambda s: [d.id for d in s.content.cluster.dataplanes] == ["dp-a"])

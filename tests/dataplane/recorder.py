@@ -2,8 +2,9 @@
 what the data plane actually sent (headers, query, exact body bytes) and can misbehave on cue.
 
 Any method and path is recorded (``method``, ``path``); a POST's ``model`` picks the behaviour:
-``echo`` (200 JSON), ``teapot`` (418 with a body),
-``slow`` (no answer for 5 s), ``break`` (two NDJSON lines, then the connection drops).
+``echo`` (200 JSON), ``teapot`` (418 with a body), ``slow`` (no answer for 5 s), ``break`` (two
+NDJSON lines, then the connection drops), ``flood`` (NDJSON lines as fast as they are taken, until the
+reader goes away; counted in ``floods_ended``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Recorded:
 class Recorder:
     url: str = ""
     seen: list[Recorded] = field(default_factory=list)
+    floods_ended: int = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -54,6 +56,15 @@ class Recorder:
             return web.json_response({"error": "short and stout"}, status=418)
         if model == "slow":
             await asyncio.sleep(5)
+        if model == "flood":
+            response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            await response.prepare(request)
+            lines = b'{"message":{"role":"assistant","content":"' + b"x" * 1000 + b'"},"done":false}\n'
+            try:
+                while True:
+                    await response.write(lines * 64)
+            finally:
+                self.floods_ended += 1
         if model == "break":
             response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
             await response.prepare(request)

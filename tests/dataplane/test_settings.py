@@ -59,3 +59,22 @@ def test_passive_health_settings_come_from_the_environment() -> None:
     assert (settings.eject_after_errors, settings.eject_cooldown) == (5, 2.5)
     with pytest.raises(ConfigError, match="eject_cooldown"):
         load_settings(environ={"OLLAMAFLOW_EJECT_COOLDOWN": "0"})
+
+
+def test_client_limits_come_from_the_environment() -> None:
+    defaults = load_settings(environ={})
+    assert (defaults.client_max_header_bytes, defaults.client_max_headers) == (65536, 100)
+    assert (defaults.client_header_timeout, defaults.client_body_timeout) == (10.0, 30.0)
+    assert (defaults.client_keep_alive_timeout, defaults.client_send_timeout) == (30.0, 60.0)
+    assert (defaults.client_max_connections, defaults.max_json_body) == (10000, 32 * 1024 * 1024)
+    env = {
+        "OLLAMAFLOW_CLIENT_MAX_HEADER_BYTES": "8192",
+        "OLLAMAFLOW_CLIENT_HEADER_TIMEOUT": "2.5",
+        "OLLAMAFLOW_CLIENT_MAX_CONNECTIONS": "50",
+        "OLLAMAFLOW_MAX_JSON_BODY": "1048576",
+    }
+    settings = load_settings(environ=env)
+    assert (settings.client_max_header_bytes, settings.client_header_timeout) == (8192, 2.5)
+    assert (settings.client_max_connections, settings.max_json_body) == (50, 1048576)
+    with pytest.raises(ConfigError, match="client_send_timeout"):
+        load_settings(environ={"OLLAMAFLOW_CLIENT_SEND_TIMEOUT": "0"})
