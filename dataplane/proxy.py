@@ -111,6 +111,8 @@ class Proxy:
             await send_bytes(send, exc.status, body, JSON, [id_header, *exc.headers])
             return
         except OllamaFlowError as exc:
+            if exc.status == 400:  # a body no backend could parse: counted, not logged (no log floods)
+                self._traffic.client_errors["bad_request"] += 1
             await send_error(
                 send, endpoint.api_format, exc.status, exc.message, error_headers(exc, id_header)
             )

@@ -37,7 +37,8 @@ class DataPlaneReport(msgspec.Struct, frozen=True, kw_only=True):
     start_id: str = ""
     key_usage: dict[str, KeyUsage] = {}  # API key id -> its use here since the start
     # Clients refused since start, by kind: invalid_request, header_too_large, too_many_headers,
-    # header_timeout, body_timeout, body_too_large, send_timeout, connection_limit, upgrade.
+    # header_timeout, body_timeout, body_too_large, send_timeout, connection_limit, upgrade, and
+    # bad_request (an inference body no backend could parse).
     client_errors: dict[str, int] = {}
 
 

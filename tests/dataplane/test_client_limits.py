@@ -338,3 +338,18 @@ def test_the_open_files_limit_is_raised_and_a_shortfall_is_told(caplog: pytest.L
         raise_open_files_limit(hard + 1)
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard  # as far as it goes
     assert "OLLAMAFLOW_CLIENT_MAX_CONNECTIONS" in caplog.text
+
+
+async def test_a_malformed_body_is_counted_and_logged_at_debug_only(
+    limited: RunningDataPlane, writer: SnapshotWriter, rec: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    await serve_frontend(writer, limited, [BackendView(id="rec", base_url=rec.url)])
+    caplog.set_level(logging.DEBUG)
+    async with httpx.AsyncClient(base_url=limited.url) as client:
+        for body in (b"{not json", b'{"model": 3}', b"[]"):
+            answer = await client.post("/api/chat", content=body)
+            assert answer.status_code == 400 and "error" in answer.json()
+    assert limited.app.traffic.client_errors == {"bad_request": 3}
+    assert not rec.seen
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("ollamaflow")]
+    assert not noisy, [r.getMessage() for r in noisy]
