@@ -12,8 +12,10 @@ import contextlib
 import datetime
 import functools
 import importlib.metadata
+import importlib.util
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -35,9 +37,12 @@ from dataplane.sync import BusSync, ReportIdentity
 from dataplane.traffic import Traffic
 from dataplane.translate.common import random_id
 from dataplane.translate.exchanges import Translations
+from dataplane.transport import Transport
 from dataplane.upstream import Upstream
 from shared.bus import Bus, BusNames
+from shared.errors import ConfigError
 from shared.snapshot import ApiFormat
+from shared.tls import backend_ssl_context
 
 __all__ = ["DataPlane", "create_app"]
 
@@ -70,6 +75,26 @@ def _address(settings: DataPlaneSettings) -> str:
     return f"http://{host}:{settings.dataplane_port}"
 
 
+def upstream_client(settings: DataPlaneSettings, ssl_context: ssl.SSLContext) -> Transport:
+    """The upstream client ``OLLAMAFLOW_UPSTREAM_CLIENT`` names: the builtin one, or the aiohttp
+    reference (imported only when chosen, so that the data plane runs without aiohttp installed)."""
+    options = {
+        "connect_timeout": settings.upstream_connect_timeout,
+        "max_connections": settings.upstream_max_connections,
+        "ssl_context": ssl_context,
+    }
+    if settings.upstream_client == "aiohttp":
+        if importlib.util.find_spec("aiohttp") is None:
+            raise ConfigError(
+                "OLLAMAFLOW_UPSTREAM_CLIENT=aiohttp needs the aiohttp package: "
+                "pip install 'ollamaflow[aiohttp]', or use the builtin client"
+            )
+        from dataplane.upstream_aiohttp import AiohttpUpstream
+
+        return AiohttpUpstream(**options)  # type: ignore[arg-type]
+    return Upstream(**options)  # type: ignore[arg-type]
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("ollamaflow")
@@ -84,10 +109,8 @@ class DataPlane:
         self.settings = settings
         self.state = SnapshotState(cache_path=settings.snapshot_cache)
         self.traffic = Traffic()
-        self.upstream = Upstream(
-            connect_timeout=settings.upstream_connect_timeout,
-            max_connections=settings.upstream_max_connections,
-        )
+        tls = backend_ssl_context(settings.backend_ca_file, settings.backend_tls_verify)
+        self.upstream = upstream_client(settings, tls)
         self.bus = Bus(
             settings.nats_url,
             BusNames(settings.bus_namespace),
@@ -118,7 +141,13 @@ class DataPlane:
         )
         translations = Translations(random_id)
         proxy = Proxy(
-            self.state, self.upstream, self.traffic, translations, self.breakers, admission=self.admission
+            self.state,
+            self.upstream,
+            self.traffic,
+            translations,
+            self.breakers,
+            admission=self.admission,
+            max_translated_body=settings.max_translated_body,
         )
         get_head = frozenset({"GET", "HEAD"})
         self._routes: dict[str, Route] = {
@@ -137,7 +166,9 @@ class DataPlane:
         self._routes["/v1/models"] = Route(frozenset({"GET"}), listing.models, "OpenAI")
         self._routes[MODEL_PREFIX] = Route(frozenset({"GET"}), listing.model, "OpenAI")  # + the id
         manage = ModelManagement(self.state, self.bus)
-        self.authoring = Authoring(self.state, manage, connect_timeout=settings.upstream_connect_timeout)
+        self.authoring = Authoring(
+            self.state, manage, connect_timeout=settings.upstream_connect_timeout, ssl_context=tls
+        )
         self._routes["/api/pull"] = Route(frozenset({"POST"}), manage.pull)
         self._routes["/api/delete"] = Route(frozenset({"DELETE"}), manage.delete)
         self._routes["/api/copy"] = Route(frozenset({"POST"}), manage.copy)

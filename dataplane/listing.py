@@ -5,7 +5,9 @@ short timeout: the snapshot knows model names but not the sizes, digests and det
 clients show, so the backends are asked. A backend that fails or is slow is left out (and logged);
 the others still answer. Entries are converted between the formats by ``dataplane.translate.models``
 and merged by ``dataplane.merge``. ``/api/show`` goes to one backend whose inventory (in the
-snapshot) has the model; an OpenAI backend's answer is synthesised from its model list.
+snapshot) has the model; an OpenAI backend's answer is synthesised from its model list. Each answer
+is read whole, up to ``LIST_BODY_LIMIT``: a larger one leaves its backend out of a list, or makes
+/api/show a 502 naming the limit.
 """
 
 from __future__ import annotations
@@ -26,19 +28,21 @@ from dataplane.responses import JSON, Send, send_bytes, send_error, send_json
 from dataplane.routing import FrontendRoute, Target
 from dataplane.state import SnapshotState
 from dataplane.translate.models import ollama_show_body, ollama_tags_entries, openai_models_entries
-from dataplane.upstream import Upstream, upstream_errors
+from dataplane.transport import Transport, upstream_errors
 from shared.errors import OllamaFlowError, UpstreamProtocolError, UpstreamTimeout
 from shared.models import model_key
 from shared.snapshot import ApiFormat, BackendView, Snapshot
 from shared.wire import openai
 from shared.wire.ollama import ModelRequest
 
-__all__ = ["LIST_TIMEOUT", "MODEL_PREFIX", "Listing"]
+__all__ = ["LIST_BODY_LIMIT", "LIST_TIMEOUT", "MODEL_PREFIX", "Listing"]
 
 log = logging.getLogger("ollamaflow.dataplane.listing")
 
 # Seconds one backend may take to answer a listing call before the list goes on without it.
 LIST_TIMEOUT = 5.0
+# The largest listing or /api/show answer read from one backend (a model list is a few KiB per model).
+LIST_BODY_LIMIT = 16 * 1024 * 1024
 # /v1/models/{id}: the id is the rest of the path, "/" and ":" included.
 MODEL_PREFIX = "/v1/models/"
 
@@ -66,7 +70,7 @@ class _Reply:
 class Listing:
     """The listing handlers; built once at start-up over the data plane's state and upstream client."""
 
-    def __init__(self, state: SnapshotState, upstream: Upstream, *, timeout: float = LIST_TIMEOUT) -> None:
+    def __init__(self, state: SnapshotState, upstream: Transport, *, timeout: float = LIST_TIMEOUT) -> None:
         self._state = state
         self._upstream = upstream
         self._timeout = timeout
@@ -249,7 +253,7 @@ class Listing:
         response = await self._upstream.request(target.id, target.http.origin, head, body, read_timeout)
         try:
             with upstream_errors(target.id):
-                data = await response.read()
+                data = await response.read(LIST_BODY_LIMIT)
         except BaseException:
             response.close()
             raise
