@@ -12,7 +12,6 @@ import contextlib
 import datetime
 import functools
 import importlib.metadata
-import importlib.util
 import logging
 import socket
 import ssl
@@ -84,13 +83,13 @@ def upstream_client(settings: DataPlaneSettings, ssl_context: ssl.SSLContext) ->
         "ssl_context": ssl_context,
     }
     if settings.upstream_client == "aiohttp":
-        if importlib.util.find_spec("aiohttp") is None:
+        try:
+            from dataplane.upstream_aiohttp import AiohttpUpstream
+        except ImportError as exc:
             raise ConfigError(
-                "OLLAMAFLOW_UPSTREAM_CLIENT=aiohttp needs the aiohttp package: "
-                "pip install 'ollamaflow[aiohttp]', or use the builtin client"
-            )
-        from dataplane.upstream_aiohttp import AiohttpUpstream
-
+                "OLLAMAFLOW_UPSTREAM_CLIENT=aiohttp needs the aiohttp package "
+                f"(pip install 'ollamaflow[aiohttp]'), or use the builtin client: {exc}"
+            ) from None
         return AiohttpUpstream(**options)  # type: ignore[arg-type]
     return Upstream(**options)  # type: ignore[arg-type]
 

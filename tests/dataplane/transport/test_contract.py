@@ -289,9 +289,8 @@ async def test_a_connect_that_hangs_ends_at_the_shorter_of_both_limits(
     make_transport: MakeTransport, connect_timeout: float, limit: float
 ) -> None:
     transport = await make_transport(connect_timeout=connect_timeout, max_connections=1)
-    with full_backlog() as url, took(10):
-        with pytest.raises(RequestNotSent) as caught:
-            await call(transport, url, limit=limit)
+    with full_backlog() as url, took(10), pytest.raises(RequestNotSent) as caught:
+        await call(transport, url, limit=limit)
     assert isinstance(caught.value, UpstreamTimeout)
     async with scripted(keep_alive_ok) as server:
         response = await call(transport, server.url)  # the only slot is free again
@@ -305,7 +304,7 @@ async def test_no_answer_within_the_limit_is_a_timeout(transport: Transport) -> 
         await asyncio.sleep(30)
 
     async with scripted(script) as server, asyncio.timeout(10):
-        with pytest.raises(UpstreamTimeout, match="b1 did not answer within 0.3s") as caught:
+        with pytest.raises(UpstreamTimeout, match=r"b1 did not answer within 0\.3s") as caught:
             await call(transport, server.url, limit=0.3)
         assert not isinstance(caught.value, RequestNotSent)  # it was sent: it may be running
 
@@ -343,10 +342,12 @@ async def test_a_paused_answer_nobody_takes_ends_at_the_limit(transport: Transpo
         received = len(await anext(chunks))
         with took(10):
             await server.closed.wait()  # dropped by the client while the reader took nothing
-        with pytest.raises(UpstreamTimeout, match="nothing of its answer was taken for 0.5s"):
-            with upstream_errors("b1"):
-                async for chunk in chunks:
-                    received += len(chunk)
+        with (
+            pytest.raises(UpstreamTimeout, match=r"nothing of its answer was taken for 0\.5s"),
+            upstream_errors("b1"),
+        ):
+            async for chunk in chunks:
+                received += len(chunk)
         response.close()
     assert received < len(body)
 
