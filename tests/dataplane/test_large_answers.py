@@ -239,3 +239,18 @@ async def test_a_long_stream_that_keeps_producing_outlives_timeout_ms(
         parts = [part async for part in await client.generate(model="llama3.2", prompt="hi", stream=True)]
     assert parts[-1].done and len(parts) == 31
 
+
+
+async def test_the_aiohttp_client_in_the_data_planes_place(
+    dp_settings: DataPlaneSettings, writer: SnapshotWriter, ollama_sim: str
+) -> None:
+    """OLLAMAFLOW_UPSTREAM_CLIENT=aiohttp: the same answers, large and streamed, through the reference."""
+    settings = dataclasses.replace(dp_settings, upstream_client="aiohttp")
+    async with running_dataplane(settings) as dp:
+        assert type(dp.app.upstream).__name__ == "AiohttpUpstream"
+        await serve_frontend(writer, dp, [BackendView(id="sim", base_url=ollama_sim)])
+        client = ollama.AsyncClient(host=dp.url, timeout=60)
+        answer = await client.embed(model="all-minilm", input=INPUTS)
+        assert len(answer.embeddings) == 400
+        parts = [part async for part in await client.generate(model="llama3.2", prompt="hi", stream=True)]
+        assert parts[-1].done and "".join(p.response for p in parts)
