@@ -31,6 +31,7 @@ from controlplane.settings import Settings
 from controlplane.sync.manager import Synchroniser
 from shared.bus import Bus, BusNames
 from shared.errors import BusError
+from shared.tls import backend_ssl_context
 
 __all__ = ["ControlPlane"]
 
@@ -67,6 +68,7 @@ class ControlPlane:
             on_change=self._backend_changed,
             enabled=settings.monitor_backends,
             urgent_gap=settings.ejected_probe_gap,
+            ssl_context=backend_ssl_context(settings.backend_ca_file, settings.backend_tls_verify),
         )
         self.sync = Synchroniser(
             self.monitor,

@@ -62,6 +62,10 @@ class Settings:
     """Seconds before the first retry of a failed pull; doubled for each further one (at most 5 min)."""
     sync_remove_unrequired: bool = False
     """Delete models that no frontend requires from Ollama backends that have RequiredModels."""
+    backend_ca_file: Path | None = None
+    """A PEM bundle of CAs trusted besides the system's for https backends (``shared.tls``)."""
+    backend_tls_verify: bool = True
+    """Verify https backends' certificates and host names (false: for tests and trusted networks)."""
 
     def __repr__(self) -> str:
         # Keep credentials out of logs and tracebacks.
@@ -134,9 +138,11 @@ def load_settings(
     for field in ("sync_parallelism", "sync_parallelism_per_backend", "sync_max_attempts"):
         if field in merged:
             values[field] = int(_number(merged, field, low=1, high=1000, integer=True))
-    for field in ("monitor_backends", "sync_remove_unrequired"):
+    for field in ("monitor_backends", "sync_remove_unrequired", "backend_tls_verify"):
         if field in merged:
             values[field] = _flag(merged, field)
+    if "backend_ca_file" in merged:
+        values["backend_ca_file"] = Path(_text(merged, "backend_ca_file")).expanduser()
     return Settings(database_url=sqlalchemy_url(_text(merged, "database_url")), admin_tokens=tokens, **values)
 
 
@@ -189,6 +195,8 @@ _KEYS = {
     "sync_max_attempts": "sync_max_attempts",
     "sync_retry_delay": "sync_retry_delay",
     "sync_remove_unrequired": "sync_remove_unrequired",
+    "backend_ca_file": "backend_ca_file",
+    "backend_tls_verify": "backend_tls_verify",
 }
 
 

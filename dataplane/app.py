@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -41,9 +42,12 @@ from dataplane.sync import BusSync, ReportIdentity
 from dataplane.traffic import Traffic
 from dataplane.translate.common import random_id
 from dataplane.translate.exchanges import Translations
+from dataplane.transport import Transport
 from dataplane.upstream import Upstream
 from shared.bus import Bus, BusNames
+from shared.errors import ConfigError
 from shared.snapshot import ApiFormat
+from shared.tls import backend_ssl_context
 
 __all__ = ["DataPlane", "create_app"]
 
@@ -77,6 +81,26 @@ def _address(settings: DataPlaneSettings) -> str:
     return f"http://{host}:{settings.dataplane_port}"
 
 
+def upstream_client(settings: DataPlaneSettings, ssl_context: ssl.SSLContext) -> Transport:
+    """The upstream client ``OLLAMAFLOW_UPSTREAM_CLIENT`` names: the builtin one, or the aiohttp
+    reference (imported only when chosen, so that the data plane runs without aiohttp installed)."""
+    options = {
+        "connect_timeout": settings.upstream_connect_timeout,
+        "max_connections": settings.upstream_max_connections,
+        "ssl_context": ssl_context,
+    }
+    if settings.upstream_client == "aiohttp":
+        try:
+            from dataplane.upstream_aiohttp import AiohttpUpstream
+        except ImportError as exc:
+            raise ConfigError(
+                "OLLAMAFLOW_UPSTREAM_CLIENT=aiohttp needs the aiohttp package "
+                f"(pip install 'ollamaflow[aiohttp]'), or use the builtin client: {exc}"
+            ) from None
+        return AiohttpUpstream(**options)  # type: ignore[arg-type]
+    return Upstream(**options)  # type: ignore[arg-type]
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("ollamaflow")
@@ -91,10 +115,8 @@ class DataPlane:
         self.settings = settings
         self.state = SnapshotState(cache_path=settings.snapshot_cache)
         self.traffic = Traffic()
-        self.upstream = Upstream(
-            connect_timeout=settings.upstream_connect_timeout,
-            max_connections=settings.upstream_max_connections,
-        )
+        tls = backend_ssl_context(settings.backend_ca_file, settings.backend_tls_verify)
+        self.upstream = upstream_client(settings, tls)
         self.bus = Bus(
             settings.nats_url,
             BusNames(settings.bus_namespace),
@@ -142,6 +164,7 @@ class DataPlane:
             admission=self.admission,
             access=self.access,
             bodies=bodies,
+            max_translated_body=settings.max_translated_body,
         )
         get_head, get, post = frozenset({"GET", "HEAD"}), frozenset({"GET"}), frozenset({"POST"})
         probe, serve, manages = Guard.PROTOCOL, Guard.SERVE, Guard.MANAGE
@@ -162,7 +185,11 @@ class DataPlane:
         self._routes[MODEL_PREFIX] = Route(get, listing.model, "OpenAI", serve)  # + the id
         manage = ModelManagement(self.state, self.bus, bodies=bodies)
         self.authoring = Authoring(
-            self.state, manage, connect_timeout=settings.upstream_connect_timeout, bodies=bodies
+            self.state,
+            manage,
+            connect_timeout=settings.upstream_connect_timeout,
+            bodies=bodies,
+            ssl_context=tls,
         )
         self._routes["/api/pull"] = Route(post, manage.pull, guard=manages)
         self._routes["/api/delete"] = Route(frozenset({"DELETE"}), manage.delete, guard=manages)

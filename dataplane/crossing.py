@@ -1,9 +1,11 @@
 """Requests that cross between API formats: the client speaks one, the chosen backend the other.
 
 The pure ``dataplane.translate`` exchange rewrites bodies; this module does its I/O around one
-upstream response: an error reply or a whole reply is read and rewritten, a stream is fed through
-the exchange's translator chunk by chunk as it arrives. A stream the backend breaks off ends with
-the client format's own error line or event (the translator writes it), never a faked end.
+upstream response: an error reply or a whole reply is read (up to ``OLLAMAFLOW_MAX_TRANSLATED_BODY``;
+a larger one is a 502 in the client's format naming the limit, and the backend's connection is
+dropped) and rewritten, a stream is fed through the exchange's translator chunk by chunk as it
+arrives. A stream the backend breaks off ends with the client format's own error line or event (the
+translator writes it), never a faked end.
 """
 
 from __future__ import annotations
@@ -13,11 +15,10 @@ import time
 from dataclasses import dataclass
 
 from dataplane.disconnect import DisconnectGuard
-from dataplane.http1 import Response
 from dataplane.responses import JSON, Send, send_bytes
 from dataplane.translate.common import BackendCall, LocalReply
 from dataplane.translate.exchanges import Exchange
-from dataplane.upstream import CLIENT_ERRORS, upstream_error
+from dataplane.transport import CLIENT_ERRORS, AnswerTooLarge, UpstreamResponse, upstream_error
 
 __all__ = ["Crossing", "relay", "send_local"]
 
@@ -38,33 +39,41 @@ async def send_local(send: Send, reply: LocalReply, headers: list[tuple[bytes, b
     await send_bytes(send, reply.status, reply.body, reply.content_type.encode(), headers)
 
 
-async def _read(response: Response, backend: str) -> bytes:
+async def _read(response: UpstreamResponse, backend: str, limit: int) -> bytes:
     try:
-        return await response.read()
+        return await response.read(limit)
     except CLIENT_ERRORS as exc:
-        raise upstream_error(backend, exc) from exc
+        error = upstream_error(backend, exc)
+        if isinstance(error, AnswerTooLarge):
+            error = AnswerTooLarge(
+                f"the answer of backend {backend} is too large to translate: over {limit} bytes "
+                "(OLLAMAFLOW_MAX_TRANSLATED_BODY)"
+            )
+        raise error from exc
 
 
 async def relay(
     crossing: Crossing,
-    response: Response,
+    response: UpstreamResponse,
     send: Send,
     guard: DisconnectGuard,
     backend: str,
     headers: list[tuple[bytes, bytes]],
+    limit: int,
 ) -> bool:
     """Send the backend's answer to the client in the client's format; True if it arrived whole.
 
-    Raises ``UpstreamError`` or ``Untranslatable`` only before anything went to the client.
+    Raises ``UpstreamError`` or ``Untranslatable`` only before anything went to the client; a whole
+    answer (or error answer) over ``limit`` bytes raises ``AnswerTooLarge``.
     """
     exchange, call = crossing.exchange, crossing.call
     if not 200 <= response.status < 300:
-        status, body = exchange.error(response.status, await _read(response, backend))
+        status, body = exchange.error(response.status, await _read(response, backend, limit))
         guard.finishing = True
         await send_bytes(send, status, body, JSON, headers)
         return True
     if not call.stream:
-        data = await _read(response, backend)
+        data = await _read(response, backend, limit)
         body = exchange.reply(call, data, started_ns=crossing.started_ns, now_ns=time.time_ns())
         guard.finishing = True
         await send_bytes(send, 200, body, JSON, headers)

@@ -6,7 +6,10 @@ cookie jars, payload wrappers, tracing) is all overhead here. This module writes
 request and parses the answer with llhttp (httptools), which calls back here only for the status,
 the headers and each piece of body. Under wrk it cost a fraction of aiohttp's per-request CPU.
 
-Errors are this module's own small exceptions; ``dataplane.upstream`` names the backend in them.
+It keeps the contract of ``dataplane.transport``: its errors are that module's plain exceptions
+(``dataplane.upstream`` names the backend in them), reading pauses at ``HIGH_WATER`` buffered bytes
+until the reader takes them, and one lazily checked timer per connection enforces the time limit in
+every state (no answer, no body bytes, or a paused answer that nobody takes).
 """
 
 from __future__ import annotations
@@ -19,33 +22,9 @@ from typing import cast
 
 import httptools
 
-__all__ = [
-    "BadResponse",
-    "BrokenBody",
-    "Connection",
-    "Disconnected",
-    "ReadTimeout",
-    "Response",
-]
+from dataplane.transport import HIGH_WATER, BadResponse, BodyTooLarge, BrokenBody, Disconnected, ReadTimeout
 
-# A response body buffered beyond this pauses reading from the backend until the client catches up.
-HIGH_WATER = 256 * 1024
-
-
-class BadResponse(Exception):
-    """The backend's answer is not valid HTTP/1.1."""
-
-
-class Disconnected(Exception):
-    """The backend closed the connection before the response began."""
-
-
-class BrokenBody(Exception):
-    """The connection ended in the middle of the response body."""
-
-
-class ReadTimeout(Exception):
-    """No byte arrived from the backend within the read timeout."""
+__all__ = ["Connection", "Response"]
 
 
 class Response:
@@ -116,13 +95,38 @@ class Response:
         self._size = 0
         return data
 
-    async def read(self) -> bytes:
-        """The whole body."""
+    async def read(self, limit: int) -> bytes:
+        """The whole body, at most ``limit`` bytes (``BodyTooLarge`` and the connection dropped).
+
+        A body over the high-water mark is taken as it arrives, so that reading resumes.
+        """
+        length = self.content_length
+        if length is not None and length > limit:
+            raise self._too_large(limit)
+        parts: list[bytes] = []
+        taken = 0
         while not self._done:
-            await self._wait()
+            if taken + self._size > limit:
+                raise self._too_large(limit)
+            if self._size > HIGH_WATER:  # reading is paused until these are taken
+                chunk = self._take()
+                parts.append(chunk)
+                taken += len(chunk)
+            else:
+                await self._wait()
         if self._error is not None:
             raise self._error
-        return self._take() if self._chunks else b""
+        if taken + self._size > limit:
+            raise self._too_large(limit)
+        if not parts:  # the usual small answer: one piece, no copy
+            return self._take() if self._chunks else b""
+        if self._chunks:
+            parts.append(self._take())
+        return b"".join(parts)
+
+    def _too_large(self, limit: int) -> BodyTooLarge:
+        self._conn.abandon(self)
+        return BodyTooLarge(limit)
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives: whatever has come in since the last chunk, in one piece."""
@@ -158,6 +162,7 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self.closed = False
+        self._eof = False  # the backend closed its side: no further request may go on this connection
         self.holds_slot = False  # counted in its pool's connection limit (the pool's bookkeeping)
         self.idle_since = 0.0
         # The request in progress.
@@ -194,6 +199,15 @@ class Connection(asyncio.Protocol):
             self._fail(BadResponse(f"invalid HTTP response: {exc}"))
         except httptools.HttpParserUpgrade:
             self._fail(BadResponse("the backend switched protocols"))
+
+    def eof_received(self) -> None:
+        self._eof = True  # the transport closes; connection_lost follows
+
+    @property
+    def usable(self) -> bool:
+        """Can a new request be written on this idle connection (the backend has not closed it)?"""
+        transport = self._transport
+        return not (self.closed or self._eof or transport is None or transport.is_closing())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -263,7 +277,10 @@ class Connection(asyncio.Protocol):
     # the request
 
     async def request(self, head: bytes, body: bytes, read_timeout: float) -> Response:
-        """Send one request; return when the status line and headers are in."""
+        """Send one request; return when the status line and headers are in.
+
+        Fails with ``ReadTimeout`` when no byte moved for ``read_timeout`` (see ``_check_timeout``).
+        """
         assert self._transport is not None and not self._busy
         self._busy = True
         self._headers = []
@@ -294,16 +311,23 @@ class Connection(asyncio.Protocol):
         self._timer = self.loop.call_at(due, self._check_timeout)
 
     def _check_timeout(self) -> None:
+        """No progress for the whole timeout fails the request. Progress is a byte from the backend,
+        or, while reading is paused, the reader taking a chunk (``resume``): a reader that takes
+        nothing (its client does not read) cannot hold the backend's connection for ever."""
         self._timer = None
         if not self._busy or self._message_done:
             return  # idle: the next request arms it again
         now = self.loop.time()
-        if self._paused:  # we stopped reading, not the backend: no fault of its own
-            self._arm(now + self._timeout)
-        elif now >= self._last_data + self._timeout:
-            self._fail(ReadTimeout("did not answer in time"))
-        else:
+        if now < self._last_data + self._timeout:
             self._arm(self._last_data + self._timeout)
+            return
+        limit = f"{self._timeout:g}s"
+        if self._response is None:
+            self._fail(ReadTimeout(f"did not answer within {limit}"))
+        elif self._paused:
+            self._fail(ReadTimeout(f"was cut off: nothing of its answer was taken for {limit}"))
+        else:
+            self._fail(ReadTimeout(f"sent nothing for {limit}"))
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
@@ -327,6 +351,7 @@ class Connection(asyncio.Protocol):
     def resume(self) -> None:
         if self._paused and self._transport is not None and not self.closed:
             self._paused = False
+            self._last_data = self.loop.time()  # the reader took a chunk: progress
             self._transport.resume_reading()
 
     def release(self, response: Response) -> None:

@@ -5,7 +5,9 @@ short timeout: the snapshot knows model names but not the sizes, digests and det
 clients show, so the backends are asked. A backend that fails or is slow is left out (and logged);
 the others still answer. Entries are converted between the formats by ``dataplane.translate.models``
 and merged by ``dataplane.merge``. ``/api/show`` goes to one backend whose inventory (in the
-snapshot) has the model; an OpenAI backend's answer is synthesised from its model list.
+snapshot) has the model; an OpenAI backend's answer is synthesised from its model list. Each answer
+is read whole, up to ``LIST_BODY_LIMIT``: a larger one leaves its backend out of a list, or makes
+/api/show a 502 naming the limit.
 """
 
 from __future__ import annotations
@@ -27,19 +29,21 @@ from dataplane.responses import JSON, Send, send_bytes, send_error, send_json
 from dataplane.routing import FrontendRoute, Target
 from dataplane.state import SnapshotState
 from dataplane.translate.models import ollama_show_body, ollama_tags_entries, openai_models_entries
-from dataplane.upstream import Upstream, upstream_errors
+from dataplane.transport import Transport, upstream_errors
 from shared.errors import OllamaFlowError, UpstreamProtocolError, UpstreamTimeout
 from shared.models import model_key
 from shared.snapshot import ApiFormat, BackendView, Snapshot
 from shared.wire import openai
 from shared.wire.ollama import ModelRequest
 
-__all__ = ["LIST_TIMEOUT", "Listing"]
+__all__ = ["LIST_BODY_LIMIT", "LIST_TIMEOUT", "Listing"]
 
 log = logging.getLogger("ollamaflow.dataplane.listing")
 
 # Seconds one backend may take to answer a listing call before the list goes on without it.
 LIST_TIMEOUT = 5.0
+# The largest listing or /api/show answer read from one backend (a model list is a few KiB per model).
+LIST_BODY_LIMIT = 16 * 1024 * 1024
 
 OLLAMA_NAMES = ("model", "name")  # ollama-python reads "model"; older servers only set "name"
 OPENAI_NAMES = ("id",)
@@ -68,7 +72,7 @@ class Listing:
     def __init__(
         self,
         state: SnapshotState,
-        upstream: Upstream,
+        upstream: Transport,
         *,
         timeout: float = LIST_TIMEOUT,
         bodies: BodyReader | None = None,
@@ -258,7 +262,7 @@ class Listing:
         response = await self._upstream.request(target.id, target.http.origin, head, body, read_timeout)
         try:
             with upstream_errors(target.id):
-                data = await response.read()
+                data = await response.read(LIST_BODY_LIMIT)
         except BaseException:
             response.close()
             raise

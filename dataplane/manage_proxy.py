@@ -5,7 +5,8 @@ these go to ONE backend chosen deterministically: the first active, healthy Olla
 frontend's backend order (the same one for every request while the health of the backends stays
 the same). Bodies stream both ways unbuffered (blob uploads can be many GB; the frontend's
 MaxRequestBodySize still applies; a create's or push's JSON body also stays within the data plane's
-JSON cap); the upstream leg uses httpx, as everything off the hot path does.
+JSON cap); the upstream leg uses httpx, as everything off the hot path does, with the backends' TLS
+policy (``shared.tls``) and no proxy from the environment.
 After a create that succeeded, the control plane is asked to read that backend's models at once, and
 the answer's last byte waits (briefly) until this data plane's snapshot lists the new model.
 OpenAI-format backends cannot do any of this: a frontend with only those answers 501.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
@@ -79,16 +81,20 @@ class Authoring:
         *,
         connect_timeout: float,
         bodies: BodyReader | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._bodies = BodyReader() if bodies is None else bodies
         self._state = state
+        self._ssl = ssl_context
         self._management = management
         self._connect_timeout = connect_timeout
         self._client: httpx.AsyncClient | None = None
         self._watch = DisconnectWatch()  # only to build guards: they are started at once here
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(follow_redirects=False)
+        # Backends are reached directly: HTTP(S)_PROXY and friends are not read (trust_env).
+        verify: ssl.SSLContext | bool = self._ssl if self._ssl is not None else True
+        self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False, verify=verify)
 
     async def close(self) -> None:
         if self._client is not None:

@@ -10,6 +10,12 @@ breaker (``dataplane.breaker``) is open. Each backend takes only this data plane
 (``dataplane.admission``): the rest wait in the frontend's queue. A refused or reset connection, a
 timeout or a 5xx answer before any byte went to the client is retried on the next candidate backend
 (``MAX_ATTEMPTS``, when the frontend allows retries); the client gets the last failure.
+
+Answers of any size pass through with bounded memory: a small one (``WHOLE_BODY_LIMIT``) is read
+whole and written in one go, anything else is relayed chunk by chunk as it arrives, each chunk handed
+to the client's connection before the next is taken, so a slow client slows the backend down
+instead of filling memory. The upstream client is any ``dataplane.transport.Transport``; the
+frontend's ``TimeoutMs`` is its time limit ("no progress for TimeoutMs", see that module).
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ from dataplane.disconnect import DisconnectWatch
 from dataplane.explain import route_header
 from dataplane.framing import ndjson_error_line, sse_error_event
 from dataplane.headers import read_client_headers, response_headers
-from dataplane.http1 import Response
 from dataplane.incoming import BodyReader, ClientGone, Receive, error_headers, read_model_request
 from dataplane.model_errors import Unservable
 from dataplane.pins import with_model
@@ -42,15 +47,26 @@ from dataplane.traffic import Traffic
 from dataplane.translate.common import LocalReply
 from dataplane.translate.errors import Untranslatable
 from dataplane.translate.exchanges import Translations
-from dataplane.upstream import CLIENT_ERRORS, ConnectFailed, ConnectTimedOut, Upstream, upstream_error
+from dataplane.transport import (
+    CLIENT_ERRORS,
+    AnswerTooLarge,
+    PoolTimeout,
+    RequestNotSent,
+    Transport,
+    UpstreamResponse,
+    upstream_error,
+)
 from shared.errors import OllamaFlowError, UpstreamError
 
 __all__ = ["Endpoint", "Proxy"]
 
 log = logging.getLogger("ollamaflow.dataplane.proxy")
 
-# A fixed-length upstream body up to this size is read whole and written in one go.
-WHOLE_BODY_LIMIT = 4 * 1024 * 1024
+# A fixed-length upstream body up to this size is read whole and written in one go; a larger one is
+# relayed as it arrives (below the transport's high-water mark, so reading it never pauses).
+WHOLE_BODY_LIMIT = 64 * 1024
+# The largest answer a translation reads whole (OLLAMAFLOW_MAX_TRANSLATED_BODY by default).
+MAX_TRANSLATED_BODY = 64 * 1024 * 1024
 # Attempts per request when backends fail before answering (the first one included).
 MAX_ATTEMPTS = 3
 QUEUE_HEADER = b"x-ollamaflow-queue-ms"
@@ -60,7 +76,7 @@ class Proxy:
     def __init__(
         self,
         state: SnapshotState,
-        upstream: Upstream,
+        upstream: Transport,
         traffic: Traffic,
         translations: Translations,
         breakers: Breakers,
@@ -68,6 +84,7 @@ class Proxy:
         access: Access,
         admission: Admission | None = None,
         bodies: BodyReader | None = None,
+        max_translated_body: int = MAX_TRANSLATED_BODY,
     ) -> None:
         self._bodies = BodyReader() if bodies is None else bodies
         if admission is None:
@@ -76,6 +93,7 @@ class Proxy:
             admission.refresh(state.snapshot)
         self._access = access
         self._admission = admission
+        self._max_translated_body = max_translated_body
         self._breakers = breakers
         self._state = state
         self._translations = translations
@@ -200,7 +218,7 @@ class Proxy:
         if not admitted:
             yield first
 
-    async def _open(self, call: Call) -> tuple[Target, Response | LocalReply, Crossing | None]:
+    async def _open(self, call: Call) -> tuple[Target, UpstreamResponse | LocalReply, Crossing | None]:
         """Order the candidates, then send to the first that takes the request (``_attempt``).
 
         Backends this process saw failing (``Breakers``) are passed over while they rest.
@@ -277,7 +295,7 @@ class Proxy:
 
     async def _attempt(
         self, call: Call, failure: UpstreamError | None
-    ) -> tuple[Target, Response | LocalReply, Crossing | None]:
+    ) -> tuple[Target, UpstreamResponse | LocalReply, Crossing | None]:
         """Send to the first untried candidate with room, waiting in the frontend's queue while none
         has; after a failure before the answer, to the next, while attempts are left. The client
         gets the last failure: a 5xx answer is relayed, an error raised."""
@@ -311,7 +329,11 @@ class Proxy:
                 response = await self._upstream.request(
                     target.id, target.http.origin, head, body, call.route.read_timeout
                 )
-            except (ConnectFailed, ConnectTimedOut) as exc:  # nothing was sent
+            except PoolTimeout:  # this data plane's connections are all taken: no backend's fault
+                breakers.abandoned(target.id)
+                self._release(target)
+                raise
+            except RequestNotSent as exc:  # no connection: nothing was sent
                 log.warning("%s", exc.message)
                 breakers.unreachable(target.id, exc.message)
                 failure = self._failed(call, target, exc)
@@ -348,6 +370,9 @@ class Proxy:
             try:
                 await self._deliver(call, send, target, response, crossing)
                 return
+            except AnswerTooLarge as exc:  # no failure of the backend's: another would answer alike
+                log.warning("%s", exc.message)
+                raise
             except UpstreamError as exc:  # _deliver raises it only before any byte went out
                 log.warning("%s", exc.message)
                 self._breakers.server_error(target.id, exc.message)
@@ -357,21 +382,28 @@ class Proxy:
                 target, response, crossing = await self._attempt(call, exc)
 
     async def _deliver(
-        self, call: Call, send: Send, target: Target, response: Response, crossing: Crossing | None
+        self,
+        call: Call,
+        send: Send,
+        target: Target,
+        response: UpstreamResponse,
+        crossing: Crossing | None,
     ) -> None:
         """Relay ``response``; raises ``UpstreamError`` only if nothing went to the client yet."""
         complete = False
         try:
             if crossing is not None:
                 headers = self._headers(call, target)
-                complete = await relay(crossing, response, send, call.guard, target.id, headers)
+                complete = await relay(
+                    crossing, response, send, call.guard, target.id, headers, self._max_translated_body
+                )
                 return
             headers = response_headers(response.headers, self._headers(call, target))
             start = {"type": "http.response.start", "status": response.status, "headers": headers}
             length = response.content_length
             if length is not None and length <= WHOLE_BODY_LIMIT:
                 try:
-                    data = await response.read()
+                    data = await response.read(WHOLE_BODY_LIMIT)
                 except CLIENT_ERRORS as exc:
                     raise upstream_error(target.id, exc) from exc
                 complete = True
@@ -388,8 +420,13 @@ class Proxy:
                 response.close()  # drop the connection: the backend sees it and stops working
             self._release(target)
 
-    async def _stream(self, call: Call, send: Send, target: Target, response: Response) -> bool:
-        """Relay the body chunk by chunk as it arrives; True if it arrived whole."""
+    async def _stream(self, call: Call, send: Send, target: Target, response: UpstreamResponse) -> bool:
+        """Relay the body chunk by chunk as it arrives; True if it arrived whole.
+
+        Each ``send`` returns once the client's connection took the chunk (the server waits while
+        its write buffer is full), and only then is the next chunk taken: the backend's connection
+        pauses meanwhile, so memory stays bounded, and the time limit ends a request whose client
+        took nothing for TimeoutMs."""
         last = b""
         try:
             async for chunk in response.iter_chunks():

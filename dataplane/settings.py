@@ -21,6 +21,7 @@ from shared.errors import ConfigError
 __all__ = ["DataPlaneSettings", "load_settings"]
 
 _PREFIX = "OLLAMAFLOW_"
+UPSTREAM_CLIENTS = ("builtin", "aiohttp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +52,33 @@ class DataPlaneSettings:
     client_max_connections: int = 10000
     # JSON request bodies (everything but blob uploads): min(this, the frontend's MaxRequestBodySize).
     max_json_body: int = 32 * 1024 * 1024
+    # The upstream client (dataplane.transport): "builtin" (dataplane.upstream) or "aiohttp" (the
+    # reference implementation; needs the aiohttp package).
+    upstream_client: str = "builtin"
+    # The largest backend answer a translation reads whole (bytes); larger ones get a 502.
+    max_translated_body: int = 64 * 1024 * 1024
+    # TLS to https backends (shared.tls): an extra trusted CA bundle, and whether to verify at all.
+    backend_ca_file: Path | None = None
+    backend_tls_verify: bool = True
 
 
 def _path(value: str) -> Path | None:
     return Path(value).expanduser() if value else None
+
+
+def _flag(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _client(value: str) -> str:
+    if value not in UPSTREAM_CLIENTS:
+        raise ValueError(f"must be one of {', '.join(UPSTREAM_CLIENTS)}")
+    return value
 
 
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -85,6 +109,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "client_send_timeout": _positive(float),
     "client_max_connections": _positive(int),
     "max_json_body": _positive(int),
+    "upstream_client": _client,
+    "max_translated_body": _positive(int),
+    "backend_ca_file": _path,
+    "backend_tls_verify": _flag,
 }
 
 

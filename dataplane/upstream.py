@@ -1,9 +1,11 @@
-"""The upstream leg: pooled keep-alive connections per backend origin, and their errors mapped onto ours.
+"""The builtin upstream client: pooled keep-alive connections per backend origin over ``dataplane.http1``.
 
-The client is ``dataplane.http1`` (a lean HTTP/1.1 connection over llhttp): it measured several
-times cheaper per request than aiohttp's ClientSession, which measured 6-8x faster than httpx
-(DESIGN.md, "The hot path"). Bytes pass through untouched: no decompression, and no header of the
-client's own invention reaches the backend.
+It keeps the contract of ``dataplane.transport`` (the time limit in every state, bounded memory, a
+request never sent twice once it may have reached the backend). The connection (a lean HTTP/1.1
+client over llhttp) measured 1.6-1.8x aiohttp's throughput through the data plane, which measured
+6-8x httpx's; ``dataplane.upstream_aiohttp`` is the reference it is tested against. Bytes pass
+through untouched: no decompression, and no header of the client's own invention reaches the
+backend. Proxy environment variables are not read: backends are reached directly.
 """
 
 from __future__ import annotations
@@ -12,58 +14,22 @@ import asyncio
 import collections
 import functools
 import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from dataplane.http1 import BadResponse, BrokenBody, Connection, Disconnected, ReadTimeout, Response
+from dataplane.http1 import Connection, Response
 from dataplane.origin import Origin
-from shared.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
+from dataplane.transport import (
+    CLIENT_ERRORS,
+    ConnectFailed,
+    ConnectTimedOut,
+    PoolTimeout,
+    upstream_error,
+)
+from shared.errors import UpstreamError
 
-__all__ = [
-    "CLIENT_ERRORS",
-    "ConnectFailed",
-    "ConnectTimedOut",
-    "Upstream",
-    "upstream_error",
-    "upstream_errors",
-]
+__all__ = ["Upstream"]
 
 # Idle connections older than this are closed instead of reused (servers drop idle ones eventually).
 KEEPALIVE_S = 30.0
-
-
-class ConnectFailed(UpstreamUnavailable):
-    """No connection was made, so nothing was sent: another backend may take the request."""
-
-
-class ConnectTimedOut(UpstreamTimeout):
-    """The connection was not made in time; nothing was sent either."""
-
-
-# What the client raises: ``upstream_error`` turns each into an UpstreamError naming the backend.
-CLIENT_ERRORS = (ReadTimeout, Disconnected, BrokenBody, BadResponse, OSError)
-
-
-def upstream_error(backend_id: str, exc: BaseException) -> UpstreamError:
-    """The UpstreamError subclass for one of ``CLIENT_ERRORS``, naming the backend."""
-    if isinstance(exc, ReadTimeout):
-        return UpstreamTimeout(f"backend {backend_id} did not answer in time")
-    if isinstance(exc, Disconnected):
-        return UpstreamProtocolError(f"backend {backend_id} closed the connection")
-    if isinstance(exc, BrokenBody):
-        return UpstreamProtocolError(f"backend {backend_id} sent a broken body: {exc}")
-    if isinstance(exc, BadResponse):
-        return UpstreamProtocolError(f"backend {backend_id} sent an unreadable answer: {exc}")
-    return UpstreamUnavailable(f"connection to backend {backend_id} failed: {exc}")
-
-
-@contextmanager
-def upstream_errors(backend_id: str) -> Iterator[None]:
-    """``upstream_error`` as a context manager, for code off the hot path (it costs ~2.6 us a use)."""
-    try:
-        yield
-    except CLIENT_ERRORS as exc:
-        raise upstream_error(backend_id, exc) from exc
 
 
 class _Pool:
@@ -83,14 +49,21 @@ class _Pool:
 
 
 class Upstream:
-    """Sends requests to backends over pooled keep-alive connections, at most ``max_connections``."""
+    """Sends requests to backends over pooled keep-alive connections: at most ``max_connections``
+    open at once, idle ones included (the least recently used idle one gives way to a new one)."""
 
     def __init__(
-        self, *, connect_timeout: float, max_connections: int, ssl_context: ssl.SSLContext | None = None
+        self,
+        *,
+        connect_timeout: float,
+        max_connections: int,
+        ssl_context: ssl.SSLContext | None = None,
+        idle_expiry: float = KEEPALIVE_S,
     ) -> None:
         """``ssl_context`` verifies https backends (default: the system's trusted certificates)."""
         self._connect_timeout = connect_timeout
         self._max_connections = max_connections
+        self._idle_expiry = idle_expiry
         self._pools: dict[Origin, _Pool] = {}
         self._open = 0  # connections made or being made, idle ones included
         self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -111,47 +84,52 @@ class Upstream:
         self._pools.clear()
 
     async def request(
-        self, backend_id: str, origin: Origin, head: bytes, body: bytes, read_timeout: float
+        self, backend_id: str, origin: Origin, head: bytes, body: bytes, progress_timeout: float
     ) -> Response:
         """Send a serialised request head and body; return once the status line and headers are in.
 
         The caller reads the body turning ``CLIENT_ERRORS`` into ``upstream_error``, then releases
-        the response (connection reused) or closes it (connection dropped).
+        the response (connection reused) or closes it (connection dropped). Once written, a request
+        is never written again: an error surfaces instead (``dataplane.transport``).
         """
         if self._loop is None or self._closing:
             raise UpstreamError("the upstream client is not started")
-        conn, reused = await self._acquire(backend_id, origin)
+        conn = await self._acquire(backend_id, origin, progress_timeout)
+        # No await between taking the connection (checked usable) and writing on it: a backend that
+        # closed it earlier was seen, one that closes it from now on may have read the request.
         try:
-            try:
-                return await conn.request(head, body, read_timeout)
-            except Disconnected:
-                if not reused:
-                    raise
-                # The backend closed a kept-alive connection just as we reused it (servers drop
-                # idle ones): nothing was answered, so the request goes again on a fresh one.
-                conn = await self._connect(backend_id, origin)
-                return await conn.request(head, body, read_timeout)
+            return await conn.request(head, body, progress_timeout)
         except CLIENT_ERRORS as exc:
             raise upstream_error(backend_id, exc) from exc
 
-    async def _acquire(self, backend_id: str, origin: Origin) -> tuple[Connection, bool]:
-        """An idle connection to ``origin`` (reused: True), else a new one, waiting while all slots
-        are taken."""
+    async def _acquire(self, backend_id: str, origin: Origin, progress_timeout: float) -> Connection:
+        """An idle connection to ``origin``, else a new one, waiting (at most ``progress_timeout``) while all
+        slots are taken."""
         assert self._loop is not None
+        deadline = 0.0
         while True:
             conn = self._idle(origin)
             if conn is not None:
-                return conn, True
+                return conn
             if self._open < self._max_connections:
-                return await self._connect(backend_id, origin), False
+                return await self._connect(backend_id, origin, min(progress_timeout, self._connect_timeout))
+            if not deadline:
+                deadline = self._loop.time() + progress_timeout
             self._evict_one()  # an idle connection elsewhere gives way; its loss wakes a waiter
             waiter = self._loop.create_future()
             self._slot_waiters.append(waiter)
             try:
-                await waiter
-            except asyncio.CancelledError:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except (TimeoutError, asyncio.CancelledError) as exc:
                 if waiter.done() and not waiter.cancelled():
                     self._wake_one()  # pass the wake-up on, or the next waiter would miss it
+                if isinstance(exc, TimeoutError):
+                    raise PoolTimeout(
+                        f"no upstream connection for backend {backend_id} came free within "
+                        f"{progress_timeout:g}s (all {self._max_connections} in use: "
+                        "OLLAMAFLOW_UPSTREAM_MAX_CONNECTIONS)"
+                    ) from None
                 raise
 
     def _idle(self, origin: Origin) -> Connection | None:
@@ -159,21 +137,24 @@ class Upstream:
         if pool is None:
             return None
         assert self._loop is not None
-        stale_before = self._loop.time() - KEEPALIVE_S
+        stale_before = self._loop.time() - self._idle_expiry
         while pool.idle:
             conn = pool.idle.pop()
-            if not conn.closed and conn.idle_since > stale_before:
+            if conn.usable and conn.idle_since > stale_before:
                 return conn
             conn.close()
         return None
 
     def _evict_one(self) -> None:
-        for pool in self._pools.values():
-            if pool.idle:
-                pool.idle.pop(0).close()  # the least recently used
-                return
+        """Close the least recently used idle connection, whatever its origin."""
+        oldest: _Pool | None = None
+        for pool in self._pools.values():  # each pool's idle list is oldest first
+            if pool.idle and (oldest is None or pool.idle[0].idle_since < oldest.idle[0].idle_since):
+                oldest = pool
+        if oldest is not None:
+            oldest.idle.pop(0).close()
 
-    async def _connect(self, backend_id: str, origin: Origin) -> Connection:
+    async def _connect(self, backend_id: str, origin: Origin, within: float) -> Connection:
         assert self._loop is not None
         if origin.invalid:
             raise ConnectFailed(f"backend {backend_id} has an invalid URL: {origin.invalid}")
@@ -195,12 +176,14 @@ class Upstream:
                     ssl=self._ssl_context() if origin.tls else None,
                     server_hostname=origin.host if origin.tls else None,
                 ),
-                self._connect_timeout,
+                within,
             )
         except BaseException as exc:
             self._free_slot(conn)  # a cancelled connect may still report the connection lost later
             if isinstance(exc, TimeoutError):
-                raise ConnectTimedOut(f"timed out connecting to backend {backend_id}") from exc
+                raise ConnectTimedOut(
+                    f"timed out connecting to backend {backend_id} (after {within:g}s)"
+                ) from exc
             if isinstance(exc, OSError):
                 raise ConnectFailed(f"cannot connect to backend {backend_id}: {exc}") from exc
             raise

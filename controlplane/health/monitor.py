@@ -1,7 +1,9 @@
 """The backend monitor: one task per active backend that probes its health and reads its models.
 
 Each backend has its own task (a probe loop and an inventory loop), so a slow or hanging backend only
-ever delays itself; all of them share one ``httpx.AsyncClient`` with per-request timeouts. ``apply``
+ever delays itself; all of them share one ``httpx.AsyncClient`` with per-request timeouts (also used
+for model pulls and management calls), verifying https backends by the shared TLS policy
+(``shared.tls``) and reaching them directly, whatever proxy the environment names. ``apply``
 reconciles the tasks with the configuration: new backends are probed at once, a backend whose address
 or probe request changes starts over (its health is unknown again), one whose interval or timeout
 changes is re-scheduled (its health is kept), deleted or inactive backends stop being probed. Every
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 
 import httpx
@@ -62,6 +65,7 @@ class Monitor:
         on_change: Callable[[], None],
         enabled: bool = True,
         urgent_gap: float = 1.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.enabled = enabled
         self._urgent_gap = urgent_gap
@@ -80,7 +84,10 @@ class Monitor:
         self._suspect: set[str] = set()
         self._seed: dict[str, bool] = {}
         self.client = httpx.AsyncClient(
-            timeout=timeout, limits=httpx.Limits(max_connections=None, max_keepalive_connections=200)
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
+            verify=ssl_context if ssl_context is not None else True,
+            trust_env=False,  # backends are reached directly: HTTP(S)_PROXY and friends are not read
         )
 
     # -- configuration -----------------------------------------------------------------------------

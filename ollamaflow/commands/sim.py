@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -62,6 +63,13 @@ def sim(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="Server log level (warning, info, debug).")] = "warning",
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="Serve https with this PEM certificate chain (and --tls-key).", show_default=False),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="The PEM private key of --tls-cert.", show_default=False)
+    ] = None,
 ) -> None:
     """Serve a fast, deterministic fake Ollama / OpenAI-compatible backend for tests and demos.
 
@@ -90,6 +98,8 @@ def sim(
             answer_tokens=answer_tokens,
             log_level=log_level,
             api_key=api_key or None,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
     except ConfigError as exc:
         raise typer.BadParameter(exc.message) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from ollamaflow.sim.models import is_valid_ollama_name
@@ -81,6 +82,9 @@ class SimConfig:
     # When set, every API request needs ``Authorization: Bearer <api_key>`` (401 otherwise), like
     # vLLM started with --api-key. Never shown in reprs or logs.
     api_key: str | None = field(default=None, repr=False)
+    # Serve https with this certificate chain and key (PEM files), like a backend behind TLS.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         _check(self.format in ("ollama", "openai"), "format 'ollama' or 'openai'")
@@ -88,6 +92,7 @@ class SimConfig:
         _check(not self.dialect or self.format == "openai", "dialect only with format 'openai'")
         _check(0 <= self.port <= 65535, "port between 0 and 65535")
         _check(self.answer_tokens >= 1, "answer_tokens >= 1")
+        _check((self.tls_cert is None) == (self.tls_key is None), "tls_cert and tls_key together")
         _check(all(name.strip() for name in self.models), "model names must not be empty")
         object.__setattr__(self, "models", tuple(name.strip() for name in self.models))
         if self.format == "ollama":

@@ -49,8 +49,9 @@ def _reserve(host: str, port: int) -> socket.socket:
     return reservation
 
 
-def base_url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def base_url(host: str, port: int, *, tls: bool = False) -> str:
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def _granian(config: SimConfig, port: int) -> Server:
@@ -63,6 +64,8 @@ def _granian(config: SimConfig, port: int) -> Server:
         websockets=False,
         backlog=2048,
         log_enabled=config.log_level.lower() in ("debug", "info"),
+        ssl_cert=config.tls_cert,
+        ssl_key=config.tls_key,
     )
 
 
@@ -87,7 +90,8 @@ async def _started(server: Server, task: asyncio.Task[None], url: str) -> None:
 
 @contextlib.asynccontextmanager
 async def running_sim(config: SimConfig | None = None, **changes: object) -> AsyncIterator[str]:
-    """Serve a simulator on the running event loop; yields its base URL (``http://127.0.0.1:PORT``).
+    """Serve a simulator on the running event loop; yields its base URL (``http://127.0.0.1:PORT``,
+    ``https://`` with ``tls_cert``).
 
     ``changes`` override fields of ``config`` (e.g. ``running_sim(format="openai")``); port 0
     (the default) takes a free port.
@@ -95,7 +99,7 @@ async def running_sim(config: SimConfig | None = None, **changes: object) -> Asy
     config = (config or SimConfig()).replace(**changes)
     reservation = _reserve(config.host, config.port)
     port = reservation.getsockname()[1]
-    url = base_url(config.host, port)
+    url = base_url(config.host, port, tls=config.tls_cert is not None)
     server = _granian(config, port)
     task = asyncio.create_task(server.serve())
     try:
@@ -115,7 +119,7 @@ def serve(config: SimConfig) -> None:
     async def main() -> None:
         reservation = _reserve(config.host, config.port)
         port = reservation.getsockname()[1]
-        url = base_url(config.host, port)
+        url = base_url(config.host, port, tls=config.tls_cert is not None)
         server = _granian(config, port)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -151,3 +151,17 @@ def test_backend_monitoring_settings() -> None:
 def test_bad_monitoring_settings_name_the_variable(key: str, value: str) -> None:
     with pytest.raises(ConfigError, match=key):
         load_settings(env={**REQUIRED, key: value})
+
+
+def test_backend_tls_settings(tmp_path: Path) -> None:
+    settings = load_settings(env=REQUIRED)
+    assert (settings.backend_ca_file, settings.backend_tls_verify) == (None, True)
+    env = {
+        **REQUIRED,
+        "OLLAMAFLOW_BACKEND_CA_FILE": str(tmp_path / "ca.pem"),
+        "OLLAMAFLOW_BACKEND_TLS_VERIFY": "0",
+    }
+    settings = load_settings(env=env)
+    assert (settings.backend_ca_file, settings.backend_tls_verify) == (tmp_path / "ca.pem", False)
+    with pytest.raises(ConfigError, match="OLLAMAFLOW_BACKEND_TLS_VERIFY"):
+        load_settings(env={**REQUIRED, "OLLAMAFLOW_BACKEND_TLS_VERIFY": "perhaps"})

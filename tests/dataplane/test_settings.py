@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
+from dataplane.app import DataPlane
 from dataplane.settings import load_settings
+from dataplane.upstream import Upstream
 from shared.errors import ConfigError
 
 
@@ -78,3 +81,42 @@ def test_client_limits_come_from_the_environment() -> None:
     assert (settings.client_max_connections, settings.max_json_body) == (50, 1048576)
     with pytest.raises(ConfigError, match="client_send_timeout"):
         load_settings(environ={"OLLAMAFLOW_CLIENT_SEND_TIMEOUT": "0"})
+
+
+def test_upstream_client_and_tls_settings(tmp_path: Path) -> None:
+    settings = load_settings(environ={})
+    assert settings.upstream_client == "builtin"
+    assert settings.max_translated_body == 64 * 1024 * 1024
+    assert (settings.backend_ca_file, settings.backend_tls_verify) == (None, True)
+    env = {
+        "OLLAMAFLOW_UPSTREAM_CLIENT": "aiohttp",
+        "OLLAMAFLOW_MAX_TRANSLATED_BODY": "1048576",
+        "OLLAMAFLOW_BACKEND_CA_FILE": str(tmp_path / "ca.pem"),
+        "OLLAMAFLOW_BACKEND_TLS_VERIFY": "false",
+    }
+    settings = load_settings(environ=env)
+    assert settings.upstream_client == "aiohttp"
+    assert settings.max_translated_body == 1048576
+    assert (settings.backend_ca_file, settings.backend_tls_verify) == (tmp_path / "ca.pem", False)
+    bad = [("UPSTREAM_CLIENT", "httpx"), ("MAX_TRANSLATED_BODY", "0"), ("BACKEND_TLS_VERIFY", "?")]
+    for key, value in bad:
+        with pytest.raises(ConfigError, match=key.lower()):
+            load_settings(environ={f"OLLAMAFLOW_{key}": value})
+
+
+def test_the_aiohttp_client_is_imported_only_when_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data plane runs without aiohttp installed unless it is asked for, then says what is missing."""
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, "dataplane.upstream_aiohttp", raising=False)
+    assert isinstance(DataPlane(load_settings(environ={})).upstream, Upstream)
+    with pytest.raises(ConfigError, match=r"OLLAMAFLOW_UPSTREAM_CLIENT=aiohttp needs the aiohttp package"):
+        DataPlane(load_settings(environ={"OLLAMAFLOW_UPSTREAM_CLIENT": "aiohttp"}))
+
+
+def test_an_unreadable_ca_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="OLLAMAFLOW_BACKEND_CA_FILE"):
+        DataPlane(load_settings(environ={"OLLAMAFLOW_BACKEND_CA_FILE": str(tmp_path / "none.pem")}))
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(ConfigError, match="OLLAMAFLOW_BACKEND_CA_FILE"):
+        DataPlane(load_settings(environ={"OLLAMAFLOW_BACKEND_CA_FILE": str(bad)}))
