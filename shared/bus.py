@@ -82,7 +82,7 @@ class Bus:
     async def connect(self, *, connect_timeout: float = 2.0) -> None:
         """Connect once; raise BusError if the server does not answer. Reconnects forever afterwards."""
         try:
-            self._nc = await nats.connect(
+            nc = await nats.connect(
                 self.url,
                 name=self._client_name,
                 connect_timeout=connect_timeout,
@@ -94,7 +94,14 @@ class Bus:
                 error_cb=self._on_error,
             )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
+            if _cancel_requested():
+                raise asyncio.CancelledError from exc
             raise BusError(f"cannot connect to NATS at {self.url}: {exc}") from exc
+        if _cancel_requested():
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise asyncio.CancelledError
+        self._nc = nc
 
     async def connect_forever(self, *, retry_every: float = 1.0) -> None:
         """Keep trying to connect until it works: a plane starts even while NATS is down."""
@@ -271,3 +278,11 @@ class Bus:
                 task.cancel()
 
         return stop
+
+
+def _cancel_requested() -> bool:
+    """Whether this task was asked to stop. nats-py sometimes swallows a cancellation that arrives
+    while it connects (returning a live connection, or failing), which would leave a plane that stops
+    during start-up running forever."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
