@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -79,6 +80,12 @@ class Bus:
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
+    @property
+    def reconnects(self) -> int:
+        """How often this connection was re-established (a quick server restart can pass unseen by
+        ``connected``, and leave subscriptions to JetStream consumers that no longer exist)."""
+        return int(self._nc.stats["reconnects"]) if self._nc is not None else 0
+
     async def connect(self, *, connect_timeout: float = 2.0) -> None:
         """Connect once; raise BusError if the server does not answer. Reconnects forever afterwards."""
         try:
@@ -103,14 +110,19 @@ class Bus:
             raise asyncio.CancelledError
         self._nc = nc
 
-    async def connect_forever(self, *, retry_every: float = 1.0) -> None:
-        """Keep trying to connect until it works: a plane starts even while NATS is down."""
+    async def connect_forever(self, *, retry_every: float = 1.0, log_every: float = 5.0) -> None:
+        """Keep trying to connect until it works: a plane starts even while NATS is down. Says so at
+        most once every ``log_every`` seconds."""
+        logged_at: float | None = None
         while True:
             try:
                 await self.connect()
                 return
             except BusError as exc:
-                log.warning("%s; retrying", exc)
+                now = time.monotonic()
+                if logged_at is None or now - logged_at >= log_every:
+                    log.warning("%s; retrying every %gs", exc, retry_every)
+                    logged_at = now
                 await asyncio.sleep(retry_every)
 
     async def close(self) -> None:
