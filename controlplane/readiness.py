@@ -35,7 +35,7 @@ class Readiness:
         except Exception as exc:
             return "unavailable", f"the database does not answer ({type(exc).__name__})"
         if not self.bus.connected:
-            return "unavailable", "not connected to NATS"
+            return "unavailable", "waiting for NATS: not connected"
         return "ok", ""
 
     def guard(self) -> Guard:

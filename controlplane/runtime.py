@@ -38,6 +38,8 @@ __all__ = ["ControlPlane"]
 log = logging.getLogger("ollamaflow.controlplane")
 
 MIN_ADMIN_TOKEN_LENGTH = 24
+_MIGRATE_RETRY_MAX = 5.0
+_RETRY_LOG_GAP = 5.0
 
 
 class ControlPlane:
@@ -162,17 +164,22 @@ class ControlPlane:
             fleet.cancel()
 
     async def _migrate(self) -> None:
-        """Apply the migrations, waiting for the database as long as it takes."""
+        """Apply the migrations, waiting for the database as long as it takes (a warning at most every
+        ``_RETRY_LOG_GAP`` seconds)."""
         delay = self._migrate_retry
+        logged_at: float | None = None
         while True:
             try:
                 await asyncio.to_thread(upgrade, self.settings.database_url)
             except Exception as exc:
                 reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
                 self.readiness.detail = f"waiting for the database: {reason}"
-                log.warning("cannot migrate the database yet (%s); retrying in %.0fs", reason, delay)
+                now = self.clock.monotonic()
+                if logged_at is None or now - logged_at >= _RETRY_LOG_GAP:
+                    log.warning("cannot migrate the database yet (%s); retrying", reason)
+                    logged_at = now
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, _MIGRATE_RETRY_MAX)
                 continue
             self.readiness.schema_ready = True
             self.readiness.detail = ""

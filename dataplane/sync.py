@@ -106,15 +106,20 @@ class BusSync:
 
     async def _poll_loop(self) -> None:
         was_connected = True
+        seen_reconnects = self._bus.reconnects
         while True:
             connected = self._bus.connected
             if was_connected and not connected:
                 log.warning("lost NATS; serving on snapshot revision %d meanwhile", self._state.revision)
             if connected:
-                if not was_connected:
+                # A connection that came back needs a new watch: the old consumer may be gone. The
+                # reconnect count also catches a NATS restart quicker than this loop's interval.
+                reconnects = self._bus.reconnects
+                back = not was_connected or reconnects != seen_reconnects
+                if back:
                     log.info("NATS is back; following the snapshot again")
-                # A connection that came back needs a new watch: the old consumer may be gone.
-                self._ensure_watch(restart=not was_connected)
+                seen_reconnects = reconnects
+                self._ensure_watch(restart=back)
                 await self._reread()
             was_connected = connected
             await asyncio.sleep(self._poll_interval)

@@ -33,6 +33,11 @@ class DataDir:
         return self.root / "nats"
 
     @property
+    def logs(self) -> Path:
+        """One log file per child process (the embedded servers keep theirs beside their data)."""
+        return self.root / "logs"
+
+    @property
     def admin_token_file(self) -> Path:
         return self.root / "admin-token"
 

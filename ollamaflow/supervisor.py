@@ -1,5 +1,6 @@
-"""Child processes of ``ollamaflow up``: started with their output prefixed, awaited until they answer,
-watched while they run and stopped in stages (SIGTERM, then SIGKILL after a timeout)."""
+"""Child processes of ``ollamaflow up``: started with their output prefixed (and copied to a log file per
+child), awaited until they answer, started again with the same command when they die, and stopped in
+stages (SIGTERM, then SIGKILL after a timeout)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TextIO
 
 import httpx
 
+from ollamaflow.childlogs import ChildLog
 from ollamaflow.processes import parent_death_signal
 
 __all__ = ["Child", "LinePrinter", "StartupError", "StopRequested", "Supervisor"]
@@ -43,17 +47,30 @@ class LinePrinter:
 
 @dataclass
 class Child:
-    """One started process: what it is, its handle and the thread copying its output."""
+    """One started process: what it is, how to start it again, its handle, the thread copying its output
+    and the file that output also goes to."""
 
     name: str
     stage: int
+    argv: list[str]
+    env: dict[str, str]
     proc: subprocess.Popen[bytes]
+    log: ChildLog | None = None
     pump: threading.Thread | None = None
     expected_exit: bool = False
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def log_path(self) -> Path | None:
+        return self.log.path if self.log is not None else None
+
+    def exit_code(self) -> int | None:
+        """None while it runs, or was meant to exit; its exit code once it died."""
+        code = self.proc.poll()
+        return None if code is None or self.expected_exit else code
 
     def join_output(self) -> None:
         """Wait until everything the child wrote has been printed (its pipe reached EOF)."""
@@ -64,10 +81,18 @@ class Child:
 class Supervisor:
     """Owns every child it starts until ``stop_all``; ``stop`` is set by the signal handlers."""
 
-    def __init__(self, printer: LinePrinter, stop: threading.Event, *, stop_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        printer: LinePrinter,
+        stop: threading.Event,
+        *,
+        stop_timeout: float = 10.0,
+        log_dir: Path | None = None,
+    ) -> None:
         self._printer = printer
         self._stop = stop
         self._stop_timeout = stop_timeout
+        self._log_dir = log_dir
         self._children: list[Child] = []
 
     @property
@@ -80,7 +105,23 @@ class Supervisor:
 
     def start(self, name: str, argv: list[str], env: dict[str, str], *, stage: int) -> Child:
         """Start ``argv``; children of a higher stage are stopped before those of a lower one."""
-        proc = subprocess.Popen(
+        log = ChildLog(self._log_dir / f"{name}.log") if self._log_dir is not None else None
+        child = Child(name=name, stage=stage, argv=argv, env=env, proc=self._spawn(argv, env), log=log)
+        self._children.append(child)
+        self._follow(child)
+        return child
+
+    def respawn(self, child: Child) -> None:
+        """Start a child that died again, with the same command and environment (so the same port)."""
+        if child.proc.poll() is None:
+            raise RuntimeError(f"{child.name} still runs")
+        child.join_output()
+        child.proc = self._spawn(child.argv, child.env)
+        child.expected_exit = False
+        self._follow(child)
+
+    def _spawn(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             argv,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -90,16 +131,24 @@ class Supervisor:
             start_new_session=True,
             preexec_fn=parent_death_signal(signal.SIGTERM),
         )
-        child = Child(name=name, stage=stage, proc=proc)
-        child.pump = threading.Thread(target=self._pump, args=(child,), name=f"log-{name}", daemon=True)
-        child.pump.start()
-        self._children.append(child)
-        return child
 
-    def _pump(self, child: Child) -> None:
-        assert child.proc.stdout is not None
-        for raw in child.proc.stdout:
-            self._printer.line(child.name, raw.decode(errors="replace").rstrip())
+    def _follow(self, child: Child) -> None:
+        if child.log is not None:
+            started = datetime.now(UTC).isoformat(timespec="seconds")
+            child.log.write(f"---- ollamaflow up: {child.name} started (pid {child.pid}) at {started} ----")
+        child.pump = threading.Thread(
+            target=self._pump, args=(child, child.proc), name=f"log-{child.name}", daemon=True
+        )
+        child.pump.start()
+
+    def _pump(self, child: Child, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            self._printer.line(child.name, line)
+            if child.log is not None:
+                child.log.write(line)
+        proc.stdout.close()
 
     def wait_ready(
         self,
@@ -148,14 +197,6 @@ class Supervisor:
             child.join_output()
             raise StartupError(f"{child.name} exited with code {child.proc.returncode} while starting")
 
-    def first_dead(self) -> Child | None:
-        """A child that was meant to keep running but has exited."""
-        for child in self._children:
-            if not child.expected_exit and child.proc.poll() is not None:
-                child.join_output()
-                return child
-        return None
-
     def stop_all(self) -> None:
         """SIGTERM each stage, highest first, all of a stage at once; SIGKILL what outlives the timeout."""
         for stage in sorted({c.stage for c in self._children}, reverse=True):
@@ -176,3 +217,5 @@ class Supervisor:
                     )
         for child in self._children:
             child.join_output()
+            if child.log is not None:
+                child.log.close()

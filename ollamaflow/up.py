@@ -2,9 +2,11 @@
 
 Embedded PostgreSQL and NATS (unless URLs are given), migrations, the control plane and N data planes,
 each plane a child process of its own started through the ``ollamaflow`` CLI; with ``--demo`` also
-three simulated backends and a catch-all frontend over them. Ctrl-C or SIGTERM stops the data planes,
-then the control plane, then the simulators, then the embedded servers. State stays in the data
-directory: the database, the JetStream store, the admin token and the data planes' snapshot caches.
+three simulated backends and a catch-all frontend over them. Once everything answers, a child that dies
+is started again on the same port and data (``ollamaflow.watch``); only a crash loop ends the run.
+Ctrl-C or SIGTERM stops the data planes, then the control plane, then the simulators, then the embedded
+servers. State stays in the data directory: the database, the JetStream store, the admin token, the
+data planes' snapshot caches and a log file per child.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from ollamaflow.datadir import DEFAULT_DATA_DIR, DataDir, DataDirBusy
 from ollamaflow.demo import DemoError, configure_demo, demo_revision
 from ollamaflow.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedServerError
 from ollamaflow.processes import free_port, port_is_free
+from ollamaflow.restarts import BACKEND_POLICY, PART_POLICY
 from ollamaflow.supervisor import Child, LinePrinter, StartupError, StopRequested, Supervisor
+from ollamaflow.watch import ChildUnit, ServerUnit, Watch
 
 __all__ = ["UpOptions", "dataplane_ports", "run"]
 
@@ -78,7 +82,8 @@ def dataplane_ports(first: int, count: int, skip: int) -> list[int]:
 
 
 def run(options: UpOptions, out: TextIO, environ: Mapping[str, str] | None = None) -> int:
-    """Run until Ctrl-C/SIGTERM (0) or until something fails or dies (1). Call from the main thread."""
+    """Run until Ctrl-C/SIGTERM (0) or until something fails to start or crash-loops (1). Call from the
+    main thread."""
     printer = LinePrinter(out)
     stop = threading.Event()
     data = DataDir(options.data_dir.resolve())
@@ -145,7 +150,10 @@ class _Cluster:
     def run(self) -> int:
         self._check_ports()
         tokens, token_source = self._admin_tokens()
-        supervisor = Supervisor(self.printer, self.stop, stop_timeout=self.options.stop_timeout)
+        supervisor = Supervisor(
+            self.printer, self.stop, stop_timeout=self.options.stop_timeout, log_dir=self.data.logs
+        )
+        self.say(f"each child's output also goes to {self.data.logs}/<name>.log")
         self.stack.callback(self._stop_children, supervisor)
         # Everything starts as soon as what it needs is there, and is waited for only when needed:
         # the simulators need nothing, the data planes only NATS.
@@ -168,7 +176,11 @@ class _Cluster:
             )
         dataplane_urls = [url for _, url in dataplanes]
         self._print_ready(controlplane_url, dataplane_urls, database_url, nats_url, tokens[0], token_source)
-        return self._watch(supervisor)
+        self._print_logs(supervisor)
+        self.say(
+            f"ready: {len(dataplane_urls)} data plane(s) and the control plane answer; press Ctrl-C to stop"
+        )
+        return self._watch(supervisor, sims=[child for child, _ in sims])
 
     def _check_ports(self) -> None:
         options = self.options
@@ -321,24 +333,25 @@ class _Cluster:
         self.say(f"postgres:      {_hide_password(database_url)}{pg_note}")
         self.say(f"nats:          {nats_url}{nats_note}")
         self.say(f"data dir:      {self.data.root}")
-        self.say(
-            f"ready: {len(dataplane_urls)} data plane(s) and the control plane answer; press Ctrl-C to stop"
-        )
 
-    def _watch(self, supervisor: Supervisor) -> int:
-        while not self.stop.wait(0.25):
-            dead = supervisor.first_dead()
-            if dead is not None:
-                self.say(f"error: {dead.name} exited with code {dead.proc.returncode}; stopping everything")
-                return 1
-            for server in self.embedded:
-                if not server.running:
-                    self.say(
-                        f"error: embedded {server.name} stopped (log: {server.log_path}); stopping everything"
-                    )
-                    return 1
-        self.say("stop requested")
-        return 0
+    def _print_logs(self, supervisor: Supervisor) -> None:
+        logs = [(server.name, server.log_path) for server in self.embedded]
+        logs += [(child.name, child.log_path) for child in supervisor.children if not child.expected_exit]
+        for name, path in logs:
+            self.say(f"log:           {path}  ({name})")
+
+    def _watch(self, supervisor: Supervisor, sims: list[Child]) -> int:
+        """Keep everything running: the parts of the cluster with backoff and a crash-loop limit, the
+        simulated backends (backends, not parts) after a pause, for as long as it takes."""
+        watch = Watch(self.printer, self.stop)
+        backends = {child.name for child in sims}
+        for server in self.embedded:
+            watch.add(ServerUnit(server), PART_POLICY)
+        for child in supervisor.children:
+            if not child.expected_exit:
+                policy = BACKEND_POLICY if child.name in backends else PART_POLICY
+                watch.add(ChildUnit(supervisor, child), policy)
+        return watch.run()
 
 
 def _revision(response: httpx.Response) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -79,10 +80,16 @@ class Bus:
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
+    @property
+    def reconnects(self) -> int:
+        """How often this connection was re-established (a quick server restart can pass unseen by
+        ``connected``, and leave subscriptions to JetStream consumers that no longer exist)."""
+        return int(self._nc.stats["reconnects"]) if self._nc is not None else 0
+
     async def connect(self, *, connect_timeout: float = 2.0) -> None:
         """Connect once; raise BusError if the server does not answer. Reconnects forever afterwards."""
         try:
-            self._nc = await nats.connect(
+            nc = await nats.connect(
                 self.url,
                 name=self._client_name,
                 connect_timeout=connect_timeout,
@@ -94,16 +101,28 @@ class Bus:
                 error_cb=self._on_error,
             )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
+            if _cancel_requested():
+                raise asyncio.CancelledError from exc
             raise BusError(f"cannot connect to NATS at {self.url}: {exc}") from exc
+        if _cancel_requested():
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise asyncio.CancelledError
+        self._nc = nc
 
-    async def connect_forever(self, *, retry_every: float = 1.0) -> None:
-        """Keep trying to connect until it works: a plane starts even while NATS is down."""
+    async def connect_forever(self, *, retry_every: float = 1.0, log_every: float = 5.0) -> None:
+        """Keep trying to connect until it works: a plane starts even while NATS is down. Says so at
+        most once every ``log_every`` seconds."""
+        logged_at: float | None = None
         while True:
             try:
                 await self.connect()
                 return
             except BusError as exc:
-                log.warning("%s; retrying", exc)
+                now = time.monotonic()
+                if logged_at is None or now - logged_at >= log_every:
+                    log.warning("%s; retrying every %gs", exc, retry_every)
+                    logged_at = now
                 await asyncio.sleep(retry_every)
 
     async def close(self) -> None:
@@ -271,3 +290,11 @@ class Bus:
                 task.cancel()
 
         return stop
+
+
+def _cancel_requested() -> bool:
+    """Whether this task was asked to stop. nats-py sometimes swallows a cancellation that arrives
+    while it connects (returning a live connection, or failing), which would leave a plane that stops
+    during start-up running forever."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -34,7 +34,9 @@ def up(
     ),
 ) -> None:
     """Run a whole cluster on this machine: embedded PostgreSQL and NATS, the control plane and data
-    planes, each its own process. Ctrl-C stops everything; state stays in --data-dir.
+    planes, each its own process. A part that dies is restarted on its own port with backoff (a crash
+    loop, 5 restarts within 60 s, stops everything); each child's log is in --data-dir/logs. Ctrl-C
+    stops everything; state stays in --data-dir.
 
     Data planes listen on --port, then the following ports, skipping --controlplane-port (43411,
     43413, 43414, ... by default). OLLAMAFLOW_ADMIN_TOKENS in the environment sets the admin tokens;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -54,6 +55,18 @@ class ChildServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def exit_code(self) -> int | None:
+        """The exit code of a server that was started and died; None while it runs or when stopped."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def relaunch(self) -> None:
+        """Start a server that died again, on the same port and data, without waiting for it to answer
+        (whoever uses it retries; if the port is still taken it exits, and the caller tries again)."""
+        if self.running:
+            return
+        self.stop()  # reaps the dead process and closes its log
+        self._launch()
+
     @property
     def url(self) -> str:
         if self.port is None:
@@ -96,6 +109,24 @@ class ChildServer:
         raise NotImplementedError
 
     def start(self) -> str:
+        """Start the server and wait until it answers; its URL."""
+        if self.running:
+            return self.url
+        proc = self._launch()
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._answers(proc):
+            if proc.poll() is not None:
+                raise self._fail(f"exit code {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise self._fail(f"not ready after {START_TIMEOUT:.0f} s")
+            time.sleep(POLL)
+        return self.url
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        """Start the process (choosing the ports on the first start); no waiting."""
+        raise NotImplementedError
+
+    def _answers(self, proc: subprocess.Popen[bytes]) -> bool:
         raise NotImplementedError
 
     def __enter__(self) -> Self:

@@ -5,16 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import sysconfig
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from ollamaflow.embedded.child import (
-    POLL,
-    START_TIMEOUT,
     ChildServer,
     EmbeddedServerError,
 )
@@ -43,9 +41,7 @@ class EmbeddedNats(ChildServer):
             raise EmbeddedServerError("embedded nats has not been started")
         return f"http://127.0.0.1:{self.monitor_port}"
 
-    def start(self) -> str:
-        if self.running:
-            return self.url
+    def _launch(self) -> subprocess.Popen[bytes]:
         binary = find_nats_server()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port if self.port is not None else free_port()
@@ -60,20 +56,12 @@ class EmbeddedNats(ChildServer):
             # A stable name keeps the JetStream identity the same across restarts.
             "--server_name", "ollamaflow-embedded",
         ]  # fmt: skip
-        proc = self._spawn(argv, death_signal=signal.SIGTERM)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._healthy():
-            if proc.poll() is not None:
-                raise self._fail(f"exit code {proc.returncode}")
-            if time.monotonic() > deadline:
-                raise self._fail(f"not healthy after {START_TIMEOUT:.0f} s")
-            time.sleep(POLL)
-        return self.url
+        return self._spawn(argv, death_signal=signal.SIGTERM)
 
     def stop(self) -> None:
         self._stop(signal.SIGTERM)
 
-    def _healthy(self) -> bool:
+    def _answers(self, proc: subprocess.Popen[bytes]) -> bool:
         try:
             with urllib.request.urlopen(f"{self.monitor_url}/healthz", timeout=1.0) as response:
                 return int(response.status) == 200

@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ollamaflow.embedded.child import (
-    POLL,
-    START_TIMEOUT,
     ChildServer,
     EmbeddedServerError,
 )
@@ -54,9 +52,7 @@ class EmbeddedPostgres(ChildServer):
     def _url(self, port: int) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
 
-    def start(self) -> str:
-        if self.running:
-            return self.url
+    def _launch(self) -> subprocess.Popen[bytes]:
         bin_dir = _postgres_bin_dir()
         account = _unprivileged_account(self.data_dir, bin_dir)
         run_as: dict[str, object] = {}
@@ -82,15 +78,7 @@ class EmbeddedPostgres(ChildServer):
             if not self.durable:
                 argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
             self.port = port
-            proc = self._spawn(argv, death_signal=signal.SIGINT, pass_fds=fds, **run_as)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._ready(proc.pid):
-            if proc.poll() is not None:
-                raise self._fail(f"exit code {proc.returncode}")
-            if time.monotonic() > deadline:
-                raise self._fail(f"not ready after {START_TIMEOUT:.0f} s")
-            time.sleep(POLL)
-        return self.url
+            return self._spawn(argv, death_signal=signal.SIGINT, pass_fds=fds, **run_as)
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT): open sessions are rolled back, committed data is kept."""
@@ -109,8 +97,9 @@ class EmbeddedPostgres(ChildServer):
         if result.returncode != 0:
             raise EmbeddedServerError(f"initdb failed for {self.data_dir}:\n{result.stdout}{result.stderr}")
 
-    def _ready(self, pid: int) -> bool:
+    def _answers(self, proc: subprocess.Popen[bytes]) -> bool:
         """postmaster.pid names our process and says "ready" on its status line (PostgreSQL ≥ 10)."""
+        pid = proc.pid
         try:
             lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
         except OSError:

@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ollamaflow.processes import free_port, port_is_free, process_is_live
+from ollamaflow.processes import free_port, port_is_free, process_command_line, process_is_live
 
-__all__ = ["UpProcess", "descendants", "free_port_pair", "start_up"]
+__all__ = ["UpProcess", "child_pid", "descendants", "free_port_pair", "start_up"]
 
 
 @dataclass
@@ -60,8 +60,7 @@ def start_up(args: list[str], log: Path, env: dict[str, str] | None = None) -> U
     return UpProcess(proc, log)
 
 
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (Linux /proc)."""
+def _parents() -> dict[int, int]:
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -70,6 +69,22 @@ def descendants(pid: int) -> set[int]:
             except OSError:
                 continue
             parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+    return parents
+
+
+def child_pid(pid: int, *words: str) -> int | None:
+    """The live direct child of ``pid`` whose command line holds each of ``words`` as an argument."""
+    for child, parent in _parents().items():
+        if parent == pid and process_is_live(child):
+            argv = process_command_line(child)
+            if all(word in argv or any(a.endswith("/" + word) for a in argv) for word in words):
+                return child
+    return None
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (Linux /proc)."""
+    parents = _parents()
     found: set[int] = set()
     frontier = {pid}
     while frontier:

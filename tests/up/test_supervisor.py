@@ -33,10 +33,12 @@ def _child(name: str, record: Path, *, stubborn: bool = False) -> list[str]:
     return [sys.executable, "-c", CHILD, name, str(record), "1" if stubborn else "0"]
 
 
-def _supervisor(stop_timeout: float = 10.0) -> tuple[Supervisor, io.StringIO, threading.Event]:
+def _supervisor(
+    stop_timeout: float = 10.0, log_dir: Path | None = None
+) -> tuple[Supervisor, io.StringIO, threading.Event]:
     out = io.StringIO()
     stop = threading.Event()
-    return Supervisor(LinePrinter(out), stop, stop_timeout=stop_timeout), out, stop
+    return Supervisor(LinePrinter(out), stop, stop_timeout=stop_timeout, log_dir=log_dir), out, stop
 
 
 def test_stop_all_goes_stage_by_stage_highest_first(tmp_path: Path) -> None:
@@ -77,7 +79,7 @@ def test_wait_ready_reports_a_child_that_dies(tmp_path: Path) -> None:
     with pytest.raises(StartupError, match="broken exited with code 3 while starting"):
         supervisor.wait_ready(child, f"http://127.0.0.1:{free_port()}/readyz", timeout=30)
     assert "broken       | cannot start" in out.getvalue()
-    assert supervisor.first_dead() is child
+    assert child.exit_code() == 3
 
 
 def test_wait_ready_gives_way_to_a_stop_request(tmp_path: Path) -> None:
@@ -93,3 +95,48 @@ def test_wait_ready_gives_way_to_a_stop_request(tmp_path: Path) -> None:
         supervisor.wait_ready(child, f"http://127.0.0.1:{free_port()}/readyz", timeout=30)
     supervisor.stop_all()
     assert child.proc.returncode == 0
+
+
+def test_a_dead_child_is_started_again_with_its_output_appended_to_its_log_file(tmp_path: Path) -> None:
+    supervisor, out, _ = _supervisor(log_dir=tmp_path / "logs")
+    # Prints its argument and the run number it finds in a file, then exits with 5.
+    script = (
+        "import pathlib, sys; f = pathlib.Path(sys.argv[1]); n = int(f.read_text() or 0) + 1 "
+        "if f.exists() else 1; f.write_text(str(n)); print('run', n, 'with', sys.argv[2]); sys.exit(5)"
+    )
+    argv = [sys.executable, "-c", script, str(tmp_path / "runs"), "same-port"]
+    child = supervisor.start("flaky", argv, {}, stage=0)
+    first = child.pid
+    while child.exit_code() is None:
+        threading.Event().wait(0.05)
+    assert child.exit_code() == 5
+    supervisor.respawn(child)
+    assert child.pid != first
+    while child.exit_code() is None:
+        threading.Event().wait(0.05)
+    child.join_output()
+    lines = (tmp_path / "logs" / "flaky.log").read_text().splitlines()
+    assert [line for line in lines if not line.startswith("---- ollamaflow up: flaky started")] == [
+        "run 1 with same-port",
+        "run 2 with same-port",
+    ]
+    assert sum(line.startswith("---- ollamaflow up: flaky started (pid ") for line in lines) == 2
+    assert "flaky        | run 2 with same-port" in out.getvalue()
+    assert child.log_path == tmp_path / "logs" / "flaky.log"
+    supervisor.stop_all()
+
+
+def test_a_child_stopped_on_purpose_is_not_reported_dead(tmp_path: Path) -> None:
+    supervisor, out, _ = _supervisor()
+    child = supervisor.start("calm", _child("calm", tmp_path / "r"), {}, stage=0)
+    while "hello from calm" not in out.getvalue():
+        threading.Event().wait(0.05)
+    assert child.exit_code() is None
+    supervisor.stop_all()
+    assert child.proc.returncode == 0 and child.exit_code() is None
+    with pytest.raises(RuntimeError, match="live still runs"):
+        live = supervisor.start("live", _child("live", tmp_path / "r"), {}, stage=0)
+        try:
+            supervisor.respawn(live)
+        finally:
+            supervisor.stop_all()
