@@ -57,6 +57,11 @@ class Call:
     explain: bool = False  # the client asked for X-OllamaFlow-Route
     decision: Decision[Target] | None = None  # kept only when explain
 
+    @property
+    def request_id(self) -> str:
+        """X-OllamaFlow-Request's value: log lines and generic client errors name it."""
+        return self.id_header[1].decode()
+
 
 def own_lines(forwarded_for: bytes, request_id: bytes) -> bytes:
     """The upstream header lines the proxy adds itself."""

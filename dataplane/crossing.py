@@ -89,7 +89,7 @@ async def relay(
             if out:
                 await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
     except CLIENT_ERRORS as error:
-        log.warning("stream from backend %s broke off: %s", backend, upstream_error(backend, error).message)
+        log.warning("stream from backend %s broke off: %s", backend, upstream_error(backend, error).logged)
         whole = False
     guard.finishing = True
     await send({"type": "http.response.body", "body": b"".join(translator.close(time.time_ns()))})

@@ -172,7 +172,7 @@ class Listing:
                 reply = await self._show_on(member, body, name, id_header[1], route.read_timeout)
             except (OllamaFlowError, TimeoutError) as exc:
                 failure = self._as_error(member, exc)
-                log.warning("show %r: %s", name, failure.message)
+                log.warning("show %r: %s", name, failure.logged)
                 continue
             if reply is None:  # this backend does not have it after all
                 continue
@@ -237,7 +237,7 @@ class Listing:
                 )
             return parse(reply.body)
         except (OllamaFlowError, TimeoutError) as exc:
-            log.warning("listing without backend %s: %s", member.view.id, self._as_error(member, exc).message)
+            log.warning("listing without backend %s: %s", member.view.id, self._as_error(member, exc).logged)
             return []
 
     async def _openai_entries(self, route: FrontendRoute, request_id: bytes) -> list[Entry]:

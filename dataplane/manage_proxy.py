@@ -171,11 +171,15 @@ class Authoring:
             await send_error(send, "Ollama", exc.status, exc.message, error_headers(exc, id_header))
             return
         except httpx.HTTPError as exc:
-            message = f"backend {view.id} failed: {type(exc).__name__}: {exc}".rstrip(": ")
-            log.warning("%s %s: %s", scope["method"], backend_path, message)
-            await send_error(
-                send, "Ollama", 504 if isinstance(exc, httpx.TimeoutException) else 502, message, [id_header]
-            )
+            request_id = id_header[1].decode()
+            log.warning(
+                "request %s: %s %s to backend %s failed: %s: %s",
+                request_id, scope["method"], backend_path, view.id, type(exc).__name__, exc,
+            )  # fmt: skip
+            timed_out = isinstance(exc, httpx.TimeoutException)
+            what = "did not answer in time" if timed_out else "could not be reached or failed"
+            message = f"backend {view.id} {what} (request {request_id})"  # the details are in the log
+            await send_error(send, "Ollama", 504 if timed_out else 502, message, [id_header])
             return
         headers = response_headers(response.headers.raw, (target.backend_header, id_header))
         task = asyncio.current_task()
@@ -203,7 +207,8 @@ class Authoring:
             log.warning("%s %s: backend %s broke off: %s", scope["method"], backend_path, view.id, exc)
             tail = b""
             if "ndjson" in response.headers.get("content-type", ""):
-                tail = ndjson_error_line(f"backend {view.id} broke off: {exc}", after=last)
+                message = f"backend {view.id} broke off (request {id_header[1].decode()})"
+                tail = ndjson_error_line(message, after=last)
             # Otherwise there is no way to say it in-band: the body ends short and the client sees it.
             await send({"type": "http.response.body", "body": last + tail})
         except asyncio.CancelledError:

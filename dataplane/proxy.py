@@ -178,6 +178,9 @@ class Proxy:
             if isinstance(exc, Untranslatable):
                 body = exc.openai_body() if endpoint.api_format == "OpenAI" else exc.ollama_body()
                 await send_bytes(send, exc.status, body, JSON, headers)
+            elif isinstance(exc, UpstreamError):  # the details are in the log, under the request id
+                message = f"{exc.message} (request {request_id})"
+                await send_error(send, endpoint.api_format, exc.status, message, headers)
             else:
                 await send_error(send, endpoint.api_format, exc.status, exc.message, headers)
         except asyncio.CancelledError:
@@ -334,12 +337,12 @@ class Proxy:
                 self._release(target)
                 raise
             except RequestNotSent as exc:  # no connection: nothing was sent
-                log.warning("%s", exc.message)
+                log.warning("request %s: %s", call.request_id, exc.logged)
                 breakers.unreachable(target.id, exc.message)
                 failure = self._failed(call, target, exc)
                 continue
             except UpstreamError as exc:  # no answer in time, or the connection broke before one
-                log.warning("%s", exc.message)
+                log.warning("request %s: %s", call.request_id, exc.logged)
                 breakers.server_error(target.id, exc.message)
                 failure = self._failed(call, target, exc)
                 continue
@@ -355,7 +358,7 @@ class Proxy:
                 return target, response, crossing  # the last failure: the client sees the answer
             response.close()
             message = f"backend {target.id} answered with status {response.status}; trying another"
-            log.warning("%s", message)
+            log.warning("request %s: %s", call.request_id, message)
             failure = self._failed(call, target, UpstreamError(message))
         assert failure is not None  # a loop that ends without returning failed at least once
         raise failure  # the last one; the ones before it only cost a failover
@@ -371,10 +374,10 @@ class Proxy:
                 await self._deliver(call, send, target, response, crossing)
                 return
             except AnswerTooLarge as exc:  # no failure of the backend's: another would answer alike
-                log.warning("%s", exc.message)
+                log.warning("request %s: %s", call.request_id, exc.logged)
                 raise
             except UpstreamError as exc:  # _deliver raises it only before any byte went out
-                log.warning("%s", exc.message)
+                log.warning("request %s: %s", call.request_id, exc.logged)
                 self._breakers.server_error(target.id, exc.message)
                 if not self._may_retry(call):
                     raise
@@ -434,7 +437,7 @@ class Proxy:
                 last = chunk
         except CLIENT_ERRORS as error:
             exc = upstream_error(target.id, error)
-            log.warning("stream from backend %s broke off: %s", target.id, exc.message)
+            log.warning("request %s: the stream broke off: %s", call.request_id, exc.logged)
             if b"ndjson" in response.content_type:
                 tail = ndjson_error_line(exc.message, after=last)
             elif b"event-stream" in response.content_type:

@@ -27,6 +27,7 @@ replaced). Reading a body raises the plain ``CLIENT_ERRORS`` (cheap on the hot p
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Protocol
@@ -49,6 +50,7 @@ __all__ = [
     "RequestNotSent",
     "Transport",
     "UpstreamResponse",
+    "connect_failed",
     "upstream_error",
     "upstream_errors",
 ]
@@ -110,6 +112,18 @@ class AnswerTooLarge(UpstreamProtocolError):
     """An answer that had to be read whole was over its limit: never retried, never ejects."""
 
 
+def connect_failed(backend_id: str, exc: BaseException) -> ConnectFailed:
+    """A refused or failed connection: the client hears which backend and, for a certificate that did
+    not verify, that much; the OS error (addresses, errno) goes to the log only."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        message = f"cannot connect to backend {backend_id}: its TLS certificate failed verification"
+        return ConnectFailed(message, str(cause))
+    return ConnectFailed(f"cannot connect to backend {backend_id}", f"{type(exc).__name__}: {exc}")
+
+
 def upstream_error(backend_id: str, exc: BaseException) -> UpstreamError:
     """The UpstreamError subclass for one of ``CLIENT_ERRORS``, naming the backend."""
     if isinstance(exc, ReadTimeout):
@@ -117,12 +131,14 @@ def upstream_error(backend_id: str, exc: BaseException) -> UpstreamError:
     if isinstance(exc, Disconnected):
         return UpstreamProtocolError(f"backend {backend_id} closed the connection")
     if isinstance(exc, BrokenBody):
-        return UpstreamProtocolError(f"backend {backend_id} sent a broken body: {exc}")
+        return UpstreamProtocolError(f"backend {backend_id} sent a broken body", str(exc))
     if isinstance(exc, BadResponse):
-        return UpstreamProtocolError(f"backend {backend_id} sent an unreadable answer: {exc}")
+        return UpstreamProtocolError(f"backend {backend_id} sent an unreadable answer", str(exc))
     if isinstance(exc, BodyTooLarge):
         return AnswerTooLarge(f"backend {backend_id}: {exc}")
-    return UpstreamUnavailable(f"connection to backend {backend_id} failed: {exc}")
+    # An OS error names addresses and system calls: the log's business, not the client's.
+    detail = f"{type(exc).__name__}: {exc}"
+    return UpstreamUnavailable(f"the connection to backend {backend_id} failed", detail)
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from dataplane.transport import (
     ConnectFailed,
     ConnectTimedOut,
     PoolTimeout,
+    connect_failed,
     upstream_error,
 )
 from shared.errors import UpstreamError
@@ -185,7 +186,7 @@ class Upstream:
                     f"timed out connecting to backend {backend_id} (after {within:g}s)"
                 ) from exc
             if isinstance(exc, OSError):
-                raise ConnectFailed(f"cannot connect to backend {backend_id}: {exc}") from exc
+                raise connect_failed(backend_id, exc) from exc
             raise
         return conn
 

@@ -34,6 +34,7 @@ from dataplane.transport import (
     ConnectTimedOut,
     Disconnected,
     ReadTimeout,
+    connect_failed,
     upstream_error,
 )
 from shared.errors import UpstreamError
@@ -228,7 +229,7 @@ class AiohttpUpstream:
                 timeout=limits,
             )
         except aiohttp.ClientConnectorError as exc:
-            raise ConnectFailed(f"cannot connect to backend {backend_id}: {exc}") from exc
+            raise connect_failed(backend_id, exc) from exc
         except aiohttp.ConnectionTimeoutError as exc:
             message = f"timed out connecting to backend {backend_id} (within {progress_timeout:g}s)"
             raise ConnectTimedOut(message) from exc

@@ -43,9 +43,15 @@ class OllamaFlowError(Exception):
 
     status: int = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, detail: str = "") -> None:
         super().__init__(message)
-        self.message = message
+        self.message = message  # what a client may be told
+        self.detail = detail  # what only the log says: addresses, OS and library errors
+
+    @property
+    def logged(self) -> str:
+        """The message with its detail, for the log."""
+        return f"{self.message} ({self.detail})" if self.detail else self.message
 
 
 class ConfigError(OllamaFlowError):

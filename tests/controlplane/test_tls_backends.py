@@ -131,4 +131,4 @@ async def test_without_the_ca_neither_plane_trusts_the_backend(
         await serve_frontend(writer, dp, [BackendView(id="tls", base_url=tls_sim)])
         resp = await client.post(dp.url + "/api/chat", json=CHAT)
         assert resp.status_code == 502
-        assert "certificate verify failed" in resp.json()["error"]
+        assert "TLS certificate failed verification" in resp.json()["error"]

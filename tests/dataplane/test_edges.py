@@ -109,6 +109,27 @@ async def test_upstream_down_is_a_502_in_ollama_shape(dp: RunningDataPlane, writ
     assert resp.headers["x-ollamaflow-request"]
 
 
+async def test_upstream_error_details_stay_in_the_log(
+    dp: RunningDataPlane, writer: SnapshotWriter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client is told which backend and its request id; the OS error (address, errno) is logged."""
+    port = _closed_port()
+    await _publish(writer, dp, content({"gone": f"http://127.0.0.1:{port}"}))
+    async with httpx.AsyncClient() as client:
+        for path, body in (
+            ("/api/chat", {"model": "m"}),
+            ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "x"}]}),
+        ):
+            resp = await client.post(dp.url + path, json=body)
+            assert resp.status_code == 502
+            error = resp.json()["error"]
+            message = error["message"] if isinstance(error, dict) else error
+            request_id = resp.headers["x-ollamaflow-request"]
+            assert message == f"cannot connect to backend gone (request {request_id})"
+            logged = [r.getMessage() for r in caplog.records if request_id in r.getMessage()]
+            assert logged and str(port) in logged[0], logged
+
+
 async def test_a_refused_connection_fails_over_to_the_next_backend(
     rec: Recorder, dp: RunningDataPlane, writer: SnapshotWriter
 ) -> None:
