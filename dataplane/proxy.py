@@ -11,11 +11,9 @@ breaker (``dataplane.breaker``) is open. Each backend takes only this data plane
 timeout or a 5xx answer before any byte went to the client is retried on the next candidate backend
 (``MAX_ATTEMPTS``, when the frontend allows retries); the client gets the last failure.
 
-Answers of any size pass through with bounded memory: a small one (``WHOLE_BODY_LIMIT``) is read
-whole and written in one go, anything else is relayed chunk by chunk as it arrives, each chunk handed
-to the client's connection before the next is taken, so a slow client slows the backend down
-instead of filling memory. The upstream client is any ``dataplane.transport.Transport``; the
-frontend's ``TimeoutMs`` is its time limit ("no progress for TimeoutMs", see that module).
+Answers of any size pass through with bounded memory (``dataplane.passthrough``). The upstream
+client is any ``dataplane.transport.Transport``; the frontend's ``TimeoutMs`` is its time limit
+("no progress for TimeoutMs", see that module).
 """
 
 from __future__ import annotations
@@ -34,10 +32,10 @@ from dataplane.call import Call, Endpoint, own_lines, upstream_request
 from dataplane.crossing import Crossing, relay, send_local
 from dataplane.disconnect import DisconnectWatch
 from dataplane.explain import route_header
-from dataplane.framing import ndjson_error_line, sse_error_event
-from dataplane.headers import read_client_headers, response_headers
+from dataplane.headers import read_client_headers
 from dataplane.incoming import BodyReader, ClientGone, Receive, error_headers, read_model_request
 from dataplane.model_errors import Unservable
+from dataplane.passthrough import pass_through
 from dataplane.pins import with_model
 from dataplane.responses import JSON, Send, send_bytes, send_error
 from dataplane.routing import Target
@@ -48,13 +46,11 @@ from dataplane.translate.common import LocalReply
 from dataplane.translate.errors import Untranslatable
 from dataplane.translate.exchanges import Translations
 from dataplane.transport import (
-    CLIENT_ERRORS,
     AnswerTooLarge,
     PoolTimeout,
     RequestNotSent,
     Transport,
     UpstreamResponse,
-    upstream_error,
 )
 from shared.errors import OllamaFlowError, UpstreamError
 
@@ -62,9 +58,6 @@ __all__ = ["Endpoint", "Proxy"]
 
 log = logging.getLogger("ollamaflow.dataplane.proxy")
 
-# A fixed-length upstream body up to this size is read whole and written in one go; a larger one is
-# relayed as it arrives (below the transport's high-water mark, so reading it never pauses).
-WHOLE_BODY_LIMIT = 64 * 1024
 # The largest answer a translation reads whole (OLLAMAFLOW_MAX_TRANSLATED_BODY by default).
 MAX_TRANSLATED_BODY = 64 * 1024 * 1024
 # Attempts per request when backends fail before answering (the first one included).
@@ -395,58 +388,18 @@ class Proxy:
         """Relay ``response``; raises ``UpstreamError`` only if nothing went to the client yet."""
         complete = False
         try:
+            headers = self._headers(call, target)
             if crossing is not None:
-                headers = self._headers(call, target)
                 complete = await relay(
                     crossing, response, send, call.guard, target.id, headers, self._max_translated_body
                 )
-                return
-            headers = response_headers(response.headers, self._headers(call, target))
-            start = {"type": "http.response.start", "status": response.status, "headers": headers}
-            length = response.content_length
-            if length is not None and length <= WHOLE_BODY_LIMIT:
-                try:
-                    data = await response.read(WHOLE_BODY_LIMIT)
-                except CLIENT_ERRORS as exc:
-                    raise upstream_error(target.id, exc) from exc
-                complete = True
-                call.guard.finishing = True
-                await send(start)
-                await send({"type": "http.response.body", "body": data})
-                return
-            await send(start)
-            complete = await self._stream(call, send, target, response)
+            else:
+                complete = await pass_through(
+                    response, send, call.guard, target.id, call.request_id, headers
+                )
         finally:
             if complete:
                 response.release()
             else:
                 response.close()  # drop the connection: the backend sees it and stops working
             self._release(target)
-
-    async def _stream(self, call: Call, send: Send, target: Target, response: UpstreamResponse) -> bool:
-        """Relay the body chunk by chunk as it arrives; True if it arrived whole.
-
-        Each ``send`` returns once the client's connection took the chunk (the server waits while
-        its write buffer is full), and only then is the next chunk taken: the backend's connection
-        pauses meanwhile, so memory stays bounded, and the time limit ends a request whose client
-        took nothing for TimeoutMs."""
-        last = b""
-        try:
-            async for chunk in response.iter_chunks():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                last = chunk
-        except CLIENT_ERRORS as error:
-            exc = upstream_error(target.id, error)
-            log.warning("request %s: the stream broke off: %s", call.request_id, exc.logged)
-            if b"ndjson" in response.content_type:
-                tail = ndjson_error_line(exc.message, after=last)
-            elif b"event-stream" in response.content_type:
-                tail = sse_error_event(exc.message, after=last)
-            else:
-                return False  # no way to say it in-band: end without the last chunk, so the client sees it
-            call.guard.finishing = True
-            await send({"type": "http.response.body", "body": tail})
-            return False
-        call.guard.finishing = True
-        await send({"type": "http.response.body", "body": b""})
-        return True

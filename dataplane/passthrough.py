@@ -1,0 +1,74 @@
+"""Answers that need no translation: the backend's status, headers and body, relayed as they are.
+
+The counterpart of ``dataplane.crossing`` for a backend of the client's own format. Answers of any
+size pass with bounded memory: a small one (``WHOLE_BODY_LIMIT``) is read whole and written in one
+go; anything else is relayed chunk by chunk as it arrives, each chunk handed to the client's
+connection before the next is taken, so a slow client slows the backend down instead of filling
+memory (the transport pauses reading meanwhile, and its time limit ends a request whose client took
+nothing for TimeoutMs). A stream the backend breaks off ends with the client format's error line or
+event, never a faked end.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from dataplane.disconnect import DisconnectGuard
+from dataplane.framing import ndjson_error_line, sse_error_event
+from dataplane.headers import response_headers
+from dataplane.responses import Send
+from dataplane.transport import CLIENT_ERRORS, UpstreamResponse, upstream_error
+
+__all__ = ["WHOLE_BODY_LIMIT", "pass_through"]
+
+log = logging.getLogger("ollamaflow.dataplane.proxy")
+
+# A fixed-length upstream body up to this size is read whole and written in one go; a larger one is
+# relayed as it arrives (below the transport's high-water mark, so reading it never pauses).
+WHOLE_BODY_LIMIT = 64 * 1024
+
+
+async def pass_through(
+    response: UpstreamResponse,
+    send: Send,
+    guard: DisconnectGuard,
+    backend: str,
+    request_id: str,
+    extra_headers: list[tuple[bytes, bytes]],
+) -> bool:
+    """Relay ``response`` to the client; True if it arrived whole.
+
+    Raises ``UpstreamError`` only before anything went to the client (a small body that broke)."""
+    headers = response_headers(response.headers, extra_headers)
+    start = {"type": "http.response.start", "status": response.status, "headers": headers}
+    length = response.content_length
+    if length is not None and length <= WHOLE_BODY_LIMIT:
+        try:
+            data = await response.read(WHOLE_BODY_LIMIT)
+        except CLIENT_ERRORS as exc:
+            raise upstream_error(backend, exc) from exc
+        guard.finishing = True
+        await send(start)
+        await send({"type": "http.response.body", "body": data})
+        return True
+    await send(start)
+    last = b""
+    try:
+        async for chunk in response.iter_chunks():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            last = chunk
+    except CLIENT_ERRORS as error:
+        exc = upstream_error(backend, error)
+        log.warning("request %s: the stream broke off: %s", request_id, exc.logged)
+        if b"ndjson" in response.content_type:
+            tail = ndjson_error_line(exc.message, after=last)
+        elif b"event-stream" in response.content_type:
+            tail = sse_error_event(exc.message, after=last)
+        else:
+            return False  # no way to say it in-band: end without the last chunk, so the client sees it
+        guard.finishing = True
+        await send({"type": "http.response.body", "body": tail})
+        return False
+    guard.finishing = True
+    await send({"type": "http.response.body", "body": b""})
+    return True
