@@ -9,11 +9,10 @@ own format.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import ollama
@@ -24,6 +23,7 @@ from dataplane.settings import DataPlaneSettings
 from ollamaflow.sim import running_sim
 from shared.snapshot import BackendView
 from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, running_dataplane, serve_frontend
+from tests.dataplane.transport.servers import full_backlog
 
 INPUTS = [f"passage number {i} of a long document" for i in range(400)]
 
@@ -143,29 +143,7 @@ async def test_timeout_ms_fires_while_the_headers_never_come(
         assert resp.status_code == 504
 
 
-@contextlib.contextmanager
-def full_backlog() -> Iterator[str]:
-    """A listener whose accept queue is full (loopback, Linux): connecting to it hangs."""
-    full = socket.socket()
-    full.bind(("127.0.0.1", 0))
-    full.listen(0)
-    fillers = []
-    try:
-        for _ in range(4):
-            filler = socket.socket()
-            filler.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                filler.connect(full.getsockname())
-            fillers.append(filler)
-        yield f"http://127.0.0.1:{full.getsockname()[1]}"
-    finally:
-        for sock in [*fillers, full]:
-            sock.close()
-
-
-async def test_timeout_ms_bounds_the_connect(
-    dp_settings: DataPlaneSettings, writer: SnapshotWriter
-) -> None:
+async def test_timeout_ms_bounds_the_connect(dp_settings: DataPlaneSettings, writer: SnapshotWriter) -> None:
     """The connect takes the shorter of the connect timeout (here 30 s) and TimeoutMs."""
     settings = dataclasses.replace(dp_settings, upstream_connect_timeout=30.0)
     async with running_dataplane(settings) as dp, httpx.AsyncClient(timeout=20) as http:
@@ -242,7 +220,6 @@ async def test_a_long_stream_that_keeps_producing_outlives_timeout_ms(
         client = ollama.AsyncClient(host=dp.url, timeout=30)
         parts = [part async for part in await client.generate(model="llama3.2", prompt="hi", stream=True)]
     assert parts[-1].done and len(parts) == 31
-
 
 
 async def test_the_aiohttp_client_in_the_data_planes_place(

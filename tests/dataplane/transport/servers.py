@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from dataplane.origin import Origin, prepare
@@ -19,6 +20,7 @@ __all__ = [
     "Script",
     "Server",
     "body_of",
+    "full_backlog",
     "keep_alive_ok",
     "read_request",
     "request_head",
@@ -140,3 +142,24 @@ def request_head(
     backend = prepare(url, [("X-Team", "blue")], "")
     head = b"%s %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n" % (method, path, backend.fixed_lines, len(body))
     return backend.origin, head
+
+
+@contextlib.contextmanager
+def full_backlog() -> Iterator[str]:
+    """A listener that never completes a handshake: its accept queue is full (loopback, Linux), so
+    further SYNs are dropped and a connect hangs until its caller gives up."""
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = []
+    try:
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(full.getsockname())
+            fillers.append(filler)
+        yield f"http://127.0.0.1:{full.getsockname()[1]}"
+    finally:
+        for sock in [*fillers, full]:
+            sock.close()

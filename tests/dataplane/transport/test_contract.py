@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -33,6 +32,7 @@ from tests.dataplane.transport.servers import (
     OK,
     Server,
     body_of,
+    full_backlog,
     keep_alive_ok,
     read_request,
     request_head,
@@ -261,27 +261,6 @@ async def test_a_long_answer_that_keeps_coming_is_not_cut_off(transport: Transpo
 
 
 # The time limit in every state
-
-
-@contextlib.contextmanager
-def full_backlog() -> Iterator[str]:
-    """A listener that never completes a handshake: its accept queue is full (loopback, Linux), so
-    further SYNs are dropped and a connect hangs until its caller gives up."""
-    full = socket.socket()
-    full.bind(("127.0.0.1", 0))
-    full.listen(0)
-    fillers = []
-    try:
-        for _ in range(4):
-            filler = socket.socket()
-            filler.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                filler.connect(full.getsockname())
-            fillers.append(filler)
-        yield f"http://127.0.0.1:{full.getsockname()[1]}"
-    finally:
-        for sock in [*fillers, full]:
-            sock.close()
 
 
 @pytest.mark.parametrize(("connect_timeout", "limit"), [(0.3, 30.0), (30.0, 0.3)])
