@@ -270,7 +270,8 @@ class DataPlane:
             if not drain.ended(task):
                 raise
             task.uncancel()
-            await end_answer(send, answer, route.api_format, drained_message())
+            # The handler may have said more about what it sent (the proxy registers its own).
+            await end_answer(send, drain.answer_of(task), route.api_format, drained_message())
         finally:
             drain.leave(task)
 

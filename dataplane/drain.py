@@ -138,6 +138,10 @@ class Drain:
             cancelled += 1
         return cancelled
 
+    def answer_of(self, task: asyncio.Task[Any]) -> Answering | None:
+        """What ``task`` registered last as what it sent (None: nothing yet)."""
+        return self._running.get(task)
+
     def ended(self, task: asyncio.Task[Any]) -> bool:
         """Whether ``task`` was cancelled by ``end`` (rather than by its client leaving, say)."""
         return task in self._ended
@@ -155,9 +159,12 @@ async def end_answer(
     message: str,
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    """End an answer the drain cut short, in its client's format (see the module doc)."""
+    """End an answer the drain cut short, in its client's format (see the module doc). Once only: an
+    answer already finishing (this ended it before, and was cut short again) is left as it is."""
     framing = NOT_STARTED if answer is None else answer.framing
     if answer is not None:
+        if answer.finishing:
+            return
         answer.finishing = True  # a client leaving now changes nothing
     if framing == NOT_STARTED:
         await send_error(send, api_format, 503, message, [RETRY_AFTER, CLOSE, *(headers or ())])

@@ -89,7 +89,7 @@ class DataPlaneServer(uvicorn.Server):
             return
         if not settled:  # e.g. a body still arriving, or a client that takes nothing
             tasks = [task for task in self.server_state.tasks if not task.done()]
-            log.error("cancelling %d request(s) that did not end within %g s", len(tasks), END_GRACE)
+            log.warning("cancelling %d request(s) that did not end within %g s", len(tasks), END_GRACE)
             for task in tasks:
                 task.cancel(msg="the data plane stops")
             await asyncio.sleep(0.1)

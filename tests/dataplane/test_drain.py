@@ -284,3 +284,24 @@ async def test_drain_timeout_answers_a_request_whose_body_is_still_arriving(
         assert "shutting down" in json.loads(body)["error"]["message"]  # OpenAI's shape
         conn.close()
         await dp.stopped()
+
+
+async def test_a_client_that_reads_nothing_cannot_hold_the_stop_beyond_the_drain(
+    dp_settings: DataPlaneSettings, writer: SnapshotWriter
+) -> None:
+    settings = replace(dp_settings, drain_timeout=1.0)
+    # A long answer as fast as it comes, to a client that never reads: the data plane's writes pause.
+    async with (
+        running_sim(answer_tokens=1_000_000) as sim,
+        _plane(settings, writer, [BackendView(id="b", base_url=sim)]) as dp,
+    ):
+        host, port = dp.url.removeprefix("http://").split(":")
+        _, conn = await asyncio.open_connection(host, int(port))
+        body = json.dumps({"model": "llama3.2", "messages": MESSAGES}).encode()
+        conn.write(b"POST /api/chat HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await conn.drain()
+        await eventually(lambda: dp.app.traffic.in_flight.get("b") == 1, 10, "the stream running")
+        await asyncio.sleep(0.5)  # its bytes pile up
+        dp.stop()
+        await dp.stopped(within=15)  # the drain timeout, then END_GRACE, then it closes the connection
+        conn.close()
