@@ -87,7 +87,7 @@ class DataPlaneServer(uvicorn.Server):
             settled = await self._settled(loop.time() + END_GRACE)
         if self.force_exit:  # a second signal: as before the drain, nothing more is waited for
             return
-        if not settled:  # e.g. a body still arriving, or a client that takes nothing
+        if not settled:  # e.g. a client that takes nothing, so the last words cannot go out
             tasks = [task for task in self.server_state.tasks if not task.done()]
             log.warning("cancelling %d request(s) that did not end within %g s", len(tasks), END_GRACE)
             for task in tasks:
