@@ -10,6 +10,10 @@ Likewise each live data plane's demand per API key (its requests per second with
 growth of the key's counters between two reports), which the keys' rate limits are split by.
 A backend that a live data plane's report newly names as ejected (its passive circuit breaker opened)
 is passed to ``on_ejected``, so the monitor can probe it at once; ``ejections`` is the admin view of it.
+A data plane that reports ``draining`` (it got SIGTERM and finishes what it runs) stays live but is
+leaving: ``draining_ids`` names it, its shares go to the others (``controlplane.publish.shares``), and
+every change of its demand counts (not only a new level), so its slots come back request by request.
+Its last report says ``stopped``: from then on it is not live, without waiting for the TTL.
 State is in memory: every replica hears every report, so each keeps its own copy.
 """
 
@@ -75,7 +79,7 @@ class DataPlaneRegistry:
         keys = _key_demand(previous, report, now) if previous is not None else {}
         sighting = Sighting(report, self._clock.now(), now, keys)
         self._sightings[report.id] = sighting
-        if report.id not in self._live:
+        if report.id not in self._live or report.stopped:
             self.check()
         elif previous is not None and _levels(previous) != _levels(sighting):
             self._on_demand_change()
@@ -105,7 +109,15 @@ class DataPlaneRegistry:
         self.record(report)
 
     def is_live(self, sighting: Sighting) -> bool:
+        if sighting.report.stopped:
+            return False
         return self._clock.monotonic() - sighting.seen_monotonic <= self.ttl
+
+    def draining_ids(self) -> frozenset[str]:
+        """Live data planes that are stopping (their limit shares go to the others)."""
+        return frozenset(
+            s.report.id for s in self._sightings.values() if s.report.draining and self.is_live(s)
+        )
 
     def demand(self) -> dict[str, dict[str, int]]:
         """Live data plane id -> backend id -> its requests in flight plus queued there, by id."""
@@ -164,6 +176,9 @@ def _key_demand(previous: Sighting, report: DataPlaneReport, now: float) -> dict
     return found
 
 
-def _levels(sighting: Sighting) -> tuple[dict[str, int], dict[str, int]]:
-    backends = {backend: demand_level(count) for backend, count in _demand_of(sighting.report).items()}
-    return backends, {key: demand_level(count) for key, count in sighting.key_demand.items()}
+def _levels(sighting: Sighting) -> tuple[bool, dict[str, int], dict[str, int]]:
+    demand = _demand_of(sighting.report)
+    draining = sighting.report.draining
+    # A draining plane holds exactly its demand: each request it finishes frees a slot for the others.
+    backends = demand if draining else {backend: demand_level(count) for backend, count in demand.items()}
+    return draining, backends, {key: demand_level(count) for key, count in sighting.key_demand.items()}

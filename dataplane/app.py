@@ -27,6 +27,7 @@ from typing import Any
 from dataplane.access import Access, Guard
 from dataplane.admission import Admission
 from dataplane.breaker import Breakers
+from dataplane.drain import Answer, Drain, drained_message, end_answer
 from dataplane.explainer import Explainer
 from dataplane.incoming import BodyReader, Receive
 from dataplane.listing import Listing
@@ -72,6 +73,11 @@ class Route:
     handler: Handler
     api_format: ApiFormat = "Ollama"
     guard: Guard | None = None  # None: the data plane's own probes, open to all
+    # Its answers may take a while: a drain that times out ends them (dataplane.drain), knowing what
+    # went out from a wrapped ``send``, or from the handler itself (``own_answer``: the proxy, whose
+    # hot path is not wrapped). Instant answers need neither.
+    endable: bool = False
+    own_answer: bool = False
 
 
 def _address(settings: DataPlaneSettings) -> str:
@@ -115,6 +121,7 @@ class DataPlane:
         self.settings = settings
         self.state = SnapshotState(cache_path=settings.snapshot_cache)
         self.traffic = Traffic()
+        self.drain = Drain()
         tls = backend_ssl_context(settings.backend_ca_file, settings.backend_tls_verify)
         self.upstream = upstream_client(settings, tls)
         self.bus = Bus(
@@ -148,7 +155,9 @@ class DataPlane:
             access=self.access,
             poll_interval=settings.snapshot_poll_interval,
             report_interval=settings.report_interval,
+            drain=self.drain,
         )
+        self.drain.on_begin.append(self.sync.report_now)  # the control plane hears it at once
         translations = Translations(random_id)
         bodies = BodyReader(
             max_json=settings.max_json_body,
@@ -165,6 +174,7 @@ class DataPlane:
             access=self.access,
             bodies=bodies,
             max_translated_body=settings.max_translated_body,
+            drain=self.drain,
         )
         get_head, get, post = frozenset({"GET", "HEAD"}), frozenset({"GET"}), frozenset({"POST"})
         probe, serve, manages = Guard.PROTOCOL, Guard.SERVE, Guard.MANAGE
@@ -176,13 +186,14 @@ class DataPlane:
         }
         for endpoint in PROXIED:
             handler = functools.partial(proxy.handle, endpoint=endpoint)
-            self._routes[endpoint.path] = Route(post, handler, endpoint.api_format, serve)
+            route = Route(post, handler, endpoint.api_format, serve, endable=True, own_answer=True)
+            self._routes[endpoint.path] = route
         listing = Listing(self.state, self.upstream, bodies=bodies)
-        self._routes["/api/tags"] = Route(get_head, listing.tags, guard=serve)
-        self._routes["/api/ps"] = Route(get, listing.ps, guard=serve)
-        self._routes["/api/show"] = Route(post, listing.show, guard=serve)
-        self._routes["/v1/models"] = Route(get, listing.models, "OpenAI", serve)
-        self._routes[MODEL_PREFIX] = Route(get, listing.model, "OpenAI", serve)  # + the id
+        self._routes["/api/tags"] = Route(get_head, listing.tags, guard=serve, endable=True)
+        self._routes["/api/ps"] = Route(get, listing.ps, guard=serve, endable=True)
+        self._routes["/api/show"] = Route(post, listing.show, guard=serve, endable=True)
+        self._routes["/v1/models"] = Route(get, listing.models, "OpenAI", serve, endable=True)
+        self._routes[MODEL_PREFIX] = Route(get, listing.model, "OpenAI", serve, endable=True)  # + the id
         manage = ModelManagement(self.state, self.bus, bodies=bodies)
         self.authoring = Authoring(
             self.state,
@@ -191,12 +202,12 @@ class DataPlane:
             bodies=bodies,
             ssl_context=tls,
         )
-        self._routes["/api/pull"] = Route(post, manage.pull, guard=manages)
-        self._routes["/api/delete"] = Route(frozenset({"DELETE"}), manage.delete, guard=manages)
-        self._routes["/api/copy"] = Route(post, manage.copy, guard=manages)
-        self._routes["/api/create"] = Route(post, self.authoring.create, guard=manages)
-        self._routes["/api/push"] = Route(post, self.authoring.push, guard=manages)
-        blob = Route(frozenset({"HEAD", "POST"}), self.authoring.blob, guard=manages)
+        self._routes["/api/pull"] = Route(post, manage.pull, guard=manages, endable=True)
+        self._routes["/api/delete"] = Route(frozenset({"DELETE"}), manage.delete, guard=manages, endable=True)
+        self._routes["/api/copy"] = Route(post, manage.copy, guard=manages, endable=True)
+        self._routes["/api/create"] = Route(post, self.authoring.create, guard=manages, endable=True)
+        self._routes["/api/push"] = Route(post, self.authoring.push, guard=manages, endable=True)
+        blob = Route(frozenset({"HEAD", "POST"}), self.authoring.blob, guard=manages, endable=True)
         self._routes[BLOB_PREFIX] = blob  # + the digest
         self._sync_task: asyncio.Task[None] | None = None
         self.explainer = Explainer(
@@ -239,7 +250,30 @@ class DataPlane:
                     body = refusal.body(route.api_format)
                     await send_bytes(send, refusal.status, body, JSON, [id_header, *refusal.headers])
                     return
-            await route.handler(scope, receive, send)
+            if route.endable:
+                await self._endable(route, scope, receive, send)
+            else:
+                await route.handler(scope, receive, send)
+
+    async def _endable(
+        self, route: Route, scope: MutableMapping[str, Any], receive: Receive, send: Send
+    ) -> None:
+        """Run a route whose answer the drain may have to end, tracking what it sent."""
+        task = asyncio.current_task()
+        assert task is not None
+        answer = None if route.own_answer else Answer(send)  # None: nothing sent until it says more
+        drain = self.drain
+        drain.enter(task, answer)
+        try:
+            await route.handler(scope, receive, send if answer is None else answer)
+        except asyncio.CancelledError:
+            if not drain.ended(task):
+                raise
+            task.uncancel()
+            # The handler may have said more about what it sent (the proxy registers its own).
+            await end_answer(send, drain.answer_of(task), route.api_format, drained_message())
+        finally:
+            drain.leave(task)
 
     async def _root(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         await send_bytes(send, 200, b"Ollama is running", TEXT)
@@ -251,6 +285,16 @@ class DataPlane:
         await send_json(send, 200, {"status": "ok", "id": self.settings.dataplane_id})
 
     async def _readyz(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        drain = self.drain
+        if drain.draining:  # stopping: send nothing new here (only existing connections still reach it)
+            body = {
+                "status": "draining",
+                "detail": f"shutting down: {drain.running} request(s) still running, "
+                f"for at most {self.settings.drain_timeout:g} s from the stop signal",
+                "revision": self.state.revision,
+            }
+            await send_json(send, 503, body)
+            return
         if self.state.snapshot is None:
             body = {"status": "starting", "detail": "no snapshot yet (from NATS or the disk cache)"}
             await send_json(send, 503, body)

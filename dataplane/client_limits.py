@@ -16,6 +16,13 @@ uvicorn's):
 - beyond ``max_connections`` open connections a new one gets ``503`` at once;
 - protocol upgrades (WebSocket) get ``400``; an ``h2c`` upgrade offer is ignored, as HTTP/1.1 allows.
 
+When the server stops (``shutdown``, the drain of ``dataplane.drain``), each connection ends after
+what is under way: an answer in progress goes out with ``Connection: close`` (if its head has not gone
+yet) and the connection closes after it; a request whose head is arriving is served the same way; a
+connection that has sent nothing since it opened gets ``FRESH_GRACE`` to send its request (a client
+that connects sends at once: closing it would reset a request already on its way); an idle kept-alive
+connection closes at once.
+
 A refused client gets a short plain-text answer with ``Connection: close``; the connection then
 lingers a moment, discarding what the client still sends, so that the answer is read rather than
 lost to a reset. Each refusal is logged at DEBUG (never with a request line or header value, which
@@ -50,6 +57,9 @@ _CLOSE = 2  # idle keep-alive, a body nobody reads any more, or a lingering refu
 
 # Per header, the bytes that on_header does not see (": " and CRLF).
 _HEADER_OVERHEAD = 4
+
+# When the server stops: how long a connection that has sent nothing yet may take to start its request.
+FRESH_GRACE = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +109,7 @@ class ClientProtocol(HttpToolsProtocol):
         self._stall_at = 0.0  # 0: the client is taking our bytes
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self._draining = False  # the server stops: every answer from now on closes its connection
 
     # asyncio.Protocol
 
@@ -179,6 +190,8 @@ class ClientProtocol(HttpToolsProtocol):
         self._in_head = False
         self._deadline = 0.0  # the body is the app's to read, within its own deadline
         super().on_headers_complete()
+        if self._draining and self.cycle is not None:  # served, then the connection closes
+            self.cycle.keep_alive = False
 
     def on_message_complete(self) -> None:
         self._in_head = True
@@ -203,6 +216,25 @@ class ClientProtocol(HttpToolsProtocol):
             # way the client has the keep-alive timeout to start its next request.
             self._deadline_in(self._keep_alive_timeout, _CLOSE)
         # else the next request's head has begun and its own deadline runs
+
+    # Graceful stop
+
+    def shutdown(self) -> None:
+        """The server stops: end this connection after what is under way (see the module doc)."""
+        self._draining = True
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._discard:
+            return  # closed, or a refusal lingering that closes by itself
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False  # "Connection: close" on its answer, then closed
+        elif self._in_head and self._head_bytes:
+            pass  # the next request is arriving: on_headers_complete makes it the last
+        elif cycle is None:  # opened and nothing sent yet: its request is surely on its way
+            self._head_started = False  # so that its first byte arms the header deadline again
+            self._deadline_in(FRESH_GRACE, _CLOSE)
+        else:  # idle between requests
+            transport.close()
 
     # Refusals
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from dataplane.disconnect import DisconnectGuard
+from dataplane.drain import framing_of
 from dataplane.responses import JSON, Send, send_bytes
 from dataplane.translate.common import BackendCall, LocalReply
 from dataplane.translate.exchanges import Exchange
@@ -82,12 +83,15 @@ async def relay(
     content_type = exchange.stream_content_type.encode()
     start_headers = [(b"content-type", content_type), *headers]
     await send({"type": "http.response.start", "status": 200, "headers": start_headers})
+    guard.framing = framing_of(content_type)  # the client's own: what a drain that ends it can say
     whole = True
     try:
         async for chunk in response.iter_chunks():
             out = translator.feed(chunk, time.time_ns())
             if out:
-                await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+                data = b"".join(out)
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                guard.last = data
     except CLIENT_ERRORS as error:
         log.warning("stream from backend %s broke off: %s", backend, upstream_error(backend, error).logged)
         whole = False

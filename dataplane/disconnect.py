@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from dataplane.drain import NOT_STARTED
 from dataplane.incoming import Receive
 
 __all__ = ["WATCH_AFTER", "DisconnectGuard", "DisconnectWatch"]
@@ -22,9 +23,13 @@ WATCH_AFTER = 0.1
 
 
 class DisconnectGuard:
-    """Cancels ``task`` when the client disconnects, unless the response is already finishing."""
+    """Cancels ``task`` when the client disconnects, unless the response is already finishing.
 
-    __slots__ = ("_receive", "_task", "_watch", "_watcher", "client_gone", "finishing")
+    It also keeps what went to the client so far (``framing``, ``last``; ``dataplane.drain``), so that
+    a drain that must end the request can end it in its format.
+    """
+
+    __slots__ = ("_receive", "_task", "_watch", "_watcher", "client_gone", "finishing", "framing", "last")
 
     def __init__(self, receive: Receive, task: asyncio.Task[Any], watch: DisconnectWatch) -> None:
         self._receive = receive
@@ -33,6 +38,8 @@ class DisconnectGuard:
         self._watcher: asyncio.Task[None] | None = None
         self.finishing = False  # the last message is being written: a disconnect changes nothing now
         self.client_gone = False
+        self.framing = NOT_STARTED  # until the answer's head went out
+        self.last = b""  # the last chunk of a streamed answer that went out
 
     def start(self) -> None:
         self._watcher = self._task.get_loop().create_task(self._wait_for_disconnect())

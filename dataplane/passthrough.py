@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from dataplane.disconnect import DisconnectGuard
+from dataplane.drain import NDJSON, SSE, framing_of
 from dataplane.framing import ndjson_error_line, sse_error_event
 from dataplane.headers import response_headers
 from dataplane.responses import Send
@@ -52,17 +53,18 @@ async def pass_through(
         await send({"type": "http.response.body", "body": data})
         return True
     await send(start)
+    guard.framing = framing_of(response.content_type)  # what a drain that must end it can say
     last = b""
     try:
         async for chunk in response.iter_chunks():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            last = chunk
+            guard.last = last = chunk
     except CLIENT_ERRORS as error:
         exc = upstream_error(backend, error)
         log.warning("request %s: the stream broke off: %s", request_id, exc.logged)
-        if b"ndjson" in response.content_type:
+        if guard.framing == NDJSON:
             tail = ndjson_error_line(exc.message, after=last)
-        elif b"event-stream" in response.content_type:
+        elif guard.framing == SSE:
             tail = sse_error_event(exc.message, after=last)
         else:
             return False  # no way to say it in-band: end without the last chunk, so the client sees it

@@ -13,7 +13,8 @@ timeout or a 5xx answer before any byte went to the client is retried on the nex
 
 Answers of any size pass through with bounded memory (``dataplane.passthrough``). The upstream
 client is any ``dataplane.transport.Transport``; the frontend's ``TimeoutMs`` is its time limit
-("no progress for TimeoutMs", see that module).
+("no progress for TimeoutMs", see that module). When the data plane stops, requests run on until its
+drain timeout; those still running then end in their client's format (``dataplane.drain``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataplane.breaker import Breakers
 from dataplane.call import Call, Endpoint, own_lines, upstream_request
 from dataplane.crossing import Crossing, relay, send_local
 from dataplane.disconnect import DisconnectWatch
+from dataplane.drain import Drain, drained_message, end_answer
 from dataplane.explain import route_header
 from dataplane.headers import read_client_headers
 from dataplane.incoming import BodyReader, ClientGone, Receive, error_headers, read_model_request
@@ -78,6 +80,7 @@ class Proxy:
         admission: Admission | None = None,
         bodies: BodyReader | None = None,
         max_translated_body: int = MAX_TRANSLATED_BODY,
+        drain: Drain | None = None,
     ) -> None:
         self._bodies = BodyReader() if bodies is None else bodies
         if admission is None:
@@ -93,6 +96,7 @@ class Proxy:
         self._upstream = upstream
         self._traffic = traffic
         self._watch = DisconnectWatch()
+        self._drain = Drain() if drain is None else drain
 
     async def handle(
         self, scope: MutableMapping[str, Any], receive: Receive, send: Send, endpoint: Endpoint
@@ -128,6 +132,10 @@ class Proxy:
                 send, endpoint.api_format, exc.status, exc.message, error_headers(exc, id_header)
             )
             return
+        drain = self._drain
+        if drain.ending:  # arrived after the drain timeout: no backend sees it
+            await end_answer(send, None, endpoint.api_format, drained_message(request_id), [id_header])
+            return
         self._traffic.requests_total += 1
         peer = scope.get("client")
         forwarded_for = client.forwarded_for
@@ -153,6 +161,7 @@ class Proxy:
             sticky_key=session_key(client.forward, route.sticky_headers) if route.sticky_headers else None,
             explain=client.explain and self._access.explain_allowed(route, scope["headers"]),
         )
+        drain.enter(task, call.guard)  # what went out, should the drain have to end it
         try:
             await self._forward(call, send)
         except QueueRejected as exc:
@@ -177,10 +186,17 @@ class Proxy:
             else:
                 await send_error(send, endpoint.api_format, exc.status, exc.message, headers)
         except asyncio.CancelledError:
-            if not call.guard.client_gone:
+            if call.guard.client_gone:
+                task.uncancel()
+                log.debug("request %s: the client went away; upstream request cancelled", request_id)
+            elif drain.ended(task):
+                task.uncancel()
+                log.debug("request %s: ended by the drain timeout (the data plane stops)", request_id)
+                message = drained_message(request_id)
+                headers = [id_header, *self._queue_header(call)]
+                await end_answer(send, call.guard, endpoint.api_format, message, headers)
+            else:
                 raise
-            task.uncancel()
-            log.debug("request %s: the client went away; upstream request cancelled", request_id)
         finally:
             call.guard.close()
 

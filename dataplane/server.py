@@ -1,5 +1,5 @@
 """Run the data plane under uvicorn (uvloop, httptools bounded by our client limits, no access log) until
-SIGTERM or SIGINT."""
+SIGTERM or SIGINT, then drain (``dataplane.drain``)."""
 
 from __future__ import annotations
 
@@ -8,30 +8,104 @@ import contextlib
 import functools
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
 import uvloop
 
-from dataplane.app import create_app
+from dataplane.app import DataPlane, create_app
 from dataplane.client_limits import ClientLimits, ClientProtocol, raise_open_files_limit
+from dataplane.drain import Drain
 from dataplane.settings import DataPlaneSettings, load_settings
 from shared.logs import install_redaction
 
-__all__ = ["DataPlaneServer", "configure_logging", "serve", "uvicorn_config"]
+__all__ = ["END_GRACE", "DataPlaneServer", "configure_logging", "serve", "uvicorn_config"]
+
+log = logging.getLogger("ollamaflow.dataplane")
+
+# After the drain timeout: how long the requests it ended get to write their last words.
+END_GRACE = 2.0
 
 
 class DataPlaneServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: whoever runs it decides when it stops.
+    """uvicorn with the data plane's graceful stop (``dataplane.drain``) and without uvicorn's own
+    signal handlers: whoever runs it decides when it stops (``stop``).
 
     uvicorn's handlers re-raise the signal after a graceful stop, so the process would end killed by
     SIGTERM instead of exiting 0; ``serve`` installs its own on the loop instead.
     """
 
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        app = config.app
+        self.drain = app.drain if isinstance(app, DataPlane) else Drain()
+        self.drain_timeout = app.settings.drain_timeout if isinstance(app, DataPlane) else 0.0
+        self.loop: asyncio.AbstractEventLoop | None = None
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    def stop(self) -> None:
+        """SIGTERM/SIGINT (on the server's loop): the first drains, a second one ends at once."""
+        if self.should_exit:  # a second signal: stop waiting for running requests
+            self.force_exit = True
+        self.should_exit = True
+        self.drain.begin()  # /readyz and the report say so now, not at uvicorn's next tick
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Drain: stop accepting, end each connection after what is under way, give running requests
+        up to ``drain_timeout``, end the rest in their clients' formats, then the app's shutdown."""
+        drain = self.drain
+        drain.begin()
+        log.info(
+            "draining: no new connections; %d request(s) running get up to %g s (OLLAMAFLOW_DRAIN_TIMEOUT)",
+            drain.running,
+            self.drain_timeout,
+        )
+        # Accept what the kernel has already queued (each loop pass accepts all of it), so that those
+        # clients are served rather than reset when the listening socket closes.
+        for _ in range(2):
+            await asyncio.sleep(0)
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        loop = asyncio.get_running_loop()
+        settled = await self._settled(loop.time() + self.drain_timeout)
+        if not settled and not self.force_exit:
+            ended = drain.end()
+            log.warning("drain timeout: ending %d request(s) still running", ended)
+            settled = await self._settled(loop.time() + END_GRACE)
+        if self.force_exit:  # a second signal: as before the drain, nothing more is waited for
+            return
+        if not settled:  # e.g. a client that takes nothing, so the last words cannot go out
+            tasks = [task for task in self.server_state.tasks if not task.done()]
+            log.warning("cancelling %d request(s) that did not end within %g s", len(tasks), END_GRACE)
+            for task in tasks:
+                task.cancel(msg="the data plane stops")
+            await asyncio.sleep(0.1)
+            for connection in list(self.server_state.connections):
+                if connection.transport is not None:
+                    connection.transport.close()
+        await self.lifespan.shutdown()
+
+    async def _settled(self, deadline: float) -> bool:
+        """Wait until no connection and no request is left (True), or the deadline or a second signal."""
+        state, loop = self.server_state, asyncio.get_running_loop()
+        while state.connections or any(not task.done() for task in state.tasks):
+            if self.force_exit or loop.time() >= deadline:
+                return False
+            await asyncio.sleep(min(0.05, max(deadline - loop.time(), 0.0)))
+        return True
 
 
 def client_limits(settings: DataPlaneSettings) -> ClientLimits:
@@ -63,7 +137,6 @@ def uvicorn_config(settings: DataPlaneSettings, **overrides: object) -> uvicorn.
         "server_header": False,
         "proxy_headers": False,  # the peer address is the client: X-Forwarded-For is ours to append to
         "log_config": None,  # keep the process's logging setup
-        "timeout_graceful_shutdown": settings.shutdown_grace,
         "timeout_keep_alive": settings.client_keep_alive_timeout,  # enforced by ClientProtocol
         "backlog": 4096,
     }
@@ -78,12 +151,6 @@ def configure_logging(level: str) -> None:
     install_redaction()  # no credential in any line, at any level
 
 
-def _stop(server: DataPlaneServer) -> None:
-    if server.should_exit:  # a second signal: stop waiting for running requests
-        server.force_exit = True
-    server.should_exit = True
-
-
 def serve(
     host: str | None = None,
     port: int | None = None,
@@ -92,8 +159,10 @@ def serve(
 ) -> None:
     """Load the settings and serve until told to stop.
 
-    On SIGTERM/SIGINT uvicorn stops accepting, lets running requests finish (up to the grace period),
-    then runs the app's shutdown, which closes the upstream session and the NATS connection.
+    On SIGTERM/SIGINT the data plane drains (``DataPlaneServer.shutdown``): it stops accepting, lets
+    running requests finish (up to ``OLLAMAFLOW_DRAIN_TIMEOUT``) and ends the rest in their clients'
+    formats, then runs the app's shutdown, which closes the upstream session and the NATS connection.
+    A second signal ends at once.
     """
     settings = load_settings(
         config_file=config_file, dataplane_host=host, dataplane_port=port, dataplane_id=dataplane_id
@@ -114,7 +183,7 @@ def serve(
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, _stop, server)
+            loop.add_signal_handler(sig, server.stop)
         await server.serve()
 
     uvloop.run(main())

@@ -6,6 +6,7 @@ The file holds the environment's keys in lower case without the ``OLLAMAFLOW_`` 
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import socket
@@ -38,7 +39,8 @@ class DataPlaneSettings:
     snapshot_poll_interval: float = 2.0
     upstream_connect_timeout: float = 5.0
     upstream_max_connections: int = 1024
-    shutdown_grace: float = 10.0
+    # On SIGTERM: how long requests in flight may run on before they are ended (dataplane.drain).
+    drain_timeout: float = 30.0
     # Passive health: server errors in a row that eject a backend, and its rest before a trial request.
     eject_after_errors: int = 3
     eject_cooldown: float = 10.0
@@ -91,6 +93,16 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def _non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(value: str) -> Any:
+        number = kind(value)
+        if not (math.isfinite(number) and number >= 0):
+            raise ValueError("must be a finite number, 0 or more")
+        return number
+
+    return parse
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "dataplane_port": int,
     "snapshot_cache": _path,
@@ -98,7 +110,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "snapshot_poll_interval": _positive(float),
     "upstream_connect_timeout": _positive(float),
     "upstream_max_connections": _positive(int),
-    "shutdown_grace": float,
+    "drain_timeout": _non_negative(float),
     "eject_after_errors": _positive(int),
     "eject_cooldown": _positive(float),
     "client_max_header_bytes": _positive(int),

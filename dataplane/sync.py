@@ -6,7 +6,9 @@ serving on its last good snapshot meanwhile. Three loops run once connected:
 - the KV watch, for changes within milliseconds; restarted whenever it breaks or the connection dropped
   (a watch started before a NATS restart can go silent rather than fail);
 - a periodic re-read of the key, the safety net that converges even if a watch misses something;
-- the report, every ``report_interval`` seconds.
+- the report, every ``report_interval`` seconds, and at once when the drain begins (``report_now``),
+  so that the control plane hands this plane's limit shares to the others without waiting. When the
+  sync stops after a drain, a last report says ``stopped``: the control plane drops this plane at once.
 
 It also listens to the other data planes' reports: admission raises this plane's share of a backend
 only once the others have reported that they applied the same snapshot and what they still run.
@@ -24,6 +26,7 @@ import msgspec
 from dataplane.access import Access
 from dataplane.admission import Admission
 from dataplane.breaker import Breakers
+from dataplane.drain import Drain
 from dataplane.state import SnapshotState
 from dataplane.traffic import Traffic
 from shared.bus import Bus
@@ -59,6 +62,7 @@ class BusSync:
         access: Access | None = None,
         poll_interval: float,
         report_interval: float,
+        drain: Drain | None = None,
     ) -> None:
         self._bus = bus
         self._state = state
@@ -69,6 +73,8 @@ class BusSync:
         self._identity = identity
         self._poll_interval = poll_interval
         self._report_interval = report_interval
+        self._drain = drain
+        self._report_wanted = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -86,7 +92,23 @@ class BusSync:
                 self._watch_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._watch_task
-            await self._bus.close()
+            await self._farewell()
+            await self._bus.close()  # sends what is still buffered, the last report included
+
+    async def _farewell(self) -> None:
+        """After a drain: the last report, saying this data plane stopped."""
+        if self._drain is None or not self._drain.draining or not self._bus.connected:
+            return
+        last = msgspec.structs.replace(self.report(), stopped=True)
+        try:
+            async with asyncio.timeout(1.0):
+                await self._bus.publish_report(encode_report(last))
+        except (BusError, TimeoutError) as exc:
+            log.debug("last report not sent: %s", exc)
+
+    def report_now(self) -> None:
+        """Send a report without waiting for the interval (the report loop, once connected)."""
+        self._report_wanted.set()
 
     async def _watch(self) -> None:
         try:
@@ -161,6 +183,7 @@ class BusSync:
             start_id=identity.start_id,
             key_usage=self._access.usage() if self._access is not None else {},
             client_errors=dict(self._traffic.client_errors),
+            draining=self._drain is not None and self._drain.draining,
         )
 
     def _ejected(self) -> dict[str, str]:
@@ -175,9 +198,13 @@ class BusSync:
         return {backend: reason for backend, reason in ejected.items() if backend in current}
 
     async def _report_loop(self) -> None:
+        wanted = self._report_wanted
         while True:
+            wanted.clear()
             try:
                 await self._bus.publish_report(encode_report(self.report()))
             except BusError as exc:
                 log.debug("report not sent: %s", exc.message)
-            await asyncio.sleep(self._report_interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._report_interval):
+                    await wanted.wait()

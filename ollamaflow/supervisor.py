@@ -58,6 +58,7 @@ class Child:
     log: ChildLog | None = None
     pump: threading.Thread | None = None
     expected_exit: bool = False
+    stop_timeout: float | None = None  # how long it may take to stop after SIGTERM; None: the default
 
     @property
     def pid(self) -> int:
@@ -103,10 +104,20 @@ class Supervisor:
     def any_running(self) -> bool:
         return any(child.proc.poll() is None for child in self._children)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str], *, stage: int) -> Child:
-        """Start ``argv``; children of a higher stage are stopped before those of a lower one."""
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        *,
+        stage: int,
+        stop_timeout: float | None = None,
+    ) -> Child:
+        """Start ``argv``; children of a higher stage are stopped before those of a lower one, each
+        given ``stop_timeout`` (default: the supervisor's) after SIGTERM before SIGKILL."""
         log = ChildLog(self._log_dir / f"{name}.log") if self._log_dir is not None else None
-        child = Child(name=name, stage=stage, argv=argv, env=env, proc=self._spawn(argv, env), log=log)
+        proc = self._spawn(argv, env)
+        child = Child(name, stage, argv, env, proc, log=log, stop_timeout=stop_timeout)
         self._children.append(child)
         self._follow(child)
         return child
@@ -198,23 +209,22 @@ class Supervisor:
             raise StartupError(f"{child.name} exited with code {child.proc.returncode} while starting")
 
     def stop_all(self) -> None:
-        """SIGTERM each stage, highest first, all of a stage at once; SIGKILL what outlives the timeout."""
+        """SIGTERM each stage, highest first, all of a stage at once; SIGKILL what outlives its timeout."""
         for stage in sorted({c.stage for c in self._children}, reverse=True):
             group = [c for c in self._children if c.stage == stage and c.proc.poll() is None]
             for child in group:
                 child.expected_exit = True
                 with contextlib.suppress(ProcessLookupError):
                     child.proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + self._stop_timeout
+            started = time.monotonic()
             for child in group:
+                timeout = self._stop_timeout if child.stop_timeout is None else child.stop_timeout
                 try:
-                    child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                    child.proc.wait(timeout=max(0.0, started + timeout - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     child.proc.kill()
                     child.proc.wait()
-                    self._printer.line(
-                        "up", f"{child.name} still ran {self._stop_timeout:g} s after SIGTERM; killed"
-                    )
+                    self._printer.line("up", f"{child.name} still ran {timeout:g} s after SIGTERM; killed")
         for child in self._children:
             child.join_output()
             if child.log is not None:

@@ -4,9 +4,10 @@ Embedded PostgreSQL and NATS (unless URLs are given), migrations, the control pl
 each plane a child process of its own started through the ``ollamaflow`` CLI; with ``--demo`` also
 three simulated backends and a catch-all frontend over them. Once everything answers, a child that dies
 is started again on the same port and data (``ollamaflow.watch``); only a crash loop ends the run.
-Ctrl-C or SIGTERM stops the data planes, then the control plane, then the simulators, then the embedded
-servers. State stays in the data directory: the database, the JetStream store, the admin token, the
-data planes' snapshot caches and a log file per child.
+Ctrl-C or SIGTERM stops the data planes (each drains: it finishes what it runs, up to its drain timeout,
+and gets that long plus ``DRAIN_STOP_MARGIN`` before SIGKILL), then the control plane, then the
+simulators, then the embedded servers. State stays in the data directory: the database, the JetStream
+store, the admin token, the data planes' snapshot caches and a log file per child.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import TextIO
 
 import httpx
 
+from dataplane.settings import DataPlaneSettings
+from dataplane.settings import load_settings as load_dataplane_settings
 from ollamaflow.datadir import DEFAULT_DATA_DIR, DataDir, DataDirBusy
 from ollamaflow.demo import DemoError, configure_demo, demo_revision
 from ollamaflow.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedServerError
@@ -33,8 +36,9 @@ from ollamaflow.processes import free_port, port_is_free
 from ollamaflow.restarts import BACKEND_POLICY, PART_POLICY
 from ollamaflow.supervisor import Child, LinePrinter, StartupError, StopRequested, Supervisor
 from ollamaflow.watch import ChildUnit, ServerUnit, Watch
+from shared.errors import ConfigError
 
-__all__ = ["UpOptions", "dataplane_ports", "run"]
+__all__ = ["UpOptions", "dataplane_ports", "dataplane_stop_timeout", "run"]
 
 CLI = [sys.executable, "-m", "ollamaflow.cli"]
 # Settings `up` decides for each child; anything else named OLLAMAFLOW_* passes through unchanged.
@@ -52,6 +56,9 @@ _DECIDED_BY_UP = (
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 _STARTUP_ERRORS = (StartupError, EmbeddedServerError, DemoError, httpx.HTTPError, OSError)
 _STAGE_SIMS, _STAGE_CONTROLPLANE, _STAGE_DATAPLANES = 0, 1, 2
+# A data plane's stop takes up to its drain timeout, then a few seconds to end what is left (its
+# END_GRACE), publish its last report and close; SIGKILL comes only after this much more.
+DRAIN_STOP_MARGIN = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +86,16 @@ def dataplane_ports(first: int, count: int, skip: int) -> list[int]:
             ports.append(port)
         port += 1
     return ports
+
+
+def dataplane_stop_timeout(env: Mapping[str, str], minimum: float) -> float:
+    """How long a data plane started with ``env`` may take to stop: its drain timeout
+    (OLLAMAFLOW_DRAIN_TIMEOUT, from its environment or config file) plus ``DRAIN_STOP_MARGIN``."""
+    try:
+        drain = load_dataplane_settings(environ=env).drain_timeout
+    except ConfigError:  # the data plane itself will say what is wrong
+        drain = DataPlaneSettings().drain_timeout
+    return max(minimum, drain + DRAIN_STOP_MARGIN)
 
 
 def run(options: UpOptions, out: TextIO, environ: Mapping[str, str] | None = None) -> int:
@@ -308,7 +325,10 @@ class _Cluster:
                 OLLAMAFLOW_DATAPLANE_ID=f"dataplane-{index}",
             )
             argv = [*CLI, "dataplane", "--host", self.options.host, "--port", str(port)]
-            child = supervisor.start(f"dataplane-{index}", argv, env, stage=_STAGE_DATAPLANES)
+            stop_timeout = dataplane_stop_timeout(env, self.options.stop_timeout)
+            child = supervisor.start(
+                f"dataplane-{index}", argv, env, stage=_STAGE_DATAPLANES, stop_timeout=stop_timeout
+            )
             started.append((child, f"http://{_url_host(self.local_host)}:{port}"))
         return started
 

@@ -80,6 +80,17 @@ def test_dataplane_can_scale(config: dict[str, Any]) -> None:
     assert dataplane["build"]["target"] == "dataplane"
 
 
+def test_dataplane_gets_longer_than_its_drain_to_stop(config: dict[str, Any], repo_root: Path) -> None:
+    dataplane = config["services"]["dataplane"]
+    grace = re.fullmatch(r"(\d+)s", dataplane["stop_grace_period"])
+    assert grace is not None, dataplane["stop_grace_period"]
+    drain = float(dataplane["environment"]["OLLAMAFLOW_DRAIN_TIMEOUT"])
+    assert int(grace.group(1)) >= drain + 10  # the drain, then ending what is left and saying goodbye
+    assert dataplane.get("stop_signal", "SIGTERM") == "SIGTERM"
+    dockerfile = (repo_root / "deploy" / "Dockerfile").read_text()
+    assert "STOPSIGNAL SIGTERM" in dockerfile
+
+
 def test_every_long_running_service_has_a_healthcheck(config: dict[str, Any]) -> None:
     for name in ("postgres", "nats", "controlplane", "dataplane", "edge"):
         test = config["services"][name]["healthcheck"]["test"]

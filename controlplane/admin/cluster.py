@@ -36,6 +36,8 @@ class DataPlaneOut(msgspec.Struct, kw_only=True, rename="pascal"):
     started_at: str
     last_seen_utc: datetime
     live: bool
+    draining: bool  # stopping: takes no new connections, finishes what it runs; its shares went to others
+    stopped: bool  # said goodbye after its drain (so no longer live)
 
 
 class SnapshotOut(msgspec.Struct, kw_only=True, rename="pascal"):
@@ -69,6 +71,8 @@ def _dataplane_out(registry: DataPlaneRegistry, sighting: Sighting) -> DataPlane
         started_at=report.started_at,
         last_seen_utc=sighting.seen_at,
         live=registry.is_live(sighting),
+        draining=report.draining,
+        stopped=report.stopped,
     )
 
 

@@ -6,8 +6,9 @@ Every frontend and backend is carried, inactive ones too, with its ``active`` fl
 decides what an inactive one means. Each backend's runtime state (health, models) comes from the
 ``runtime`` lookup; without one (probing switched off) every backend is published as healthy.
 Each live data plane carries its share of every backend's limits (``controlplane.publish.shares``)
-and of every API key's rate (``controlplane.publish.key_rates``). Active API keys are published as
-their digests only, and the admin tokens as theirs (data planes honour route explanations for them).
+and of every API key's rate (``controlplane.publish.key_rates``); a draining one keeps only what it
+still runs. Active API keys are published as their digests only, and the admin tokens as theirs (data
+planes honour route explanations for them).
 """
 
 from __future__ import annotations
@@ -200,6 +201,7 @@ def build_content(
     key_demand: Mapping[str, Mapping[str, int]] | None = None,
     previous_key_rates: Mapping[str, Mapping[str, float]] | None = None,
     admin_token_digests: Iterable[str] = (),
+    draining: Iterable[str] = (),
 ) -> SnapshotContent:
     """The snapshot content for these rows, live data-plane ids and the backends' runtime state
     (order is canonicalised by seal).
@@ -208,11 +210,13 @@ def build_content(
     ``previous_shares``: the shares of the stored snapshot, kept while still close (hysteresis).
     ``key_demand``: live data plane id -> API key id -> its requests per second there;
     ``previous_key_rates``: the key rates of the stored snapshot (hysteresis likewise).
+    ``draining``: live data planes that are stopping; their shares go to the others.
     """
     state = runtime or (lambda _id: UNPROBED)
     backend_rows = list(backends)
     keys = [k for k in api_keys if k.active]
     live = set(dataplanes)
+    leaving = frozenset(draining) & live
     load = demand or {}
     shares = split_shares(
         {
@@ -221,6 +225,7 @@ def build_content(
         },
         {d: load.get(d, {}) for d in live},
         previous_shares,
+        leaving,
     )
     key_load = key_demand or {}
     limited = {k.identifier: k.rate_limit_requests_per_second for k in keys}
@@ -228,6 +233,7 @@ def build_content(
         {key: rate for key, rate in limited.items() if rate > 0},
         {d: key_load.get(d, {}) for d in live},
         previous_key_rates,
+        leaving,
     )
     planes = tuple(DataPlaneView(id=d, shares=shares[d], key_rates=rates[d]) for d in sorted(shares))
     return SnapshotContent(

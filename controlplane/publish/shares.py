@@ -12,6 +12,11 @@ second) hold for all data planes together. Each live data plane gets a ``Backend
   planes: an even split); when it does not, slots go in proportion to demand.
 - ``rate_per_second``: the rate limit split in proportion to the slots, rounded down to 0.001 so the
   rates never sum to more than the limit.
+- A **draining** plane (its report says it is stopping: it takes no new connections and finishes what
+  it runs) is leaving: it keeps only its exact demand (in flight + queued, never more than the others
+  leave: each staying plane keeps one slot while the limit allows), and the rest is split among the
+  staying planes as above. So its slots go to the others at once and the sum stays the limit. When
+  every plane drains, there is nobody to hand the slots to: they split as if none did.
 
 Stability: demand is quantised (1, 2, 3, 4, 6, 8, 12, 16, …) before use, and ``previous`` shares (the
 ones in the stored snapshot) are kept while they are valid for the same planes and limit and within
@@ -23,7 +28,7 @@ second, and racing control-plane replicas converge on the stored shares. Same in
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from shared.snapshot import BackendShare
@@ -115,30 +120,55 @@ def _previous_slots(
     return [share.max_parallel for share in found if share is not None]
 
 
+def _held_slots(limit: int, staying: int, demand: Sequence[int]) -> list[int]:
+    """The slots of the draining planes (in order): each its exact demand, as far as the limit goes
+    once every staying plane has one slot."""
+    room = max(limit, 0) - min(max(limit, 0), staying)
+    held = []
+    for wanted in demand:
+        take = min(max(wanted, 0), room)
+        held.append(take)
+        room -= take
+    return held
+
+
 def split_shares(
     limits: Mapping[str, Limits],
     demand: Mapping[str, Mapping[str, int]],
     previous: Mapping[str, Mapping[str, BackendShare]] | None = None,
+    draining: Set[str] = frozenset(),
 ) -> dict[str, dict[str, BackendShare]]:
     """Data plane id -> backend id -> its share, both in sorted order.
 
     ``demand``: every live data plane (the keys) with its in-flight + queued requests per backend.
     ``previous``: the shares published before, kept when still close (see the module doc).
+    ``draining``: the live planes that are stopping; they keep only their demand (see the module doc).
     """
     planes = sorted(demand)
     result: dict[str, dict[str, BackendShare]] = {p: {} for p in planes}
     if not planes:
         return result
+    leaving = [p for p in planes if p in draining]
+    staying = [p for p in planes if p not in draining]
+    if not staying:  # everyone drains: nobody to hand the slots to
+        leaving, staying = [], planes
     for backend in sorted(limits):
         limit = limits[backend]
-        levels = [demand_level(demand[p].get(backend, 0)) for p in planes]
-        slots = _split_slots(backend, limit.max_parallel, planes, levels)
+        held = _held_slots(limit.max_parallel, len(staying), [demand[p].get(backend, 0) for p in leaving])
+        rest = max(limit.max_parallel, 0) - sum(held)
+        levels = [demand_level(demand[p].get(backend, 0)) for p in staying]
+        slots = _split_slots(backend, rest, staying, levels)
         before = _previous_slots(previous, backend, planes) if previous else None
-        if before is not None and _keeps(before, slots, limit.max_parallel, levels):
-            slots = before
-        total = sum(slots)
+        if before is not None:
+            kept = dict(zip(planes, before, strict=True))
+            before_staying = [kept[p] for p in staying]
+            if [kept[p] for p in leaving] == held and _keeps(before_staying, slots, rest, levels):
+                slots = before_staying
+        counts = dict(zip(staying, slots, strict=True)) | dict(zip(leaving, held, strict=True))
+        total = sum(counts.values())
         rate_steps = max(int(limit.rate_per_second * _RATE_STEPS), 0)
-        for plane, count in zip(planes, slots, strict=True):
+        for plane in planes:
+            count = counts[plane]
             steps = rate_steps * count // total if total else 0
             result[plane][backend] = BackendShare(max_parallel=count, rate_per_second=steps / _RATE_STEPS)
     return result

@@ -1,5 +1,6 @@
 """Where snapshot content comes from: every configuration row (one consistent read), live data planes
-with their demand, what the monitor observed of each backend, and the admin tokens' digests.
+with their demand (and which of them drain), what the monitor observed of each backend, and the admin
+tokens' digests.
 
 The limit shares and key rates of the stored snapshot are handed to the builder as the previous
 split, so that small load changes keep them (no new revision) and racing replicas settle on the same.
@@ -64,6 +65,7 @@ class ConfigSource:
             key_demand=self._registry.key_demand(),
             previous_key_rates=key_rates_of(previous) if previous is not None else None,
             admin_token_digests=self._admin_digests,
+            draining=self._registry.draining_ids(),
         )
 
     async def _stored_content(self) -> SnapshotContent | None:

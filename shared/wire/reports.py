@@ -40,6 +40,12 @@ class DataPlaneReport(msgspec.Struct, frozen=True, kw_only=True):
     # header_timeout, body_timeout, body_too_large, send_timeout, connection_limit, upgrade, and
     # bad_request (an inference body no backend could parse).
     client_errors: dict[str, int] = {}
+    # Graceful stop: it got SIGTERM and takes no new connections; it finishes what it runs (up to its
+    # drain timeout). The control plane hands its limit shares to the others at once, leaving it only
+    # what it still has in flight or queued.
+    draining: bool = False
+    # Its last report: it stopped serving, so it is no longer live (no need to wait for the TTL).
+    stopped: bool = False
 
 
 _encoder = msgspec.json.Encoder()

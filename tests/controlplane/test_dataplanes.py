@@ -49,6 +49,37 @@ def test_registry_tracks_liveness_by_the_clock() -> None:
     assert [s.report.id for s in registry.sightings()] == ["dp2"]  # dp1 forgotten after 60 s of silence
 
 
+def test_registry_hands_a_draining_plane_back_request_by_request_and_drops_it_when_stopped() -> None:
+    time = FakeClock()
+    live: list[frozenset[str]] = []
+    demand: list[dict[str, dict[str, int]]] = []
+    registry = DataPlaneRegistry(
+        ttl=10,
+        clock=time.clock(),
+        on_live_change=lambda: live.append(registry.live_ids()),
+        on_demand_change=lambda: demand.append(registry.demand()),
+    )
+    registry.record(DataPlaneReport(id="dp1"))
+    registry.record(DataPlaneReport(id="dp2", in_flight={"b": 7}))
+    assert registry.draining_ids() == frozenset()
+
+    registry.record(DataPlaneReport(id="dp2", in_flight={"b": 7}, draining=True))  # SIGTERM
+    assert registry.draining_ids() == {"dp2"}
+    assert len(demand) == 1  # the split must change now, though its demand did not
+    registry.record(DataPlaneReport(id="dp2", in_flight={"b": 6}, draining=True))  # 7 -> 6: same level...
+    assert len(demand) == 2  # ...but a draining plane's every finished request counts
+    registry.record(DataPlaneReport(id="dp2", in_flight={"b": 6}, draining=True))
+    assert len(demand) == 2
+
+    registry.record(DataPlaneReport(id="dp2", draining=True, stopped=True))  # its last report
+    assert live[-1] == {"dp1"}  # gone at once, not after the TTL
+    assert registry.draining_ids() == frozenset()
+    assert [registry.is_live(s) for s in registry.sightings()] == [True, False]  # dp1, dp2
+
+    registry.record(DataPlaneReport(id="dp2"))  # started again under the same id
+    assert live[-1] == {"dp1", "dp2"}
+
+
 async def test_registry_ignores_unreadable_reports() -> None:
     registry = DataPlaneRegistry(ttl=10, clock=FakeClock().clock())
     for junk in (b"not json", b'{"applied_revision": 1}', b'{"id": ""}', b'{"id": 5}', b"[]"):
@@ -108,6 +139,7 @@ async def test_reports_show_data_planes_until_they_fall_silent(settings: Setting
             assert plane["Ejected"] == {"b2": "connection refused"}
             assert plane["ClientErrors"] == {"header_timeout": 4, "body_too_large": 1}
             assert plane["LastSeenUtc"].endswith("Z")
+            assert plane["Draining"] is False and plane["Stopped"] is False
 
             joined = await watch.next(lambda s: [d.id for d in s.content.cluster.dataplanes] == ["dp-a"])
 

@@ -54,3 +54,11 @@ def test_same_inputs_same_output() -> None:
     demand = {"a": {"k": 3, "j": 1}, "b": {"k": 5}, "c": {}}
     limits = {"k": 9.5, "j": 2.0}
     assert split_key_rates(limits, demand) == split_key_rates(dict(reversed(limits.items())), demand)
+
+
+def test_a_draining_plane_keeps_only_the_floor() -> None:
+    demand = {"dp1": {}, "dp2": {"k": 9}}
+    parts = split_key_rates({"k": 8.0}, demand, draining={"dp2"})
+    assert parts == {"dp1": {"k": 7.0}, "dp2": {"k": 1.0}}  # a quarter of an even split
+    # Everyone drains: split as if none did.
+    assert split_key_rates({"k": 8.0}, demand, draining={"dp1", "dp2"}) == split_key_rates({"k": 8.0}, demand)

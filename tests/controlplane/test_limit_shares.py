@@ -113,3 +113,52 @@ async def test_shares_follow_the_live_planes_and_their_demand(settings: Settings
                 await watch.next(lambda s: slots(s) == {"dp-a": 12}, after=busy.revision, within=20)
     finally:
         await bus.close()
+
+
+async def test_a_draining_plane_hands_its_shares_over_at_once_and_leaves_when_stopped(
+    settings: Settings,
+) -> None:
+    # A long TTL: only the reports themselves can move the shares within the test's deadlines.
+    long_ttl = dataclasses.replace(settings, dataplane_ttl=60.0)
+    slots = _slots("b1")
+    bus = Bus(settings.nats_url, BusNames(settings.bus_namespace), client_name="test-dataplanes")
+    await bus.connect()
+    reports: dict[str, DataPlaneReport] = {}
+    try:
+        with running_controlplane(long_ttl) as running:
+            async with (
+                httpx.AsyncClient(
+                    base_url=running.url, headers={"Authorization": f"Bearer {TOKEN}"}
+                ) as admin,
+                watch_snapshots(settings.nats_url, settings.bus_namespace) as watch,
+                _reporting(bus, reports),
+            ):
+                resp = await admin.put(
+                    "/v1.0/backends",
+                    json={"Identifier": "b1", "MaxParallelRequests": 12, "RateLimitRequestsThreshold": 6},
+                )
+                assert resp.status_code == 201, resp.text
+                reports["dp-a"] = DataPlaneReport(id="dp-a")
+                reports["dp-b"] = DataPlaneReport(id="dp-b")
+                even = await watch.next(lambda s: slots(s) == {"dp-a": 6, "dp-b": 6}, within=20)
+
+                # dp-b got SIGTERM with two requests running: it keeps those two, dp-a gets the rest.
+                reports["dp-b"] = DataPlaneReport(id="dp-b", in_flight={"b1": 2}, draining=True)
+                drained = await watch.next(lambda s: slots(s) == {"dp-a": 10, "dp-b": 2}, after=even.revision)
+                rates = {d.id: d.shares["b1"].rate_per_second for d in drained.content.cluster.dataplanes}
+                assert rates == {"dp-a": 5.0, "dp-b": 1.0}
+                listed = {p["Id"]: p for p in (await admin.get("/v1.0/dataplanes")).json()}
+                assert listed["dp-b"]["Draining"] is True and listed["dp-b"]["Live"] is True
+                assert listed["dp-a"]["Draining"] is False
+
+                # Its requests finish: nothing left for it.
+                reports["dp-b"] = DataPlaneReport(id="dp-b", draining=True)
+                idle = await watch.next(lambda s: slots(s) == {"dp-a": 12, "dp-b": 0}, after=drained.revision)
+
+                # Its last report: out of the snapshot at once, not after the 60 s TTL.
+                reports["dp-b"] = DataPlaneReport(id="dp-b", draining=True, stopped=True)
+                await watch.next(lambda s: slots(s) == {"dp-a": 12}, after=idle.revision)
+                listed = {p["Id"]: p for p in (await admin.get("/v1.0/dataplanes")).json()}
+                assert listed["dp-b"]["Stopped"] is True and listed["dp-b"]["Live"] is False
+    finally:
+        await bus.close()

@@ -226,3 +226,52 @@ def test_even_overload_on_a_small_limit_keeps_the_split() -> None:
         for a in range(10, 61)
         for b in range(10, 61)
     )
+
+
+def test_a_draining_plane_keeps_only_what_it_still_runs() -> None:
+    limits = {"b": Limits(12, 6.0)}
+    even = split_shares(limits, {"dp1": {}, "dp2": {}})
+    assert _slots(even, "b") == {"dp1": 6, "dp2": 6}
+    # dp2 got SIGTERM with 3 requests running: the rest of its share goes to dp1 at once.
+    leaving = split_shares(limits, {"dp1": {}, "dp2": {"b": 3}}, even, draining={"dp2"})
+    assert _slots(leaving, "b") == {"dp1": 9, "dp2": 3}
+    assert _millis(leaving, "b") == {"dp1": 4500, "dp2": 1500}
+    # Exact demand, not its level: 5 running keep 5 slots (a staying plane's level would be 6).
+    assert _slots(split_shares(limits, {"dp1": {}, "dp2": {"b": 5}}, draining={"dp2"}), "b") == {
+        "dp1": 7,
+        "dp2": 5,
+    }
+    # Its requests done: nothing left for it.
+    done = split_shares(limits, {"dp1": {"b": 2}, "dp2": {}}, leaving, draining={"dp2"})
+    assert done["dp2"]["b"] == BackendShare(max_parallel=0, rate_per_second=0.0)
+    assert _slots(done, "b") == {"dp1": 12, "dp2": 0}
+    # More running than the others can spare: every staying plane keeps one slot.
+    crowded = split_shares(limits, {"a": {}, "c": {}, "d": {"b": 40}}, draining={"d"})
+    assert _slots(crowded, "b") == {"a": 1, "c": 1, "d": 10}
+    # Everyone drains: nobody to give the slots to, so they split as usual.
+    assert split_shares(limits, {"dp1": {}, "dp2": {}}, draining={"dp1", "dp2"}) == even
+
+
+def test_generated_cases_with_draining_planes_hold_the_limit() -> None:
+    for case in range(300):
+        limits, demand = _case(case)
+        rng = random.Random(case)
+        draining = {p for p in demand if rng.random() < 0.4}
+        split = split_shares(limits, demand, draining=draining)
+        staying = [p for p in demand if p not in draining]
+        for backend, limit in limits.items():
+            slots = _slots(split, backend)
+            assert sum(slots.values()) == limit.max_parallel, case
+            assert sum(_millis(split, backend).values()) <= limit.rate_per_second * 1000, case
+            if not staying:
+                continue
+            held = sum(slots[p] for p in draining)
+            for p in draining:  # never more than what it runs
+                assert slots[p] <= demand[p].get(backend, 0), (case, backend, slots)
+            if limit.max_parallel >= len(staying):
+                assert min(slots[p] for p in staying) >= 1, (case, backend, slots)
+            wanted = sum(demand[p].get(backend, 0) for p in draining)
+            if wanted <= limit.max_parallel - len(staying):  # room for all it runs: it keeps all
+                assert held == wanted, (case, backend, slots)
+        # Fed back as previous: a fixed point, as without draining planes.
+        assert split_shares(limits, demand, split, draining=draining) == split, case

@@ -66,6 +66,19 @@ class RunningDataPlane:
     url: str
     app: DataPlane
     reports: list[DataPlaneReport]
+    server: DataPlaneServer
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        """What SIGTERM does (a second call: what a second signal does)."""
+        loop = self.server.loop
+        assert loop is not None
+        loop.call_soon_threadsafe(self.server.stop)
+
+    async def stopped(self, within: float = 15.0) -> None:
+        """Wait until the server has stopped (its drain, then its shutdown, are over)."""
+        await asyncio.to_thread(self.thread.join, within)
+        assert not self.thread.is_alive(), f"the data plane still runs {within}s later"
 
     async def readyz(self) -> httpx.Response:
         async with httpx.AsyncClient() as client:
@@ -117,10 +130,13 @@ async def running_dataplane(
     try:
         await eventually(lambda: server.started or not thread.is_alive(), 15, "data plane start")
         assert server.started, "the data plane did not start"
-        yield RunningDataPlane(f"http://127.0.0.1:{port}", app, reports)
+        yield RunningDataPlane(f"http://127.0.0.1:{port}", app, reports, server, thread)
     finally:
-        server.should_exit = True
+        server.should_exit = True  # uvicorn's next tick starts the drain
         await asyncio.to_thread(thread.join, 15)
+        if thread.is_alive():  # still draining: what a second signal does
+            server.force_exit = True
+            await asyncio.to_thread(thread.join, 5)
         sock.close()
 
 

@@ -64,6 +64,15 @@ def test_passive_health_settings_come_from_the_environment() -> None:
         load_settings(environ={"OLLAMAFLOW_EJECT_COOLDOWN": "0"})
 
 
+def test_the_drain_timeout_comes_from_the_environment() -> None:
+    assert load_settings(environ={}).drain_timeout == 30.0
+    assert load_settings(environ={"OLLAMAFLOW_DRAIN_TIMEOUT": "2.5"}).drain_timeout == 2.5
+    assert load_settings(environ={"OLLAMAFLOW_DRAIN_TIMEOUT": "0"}).drain_timeout == 0.0  # end at once
+    for bad in ("-1", "nan", "inf", "soon"):
+        with pytest.raises(ConfigError, match="drain_timeout"):
+            load_settings(environ={"OLLAMAFLOW_DRAIN_TIMEOUT": bad})
+
+
 def test_client_limits_come_from_the_environment() -> None:
     defaults = load_settings(environ={})
     assert (defaults.client_max_header_bytes, defaults.client_max_headers) == (65536, 100)

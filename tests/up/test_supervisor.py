@@ -72,6 +72,25 @@ def test_a_child_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
     assert "stubborn still ran 0.5 s after SIGTERM; killed" in out.getvalue()
 
 
+def test_a_child_given_a_longer_stop_timeout_gets_it(tmp_path: Path) -> None:
+    """A data plane drains for its drain timeout after SIGTERM: the supervisor's default must not cut
+    it short."""
+    supervisor, out, _ = _supervisor(stop_timeout=0.2)
+    slow = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(1.0), sys.exit(0)))\n"
+        "print('hello from draining', flush=True)\n"
+        "while True: time.sleep(0.05)\n"
+    )
+    child = supervisor.start("draining", [sys.executable, "-c", slow], {}, stage=2, stop_timeout=10.0)
+    while "hello from draining" not in out.getvalue():
+        assert child.proc.poll() is None
+        threading.Event().wait(0.05)
+    supervisor.stop_all()
+    assert child.proc.returncode == 0
+    assert "killed" not in out.getvalue()
+
+
 def test_wait_ready_reports_a_child_that_dies(tmp_path: Path) -> None:
     supervisor, out, _ = _supervisor()
     argv = [sys.executable, "-c", "print('cannot start'); raise SystemExit(3)"]

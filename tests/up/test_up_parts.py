@@ -10,7 +10,7 @@ from pathlib import Path
 from ollamaflow.datadir import DataDir
 from ollamaflow.demo import demo_revision
 from ollamaflow.processes import free_port
-from ollamaflow.up import dataplane_ports
+from ollamaflow.up import dataplane_ports, dataplane_stop_timeout
 from tests.up.harness import start_up
 
 
@@ -18,6 +18,16 @@ def test_dataplane_ports_skip_the_controlplane_port() -> None:
     assert dataplane_ports(43411, 1, 43412) == [43411]
     assert dataplane_ports(43411, 3, 43412) == [43411, 43413, 43414]
     assert dataplane_ports(5000, 2, 6000) == [5000, 5001]
+
+
+def test_data_planes_get_their_drain_timeout_and_a_margin_to_stop(tmp_path: Path) -> None:
+    assert dataplane_stop_timeout({}, 10.0) == 40.0  # the 30 s default drain + 10 s
+    assert dataplane_stop_timeout({"OLLAMAFLOW_DRAIN_TIMEOUT": "5"}, 10.0) == 15.0
+    assert dataplane_stop_timeout({"OLLAMAFLOW_DRAIN_TIMEOUT": "0"}, 12.0) == 12.0  # never below the rest
+    config = tmp_path / "dataplane.toml"
+    config.write_text("drain_timeout = 50\n")
+    assert dataplane_stop_timeout({"OLLAMAFLOW_CONFIG": str(config)}, 10.0) == 60.0
+    assert dataplane_stop_timeout({"OLLAMAFLOW_DRAIN_TIMEOUT": "soon"}, 10.0) == 40.0  # its own error
 
 
 def test_up_refuses_data_plane_ports_beyond_the_range(tmp_path: Path) -> None:
