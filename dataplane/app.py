@@ -310,6 +310,12 @@ class DataPlane:
         self.state.load_cache()
         self._sync_task = asyncio.create_task(self.sync.run(), name="bus-sync")
         self._explain_task = asyncio.create_task(self.explainer.run(self.bus), name="explain-responder")
+        # A draining data plane leaves routing dry-runs to the planes that stay.
+        self.drain.on_begin.append(self._stop_explaining)
+
+    def _stop_explaining(self) -> None:
+        if self._explain_task is not None:
+            self._explain_task.cancel()
 
     def _share_of(self, backend_id: str) -> int | None:
         """This data plane's share of a backend's MaxParallelRequests, for routing explanations."""

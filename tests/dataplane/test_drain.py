@@ -18,7 +18,10 @@ from aiohttp import web
 from dataplane.settings import DataPlaneSettings
 from ollamaflow.sim import running_sim
 from shared.bus import Bus
+from shared.errors import BusNoResponder
 from shared.snapshot import BackendView
+from shared.wire.explain import ExplainRequest
+from shared.wire.explain import encode as encode_explain
 from tests.dataplane.harness import (
     RunningDataPlane,
     SnapshotWriter,
@@ -37,6 +40,17 @@ async def _plane(
     async with running_dataplane(settings, listen_reports=bus) as dp:
         await serve_frontend(writer, dp, backends)
         yield dp
+
+
+async def eventually_answers(bus: Bus, ask: bytes) -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        try:
+            await bus.request(bus.names.explain_subject, ask, wait=2)
+            return
+        except BusNoResponder:
+            assert asyncio.get_running_loop().time() < deadline, "no answer to a routing dry-run"
+            await asyncio.sleep(0.1)
 
 
 async def _refused(url: str) -> bool:
@@ -65,6 +79,8 @@ async def test_sigterm_says_draining_at_once_and_serves_a_request_already_arrivi
         await eventually(lambda: len(dp.reports) >= 1, 10, "the first report")
         assert not dp.reports[-1].draining
         assert (await dp.readyz()).status_code == 200
+        ask = encode_explain(ExplainRequest(model="llama3.2"))
+        await eventually_answers(bus, ask)  # it answers routing dry-runs while it serves
         host, port = dp.url.removeprefix("http://").split(":")
         reader, conn = await asyncio.open_connection(host, int(port))
         conn.write(b"GET /readyz HTTP/1.1\r\nHost: t\r\n")  # a request on its way when SIGTERM comes
@@ -74,6 +90,8 @@ async def test_sigterm_says_draining_at_once_and_serves_a_request_already_arrivi
         dp.stop()
         await eventually(lambda: any(r.draining for r in dp.reports), 5, "a draining report")
         await _until_refused(dp)  # no new connections
+        with pytest.raises(BusNoResponder):  # dry-runs are left to the data planes that stay
+            await bus.request(bus.names.explain_subject, ask, wait=2)
 
         conn.write(b"\r\n")
         await conn.drain()
