@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -34,6 +35,7 @@ __all__ = [
     "Part",
     "Processes",
     "UpCluster",
+    "add_backend",
     "add_frontend",
     "kill_server",
     "restart_server",
@@ -45,6 +47,7 @@ __all__ = [
 
 TOKEN = secrets.token_urlsafe(24)
 SIM_ARGS = ["--tokens-per-second", "40", "--answer-tokens", "12"]
+SIM_READY = "/_sim/config"  # the simulator's own route: in either API format, and left out of its stats
 
 
 @dataclass
@@ -62,6 +65,16 @@ class Part:
     ready: str
     prefix: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def origin(self) -> str:
+        """``http://host:port`` of ``ready``."""
+        parts = urlsplit(self.ready)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def port(self) -> int:
+        return int(urlsplit(self.ready).port or 0)
 
     def launch(self) -> float:
         """Start it without waiting; the time.monotonic() it was started."""
@@ -137,6 +150,15 @@ def restart_server(server: ChildServer, within: float = 30.0) -> float:
             time.sleep(0.5)
 
 
+def add_backend(admin: httpx.Client, sim: Part, api_format: str = "Ollama") -> None:
+    """The simulator ``sim`` as a backend of the same name."""
+    body = {"Identifier": sim.name, "Hostname": urlsplit(sim.ready).hostname, "Port": sim.port}
+    if api_format == "OpenAI":  # such a server need not answer "/"
+        body |= {"ApiFormat": "OpenAI", "HealthCheckUrl": "/v1/models"}
+    response = admin.put("/v1.0/backends", json=body)
+    assert response.status_code == 201, response.text
+
+
 def add_frontend(admin: httpx.Client, identifier: str, hostname: str, backends: list[str]) -> None:
     body = {
         "Identifier": identifier,
@@ -171,20 +193,21 @@ class Processes:
     dataplane_env: dict[str, str]
 
     def admin(self) -> httpx.Client:
-        url = self.controlplane.ready.removesuffix("/readyz")
-        return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+        return httpx.Client(
+            base_url=self.controlplane.origin, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+        )
 
     def dataplane_url(self, index: int) -> str:
-        return self.dataplanes[index].ready.removesuffix("/readyz")
+        return self.dataplanes[index].origin
 
     def sim_url(self, index: int) -> str:
-        return self.sims[index].ready.removesuffix("/api/version")
+        return self.sims[index].origin
 
-    def sim(self, name: str, host: str) -> Part:
-        """One more simulator, listening on ``host``."""
+    def sim(self, name: str, host: str, api_format: str = "ollama") -> Part:
+        """One more simulator (not started), listening on ``host``."""
         port = free_port()
-        args = ["sim", "--host", host, "--port", str(port), *SIM_ARGS]
-        return Part(name, args, {}, self.tmp / f"{name}.log", f"http://{host}:{port}/api/version")
+        args = ["sim", "--host", host, "--port", str(port), "--format", api_format, *SIM_ARGS]
+        return Part(name, args, {}, self.tmp / f"{name}.log", f"http://{host}:{port}{SIM_READY}")
 
     def dataplane(self, name: str, *, host: str, port: int, nats_url: str, prefix: list[str]) -> Part:
         """One more data plane (not started), e.g. in another network namespace."""
@@ -250,11 +273,8 @@ def running_processes(tmp: Path) -> Iterator[Processes]:
         for part in cluster.sims:
             part.wait_ready()
         with cluster.admin() as admin:
-            for i in range(2):
-                port = int(cluster.sim_url(i).rsplit(":", 1)[1])
-                body = {"Identifier": f"sim{i}", "Hostname": "127.0.0.1", "Port": port}
-                response = admin.put("/v1.0/backends", json=body)
-                assert response.status_code == 201, response.text
+            for sim in cluster.sims:
+                add_backend(admin, sim)
             add_frontend(admin, "main", "*", ["sim0", "sim1"])
         for index, part in enumerate(cluster.dataplanes):
             part.wait_ready()
@@ -289,6 +309,11 @@ class UpCluster:
     def kill(self, *words: str) -> float:
         """SIGKILL the child of ``up`` whose command line holds ``words``; when it was sent."""
         os.kill(self.pid(*words), signal.SIGKILL)
+        return time.monotonic()
+
+    def kill_group(self, *words: str) -> float:
+        """SIGKILL that child's whole process group (an embedded server runs in a session of its own)."""
+        os.killpg(self.pid(*words), signal.SIGKILL)
         return time.monotonic()
 
     def assert_alive(self) -> None:

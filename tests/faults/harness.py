@@ -27,12 +27,14 @@ import ollama
 import openai
 
 __all__ = [
+    "AdminTraffic",
     "FaultRow",
     "Load",
     "LoadReport",
     "Matrix",
     "Outcome",
     "StreamProbe",
+    "chat",
     "eventually",
     "generate",
     "replicas",
@@ -68,6 +70,22 @@ def generate(url: str, host: str | None = None) -> Request:
         started = time.monotonic()
         try:
             response = client.post(url + "/api/generate", json=GENERATE, headers=headers)
+        except httpx.HTTPError as exc:
+            return Outcome(started, time.monotonic(), False, f"{type(exc).__name__}: {exc}")
+        return _answered(started, response, response.headers.get("x-ollamaflow-backend", ""))
+
+    return send
+
+
+def chat(url: str, host: str | None = None) -> Request:
+    """A non-streamed OpenAI /v1/chat/completions through the data plane at ``url``."""
+    headers = {"Host": host} if host else {}
+    body = {"model": "llama3.2", "messages": CHAT, "stream": False}
+
+    def send(client: httpx.Client, worker: int) -> Outcome:
+        started = time.monotonic()
+        try:
+            response = client.post(url + "/v1/chat/completions", json=body, headers=headers)
         except httpx.HTTPError as exc:
             return Outcome(started, time.monotonic(), False, f"{type(exc).__name__}: {exc}")
         return _answered(started, response, response.headers.get("x-ollamaflow-backend", ""))
@@ -126,7 +144,12 @@ def _answered(started: float, response: httpx.Response, served_by: str) -> Outco
         body = response.json()
     except ValueError:
         return Outcome(started, ended, False, f"not JSON: {response.text[:200]}", served_by)
-    if body.get("done") is not True or not body.get("response"):
+    if "choices" in body:  # OpenAI
+        choice = (body["choices"] or [{}])[0]
+        complete = bool(choice.get("finish_reason")) and bool(choice.get("message", {}).get("content"))
+    else:  # Ollama
+        complete = body.get("done") is True and bool(body.get("response"))
+    if not complete:
         return Outcome(started, ended, False, f"incomplete answer: {response.text[:200]}", served_by)
     return Outcome(started, ended, True, "200", served_by)
 
@@ -244,6 +267,10 @@ class StreamProbe:
     error: str = ""
     _thread: threading.Thread | None = None
 
+    @property
+    def label(self) -> str:
+        return f"{self.api} client via {self.host or 'any host'}"
+
     def start(self) -> StreamProbe:
         self._thread = threading.Thread(target=self._run, name=f"stream-{self.api}", daemon=True)
         self._thread.start()
@@ -297,6 +324,87 @@ class StreamProbe:
                 self.first_chunk.set()
                 finished = finished or any(c.finish_reason for c in chunk.choices)
         return "done" if finished else "cut without error"
+
+
+class AdminTraffic:
+    """Admin writes (each a new frontend over ``backend``) and reads, back to back in a thread, with every
+    answer kept: (time, what, status), status 0 for no answer at all."""
+
+    def __init__(self, admin: httpx.Client, backend: str) -> None:
+        self._admin = admin
+        self._backend = backend
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="admin-traffic", daemon=True)
+        self.answers: list[tuple[float, str, int]] = []
+        self.created: list[str] = []  # frontends whose creation was acknowledged (201)
+
+    def __enter__(self) -> AdminTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive(), "the admin traffic hangs"
+
+    def _run(self) -> None:
+        count = 0
+        while not self._stop.is_set():
+            count += 1
+            identifier = f"write-{self._backend}-{count}"
+            body = {
+                "Identifier": identifier,
+                "Hostname": f"{identifier}.example",
+                "Backends": [self._backend],
+            }
+            if (
+                self._send("PUT /v1.0/frontends", lambda b=body: self._admin.put("/v1.0/frontends", json=b))
+                == 201
+            ):
+                self.created.append(identifier)
+            self._send("GET /v1.0/frontends", lambda: self._admin.get("/v1.0/frontends"))
+            time.sleep(0.05)
+
+    def _send(self, what: str, call: Callable[[], httpx.Response]) -> int:
+        try:
+            status = call().status_code
+        except httpx.HTTPError:
+            status = 0
+        self.answers.append((time.monotonic(), what, status))
+        return status
+
+    @property
+    def unavailable(self) -> int:
+        return sum(1 for _, _, status in self.answers if status == 503)
+
+    def unexpected(self) -> list[tuple[float, str, int]]:
+        """Answers other than success or 503 (a 500, or none at all)."""
+        return [answer for answer in self.answers if answer[2] not in (200, 201, 503)]
+
+    def wait_for_write(self, after: float, within: float = 30.0) -> float:
+        """When the first write acknowledged after ``after`` was answered."""
+        found: list[float] = []
+
+        def acknowledged() -> bool:
+            found.extend(t for t, what, status in list(self.answers) if t >= after and status == 201)
+            return bool(found)
+
+        eventually(acknowledged, f"a write acknowledged after {after:.1f}", within)
+        return min(found)
+
+    def missing(self) -> list[str]:
+        """Acknowledged writes that are not there now."""
+        return [i for i in self.created if self._admin.get(f"/v1.0/frontends/{i}").status_code != 200]
+
+    def summary(self, missing: list[str]) -> str:
+        kept = len(self.created) - len(missing)
+        return (
+            f"admin API: {self.unavailable} x 503, {len(self.unexpected())} x other; "
+            f"{kept}/{len(self.created)} acknowledged writes kept"
+        )
 
 
 def eventually(check: Callable[[], bool], what: str, within: float = 30.0, every: float = 0.1) -> float:

@@ -7,21 +7,29 @@ One cluster serves the whole module, in file order; each case leaves it whole ag
 
 from __future__ import annotations
 
-import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
 from tests.faults import netns
-from tests.faults.cluster import Processes, add_frontend, kill_server, restart_server, routes_to, slow_down
+from tests.faults.cluster import (
+    Processes,
+    add_backend,
+    add_frontend,
+    kill_server,
+    restart_server,
+    routes_to,
+    slow_down,
+)
 from tests.faults.harness import (
+    AdminTraffic,
     FaultRow,
     Load,
     Matrix,
     StreamProbe,
+    chat,
     eventually,
     generate,
     replicas,
@@ -48,37 +56,41 @@ def test_1_a_killed_backend_costs_no_request_and_cut_streams_end_with_an_error(
     processes: Processes, fault_matrix: Matrix
 ) -> None:
     cluster, dp = processes, processes.dataplane_url(0)
-    with cluster.admin() as admin:
-        add_frontend(admin, "cut", "cut.example", ["sim0"])  # streams that only sim0 can serve
-    eventually(lambda: routes_to(dp, "cut.example", "sim0"), "the cut frontend in use")
-    slow_down(cluster.sim_url(0), 4)  # 12 tokens: 3 s per answer, streamed or not
-    with Load(generate(dp), workers=4) as load:
-        time.sleep(1.0)
-        streams = [
-            StreamProbe(dp, "ollama", "cut.example").start(),
-            StreamProbe(dp, "openai", "cut.example").start(),
-        ]
-        for stream in streams:
-            assert stream.first_chunk.wait(10), f"the {stream.api} stream did not start: {stream.error}"
-        killed = cluster.sims[0].kill()
-        endings = {stream.api: stream.wait() for stream in streams}
-        time.sleep(1.0)
-        restarted = cluster.sims[0].start()
-        back = load.wait_for_success("sim0", after=restarted, within=30)
-        report = load.stop()
-    in_flight = report.in_flight_at(killed)
-    fault_matrix.record(
-        FaultRow.of(
-            "1 backend killed",
-            MODE,
-            report,
-            back - restarted,
-            f"{in_flight} in flight at the kill; streams: "
-            + ", ".join(f"{k} {v}" for k, v in endings.items()),
+    with ExitStack() as stack, cluster.admin() as admin:
+        # Streams that only one backend can serve, of either API format, each to a client of either:
+        # the Ollama one relays or translates to NDJSON, the OpenAI one to SSE.
+        openai_sim = cluster.sim("sim-openai", "127.0.0.1", "openai")
+        stack.callback(openai_sim.stop)
+        openai_sim.start()
+        add_backend(admin, openai_sim, "OpenAI")
+        add_frontend(admin, "cut", "cut.example", ["sim0"])
+        add_frontend(admin, "cut-openai", "cut-openai.example", ["sim-openai"])
+        eventually(lambda: routes_to(dp, "cut.example", "sim0"), "the cut frontend in use")
+        eventually(
+            lambda: routes_to(dp, "cut-openai.example", "sim-openai"), "the cut-openai frontend in use"
         )
-    )
+        for url in (cluster.sim_url(0), openai_sim.origin):
+            slow_down(url, 4)  # 12 tokens: 3 s per answer, streamed or not
+        with Load(spread(generate(dp), chat(dp)), workers=6) as load:
+            time.sleep(1.0)
+            hosts = ("cut.example", "cut-openai.example")
+            streams = [StreamProbe(dp, api, host).start() for host in hosts for api in ("ollama", "openai")]
+            for stream in streams:
+                assert stream.first_chunk.wait(10), f"{stream.label} did not start: {stream.error}"
+            killed = cluster.sims[0].kill()
+            openai_sim.kill()
+            endings = {stream.label: stream.wait() for stream in streams}
+            time.sleep(1.0)
+            restarted = cluster.sims[0].start()
+            back = load.wait_for_success("sim0", after=restarted, within=30)
+            report = load.stop()
+        admin.delete("/v1.0/frontends/cut-openai")
+        admin.delete("/v1.0/backends/sim-openai")
+    cut = sum(1 for ending in endings.values() if ending == "error")
+    note = f"{report.in_flight_at(killed)} in flight at the kill; {cut}/{len(streams)} streams ended in error"
+    fault_matrix.record(FaultRow.of("1 backend killed", MODE, report, back - restarted, note))
     assert report.failed == 0, report.describe_failures()
-    assert endings == {"ollama": "error", "openai": "error"}, [(s.api, s.ending, s.error) for s in streams]
+    assert set(endings.values()) == {"error"}, [(s.label, s.ending, s.error) for s in streams]
 
 
 def test_2_a_killed_data_plane_costs_no_request_with_a_retrying_edge_and_serves_again(
@@ -163,73 +175,26 @@ def test_4_a_killed_nats_costs_no_request_and_a_write_made_meanwhile_reaches_eve
     assert report.failed == 0, report.describe_failures()
 
 
-@dataclass
-class AdminTraffic:
-    """Admin writes (a new frontend each) and reads, back to back in a thread, with every answer kept."""
-
-    admin: httpx.Client
-    answers: list[tuple[float, str, int]] = field(default_factory=list)  # (time, what, status)
-    created: list[str] = field(default_factory=list)  # frontends whose creation was acknowledged
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        count = 0
-        while not self.stop.is_set():
-            count += 1
-            identifier = f"pg-{count}"
-            body = {"Identifier": identifier, "Hostname": f"{identifier}.example", "Backends": ["sim1"]}
-            self._send("PUT /v1.0/frontends", lambda b=body: self.admin.put("/v1.0/frontends", json=b))
-            if self.answers[-1][2] == 201:
-                self.created.append(identifier)
-            self._send("GET /v1.0/frontends", lambda: self.admin.get("/v1.0/frontends"))
-            time.sleep(0.05)
-
-    def _send(self, what: str, call: object) -> None:
-        try:
-            status = call().status_code  # type: ignore[operator]
-        except httpx.HTTPError:
-            status = 0
-        self.answers.append((time.monotonic(), what, status))
-
-
 def test_5_a_killed_postgres_gives_503s_loses_no_acknowledged_write_and_costs_no_request(
     processes: Processes, fault_matrix: Matrix
 ) -> None:
     cluster, urls = processes, _both(processes)
-    with cluster.admin() as admin, Load(spread(*(generate(url) for url in urls)), workers=4) as load:
-        traffic = AdminTraffic(admin)
-        thread = threading.Thread(target=traffic.run, name="admin-traffic", daemon=True)
-        thread.start()
-        try:
-            time.sleep(1.0)
-            kill_server(cluster.postgres, group=True)
-            time.sleep(3.0)
-            restarted = restart_server(cluster.postgres)
-            back = eventually(
-                lambda: any(t >= restarted and s == 201 for t, _, s in traffic.answers),
-                "a write acknowledged",
-            )
-            time.sleep(0.5)
-        finally:
-            traffic.stop.set()
-            thread.join(timeout=30)
+    load = Load(spread(*(generate(url) for url in urls)), workers=4)
+    with cluster.admin() as admin, load, AdminTraffic(admin, "sim1") as traffic:
+        time.sleep(1.0)
+        kill_server(cluster.postgres, group=True)
+        time.sleep(3.0)
+        restarted = restart_server(cluster.postgres)
+        back = traffic.wait_for_write(after=restarted)
+        time.sleep(0.5)
+        traffic.stop()
         report = load.stop()
-        missing = [i for i in traffic.created if admin.get(f"/v1.0/frontends/{i}").status_code != 200]
-    statuses = {s for _, _, s in traffic.answers}
-    unavailable = sum(1 for _, _, s in traffic.answers if s == 503)
+        missing = traffic.missing()
     fault_matrix.record(
-        FaultRow.of(
-            "5 Postgres killed",
-            MODE,
-            report,
-            back - restarted,
-            f"admin: {unavailable} x 503, {len(traffic.created)} writes kept",
-        )
+        FaultRow.of("5 Postgres killed", MODE, report, back - restarted, traffic.summary(missing))
     )
-    assert statuses <= {200, 201, 503}, sorted(
-        (t, w, s) for t, w, s in traffic.answers if s not in (200, 201, 503)
-    )
-    assert unavailable > 0, "the admin API never noticed the outage"
+    assert not traffic.unexpected(), traffic.unexpected()
+    assert traffic.unavailable > 0, "the admin API never noticed the outage"
     assert not missing, f"acknowledged writes lost: {missing}"
     assert report.failed == 0, report.describe_failures()
 
@@ -266,10 +231,8 @@ def test_6_a_data_plane_cut_off_the_bus_keeps_serving_and_rejoins(
         sim = cluster.sim("sim-ns", ns.serve_host)
         stack.callback(sim.stop)
         sim.start()
-        sim_port = int(sim.ready.removesuffix("/api/version").rsplit(":", 1)[1])
-        body = {"Identifier": "sim-ns", "Hostname": ns.serve_host, "Port": sim_port}
-        assert admin.put("/v1.0/backends", json=body).status_code == 201
-        add_frontend(admin, "netns", "netns.example", ["sim-ns"])
+        add_backend(admin, sim)
+        add_frontend(admin, "netns", "netns.example", [sim.name])
         port = 43411  # in a namespace of its own: nothing else listens there
         nats_url = f"nats://{ns.bus_host}:{cluster.nats.port}"
         dataplane = cluster.dataplane(
@@ -277,7 +240,7 @@ def test_6_a_data_plane_cut_off_the_bus_keeps_serving_and_rejoins(
         )
         stack.callback(dataplane.stop)
         dataplane.start()
-        url = f"http://{ns.serve_inner}:{port}"
+        url = dataplane.origin
         eventually(lambda: routes_to(url, "netns.example", "sim-ns"), "the namespaced data plane serving")
         eventually(lambda: _listed(admin, "dp-ns")["Live"] is True, "the namespaced data plane reporting")
 
