@@ -18,6 +18,7 @@ from tests.faults.harness import (
     Load,
     Matrix,
     StreamProbe,
+    chat,
     eventually,
     generate,
     replicas,
@@ -44,7 +45,7 @@ def test_1_a_killed_backend_costs_no_request_and_cut_streams_end_with_an_error(
         add_frontend(admin, "cut", "cut.example", ["demo-sim-1"])  # streams that only sim-1 can serve
     eventually(lambda: routes_to(dp, "cut.example", "demo-sim-1"), "the cut frontend in use")
     slow_down(f"http://127.0.0.1:{port}", 4)  # 12 tokens: 3 s per answer, streamed or not
-    with Load(generate(dp), workers=4) as load:
+    with Load(spread(generate(dp), chat(dp)), workers=6) as load:
         time.sleep(1.0)
         streams = [
             StreamProbe(dp, "ollama", "cut.example").start(),
@@ -62,8 +63,8 @@ def test_1_a_killed_backend_costs_no_request_and_cut_streams_end_with_an_error(
             MODE,
             report,
             back - killed,
-            f"{report.in_flight_at(killed)} in flight at the kill; streams: "
-            + ", ".join(f"{k} {v}" for k, v in endings.items()),
+            f"{report.in_flight_at(killed)} in flight at the kill; "
+            f"{list(endings.values()).count('error')}/{len(streams)} streams ended in error",
         )
     )
     cluster.assert_alive()
