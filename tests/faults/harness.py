@@ -1,5 +1,5 @@
-"""What every fault case shares: steady client load with a log of each request's outcome, streams that
-a fault cuts mid-way, waiting with a bound, and the matrix's result rows.
+"""What every fault case shares: steady client load with a log of each request's outcome, waiting with
+a bound, and the matrix's result rows (``tests.faults.probes`` watches streams and the admin API).
 
 The load runs in threads of this process while the cluster's parts are real child processes, so a
 SIGKILL hits them exactly as a crash would. Each request's start, end, outcome and who served it is
@@ -8,8 +8,9 @@ kept; the figures reported are computed from that log afterwards:
 - requests: how many were sent; failed: how many a client saw fail (after whatever retry the client
   itself does: none, or the other replica in case 2);
 - longest gap: the longest time between two successful answers, anywhere in the run;
-- recovery: from the moment the part could work again (restarted by the test, restarted by ``up``
-  itself, or the link back) until it was seen doing its job again; each case says what that is.
+- recovery: from the moment the part could work again (restarted by the test, or the link back; under
+  ``up``, which restarts it itself, from the kill) until it was seen doing its job again; each case
+  says what that is.
 """
 
 from __future__ import annotations
@@ -23,17 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import ollama
-import openai
 
 __all__ = [
-    "AdminTraffic",
     "FaultRow",
     "Load",
     "LoadReport",
     "Matrix",
     "Outcome",
-    "StreamProbe",
     "chat",
     "eventually",
     "generate",
@@ -64,28 +61,21 @@ Request = Callable[[httpx.Client, int], Outcome]
 
 def generate(url: str, host: str | None = None) -> Request:
     """A non-streamed Ollama /api/generate through the data plane at ``url``."""
-    headers = {"Host": host} if host else {}
-
-    def send(client: httpx.Client, worker: int) -> Outcome:
-        started = time.monotonic()
-        try:
-            response = client.post(url + "/api/generate", json=GENERATE, headers=headers)
-        except httpx.HTTPError as exc:
-            return Outcome(started, time.monotonic(), False, f"{type(exc).__name__}: {exc}")
-        return _answered(started, response, response.headers.get("x-ollamaflow-backend", ""))
-
-    return send
+    return _post(url + "/api/generate", GENERATE, host)
 
 
 def chat(url: str, host: str | None = None) -> Request:
     """A non-streamed OpenAI /v1/chat/completions through the data plane at ``url``."""
+    return _post(url + "/v1/chat/completions", {"model": "llama3.2", "messages": CHAT, "stream": False}, host)
+
+
+def _post(url: str, body: dict[str, object], host: str | None) -> Request:
     headers = {"Host": host} if host else {}
-    body = {"model": "llama3.2", "messages": CHAT, "stream": False}
 
     def send(client: httpx.Client, worker: int) -> Outcome:
         started = time.monotonic()
         try:
-            response = client.post(url + "/v1/chat/completions", json=body, headers=headers)
+            response = client.post(url, json=body, headers=headers)
         except httpx.HTTPError as exc:
             return Outcome(started, time.monotonic(), False, f"{type(exc).__name__}: {exc}")
         return _answered(started, response, response.headers.get("x-ollamaflow-backend", ""))
@@ -247,164 +237,6 @@ class Load:
                 return found
             time.sleep(0.1)
         raise AssertionError(f"no successful answer from {served_by} within {within:.0f} s")
-
-
-@dataclass
-class StreamProbe:
-    """One streamed chat, run in a thread: whether its first chunk came, and how it ended.
-
-    ``ending`` is "done" (a complete answer), "error" (the client format's in-band error: the ollama
-    client raises ``ResponseError`` on Ollama's error line, openai-python ``APIError`` on the error
-    event), or what else happened: "cut without error", "timeout" (a hang), another exception.
-    """
-
-    url: str
-    api: str  # "ollama" or "openai"
-    host: str | None = None
-    first_chunk: threading.Event = field(default_factory=threading.Event)
-    ending: str = ""
-    chunks: int = 0
-    error: str = ""
-    _thread: threading.Thread | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.api} client via {self.host or 'any host'}"
-
-    def start(self) -> StreamProbe:
-        self._thread = threading.Thread(target=self._run, name=f"stream-{self.api}", daemon=True)
-        self._thread.start()
-        return self
-
-    def wait(self, timeout: float = REQUEST_TIMEOUT + 5) -> str:
-        assert self._thread is not None
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), f"the {self.api} stream hangs"
-        return self.ending
-
-    def _run(self) -> None:
-        headers = {"Host": self.host} if self.host else {}
-        try:
-            if self.api == "ollama":
-                self.ending = self._ollama(headers)
-            else:
-                self.ending = self._openai(headers)
-        except (ollama.ResponseError, openai.APIError) as exc:
-            if isinstance(exc, openai.APITimeoutError):
-                self.ending = "timeout"
-            else:
-                self.ending = "error"
-            self.error = str(exc)
-        except httpx.TimeoutException as exc:
-            self.ending, self.error = "timeout", str(exc)
-        except Exception as exc:
-            self.ending, self.error = type(exc).__name__, str(exc)
-
-    def _ollama(self, headers: dict[str, str]) -> str:
-        client = ollama.Client(host=self.url, headers=headers, timeout=REQUEST_TIMEOUT)
-        last = None
-        for part in client.chat(model="llama3.2", messages=CHAT, stream=True):
-            self.chunks += 1
-            self.first_chunk.set()
-            last = part
-        return "done" if last is not None and last.done else "cut without error"
-
-    def _openai(self, headers: dict[str, str]) -> str:
-        client = openai.OpenAI(
-            base_url=self.url + "/v1",
-            api_key="unused",
-            default_headers=headers,
-            max_retries=0,
-            timeout=REQUEST_TIMEOUT,
-        )
-        finished = False
-        with client.chat.completions.create(model="llama3.2", messages=CHAT, stream=True) as stream:  # type: ignore[arg-type]
-            for chunk in stream:
-                self.chunks += 1
-                self.first_chunk.set()
-                finished = finished or any(c.finish_reason for c in chunk.choices)
-        return "done" if finished else "cut without error"
-
-
-class AdminTraffic:
-    """Admin writes (each a new frontend over ``backend``) and reads, back to back in a thread, with every
-    answer kept: (time, what, status), status 0 for no answer at all."""
-
-    def __init__(self, admin: httpx.Client, backend: str) -> None:
-        self._admin = admin
-        self._backend = backend
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="admin-traffic", daemon=True)
-        self.answers: list[tuple[float, str, int]] = []
-        self.created: list[str] = []  # frontends whose creation was acknowledged (201)
-
-    def __enter__(self) -> AdminTraffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-        assert not self._thread.is_alive(), "the admin traffic hangs"
-
-    def _run(self) -> None:
-        count = 0
-        while not self._stop.is_set():
-            count += 1
-            identifier = f"write-{self._backend}-{count}"
-            body = {
-                "Identifier": identifier,
-                "Hostname": f"{identifier}.example",
-                "Backends": [self._backend],
-            }
-            if (
-                self._send("PUT /v1.0/frontends", lambda b=body: self._admin.put("/v1.0/frontends", json=b))
-                == 201
-            ):
-                self.created.append(identifier)
-            self._send("GET /v1.0/frontends", lambda: self._admin.get("/v1.0/frontends"))
-            time.sleep(0.05)
-
-    def _send(self, what: str, call: Callable[[], httpx.Response]) -> int:
-        try:
-            status = call().status_code
-        except httpx.HTTPError:
-            status = 0
-        self.answers.append((time.monotonic(), what, status))
-        return status
-
-    @property
-    def unavailable(self) -> int:
-        return sum(1 for _, _, status in self.answers if status == 503)
-
-    def unexpected(self) -> list[tuple[float, str, int]]:
-        """Answers other than success or 503 (a 500, or none at all)."""
-        return [answer for answer in self.answers if answer[2] not in (200, 201, 503)]
-
-    def wait_for_write(self, after: float, within: float = 30.0) -> float:
-        """When the first write acknowledged after ``after`` was answered."""
-        found: list[float] = []
-
-        def acknowledged() -> bool:
-            found.extend(t for t, what, status in list(self.answers) if t >= after and status == 201)
-            return bool(found)
-
-        eventually(acknowledged, f"a write acknowledged after {after:.1f}", within)
-        return min(found)
-
-    def missing(self) -> list[str]:
-        """Acknowledged writes that are not there now."""
-        return [i for i in self.created if self._admin.get(f"/v1.0/frontends/{i}").status_code != 200]
-
-    def summary(self, missing: list[str]) -> str:
-        kept = len(self.created) - len(missing)
-        return (
-            f"admin API: {self.unavailable} x 503, {len(self.unexpected())} x other; "
-            f"{kept}/{len(self.created)} acknowledged writes kept"
-        )
 
 
 def eventually(check: Callable[[], bool], what: str, within: float = 30.0, every: float = 0.1) -> float:

@@ -24,17 +24,16 @@ from tests.faults.cluster import (
     slow_down,
 )
 from tests.faults.harness import (
-    AdminTraffic,
     FaultRow,
     Load,
     Matrix,
-    StreamProbe,
     chat,
     eventually,
     generate,
     replicas,
     spread,
 )
+from tests.faults.probes import AdminTraffic, StreamProbe
 
 pytestmark = pytest.mark.slow
 

@@ -13,17 +13,16 @@ import pytest
 
 from tests.faults.cluster import UpCluster, add_frontend, routes_to, slow_down
 from tests.faults.harness import (
-    AdminTraffic,
     FaultRow,
     Load,
     Matrix,
-    StreamProbe,
     chat,
     eventually,
     generate,
     replicas,
     spread,
 )
+from tests.faults.probes import AdminTraffic, StreamProbe
 
 pytestmark = pytest.mark.slow
 
