@@ -94,8 +94,10 @@ class StreamProbe:
 
 
 class AdminTraffic:
-    """Admin writes (each a new frontend over ``backend``) and reads, back to back in a thread, with every
-    answer kept: (time, what, status), status 0 for no answer at all."""
+    """Admin API traffic, back to back in a thread, with every answer kept: (time, what, status), status
+    0 for no answer at all. Each round creates a frontend over ``backend``, then makes one more call,
+    taking the admin API's routes in turn (reads and writes of each collection, health, models, the
+    cluster views, a route explanation)."""
 
     def __init__(self, admin: httpx.Client, backend: str) -> None:
         self._admin = admin
@@ -104,6 +106,29 @@ class AdminTraffic:
         self._thread = threading.Thread(target=self._run, name="admin-traffic", daemon=True)
         self.answers: list[tuple[float, str, int]] = []
         self.created: list[str] = []  # frontends whose creation was acknowledged (201)
+
+    def _calls(self, frontend: str) -> list[tuple[str, str, dict[str, object] | None]]:
+        """(method, path, JSON body) of the other routes, about ``frontend``."""
+        backend = self._backend
+        return [
+            ("GET", "/v1.0/frontends", None),
+            ("GET", f"/v1.0/frontends/{frontend}", None),
+            ("HEAD", f"/v1.0/frontends/{frontend}", None),
+            ("PATCH", f"/v1.0/frontends/{frontend}", {"Name": "patched during the outage"}),
+            ("POST", f"/v1.0/frontends/{frontend}/explain", {"Model": "llama3.2"}),
+            ("GET", "/v1.0/backends", None),
+            ("GET", f"/v1.0/backends/{backend}", None),
+            ("PATCH", f"/v1.0/backends/{backend}", {"Name": backend}),
+            ("GET", "/v1.0/backends/health", None),
+            ("GET", f"/v1.0/backends/{backend}/health", None),
+            ("GET", "/v1.0/models", None),
+            ("GET", "/v1.0/pulls", None),
+            ("GET", "/v1.0/apikeys", None),
+            ("PUT", "/v1.0/apikeys", {"Identifier": f"key-{frontend}", "Frontends": [frontend]}),
+            ("GET", "/v1.0/dataplanes", None),
+            ("GET", "/v1.0/snapshot", None),
+            ("DELETE", f"/v1.0/frontends/{frontend}-gone", None),
+        ]
 
     def __enter__(self) -> AdminTraffic:
         self._thread.start()
@@ -122,15 +147,14 @@ class AdminTraffic:
         while not self._stop.is_set():
             count += 1
             identifier = f"write-{self._backend}-{count}"
-            body = {
-                "Identifier": identifier,
-                "Hostname": f"{identifier}.example",
-                "Backends": [self._backend],
-            }
+            host = f"{identifier}.example"
+            body = {"Identifier": identifier, "Hostname": host, "Backends": [self._backend]}
             write = functools.partial(self._admin.put, "/v1.0/frontends", json=body)
             if self._send("PUT /v1.0/frontends", write) == 201:
                 self.created.append(identifier)
-            self._send("GET /v1.0/frontends", functools.partial(self._admin.get, "/v1.0/frontends"))
+            calls = self._calls(self.created[-1] if self.created else "main")
+            method, path, json = calls[count % len(calls)]
+            self._send(f"{method} {path}", functools.partial(self._admin.request, method, path, json=json))
             time.sleep(0.05)
 
     def _send(self, what: str, call: Callable[[], httpx.Response]) -> int:
@@ -146,8 +170,14 @@ class AdminTraffic:
         return sum(1 for _, _, status in self.answers if status == 503)
 
     def unexpected(self) -> list[tuple[float, str, int]]:
-        """Answers other than success or 503 (a 500, or none at all)."""
-        return [answer for answer in self.answers if answer[2] not in (200, 201, 503)]
+        """Answers other than success, 404 (the DELETE of a frontend that never was) or 503: a 500, or
+        none at all."""
+        expected = {200, 201, 204, 503}
+        return [
+            (at, what, status)
+            for at, what, status in self.answers
+            if status not in expected and not (status == 404 and what.startswith("DELETE"))
+        ]
 
     def wait_for_write(self, after: float, within: float = 30.0) -> float:
         """When the first write acknowledged after ``after`` was answered."""
