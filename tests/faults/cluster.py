@@ -39,6 +39,7 @@ __all__ = [
     "add_frontend",
     "kill_server",
     "restart_server",
+    "room_for_streams",
     "routes_to",
     "running_processes",
     "running_up",
@@ -174,6 +175,13 @@ def routes_to(url: str, host: str, backend: str) -> bool:
     """Does the data plane at ``url`` answer a request for ``host`` from ``backend``?"""
     response = httpx.post(url + "/api/generate", json=GENERATE, headers={"Host": host}, timeout=10)
     return response.status_code == 200 and response.headers.get("x-ollamaflow-backend") == backend
+
+
+def room_for_streams(admin: httpx.Client, backend: str) -> None:
+    """Let ``backend`` take many requests at once: the streams a case cuts must all run together,
+    not wait in a queue for one of its default 4 slots (split among the data planes)."""
+    response = admin.patch(f"/v1.0/backends/{backend}", json={"MaxParallelRequests": 64})
+    assert response.status_code == 200, response.text
 
 
 def slow_down(sim_url: str, tokens_per_second: float) -> None:

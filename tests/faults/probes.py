@@ -6,21 +6,25 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import ollama
 import openai
 
-from tests.faults.harness import CHAT, REQUEST_TIMEOUT, eventually
+from tests.faults.harness import CHAT, GENERATE, REQUEST_TIMEOUT, eventually
 
-__all__ = ["AdminTraffic", "StreamProbe"]
+__all__ = ["AdminTraffic", "StreamProbe", "mid_way"]
+
+PROMPT = str(GENERATE["prompt"])
 
 
 @dataclass
 class StreamProbe:
-    """One streamed chat, run in a thread: whether its first chunk came, and how it ended.
+    """One streamed chat (``kind`` "generate": a streamed Ollama /api/generate or OpenAI /v1/completions)
+    through an official client, run in a thread: whether its first chunk came, and how it ended.
 
     ``ending`` is "done" (a complete answer), "error" (the client format's in-band error: the ollama
     client raises ``ResponseError`` on Ollama's error line, openai-python ``APIError`` on the error
@@ -30,6 +34,7 @@ class StreamProbe:
     url: str
     api: str  # "ollama" or "openai"
     host: str | None = None
+    kind: str = "chat"  # or "generate"
     first_chunk: threading.Event = field(default_factory=threading.Event)
     ending: str = ""
     chunks: int = 0
@@ -38,7 +43,7 @@ class StreamProbe:
 
     @property
     def label(self) -> str:
-        return f"{self.api} client via {self.host or 'any host'}"
+        return f"{self.api} {self.kind} via {self.host or 'any host'}"
 
     def start(self) -> StreamProbe:
         self._thread = threading.Thread(target=self._run, name=f"stream-{self.api}", daemon=True)
@@ -69,8 +74,12 @@ class StreamProbe:
 
     def _ollama(self, headers: dict[str, str]) -> str:
         client = ollama.Client(host=self.url, headers=headers, timeout=REQUEST_TIMEOUT)
+        if self.kind == "chat":
+            parts: Iterator[Any] = client.chat(model="llama3.2", messages=CHAT, stream=True)
+        else:
+            parts = client.generate(model="llama3.2", prompt=PROMPT, stream=True)
         last = None
-        for part in client.chat(model="llama3.2", messages=CHAT, stream=True):
+        for part in parts:
             self.chunks += 1
             self.first_chunk.set()
             last = part
@@ -84,13 +93,25 @@ class StreamProbe:
             max_retries=0,
             timeout=REQUEST_TIMEOUT,
         )
+        if self.kind == "chat":
+            stream: Any = client.chat.completions.create(model="llama3.2", messages=CHAT, stream=True)  # type: ignore[arg-type]
+        else:
+            stream = client.completions.create(model="llama3.2", prompt=PROMPT, stream=True)
         finished = False
-        with client.chat.completions.create(model="llama3.2", messages=CHAT, stream=True) as stream:  # type: ignore[arg-type]
+        with stream:
             for chunk in stream:
                 self.chunks += 1
                 self.first_chunk.set()
                 finished = finished or any(c.finish_reason for c in chunk.choices)
         return "done" if finished else "cut without error"
+
+
+def mid_way(streams: list[StreamProbe], within: float = 10.0) -> None:
+    """Wait until every stream has had its first chunk, and check that none has ended yet."""
+    for stream in streams:
+        assert stream.first_chunk.wait(within), f"{stream.label} did not start: {stream.error}"
+    ended = [(stream.label, stream.ending) for stream in streams if stream.ending]
+    assert not ended, f"streams ended before the fault: {ended}"
 
 
 class AdminTraffic:

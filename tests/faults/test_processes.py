@@ -20,6 +20,7 @@ from tests.faults.cluster import (
     add_frontend,
     kill_server,
     restart_server,
+    room_for_streams,
     routes_to,
     slow_down,
 )
@@ -33,7 +34,7 @@ from tests.faults.harness import (
     replicas,
     spread,
 )
-from tests.faults.probes import AdminTraffic, StreamProbe
+from tests.faults.probes import AdminTraffic, StreamProbe, mid_way
 
 pytestmark = pytest.mark.slow
 
@@ -68,14 +69,19 @@ def test_1_a_killed_backend_costs_no_request_and_cut_streams_end_with_an_error(
         eventually(
             lambda: routes_to(dp, "cut-openai.example", "sim-openai"), "the cut-openai frontend in use"
         )
-        for url in (cluster.sim_url(0), openai_sim.origin):
+        for backend, url in (("sim0", cluster.sim_url(0)), ("sim-openai", openai_sim.origin)):
+            room_for_streams(admin, backend)
             slow_down(url, 4)  # 12 tokens: 3 s per answer, streamed or not
-        with Load(spread(generate(dp), chat(dp)), workers=6) as load:
+        with Load(spread(generate(dp), chat(dp)), workers=8) as load:
             time.sleep(1.0)
             hosts = ("cut.example", "cut-openai.example")
-            streams = [StreamProbe(dp, api, host).start() for host in hosts for api in ("ollama", "openai")]
-            for stream in streams:
-                assert stream.first_chunk.wait(10), f"{stream.label} did not start: {stream.error}"
+            streams = [
+                StreamProbe(dp, api, host, kind).start()
+                for host in hosts
+                for api in ("ollama", "openai")
+                for kind in ("chat", "generate")
+            ]
+            mid_way(streams)
             killed = cluster.sims[0].kill()
             openai_sim.kill()
             endings = {stream.label: stream.wait() for stream in streams}
@@ -89,7 +95,7 @@ def test_1_a_killed_backend_costs_no_request_and_cut_streams_end_with_an_error(
     note = f"{report.in_flight_at(killed)} in flight at the kill; {cut}/{len(streams)} streams ended in error"
     fault_matrix.record(FaultRow.of("1 backend killed", MODE, report, back - restarted, note))
     assert report.failed == 0, report.describe_failures()
-    assert set(endings.values()) == {"error"}, [(s.label, s.ending, s.error) for s in streams]
+    assert set(endings.values()) == {"error"}, [(s.label, s.ending, s.chunks, s.error) for s in streams]
 
 
 def test_2_a_killed_data_plane_costs_no_request_with_a_retrying_edge_and_serves_again(

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.faults.cluster import UpCluster, add_frontend, routes_to, slow_down
+from tests.faults.cluster import UpCluster, add_frontend, room_for_streams, routes_to, slow_down
 from tests.faults.harness import (
     FaultRow,
     Load,
@@ -22,7 +22,7 @@ from tests.faults.harness import (
     replicas,
     spread,
 )
-from tests.faults.probes import AdminTraffic, StreamProbe
+from tests.faults.probes import AdminTraffic, StreamProbe, mid_way
 
 pytestmark = pytest.mark.slow
 
@@ -43,17 +43,19 @@ def test_1_a_killed_backend_costs_no_request_and_cut_streams_end_with_an_error(
     with cluster.admin() as admin:
         add_frontend(admin, "cut", "cut.example", ["demo-sim-1"])  # streams that only sim-1 can serve
     eventually(lambda: routes_to(dp, "cut.example", "demo-sim-1"), "the cut frontend in use")
+    with cluster.admin() as admin:
+        room_for_streams(admin, "demo-sim-1")
     slow_down(f"http://127.0.0.1:{port}", 4)  # 12 tokens: 3 s per answer, streamed or not
-    with Load(spread(generate(dp), chat(dp)), workers=6) as load:
+    with Load(spread(generate(dp), chat(dp)), workers=8) as load:
         time.sleep(1.0)
         streams = [
-            StreamProbe(dp, "ollama", "cut.example").start(),
-            StreamProbe(dp, "openai", "cut.example").start(),
+            StreamProbe(dp, api, "cut.example", kind).start()
+            for api in ("ollama", "openai")
+            for kind in ("chat", "generate")
         ]
-        for stream in streams:
-            assert stream.first_chunk.wait(10), f"the {stream.api} stream did not start: {stream.error}"
+        mid_way(streams)
         killed = cluster.kill("sim", str(port))
-        endings = {stream.api: stream.wait() for stream in streams}
+        endings = {stream.label: stream.wait() for stream in streams}
         back = load.wait_for_success("demo-sim-1", after=killed, within=60)
         report = load.stop()
     fault_matrix.record(
@@ -68,7 +70,7 @@ def test_1_a_killed_backend_costs_no_request_and_cut_streams_end_with_an_error(
     )
     cluster.assert_alive()
     assert report.failed == 0, report.describe_failures()
-    assert endings == {"ollama": "error", "openai": "error"}, [(s.api, s.ending, s.error) for s in streams]
+    assert set(endings.values()) == {"error"}, [(s.label, s.ending, s.chunks, s.error) for s in streams]
 
 
 def test_2_a_killed_data_plane_costs_no_request_with_a_retrying_edge_and_serves_again(
