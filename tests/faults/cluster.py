@@ -218,13 +218,13 @@ class Processes:
         return Part(name, args, {}, self.tmp / f"{name}.log", f"http://{host}:{port}{SIM_READY}")
 
     def dataplane(self, name: str, *, host: str, port: int, nats_url: str, prefix: list[str]) -> Part:
-        """One more data plane (not started), e.g. in another network namespace."""
+        """One more data plane (not started), listening on ``host`` (e.g. in another network namespace)."""
         env = {
             **self.dataplane_env,
             "OLLAMAFLOW_NATS_URL": nats_url,
             "OLLAMAFLOW_SNAPSHOT_CACHE": str(self.tmp / f"{name}.snapshot"),
         }
-        args = ["dataplane", "--host", "0.0.0.0", "--port", str(port), "--id", name]
+        args = ["dataplane", "--host", host, "--port", str(port), "--id", name]
         return Part(name, args, env, self.tmp / f"{name}.log", f"http://{host}:{port}/readyz", prefix)
 
 
