@@ -24,13 +24,25 @@ __all__ = ["EmbeddedNats", "find_nats_server"]
 
 
 class EmbeddedNats(ChildServer):
-    """nats-server with JetStream, its store in ``data_dir/jetstream``, monitoring on a second free port."""
+    """nats-server with JetStream, its store in ``data_dir/jetstream``, monitoring on a second free port.
+
+    It listens on 127.0.0.1 unless ``host`` is ``0.0.0.0`` (every address, monitoring included: for
+    clients in other network namespaces or on other machines); ``url`` names 127.0.0.1 either way.
+    """
 
     name = "nats"
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, monitor_port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        monitor_port: int | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         super().__init__(data_dir, port)
         self.monitor_port = monitor_port
+        self.host = host
 
     def _url(self, port: int) -> str:
         return f"nats://127.0.0.1:{port}"
@@ -48,7 +60,7 @@ class EmbeddedNats(ChildServer):
         self.monitor_port = self.monitor_port if self.monitor_port is not None else free_port()
         argv = [
             str(binary),
-            "--addr", "127.0.0.1",
+            "--addr", self.host,
             "--port", str(self.port),
             "--http_port", str(self.monitor_port),
             "--jetstream",
