@@ -62,14 +62,16 @@ _HEADER_OVERHEAD = 4
 FRESH_GRACE = 1.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClientLimits:
-    max_header_bytes: int = 65536
-    max_headers: int = 100
-    header_timeout: float = 10.0
-    keep_alive_timeout: float = 30.0
-    send_timeout: float = 60.0
-    max_connections: int = 10000
+    """The bounds, from the data plane's settings (their defaults and OLLAMAFLOW_CLIENT_* names)."""
+
+    max_header_bytes: int
+    max_headers: int
+    header_timeout: float
+    keep_alive_timeout: float
+    send_timeout: float
+    max_connections: int
 
 
 class _Refused(Exception):

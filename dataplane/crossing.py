@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from dataplane.disconnect import DisconnectGuard
-from dataplane.drain import framing_of
+from dataplane.framing import framing_of
 from dataplane.responses import JSON, Send, send_bytes
 from dataplane.translate.common import BackendCall, LocalReply
 from dataplane.translate.exchanges import Exchange

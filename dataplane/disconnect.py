@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from dataplane.drain import NOT_STARTED
+from dataplane.framing import NOT_STARTED
 from dataplane.incoming import Receive
 
 __all__ = ["WATCH_AFTER", "DisconnectGuard", "DisconnectWatch"]

@@ -26,38 +26,15 @@ import time
 from collections.abc import Callable, MutableMapping
 from typing import Any, Protocol
 
-from dataplane.framing import ndjson_error_line, sse_error_event
+from dataplane.framing import NOT_STARTED, error_tail, framing_of
+from dataplane.incoming import CLOSE
 from dataplane.responses import Send, send_error
 from shared.snapshot import ApiFormat
 
-__all__ = [
-    "NDJSON",
-    "NOT_STARTED",
-    "OTHER",
-    "SSE",
-    "Answer",
-    "Answering",
-    "Drain",
-    "drained_message",
-    "end_answer",
-    "framing_of",
-]
-
-# What an answer has sent so far, as far as ending it is concerned.
-NOT_STARTED, NDJSON, SSE, OTHER = 0, 1, 2, 3
+__all__ = ["Answer", "Answering", "Drain", "drained_message", "end_answer"]
 
 # What a client whose request the drain refused or ended should do: try again (elsewhere) at once.
 RETRY_AFTER = (b"retry-after", b"1")
-CLOSE = (b"connection", b"close")
-
-
-def framing_of(content_type: bytes) -> int:
-    """How a started answer with this Content-Type can carry an error in-band."""
-    if b"ndjson" in content_type:
-        return NDJSON
-    if b"event-stream" in content_type:
-        return SSE
-    return OTHER
 
 
 class Answering(Protocol):
@@ -169,9 +146,7 @@ async def end_answer(
     if framing == NOT_STARTED:
         await send_error(send, api_format, 503, message, [RETRY_AFTER, CLOSE, *(headers or ())])
         return
-    last = b"" if answer is None else answer.last
-    if framing == NDJSON:
-        await send({"type": "http.response.body", "body": ndjson_error_line(message, after=last)})
-    elif framing == SSE:
-        await send({"type": "http.response.body", "body": sse_error_event(message, after=last)})
+    tail = error_tail(framing, message, after=b"" if answer is None else answer.last)
+    if tail is not None:
+        await send({"type": "http.response.body", "body": tail})
     # else: nothing can say it in-band; returning unfinished makes the server close the connection

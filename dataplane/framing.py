@@ -1,7 +1,8 @@
 """Stream framing: the bytes that delimit messages in a streamed answer.
 
 Pure. Ollama streams NDJSON: one compact JSON object per line, each ended by a single ``\\n``, no blank
-lines. The SSE side (and incremental decoders for translation) belong here too when they arrive.
+lines; OpenAI streams SSE events. A stream that must end early (its backend broke off, or the data
+plane stops) ends with its format's own error (``error_tail``), never a faked end.
 """
 
 from __future__ import annotations
@@ -9,7 +10,38 @@ from __future__ import annotations
 from shared.wire import openai
 from shared.wire.ollama import error_body
 
-__all__ = ["ndjson_error_line", "sse_error_event"]
+__all__ = [
+    "NDJSON",
+    "NOT_STARTED",
+    "OTHER",
+    "SSE",
+    "error_tail",
+    "framing_of",
+    "ndjson_error_line",
+    "sse_error_event",
+]
+
+# How an answer carries an error in-band, as far as ending it early is concerned.
+NOT_STARTED, NDJSON, SSE, OTHER = 0, 1, 2, 3
+
+
+def framing_of(content_type: bytes) -> int:
+    """How a started answer with this Content-Type can carry an error in-band."""
+    if b"ndjson" in content_type:
+        return NDJSON
+    if b"event-stream" in content_type:
+        return SSE
+    return OTHER
+
+
+def error_tail(framing: int, message: str, *, after: bytes) -> bytes | None:
+    """The bytes that end a started stream of ``framing`` with ``message`` as its format's error, after
+    the chunk ``after``; None when the format cannot say it in-band (the answer must end short)."""
+    if framing == NDJSON:
+        return ndjson_error_line(message, after=after)
+    if framing == SSE:
+        return sse_error_event(message, after=after)
+    return None
 
 
 def ndjson_error_line(message: str, *, after: bytes) -> bytes:

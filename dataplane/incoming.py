@@ -21,7 +21,6 @@ from shared.wire.ollama import ModelRequest
 
 __all__ = [
     "CLOSE",
-    "DEFAULT_MAX_JSON_BODY",
     "BadRequest",
     "BodyLimit",
     "BodyReader",
@@ -29,14 +28,11 @@ __all__ = [
     "BodyTooLarge",
     "ClientGone",
     "Receive",
-    "error_headers",
     "frontend_limit",
     "read_model_request",
 ]
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-
-DEFAULT_MAX_JSON_BODY = 32 * 1024 * 1024
 
 CLOSE = (b"connection", b"close")
 
@@ -50,18 +46,14 @@ class BodyTooLarge(OllamaFlowError):
 
 
 class BodyTimeout(OllamaFlowError):
-    """The client stopped sending its body; the answer ends the connection (see ``error_headers``)."""
+    """The client stopped sending its body; the answer ends the connection."""
 
     status = 408
+    headers = (CLOSE,)
 
 
 class ClientGone(Exception):
     """The client disconnected; there is nobody left to answer."""
-
-
-def error_headers(exc: OllamaFlowError, *headers: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
-    """The headers of an error answer: a body that stopped arriving also ends the connection."""
-    return [*headers, CLOSE] if isinstance(exc, BodyTimeout) else list(headers)
 
 
 class BodyLimit:
@@ -130,8 +122,8 @@ class BodyReader:
     def __init__(
         self,
         *,
-        max_json: int = DEFAULT_MAX_JSON_BODY,
-        piece_timeout: float = 30.0,
+        max_json: int,
+        piece_timeout: float,
         errors: Counter[str] | None = None,
     ) -> None:
         self._json_limit = BodyLimit(

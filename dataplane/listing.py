@@ -22,10 +22,10 @@ from typing import Any
 import msgspec
 
 from dataplane.headers import read_client_headers
-from dataplane.incoming import BadRequest, BodyReader, ClientGone, Receive, error_headers
+from dataplane.incoming import BadRequest, BodyReader, ClientGone, Receive
 from dataplane.merge import Entry, find_entry, listed_entries, merge_unique, sort_by_expiry
 from dataplane.paths import model_id, raw_path
-from dataplane.responses import JSON, Send, send_bytes, send_error, send_json
+from dataplane.responses import JSON, Send, send_bytes, send_error, send_failure, send_json
 from dataplane.routing import FrontendRoute, Target
 from dataplane.state import SnapshotState
 from dataplane.translate.models import ollama_show_body, ollama_tags_entries, openai_models_entries
@@ -74,10 +74,10 @@ class Listing:
         state: SnapshotState,
         upstream: Transport,
         *,
+        bodies: BodyReader,
         timeout: float = LIST_TIMEOUT,
-        bodies: BodyReader | None = None,
     ) -> None:
-        self._bodies = BodyReader() if bodies is None else bodies
+        self._bodies = bodies
         self._state = state
         self._upstream = upstream
         self._timeout = timeout
@@ -160,7 +160,7 @@ class Listing:
         except ClientGone:
             return
         except OllamaFlowError as exc:
-            await send_error(send, "Ollama", exc.status, exc.message, error_headers(exc, id_header))
+            await send_failure(send, "Ollama", exc, [id_header])
             return
         key = model_key(name)
         listing = [m for m in self._members(route) if key in {model_key(n) for n in m.view.models}]
@@ -180,7 +180,7 @@ class Listing:
             await send_bytes(send, reply.status, reply.body, reply.content_type, headers)
             return
         if failure is not None:  # a backend that may have it could not be asked
-            await send_error(send, "Ollama", failure.status, failure.message, [id_header])
+            await send_failure(send, "Ollama", failure, [id_header])
             return
         await send_error(send, "Ollama", 404, f"model '{name}' not found", [id_header])
 
@@ -195,7 +195,7 @@ class Listing:
             host = read_client_headers(scope["headers"]).host
             return self._state.table.frontend_for(host), id_header
         except OllamaFlowError as exc:
-            await send_error(send, api_format, exc.status, exc.message, [id_header])
+            await send_failure(send, api_format, exc, [id_header])
             return None
 
     def _members(self, route: FrontendRoute) -> list[_Member]:

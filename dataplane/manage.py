@@ -24,9 +24,9 @@ from typing import Any
 import msgspec
 
 from dataplane.headers import read_client_headers
-from dataplane.incoming import BadRequest, BodyReader, ClientGone, Receive, error_headers
+from dataplane.incoming import BadRequest, BodyReader, ClientGone, Receive
 from dataplane.manage_progress import PullStream
-from dataplane.responses import JSON, Send, send_bytes, send_error, send_json
+from dataplane.responses import JSON, Send, send_bytes, send_error, send_failure, send_json
 from dataplane.routing import FrontendRoute
 from dataplane.state import SnapshotState
 from shared.bus import Bus
@@ -82,12 +82,12 @@ class ModelManagement:
         state: SnapshotState,
         bus: Bus,
         *,
+        bodies: BodyReader,
         request_wait: float = REQUEST_WAIT,
         idle_limit: float = IDLE_LIMIT,
         settle_within: float = SETTLE_WITHIN,
-        bodies: BodyReader | None = None,
     ) -> None:
-        self._bodies = BodyReader() if bodies is None else bodies
+        self._bodies = bodies
         self._state = state
         self._bus = bus
         self._request_wait = request_wait
@@ -104,7 +104,7 @@ class ModelManagement:
         except ClientGone:
             return
         except OllamaFlowError as exc:
-            await send_error(send, "Ollama", exc.status, exc.message, error_headers(exc, id_header))
+            await send_failure(send, "Ollama", exc, [id_header])
             return
         updates: asyncio.Queue[PullProgress] = asyncio.Queue()
         key = model_key(model)
@@ -154,7 +154,7 @@ class ModelManagement:
         except ClientGone:
             return
         except OllamaFlowError as exc:
-            await send_error(send, "Ollama", exc.status, exc.message, error_headers(exc, id_header))
+            await send_failure(send, "Ollama", exc, [id_header])
             return
         reply = await self._ask(
             ModelRequest(action="delete", frontend_id=route.frontend.id, model=model), send, id_header
@@ -175,7 +175,7 @@ class ModelManagement:
         except ClientGone:
             return
         except OllamaFlowError as exc:
-            await send_error(send, "Ollama", exc.status, exc.message, error_headers(exc, id_header))
+            await send_failure(send, "Ollama", exc, [id_header])
             return
         ask = ModelRequest(
             action="copy",

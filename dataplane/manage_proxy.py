@@ -25,7 +25,7 @@ import httpx
 import msgspec
 
 from dataplane.disconnect import DisconnectGuard, DisconnectWatch
-from dataplane.framing import ndjson_error_line
+from dataplane.framing import error_tail, framing_of
 from dataplane.headers import ClientHeaders, read_client_headers, response_headers
 from dataplane.incoming import (
     BodyReader,
@@ -33,12 +33,11 @@ from dataplane.incoming import (
     BodyTooLarge,
     ClientGone,
     Receive,
-    error_headers,
     frontend_limit,
 )
 from dataplane.manage import ModelManagement
 from dataplane.paths import BLOB_PREFIX, blob_digest, raw_path
-from dataplane.responses import Send, send_error
+from dataplane.responses import Send, send_error, send_failure
 from dataplane.routing import FrontendRoute, Target
 from dataplane.state import SnapshotState
 from dataplane.translate.errors import unsupported_operation
@@ -80,10 +79,10 @@ class Authoring:
         management: ModelManagement,
         *,
         connect_timeout: float,
-        bodies: BodyReader | None = None,
-        ssl_context: ssl.SSLContext | None = None,
+        bodies: BodyReader,
+        ssl_context: ssl.SSLContext,
     ) -> None:
-        self._bodies = BodyReader() if bodies is None else bodies
+        self._bodies = bodies
         self._state = state
         self._ssl = ssl_context
         self._management = management
@@ -93,8 +92,7 @@ class Authoring:
 
     async def start(self) -> None:
         # Backends are reached directly: HTTP(S)_PROXY and friends are not read (trust_env).
-        verify: ssl.SSLContext | bool = self._ssl if self._ssl is not None else True
-        self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False, verify=verify)
+        self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False, verify=self._ssl)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -151,7 +149,7 @@ class Authoring:
         except ClientGone:
             return
         except OllamaFlowError as exc:
-            await send_error(send, "Ollama", exc.status, exc.message, error_headers(exc, id_header))
+            await send_failure(send, "Ollama", exc, [id_header])
             return
         target = Target.from_backend(view)
         try:
@@ -168,7 +166,7 @@ class Authoring:
         except ClientGone:
             return
         except (BodyTooLarge, BodyTimeout) as exc:  # raised by the client's body as it streamed up
-            await send_error(send, "Ollama", exc.status, exc.message, error_headers(exc, id_header))
+            await send_failure(send, "Ollama", exc, [id_header])
             return
         except httpx.HTTPError as exc:
             request_id = id_header[1].decode()
@@ -205,11 +203,10 @@ class Authoring:
         except httpx.HTTPError as exc:
             guard.finishing = True
             log.warning("%s %s: backend %s broke off: %s", scope["method"], backend_path, view.id, exc)
-            tail = b""
-            if "ndjson" in response.headers.get("content-type", ""):
-                message = f"backend {view.id} broke off (request {id_header[1].decode()})"
-                tail = ndjson_error_line(message, after=last)
-            # Otherwise there is no way to say it in-band: the body ends short and the client sees it.
+            message = f"backend {view.id} broke off (request {id_header[1].decode()})"
+            framing = framing_of(response.headers.get("content-type", "").encode("latin-1"))
+            # None: no way to say it in-band; the body ends short and the client sees it.
+            tail = error_tail(framing, message, after=last) or b""
             await send({"type": "http.response.body", "body": last + tail})
         except asyncio.CancelledError:
             if not guard.client_gone:

@@ -14,8 +14,7 @@ from __future__ import annotations
 import logging
 
 from dataplane.disconnect import DisconnectGuard
-from dataplane.drain import NDJSON, SSE, framing_of
-from dataplane.framing import ndjson_error_line, sse_error_event
+from dataplane.framing import error_tail, framing_of
 from dataplane.headers import response_headers
 from dataplane.responses import Send
 from dataplane.transport import CLIENT_ERRORS, UpstreamResponse, upstream_error
@@ -54,19 +53,15 @@ async def pass_through(
         return True
     await send(start)
     guard.framing = framing_of(response.content_type)  # what a drain that must end it can say
-    last = b""
     try:
         async for chunk in response.iter_chunks():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            guard.last = last = chunk
+            guard.last = chunk
     except CLIENT_ERRORS as error:
         exc = upstream_error(backend, error)
         log.warning("request %s: the stream broke off: %s", request_id, exc.logged)
-        if guard.framing == NDJSON:
-            tail = ndjson_error_line(exc.message, after=last)
-        elif guard.framing == SSE:
-            tail = sse_error_event(exc.message, after=last)
-        else:
+        tail = error_tail(guard.framing, exc.message, after=guard.last)
+        if tail is None:
             return False  # no way to say it in-band: end without the last chunk, so the client sees it
         guard.finishing = True
         await send({"type": "http.response.body", "body": tail})

@@ -35,11 +35,11 @@ from dataplane.disconnect import DisconnectWatch
 from dataplane.drain import Drain, drained_message, end_answer
 from dataplane.explain import route_header
 from dataplane.headers import read_client_headers
-from dataplane.incoming import BodyReader, ClientGone, Receive, error_headers, read_model_request
+from dataplane.incoming import BodyReader, ClientGone, Receive, read_model_request
 from dataplane.model_errors import Unservable
 from dataplane.passthrough import pass_through
 from dataplane.pins import with_model
-from dataplane.responses import JSON, Send, send_bytes, send_error
+from dataplane.responses import JSON, Send, send_bytes, send_error, send_failure
 from dataplane.routing import Target
 from dataplane.state import SnapshotState
 from dataplane.sticky import session_key
@@ -60,8 +60,6 @@ __all__ = ["Endpoint", "Proxy"]
 
 log = logging.getLogger("ollamaflow.dataplane.proxy")
 
-# The largest answer a translation reads whole (OLLAMAFLOW_MAX_TRANSLATED_BODY by default).
-MAX_TRANSLATED_BODY = 64 * 1024 * 1024
 # Attempts per request when backends fail before answering (the first one included).
 MAX_ATTEMPTS = 3
 QUEUE_HEADER = b"x-ollamaflow-queue-ms"
@@ -77,16 +75,12 @@ class Proxy:
         breakers: Breakers,
         *,
         access: Access,
-        admission: Admission | None = None,
-        bodies: BodyReader | None = None,
-        max_translated_body: int = MAX_TRANSLATED_BODY,
-        drain: Drain | None = None,
+        admission: Admission,
+        bodies: BodyReader,
+        max_translated_body: int,
+        drain: Drain,
     ) -> None:
-        self._bodies = BodyReader() if bodies is None else bodies
-        if admission is None:
-            admission = Admission("")
-            state.listeners.append(admission.refresh)
-            admission.refresh(state.snapshot)
+        self._bodies = bodies
         self._access = access
         self._admission = admission
         self._max_translated_body = max_translated_body
@@ -96,7 +90,7 @@ class Proxy:
         self._upstream = upstream
         self._traffic = traffic
         self._watch = DisconnectWatch()
-        self._drain = Drain() if drain is None else drain
+        self._drain = drain
 
     async def handle(
         self, scope: MutableMapping[str, Any], receive: Receive, send: Send, endpoint: Endpoint
@@ -128,9 +122,7 @@ class Proxy:
         except OllamaFlowError as exc:
             if exc.status == 400:  # a body no backend could parse: counted, not logged (no log floods)
                 self._traffic.client_errors["bad_request"] += 1
-            await send_error(
-                send, endpoint.api_format, exc.status, exc.message, error_headers(exc, id_header)
-            )
+            await send_failure(send, endpoint.api_format, exc, [id_header])
             return
         drain = self._drain
         if drain.ending:  # arrived after the drain timeout: no backend sees it
@@ -184,7 +176,7 @@ class Proxy:
                 message = f"{exc.message} (request {request_id})"
                 await send_error(send, endpoint.api_format, exc.status, message, headers)
             else:
-                await send_error(send, endpoint.api_format, exc.status, exc.message, headers)
+                await send_failure(send, endpoint.api_format, exc, headers)
         except asyncio.CancelledError:
             if call.guard.client_gone:
                 task.uncancel()

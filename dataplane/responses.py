@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from shared.errors import OllamaFlowError
 from shared.snapshot import ApiFormat
 from shared.wire import ollama, openai
 
@@ -19,6 +20,7 @@ __all__ = [
     "error_bytes",
     "send_bytes",
     "send_error",
+    "send_failure",
     "send_json",
 ]
 
@@ -58,6 +60,13 @@ async def send_json(
     send: Send, status: int, payload: object, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     await send_bytes(send, status, _encoder.encode(payload), JSON, headers)
+
+
+async def send_failure(
+    send: Send, api_format: ApiFormat, exc: OllamaFlowError, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """``exc`` as the client's error answer, with the headers it brings (``OllamaFlowError.headers``)."""
+    await send_error(send, api_format, exc.status, exc.message, [*(headers or ()), *exc.headers])
 
 
 async def send_error(

@@ -17,7 +17,6 @@ import uvloop
 
 from dataplane.app import DataPlane, create_app
 from dataplane.client_limits import ClientLimits, ClientProtocol, raise_open_files_limit
-from dataplane.drain import Drain
 from dataplane.settings import DataPlaneSettings, load_settings
 from shared.logs import install_redaction
 
@@ -40,8 +39,9 @@ class DataPlaneServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         app = config.app
-        self.drain = app.drain if isinstance(app, DataPlane) else Drain()
-        self.drain_timeout = app.settings.drain_timeout if isinstance(app, DataPlane) else 0.0
+        assert isinstance(app, DataPlane), "built by uvicorn_config"
+        self.drain = app.drain
+        self.drain_timeout = app.settings.drain_timeout
         self.loop: asyncio.AbstractEventLoop | None = None
 
     @contextlib.contextmanager

@@ -20,6 +20,8 @@ into the error shape of the client's API format.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "BusError",
     "BusNoResponder",
@@ -42,6 +44,8 @@ class OllamaFlowError(Exception):
     """Base of every error OllamaFlow raises on purpose."""
 
     status: int = 500
+    # Headers its answer carries besides the error body (e.g. Retry-After, Connection: close).
+    headers: Sequence[tuple[bytes, bytes]] = ()
 
     def __init__(self, message: str, detail: str = "") -> None:
         super().__init__(message)

@@ -33,8 +33,14 @@ def _part(body: bytes, more: bool) -> dict[str, Any]:
     return {"type": "http.request", "body": body, "more_body": more}
 
 
+def reader(
+    errors: Counter[str] | None = None, *, max_json: int = 1 << 20, piece_timeout: float = 30.0
+) -> BodyReader:
+    return BodyReader(max_json=max_json, piece_timeout=piece_timeout, errors=errors)
+
+
 async def read_body(receive: Any, declared: int | None, limit: int) -> bytes:
-    return await BodyReader().whole(receive, declared, frontend_limit(limit))
+    return await reader().whole(receive, declared, frontend_limit(limit))
 
 
 async def test_body_in_one_message_or_many() -> None:
@@ -63,13 +69,13 @@ async def test_disconnect_while_reading() -> None:
 
 async def test_json_bodies_get_the_tighter_of_the_two_limits_named_in_the_refusal() -> None:
     errors: Counter[str] = Counter()
-    reader = BodyReader(max_json=10, errors=errors)
+    capped = reader(errors, max_json=10)
     with pytest.raises(BodyTooLarge) as json_cap:
-        await reader.json(_receiver(), 11, 1000)
+        await capped.json(_receiver(), 11, 1000)
     assert "limit of 10 bytes" in json_cap.value.message
     assert "OLLAMAFLOW_MAX_JSON_BODY" in json_cap.value.message
     with pytest.raises(BodyTooLarge) as frontend_cap:
-        await reader.json(_receiver(_part(b"x" * 6, True), _part(b"x" * 6, False)), None, 8)
+        await capped.json(_receiver(_part(b"x" * 6, True), _part(b"x" * 6, False)), None, 8)
     assert "limit of 8 bytes" in frontend_cap.value.message
     assert "MaxRequestBodySize" in frontend_cap.value.message
     assert errors == {"body_too_large": 2}
@@ -77,7 +83,7 @@ async def test_json_bodies_get_the_tighter_of_the_two_limits_named_in_the_refusa
 
 async def test_a_body_that_stops_coming_is_a_408_and_counted() -> None:
     errors: Counter[str] = Counter()
-    reader = BodyReader(piece_timeout=0.2, errors=errors)
+    stalled = reader(errors, piece_timeout=0.2)
     more = asyncio.Event()
 
     async def stalls_after_one_piece() -> MutableMapping[str, Any]:
@@ -87,27 +93,27 @@ async def test_a_body_that_stops_coming_is_a_408_and_counted() -> None:
         return _part(b"ab", True)
 
     with pytest.raises(BodyTimeout) as caught:
-        await asyncio.wait_for(reader.whole(stalls_after_one_piece, None, frontend_limit(10)), 5)
+        await asyncio.wait_for(stalled.whole(stalls_after_one_piece, None, frontend_limit(10)), 5)
     assert caught.value.status == 408
     assert errors == {"body_timeout": 1}
     # The same for a streamed body, and the task itself is not left cancelled.
     more.clear()
     with pytest.raises(BodyTimeout):
-        async for _ in reader.stream(stalls_after_one_piece, None, frontend_limit(10)):
+        async for _ in stalled.stream(stalls_after_one_piece, None, frontend_limit(10)):
             pass
     assert errors == {"body_timeout": 2}
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 
 async def test_pieces_that_keep_coming_are_waited_for() -> None:
-    reader = BodyReader(piece_timeout=0.4)  # less than the whole body takes
+    steady = reader(piece_timeout=0.4)  # less than the whole body takes
     pieces = [_part(b"a", True)] * 7 + [_part(b"b", False)]
 
     async def slow_but_steady() -> MutableMapping[str, Any]:
         await asyncio.sleep(0.1)
         return pieces.pop(0)
 
-    assert await reader.whole(slow_but_steady, None, frontend_limit(100)) == b"aaaaaaab"
+    assert await steady.whole(slow_but_steady, None, frontend_limit(100)) == b"aaaaaaab"
 
 
 def test_model_request_reads_model_and_stream_only() -> None:
