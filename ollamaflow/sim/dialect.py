@@ -1,7 +1,8 @@
 """How the /v1 routes differ between an OpenAI-compatible server (vLLM-like) and Ollama's /v1 layer.
 
 The simulator serves /v1 in both modes from one implementation; these flags are the differences a
-proxy can observe (``reference/api-formats.md`` §2 and §3).
+proxy can observe (the OpenAI API as the official client expects it, and Ollama's OpenAI-compatible
+layer; docs/conformance.md lists what each endpoint does with each backend format).
 """
 
 from __future__ import annotations
