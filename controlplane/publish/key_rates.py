@@ -61,7 +61,7 @@ def split_key_rates(
 ) -> dict[str, dict[str, float]]:
     """Data plane id -> key id -> its part of the key's requests per second, both in sorted order.
 
-    ``limits``: key id -> its cluster-wide rate (keys without a limit are left out). ``demand``: every
+    ``limits``: key id -> its cluster-wide rate (a key without a limit, 0, gets no parts). ``demand``: every
     live data plane (the keys) with the key's requests per second there. ``previous``: the parts
     published before, kept while still close (see the module doc). ``draining``: planes that are
     stopping (they keep only the floor).
