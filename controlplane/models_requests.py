@@ -228,7 +228,8 @@ class ModelRequests:
                 "requires (OLLAMAFLOW_SYNC_REMOVE_UNREQUIRED): the model would not stay"
             )
             return ModelReply(status=403, error=message, skipped=skipped)
-        had = await self._set_required(frontend.identifier, model, present=True) if adds else True
+        # Only a pull that put the model into RequiredModels has something to roll back.
+        added = adds and not await self._set_required(frontend.identifier, model, present=True)
         self._sync.retry_failed(idents, model)
         await self._fleet.reconcile()  # the synchroniser learns of it now and starts the pulls
         ready = [ident for ident in idents if self._sync.can_pull(ident)]
@@ -245,7 +246,7 @@ class ModelRequests:
         jobs = [self._sync.jobs.get((ident, key)) for ident in ready]
         progress = [self._sync.progress_of(job) for job in jobs if job is not None]
         running = {p.backend for p in progress}
-        if not had and running == set(ready) and not any(p.state == "done" for p in progress):
+        if added and running == set(ready) and not any(p.state == "done" for p in progress):
             self._trials[(frontend.identifier, key)] = (model, set(ready))
         return ModelReply(
             source=self._sync.source,

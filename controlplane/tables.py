@@ -1,4 +1,5 @@
-"""The configuration tables: OllamaFlow's Frontend and Backend, one row per object (the only SQLModel here).
+"""The tables (the only SQLModel here): OllamaFlow's Frontend and Backend, one row per object, and the
+client API keys with their usage counters.
 
 Column names are the snake_case of OllamaFlow's JSON properties; lists and objects are JSONB. Runtime
 state (health, uptime, models, active requests) is not configuration and has no column. A frontend's backend

@@ -1,4 +1,5 @@
 """The contract between the planes: snapshot schema, bus names and client, wire types, errors.
 
-Imports neither plane (DESIGN.md, dependency rule 2).
+Imports neither plane, nor a web framework, ORM or HTTP client (the import-linter contracts in
+pyproject.toml; see the README's Layout section).
 """

@@ -31,4 +31,3 @@ def backend_ssl_context(ca_file: Path | None = None, verify: bool = True) -> ssl
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
-

@@ -2,56 +2,46 @@
 
 from __future__ import annotations
 
-from litestar import Controller, MediaType, Response, delete, get, head, patch, put
+from litestar import Controller, Response, delete, get, head, patch, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 
+from controlplane.admin.routes import CREATE_ERRORS, ITEM, ITEM_ERRORS, LIST_ERRORS, PathId, exists_response
 from controlplane.admin.schemas import FrontendIn, FrontendOut, FrontendPatch
 from controlplane.admin.service import FrontendService
-from controlplane.errors import error_responses
 
 __all__ = ["FrontendController"]
 
-_ID = "/{identifier:str}"
-
-# Handler parameter types: the injected service and the id from the URL.
+# Handler parameter type: the injected service.
 Frontends = NamedDependency[FrontendService]
-PathId = FromPath[str]
-
-_LIST = error_responses(401, 503)
-_ONE = error_responses(400, 401, 404, 503)
-_CREATE = error_responses(400, 401, 409, 503)
-_WRITE = error_responses(400, 401, 404, 503)
-_DELETE = error_responses(400, 401, 404, 503)
 
 
 class FrontendController(Controller):
     path = "/frontends"
     tags = ["Frontends"]
 
-    @get("/", responses=_LIST, summary="List frontends, newest first")
+    @get("/", responses=LIST_ERRORS, summary="List frontends, newest first")
     async def list_frontends(self, frontends: Frontends) -> list[FrontendOut]:
         return await frontends.list()
 
-    @get(_ID, responses=_ONE, summary="Read a frontend")
+    @get(ITEM, responses=ITEM_ERRORS, summary="Read a frontend")
     async def get_frontend(self, frontends: Frontends, identifier: PathId) -> FrontendOut:
         return await frontends.get(identifier)
 
-    @head(_ID, responses=_ONE, summary="200 if the frontend exists, 404 if not")
+    @head(ITEM, responses=ITEM_ERRORS, summary="200 if the frontend exists, 404 if not")
     async def frontend_exists(self, frontends: Frontends, identifier: PathId) -> Response[None]:
-        found = await frontends.exists(identifier)
-        return Response(b"", status_code=200 if found else 404, media_type=MediaType.JSON)
+        return exists_response(await frontends.exists(identifier))
 
     @put(
         "/",
         status_code=201,
-        responses=_CREATE,
+        responses=CREATE_ERRORS,
         summary="Create a frontend (Identifier required; 409 if it exists)",
     )
     async def create_frontend(self, frontends: Frontends, data: JSONBody[FrontendIn]) -> FrontendOut:
         return await frontends.create(data)
 
-    @put(_ID, responses=_WRITE, summary="Replace a frontend: omitted fields take their defaults")
+    @put(ITEM, responses=ITEM_ERRORS, summary="Replace a frontend: omitted fields take their defaults")
     async def replace_frontend(
         self,
         frontends: Frontends,
@@ -60,7 +50,7 @@ class FrontendController(Controller):
     ) -> FrontendOut:
         return await frontends.replace(identifier, data)
 
-    @patch(_ID, responses=_WRITE, summary="Change only the given fields of a frontend")
+    @patch(ITEM, responses=ITEM_ERRORS, summary="Change only the given fields of a frontend")
     async def patch_frontend(
         self,
         frontends: Frontends,
@@ -69,6 +59,6 @@ class FrontendController(Controller):
     ) -> FrontendOut:
         return await frontends.patch(identifier, data)
 
-    @delete(_ID, responses=_DELETE, summary="Delete a frontend")
+    @delete(ITEM, responses=ITEM_ERRORS, summary="Delete a frontend")
     async def delete_frontend(self, frontends: Frontends, identifier: PathId) -> None:
         await frontends.delete(identifier)

@@ -228,9 +228,8 @@ def build_content(
         leaving,
     )
     key_load = key_demand or {}
-    limited = {k.identifier: k.rate_limit_requests_per_second for k in keys}
     rates = split_key_rates(
-        {key: rate for key, rate in limited.items() if rate > 0},
+        {k.identifier: k.rate_limit_requests_per_second for k in keys},
         {d: key_load.get(d, {}) for d in live},
         previous_key_rates,
         leaving,

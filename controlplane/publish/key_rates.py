@@ -15,18 +15,11 @@ demand do not make a new snapshot revision every second. Same inputs, same outpu
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence, Set
 
-from controlplane.publish.shares import demand_level
+from controlplane.publish.shares import RATE_STEPS, demand_level, tiebreak
 
 __all__ = ["split_key_rates"]
-
-_STEPS = 1000  # rates are multiples of 1/1000 request per second
-
-
-def _tiebreak(key: str, plane: str) -> bytes:
-    return hashlib.blake2b(f"{key}\0{plane}".encode(), digest_size=8).digest()
 
 
 def _split(
@@ -45,7 +38,7 @@ def _split(
     parts = [floor + rest * w // total for w in weights]
     remainders = [rest * w % total for w in weights]
     left = steps - sum(parts)
-    order = sorted(range(n), key=lambda i: (not staying[i], -remainders[i], _tiebreak(key, planes[i])))
+    order = sorted(range(n), key=lambda i: (not staying[i], -remainders[i], tiebreak(key, planes[i])))
     for i in order[:left]:
         parts[i] += 1
     return parts
@@ -57,7 +50,7 @@ def _kept(previous: Mapping[str, Mapping[str, float]], key: str, planes: Sequenc
     found = [previous[p].get(key) for p in planes]
     if any(rate is None or rate < 0 for rate in found):
         return None
-    return [round(rate * _STEPS) for rate in found if rate is not None]
+    return [round(rate * RATE_STEPS) for rate in found if rate is not None]
 
 
 def split_key_rates(
@@ -68,7 +61,7 @@ def split_key_rates(
 ) -> dict[str, dict[str, float]]:
     """Data plane id -> key id -> its part of the key's requests per second, both in sorted order.
 
-    ``limits``: key id -> its cluster-wide rate (keys without a limit are left out). ``demand``: every
+    ``limits``: key id -> its cluster-wide rate (a key without a limit, 0, gets no parts). ``demand``: every
     live data plane (the keys) with the key's requests per second there. ``previous``: the parts
     published before, kept while still close (see the module doc). ``draining``: planes that are
     stopping (they keep only the floor).
@@ -81,7 +74,7 @@ def split_key_rates(
     if not any(staying):  # everyone drains: split as if none did
         staying = [True] * len(planes)
     for key in sorted(limits):
-        steps = int(limits[key] * _STEPS)
+        steps = int(limits[key] * RATE_STEPS)
         if steps <= 0:
             continue
         levels = [demand_level(demand[p].get(key, 0)) for p in planes]
@@ -94,5 +87,5 @@ def split_key_rates(
         ):
             parts = before
         for plane, part in zip(planes, parts, strict=True):
-            result[plane][key] = part / _STEPS
+            result[plane][key] = part / RATE_STEPS
     return result

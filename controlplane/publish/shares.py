@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 from shared.snapshot import BackendShare
 
-__all__ = ["Limits", "demand_level", "split_shares"]
+__all__ = ["RATE_STEPS", "Limits", "demand_level", "split_shares", "tiebreak"]
 
-_RATE_STEPS = 1000  # rates are multiples of 1/1000 request per second
+RATE_STEPS = 1000  # rates are multiples of 1/1000 request per second
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +56,10 @@ def demand_level(count: int) -> int:
     return low + low // 2 if count <= low + low // 2 else 2 * low
 
 
-def _tiebreak(backend: str, plane: str) -> bytes:
-    # Stable across processes (unlike hash()): which plane gets an odd slot, per backend.
-    return hashlib.blake2b(f"{backend}\0{plane}".encode(), digest_size=8).digest()
+def tiebreak(item: str, plane: str) -> bytes:
+    """A sort key stable across processes (unlike hash()): which plane gets an odd slot or step, per
+    backend (or API key)."""
+    return hashlib.blake2b(f"{item}\0{plane}".encode(), digest_size=8).digest()
 
 
 def _split_slots(backend: str, limit: int, planes: Sequence[str], demand: Sequence[int]) -> list[int]:
@@ -67,7 +68,7 @@ def _split_slots(backend: str, limit: int, planes: Sequence[str], demand: Sequen
     if n == 0:
         return []
     if limit < n:
-        ranked = sorted(range(n), key=lambda i: (-demand[i], _tiebreak(backend, planes[i])))
+        ranked = sorted(range(n), key=lambda i: (-demand[i], tiebreak(backend, planes[i])))
         chosen = set(ranked[: max(limit, 0)])
         return [1 if i in chosen else 0 for i in range(n)]
     rest = limit - n  # after one slot each
@@ -82,7 +83,7 @@ def _split_slots(backend: str, limit: int, planes: Sequence[str], demand: Sequen
         floors = [rest * w // total for w in want]
         remainders = [rest * w % total for w in want]
     left = rest - sum(floors)
-    order = sorted(range(n), key=lambda i: (-remainders[i], _tiebreak(backend, planes[i])))
+    order = sorted(range(n), key=lambda i: (-remainders[i], tiebreak(backend, planes[i])))
     extra = set(order[:left])
     return [1 + floors[i] + (1 if i in extra else 0) for i in range(n)]
 
@@ -166,9 +167,9 @@ def split_shares(
                 slots = before_staying
         counts = dict(zip(staying, slots, strict=True)) | dict(zip(leaving, held, strict=True))
         total = sum(counts.values())
-        rate_steps = max(int(limit.rate_per_second * _RATE_STEPS), 0)
+        rate_steps = max(int(limit.rate_per_second * RATE_STEPS), 0)
         for plane in planes:
             count = counts[plane]
             steps = rate_steps * count // total if total else 0
-            result[plane][backend] = BackendShare(max_parallel=count, rate_per_second=steps / _RATE_STEPS)
+            result[plane][backend] = BackendShare(max_parallel=count, rate_per_second=steps / RATE_STEPS)
     return result

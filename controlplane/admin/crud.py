@@ -1,0 +1,172 @@
+"""Storage of one admin resource by identifier, with OllamaFlow's semantics; every resource's service
+(frontends, backends, API keys) is a ``Service`` that fills in what differs.
+
+- List: newest first (then by identifier). Read, exists (HEAD) and writes of an unknown id: 404.
+- Create (PUT collection): Identifier required (400), duplicate -> 409.
+- Replace (PUT item): the body's omitted fields take their defaults; the id comes from the URL.
+- Patch: only the given fields change.
+- Writes and deletes lock the row (FOR UPDATE); ``require_rows`` share-locks the rows a write names.
+
+Every committed change calls ``on_change`` (the snapshot publisher's trigger).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
+
+import msgspec
+from msgspec import UNSET
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from controlplane.clock import Clock
+from controlplane.db import Database
+from controlplane.errors import ApiError
+from controlplane.tables import ApiKeyRow, BackendRow, FrontendRow
+
+__all__ = ["Service", "field_names", "given", "require_rows"]
+
+Row = TypeVar("Row", FrontendRow, BackendRow, ApiKeyRow)
+Out = TypeVar("Out", bound=msgspec.Struct)
+
+
+class _Named(Protocol):
+    """A body for create: the resource's fields with its Identifier."""
+
+    identifier: str | None
+
+
+def field_names(struct: type[msgspec.Struct], *, without: Iterable[str] = ()) -> tuple[str, ...]:
+    """The field names of ``struct`` (the Python ones), but those in ``without``."""
+    left_out = set(without)
+    return tuple(f.name for f in msgspec.structs.fields(struct) if f.name not in left_out)
+
+
+def given(body: msgspec.Struct, names: Iterable[str]) -> dict[str, Any]:
+    """The fields of ``body`` that were set (PATCH leaves the rest UNSET)."""
+    return {name: value for name in names if (value := getattr(body, name)) is not UNSET}
+
+
+async def require_rows(
+    session: AsyncSession,
+    table: type[BackendRow] | type[FrontendRow],
+    identifiers: list[str],
+    field: str,
+    what: str,
+) -> None:
+    """400 (naming ``field``) unless every id names a row of ``table``; the rows stay share-locked
+    until the commit, so they cannot be deleted under the writer."""
+    if not identifiers:
+        return
+    query = select(table.identifier).where(col(table.identifier).in_(identifiers)).with_for_update(read=True)
+    found = set((await session.exec(query)).all())
+    missing = [i for i in dict.fromkeys(identifiers) if i not in found]
+    if missing:
+        names = ", ".join(f"'{i}'" for i in missing)
+        raise ApiError.bad_request(f"{field}: no {what} with identifier {names}")
+
+
+class Service(Generic[Row, Out]):
+    """CRUD of the rows of ``table``. A subclass says how a body changes a row (``_apply``), what a
+    write must find in other tables (``_check``), what a delete does first (``_before_delete``), and
+    how a row is shown (``_out``, or ``_outs`` when that needs the database)."""
+
+    table: type[Row]
+    what: str  # the resource in messages: "frontend", "API key"
+    a_what: str  # with its article: "a frontend", "an API key"
+
+    def __init__(self, db: Database, *, clock: Clock, on_change: Callable[[], None]) -> None:
+        self._db = db
+        self._clock = clock
+        self._on_change = on_change
+
+    async def list(self) -> list[Out]:
+        async with self._db.session() as session:
+            table = self.table
+            query = select(table).order_by(col(table.created_utc).desc(), col(table.identifier))
+            return await self._outs(session, (await session.exec(query)).all())
+
+    async def get(self, identifier: str) -> Out:
+        async with self._db.session() as session:
+            (out,) = await self._outs(session, [await self._row(session, identifier)])
+            return out
+
+    async def exists(self, identifier: str) -> bool:
+        async with self._db.session() as session:
+            return await session.get(self.table, identifier) is not None
+
+    async def create(self, body: _Named) -> Out:
+        return self._out(await self._create(body))
+
+    async def replace(self, identifier: str, body: msgspec.Struct) -> Out:
+        return await self._update(identifier, body)
+
+    async def patch(self, identifier: str, body: msgspec.Struct) -> Out:
+        return await self._update(identifier, body)
+
+    async def delete(self, identifier: str) -> None:
+        async with self._db.session() as session:
+            row = await self._row(session, identifier, lock=True)
+            await self._before_delete(session, row)
+            await session.delete(row)
+            await self._commit(session, identifier)
+
+    # -- what a resource fills in ------------------------------------------------------------------
+
+    def _apply(self, row: Row, body: msgspec.Struct) -> None:
+        """Set the row's fields from ``body`` (only the given ones of a patch)."""
+        raise NotImplementedError
+
+    async def _check(self, session: AsyncSession, row: Row) -> None:
+        """Raise ApiError unless the written row may be committed (e.g. the ids it names exist)."""
+
+    async def _before_delete(self, session: AsyncSession, row: Row) -> None:
+        """Raise ApiError if the row may not go, or change what refers to it, in the same transaction."""
+
+    def _out(self, row: Row) -> Out:
+        raise NotImplementedError
+
+    async def _outs(self, session: AsyncSession, rows: Sequence[Row]) -> list[Out]:
+        """The rows as shown; reads and updates call it inside their transaction."""
+        return [self._out(row) for row in rows]
+
+    # -- the shared steps --------------------------------------------------------------------------
+
+    async def _create(self, body: _Named, **fields: Any) -> Row:
+        """Insert a row for ``body`` (with ``fields`` besides) and return it, committed."""
+        if not body.identifier:
+            raise ApiError.bad_request(f"Identifier: is required to create {self.a_what}")
+        now = self._clock.now()
+        row = self.table(identifier=body.identifier, created_utc=now, last_update_utc=now, **fields)
+        self._apply(row, body)
+        async with self._db.session() as session:
+            await self._check(session, row)
+            session.add(row)
+            await self._commit(session, row.identifier)
+        return row
+
+    async def _update(self, identifier: str, body: msgspec.Struct) -> Out:
+        async with self._db.session() as session:
+            row = await self._row(session, identifier, lock=True)
+            self._apply(row, body)
+            row.last_update_utc = self._clock.now()
+            await self._check(session, row)
+            await self._commit(session, identifier)
+            (out,) = await self._outs(session, [row])
+            return out
+
+    async def _row(self, session: AsyncSession, identifier: str, *, lock: bool = False) -> Row:
+        row = await session.get(self.table, identifier, with_for_update=lock)
+        if row is None:
+            raise ApiError.not_found(self.what, identifier)
+        return row
+
+    async def _commit(self, session: AsyncSession, identifier: str) -> None:
+        try:
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()
+            raise ApiError("Conflict", f"{self.what} '{identifier}' already exists") from None
+        self._on_change()
