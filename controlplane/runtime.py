@@ -86,14 +86,21 @@ class ControlPlane:
         self.publisher = Publisher(
             self.bus,
             content=ConfigSource(
-                self.db, self.registry, self.monitor.runtime, bus=self.bus, admin_tokens=settings.admin_tokens
+                self.db,
+                self.registry,
+                self.monitor.runtime,
+                bus=self.bus,
+                admin_tokens=settings.admin_tokens,
+                secrets_key=settings.secrets.current,
             ).content,
             next_revision=self.db.next_revision,
             clock=self.clock,
             interval=settings.publish_interval,
         )
         self.frontends = FrontendService(self.db, clock=self.clock, on_change=self._config_changed)
-        self.backends = BackendService(self.db, clock=self.clock, on_change=self._config_changed)
+        self.backends = BackendService(
+            self.db, clock=self.clock, on_change=self._config_changed, can_seal=bool(settings.secrets)
+        )
         self.apikeys = ApiKeyService(self.db, clock=self.clock, on_change=self._config_changed)
         self.readiness = Readiness(self.db, self.bus)
         # Data planes' /api/pull, /api/delete, /api/copy; pull progress goes out on the bus.

@@ -2,7 +2,9 @@
 
 Defaults and ranges are OllamaFlow's; msgspec enforces them while decoding, so a bad value is a 400
 naming the field. Unknown properties (``CreatedUtc``, ``Uptime``… sent back by OllamaFlow tooling) are
-ignored. ``BearerToken`` is write-only: responses carry ``HasBearerToken`` instead.
+ignored. Backend secrets are write-only (``controlplane.admin.secrets``): responses carry
+``HasBearerToken`` instead of ``BearerToken``, and ``Headers`` and ``Querystring`` with their values
+replaced by ``"<redacted>"``, which a write takes as "keep the stored value".
 
 PATCH bodies are derived from the PUT bodies (every field optional), so the two can never drift.
 """
@@ -65,9 +67,32 @@ ProbeMillis = Annotated[
 ]
 UrlPath = Annotated[str, Meta(pattern=r"^/\S*$", description="a path starting with '/'")]
 HeaderName = Annotated[str, Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", description="an HTTP header name")]
-HeaderValue = Annotated[str, Meta(pattern=r"^[^\r\n\x00]*$")]
-Secret = Annotated[str, Meta(pattern=r"^[^\r\n\x00]*$")]
-Querystring = Annotated[str, Meta(max_length=2048, pattern=r"^[^\s#]*$")]
+_KEEPS = '"<redacted>" keeps the stored value'
+SecretToken = Annotated[
+    str, Meta(pattern=r"^[^\r\n\x00]*$", description=f"write-only, never shown; {_KEEPS}")
+]
+SecretHeaderValue = Annotated[
+    str, Meta(pattern=r"^[^\r\n\x00]*$", description=f"write-only, shown as \"<redacted>\"; {_KEEPS}")
+]
+SecretQuerystring = Annotated[
+    str,
+    Meta(
+        max_length=2048,
+        pattern=r"^[^\s#]*$",
+        description="name=value pairs joined by '&'; values are write-only, shown as \"<redacted>\"; "
+        "a value \"<redacted>\" keeps the stored value of that parameter",
+    ),
+]
+RedactedValue = Annotated[
+    str, Meta(description='"<redacted>" for a value that is set, "" for an empty one: never the value')
+]
+RedactedQuerystring = Annotated[
+    str,
+    Meta(
+        description='the parameter names, each value "<redacted>" (a parameter without "=" all '
+        '"<redacted>"): never the values'
+    ),
+]
 Pinned = dict[str, Any]
 Strategy = Literal["RoundRobin", "Random", "LeastConnections", "ModelAware"]
 StickyHeaderName = Annotated[
@@ -155,24 +180,31 @@ class _BackendFields(_Body, kw_only=True):
     pinned_completions_properties: Pinned = {}
     allow_embeddings: bool = True
     allow_completions: bool = True
-    querystring: Querystring | None = None
-    headers: dict[HeaderName, HeaderValue] = {}
     active: bool = True
 
 
 class BackendIn(_BackendFields, kw_only=True):
     """A backend as written with PUT.
 
-    BearerToken: omitted keeps the stored token (so a full replace from a UI that never saw it does not
-    erase it); null or "" removes it.
+    BearerToken, Headers values and Querystring values are secrets: write-only (reads show names only,
+    each value as "<redacted>"). BearerToken omitted or "<redacted>" keeps the stored token (so a full
+    replace from a UI that never saw it does not erase it); null or "" removes it. A Headers value or a
+    Querystring parameter value "<redacted>" keeps the stored value of that header or parameter; the
+    rest of Headers and Querystring replace the stored ones like any other field. Without a secrets key
+    on the control plane (OLLAMAFLOW_SECRETS_KEY) new secret values are refused (400).
     """
 
-    bearer_token: Secret | UnsetType | None = UNSET
+    bearer_token: SecretToken | UnsetType | None = UNSET
+    querystring: SecretQuerystring | None = None
+    headers: dict[HeaderName, SecretHeaderValue] = {}
 
 
 class BackendOut(_BackendFields, kw_only=True):
-    """A backend as stored, without its bearer token."""
+    """A backend as stored: secret values never shown (no BearerToken, Headers and Querystring values
+    replaced by "<redacted>")."""
 
+    querystring: RedactedQuerystring | None = None
+    headers: dict[HeaderName, RedactedValue] = {}
     has_bearer_token: bool = False
     url_prefix: str = ""
     created_utc: datetime

@@ -8,7 +8,8 @@ decides what an inactive one means. Each backend's runtime state (health, models
 Each live data plane carries its share of every backend's limits (``controlplane.publish.shares``)
 and of every API key's rate (``controlplane.publish.key_rates``); a draining one keeps only what it
 still runs. Active API keys are published as their digests only, and the admin tokens as theirs (data
-planes honour route explanations for them).
+planes honour route explanations for them). Backend secrets are sealed with the fleet's secrets key
+(``shared.secret_box``, deterministic, so equal rows still give equal content), never put in clear.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 
 from controlplane.publish.key_rates import split_key_rates
 from controlplane.publish.shares import Limits, split_shares
+from shared.secret_box import BackendSecrets, SecretsKey, seal_secrets
 from shared.snapshot import (
     ApiKeyView,
     BackendShare,
@@ -37,6 +39,7 @@ __all__ = [
     "BackendRuntime",
     "FrontendRecord",
     "backend_base_url",
+    "backend_secrets",
     "build_content",
     "key_rates_of",
     "shares_of",
@@ -162,7 +165,9 @@ def api_key_view(row: ApiKeyRecord) -> ApiKeyView:
     )
 
 
-def backend_view(row: BackendRecord, runtime: BackendRuntime = UNPROBED) -> BackendView:
+def backend_view(
+    row: BackendRecord, runtime: BackendRuntime = UNPROBED, secrets_key: SecretsKey | None = None
+) -> BackendView:
     return BackendView(
         id=row.identifier,
         name=row.name or "",
@@ -183,10 +188,26 @@ def backend_view(row: BackendRecord, runtime: BackendRuntime = UNPROBED) -> Back
         allow_completions=row.allow_completions,
         pinned_embeddings_properties=dict(row.pinned_embeddings_properties),
         pinned_completions_properties=dict(row.pinned_completions_properties),
-        bearer_token=row.bearer_token or None,
-        querystring=row.querystring or None,
-        headers=dict(row.headers),
+        **_sealed(row, secrets_key),
     )
+
+
+def backend_secrets(row: BackendRecord) -> BackendSecrets:
+    """The secret fields of ``row`` (empty ones as None / {})."""
+    return BackendSecrets(
+        bearer_token=row.bearer_token or None, querystring=row.querystring or None, headers=dict(row.headers)
+    )
+
+
+def _sealed(row: BackendRecord, key: SecretsKey | None) -> dict[str, Any]:
+    """The snapshot fields that carry ``row``'s secrets: sealed with ``key``, never in clear; withheld
+    (and so flagged) when there is no key."""
+    secrets = backend_secrets(row)
+    if not secrets:
+        return {}
+    if key is None:
+        return {"secrets_withheld": True}
+    return {"sealed_secrets": seal_secrets(key, row.identifier, secrets)}
 
 
 def build_content(
@@ -202,6 +223,7 @@ def build_content(
     previous_key_rates: Mapping[str, Mapping[str, float]] | None = None,
     admin_token_digests: Iterable[str] = (),
     draining: Iterable[str] = (),
+    secrets_key: SecretsKey | None = None,
 ) -> SnapshotContent:
     """The snapshot content for these rows, live data-plane ids and the backends' runtime state
     (order is canonicalised by seal).
@@ -211,6 +233,7 @@ def build_content(
     ``key_demand``: live data plane id -> API key id -> its requests per second there;
     ``previous_key_rates``: the key rates of the stored snapshot (hysteresis likewise).
     ``draining``: live data planes that are stopping; their shares go to the others.
+    ``secrets_key``: seals each backend's secrets; None withholds them (``BackendView.secrets_withheld``).
     """
     state = runtime or (lambda _id: UNPROBED)
     backend_rows = list(backends)
@@ -237,7 +260,7 @@ def build_content(
     planes = tuple(DataPlaneView(id=d, shares=shares[d], key_rates=rates[d]) for d in sorted(shares))
     return SnapshotContent(
         frontends=tuple(frontend_view(f) for f in frontends),
-        backends=tuple(backend_view(b, state(b.identifier)) for b in backend_rows),
+        backends=tuple(backend_view(b, state(b.identifier), secrets_key) for b in backend_rows),
         cluster=ClusterView(dataplanes=planes, admin_token_digests=tuple(sorted(admin_token_digests))),
         api_keys=tuple(api_key_view(k) for k in keys),
     )

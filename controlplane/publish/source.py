@@ -1,6 +1,7 @@
 """Where snapshot content comes from: every configuration row (one consistent read), live data planes
 with their demand (and which of them drain), what the monitor observed of each backend, and the admin
-tokens' digests.
+tokens' digests. Backend secrets are sealed with the secrets key; without one they are withheld, which
+is logged as an error.
 
 The limit shares and key rates of the stored snapshot are handed to the builder as the previous
 split, so that small load changes keep them (no new revision) and racing replicas settle on the same.
@@ -20,6 +21,7 @@ from controlplane.tables import ApiKeyRow, BackendRow, FrontendRow
 from shared.bus import Bus
 from shared.credentials import digest
 from shared.errors import BusError, SnapshotRejected
+from shared.secret_box import SecretsKey
 from shared.snapshot import SnapshotContent, decode
 
 __all__ = ["ConfigSource"]
@@ -38,12 +40,15 @@ class ConfigSource:
         *,
         bus: Bus | None = None,
         admin_tokens: Iterable[str] = (),
+        secrets_key: SecretsKey | None = None,
     ) -> None:
         self._db = db
         self._registry = registry
         self._runtime = runtime
         self._bus = bus
         self._admin_digests = tuple(sorted({digest(token) for token in admin_tokens}))
+        self._secrets_key = secrets_key
+        self._withheld: tuple[str, ...] = ()
 
     async def content(self) -> SnapshotContent:
         previous = await self._stored_content()
@@ -54,7 +59,7 @@ class ConfigSource:
             frontends = (await session.exec(select(FrontendRow))).all()
             backends = (await session.exec(select(BackendRow))).all()
             api_keys = (await session.exec(select(ApiKeyRow))).all()
-        return build_content(
+        content = build_content(
             frontends,
             backends,
             self._registry.live_ids(),
@@ -66,7 +71,26 @@ class ConfigSource:
             previous_key_rates=key_rates_of(previous) if previous is not None else None,
             admin_token_digests=self._admin_digests,
             draining=self._registry.draining_ids(),
+            secrets_key=self._secrets_key,
         )
+        self._say_withheld(tuple(b.id for b in content.backends if b.secrets_withheld))
+        return content
+
+    def _say_withheld(self, withheld: tuple[str, ...]) -> None:
+        """Loudly, once per change: backends published without their secrets (no secrets key here),
+        which data planes therefore refuse to use."""
+        if withheld == self._withheld:
+            return
+        self._withheld = withheld
+        if withheld:
+            log.error(
+                "backends %s have a BearerToken, Headers or Querystring but this control plane has no "
+                "secrets key (OLLAMAFLOW_SECRETS_KEY or OLLAMAFLOW_SECRETS_KEY_FILE): they are published "
+                "without them and data planes will not use them",
+                ", ".join(withheld),
+            )
+        else:
+            log.info("no backend is published without its secrets any more")
 
     async def _stored_content(self) -> SnapshotContent | None:
         """The content of the snapshot on the bus; None when there is none or it cannot be read."""
