@@ -31,6 +31,7 @@ from controlplane.settings import Settings
 from controlplane.sync.manager import Synchroniser
 from shared.bus import Bus, BusNames
 from shared.errors import BusError
+from shared.logs import KnownSecrets
 from shared.tls import backend_ssl_context
 
 __all__ = ["ControlPlane"]
@@ -50,6 +51,8 @@ class ControlPlane:
         self.clock = clock or Clock()
         self._migrate_retry = migrate_retry
         self.db = Database(settings.database_url)
+        # Backend secret values, kept out of log lines (``shared.logs``); the config source refreshes it.
+        self.known_secrets = KnownSecrets()
         self.bus = Bus(
             settings.nats_url, BusNames(settings.bus_namespace), client_name="ollamaflow-controlplane"
         )
@@ -92,6 +95,7 @@ class ControlPlane:
                 bus=self.bus,
                 admin_tokens=settings.admin_tokens,
                 secrets_key=settings.secrets.current,
+                known_secrets=self.known_secrets,
             ).content,
             next_revision=self.db.next_revision,
             clock=self.clock,

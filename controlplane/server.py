@@ -78,8 +78,10 @@ def serve(host: str | None = None, port: int | None = None, config_file: str | P
         settings.port,
         settings.bus_namespace,
     )
+    app = create_app(settings)
+    install_redaction(known=app.state.plane.known_secrets)  # and the backends' own secret values
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop=_loop(),

@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dataplane.routing import RoutingTable
 from dataplane.unseal import open_backends
 from shared.errors import SnapshotRejected
-from shared.secret_box import Keyring
+from shared.logs import KnownSecrets
+from shared.secret_box import BackendSecrets, Keyring, secret_values
 from shared.snapshot import Snapshot, accept
 
 __all__ = ["SnapshotState"]
@@ -35,6 +36,8 @@ class SnapshotState:
 
     cache_path: Path | None = None
     keyring: Keyring = field(default_factory=Keyring)  # opens the backends' sealed secrets
+    # The opened secret values, kept out of log lines (``shared.logs``).
+    known_secrets: KnownSecrets = field(default_factory=KnownSecrets)
     rng: random.Random = field(default_factory=random.Random)
     snapshot: Snapshot | None = None
     table: RoutingTable = field(default_factory=RoutingTable)
@@ -65,6 +68,7 @@ class SnapshotState:
         if snapshot is self.snapshot:
             return False
         snapshot, problems = open_backends(snapshot, self.keyring)
+        self.known_secrets.replace(secret_values(_secrets_of(snapshot)))
         self.table = RoutingTable.build(snapshot, previous=self.table, rng=self.rng)
         self.snapshot = snapshot
         self.error = secrets_problem(problems)
@@ -119,6 +123,11 @@ class SnapshotState:
             os.replace(tmp, self.cache_path)
         except OSError as exc:
             log.warning("cannot write the snapshot cache %s: %s", self.cache_path, exc)
+
+
+def _secrets_of(snapshot: Snapshot) -> Iterator[BackendSecrets]:
+    for b in snapshot.content.backends:
+        yield BackendSecrets(bearer_token=b.bearer_token, querystring=b.querystring, headers=b.headers)
 
 
 def secrets_problem(problems: Mapping[str, str]) -> str:

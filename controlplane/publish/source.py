@@ -15,13 +15,20 @@ from collections.abc import Callable, Iterable
 from sqlmodel import select
 
 from controlplane.db import Database
-from controlplane.publish.builder import BackendRuntime, build_content, key_rates_of, shares_of
+from controlplane.publish.builder import (
+    BackendRuntime,
+    backend_secrets,
+    build_content,
+    key_rates_of,
+    shares_of,
+)
 from controlplane.reports import DataPlaneRegistry
 from controlplane.tables import ApiKeyRow, BackendRow, FrontendRow
 from shared.bus import Bus
 from shared.credentials import digest
 from shared.errors import BusError, SnapshotRejected
-from shared.secret_box import SecretsKey
+from shared.logs import KnownSecrets
+from shared.secret_box import SecretsKey, secret_values
 from shared.snapshot import SnapshotContent, decode
 
 __all__ = ["ConfigSource"]
@@ -41,6 +48,7 @@ class ConfigSource:
         bus: Bus | None = None,
         admin_tokens: Iterable[str] = (),
         secrets_key: SecretsKey | None = None,
+        known_secrets: KnownSecrets | None = None,
     ) -> None:
         self._db = db
         self._registry = registry
@@ -48,6 +56,7 @@ class ConfigSource:
         self._bus = bus
         self._admin_digests = tuple(sorted({digest(token) for token in admin_tokens}))
         self._secrets_key = secrets_key
+        self._known_secrets = known_secrets
         self._withheld: tuple[str, ...] = ()
 
     async def content(self) -> SnapshotContent:
@@ -59,6 +68,8 @@ class ConfigSource:
             frontends = (await session.exec(select(FrontendRow))).all()
             backends = (await session.exec(select(BackendRow))).all()
             api_keys = (await session.exec(select(ApiKeyRow))).all()
+        if self._known_secrets is not None:
+            self._known_secrets.replace(secret_values(backend_secrets(b) for b in backends))
         content = build_content(
             frontends,
             backends,

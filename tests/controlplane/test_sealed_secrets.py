@@ -21,7 +21,7 @@ from dataplane.settings import DataPlaneSettings
 from shared.bus import Bus, BusNames
 from shared.secret_box import load_keyring
 from tests.controlplane.conftest import TOKEN
-from tests.controlplane.harness import eventually, running_controlplane
+from tests.controlplane.harness import RunningControlPlane, eventually, running_controlplane
 from tests.dataplane.harness import RunningDataPlane, running_dataplane
 from tests.dataplane.recorder import Recorder, recorder
 from tests.support.secrets import TEST_KEYRING, TEST_SECRETS_KEY
@@ -50,7 +50,9 @@ async def rec() -> AsyncIterator[Recorder]:
 
 
 @contextlib.asynccontextmanager
-async def _configured(settings: Settings, rec: Recorder) -> AsyncIterator[httpx.AsyncClient]:
+async def _configured(
+    settings: Settings, rec: Recorder
+) -> AsyncIterator[tuple[httpx.AsyncClient, RunningControlPlane]]:
     """A control plane with backend ``b1`` (the recorder, with all three secrets) behind frontend ``f``."""
     with running_controlplane(settings) as running:
         async with httpx.AsyncClient(
@@ -68,7 +70,7 @@ async def _configured(settings: Settings, rec: Recorder) -> AsyncIterator[httpx.
             assert (await admin.put("/v1.0/backends", json=backend)).status_code == 201
             frontend = {"Identifier": "f", "Hostname": "*", "Backends": ["b1"]}
             assert (await admin.put("/v1.0/frontends", json=frontend)).status_code == 201
-            yield admin
+            yield admin, running
 
 
 async def _applied(dp: RunningDataPlane) -> None:
@@ -91,10 +93,13 @@ async def test_secrets_reach_the_backend_and_nothing_on_disk_holds_them(
 ) -> None:
     cache = tmp_path / "cache" / "snapshot.json"
     async with (
-        _configured(settings, rec),
+        _configured(settings, rec) as (_, cp),
         running_dataplane(_dp_settings(settings, snapshot_cache=cache)) as dp,
     ):
         await _applied(dp)
+        # Both planes cut the values they hold out of every log line (shared.logs.KnownSecrets).
+        for known in (dp.app.state.known_secrets, cp.plane.known_secrets):
+            assert known.redact(f"{BEARER} {HEADER} {QUERY}") == "REDACTED REDACTED REDACTED"
         async with httpx.AsyncClient() as client:
             resp = await client.post(dp.url + "/api/generate?trace=1", json=GENERATE)
         assert resp.status_code == 200, resp.text
@@ -125,7 +130,7 @@ async def test_a_data_plane_with_the_wrong_key_does_not_use_the_backend_and_says
     wrong = load_keyring(secrets.token_urlsafe(32))
     rotated = load_keyring(secrets.token_urlsafe(32), previous=TEST_SECRETS_KEY)
     async with (
-        _configured(settings, rec) as admin,
+        _configured(settings, rec) as (admin, _),
         running_dataplane(_dp_settings(settings, secrets=wrong)) as bad,
         running_dataplane(_dp_settings(settings, secrets=rotated)) as rotating,
     ):
