@@ -86,6 +86,17 @@ SecretQuerystring = Annotated[
 RedactedValue = Annotated[
     str, Meta(description='"<redacted>" for a value that is set, "" for an empty one: never the value')
 ]
+SecretHeaders = Annotated[
+    dict[HeaderName, SecretHeaderValue],
+    Meta(
+        description='header name -> value; values are write-only, shown as "<redacted>"; a value '
+        '"<redacted>" keeps the stored value of the header of that name (case-insensitive)'
+    ),
+]
+RedactedHeaders = Annotated[
+    dict[HeaderName, RedactedValue],
+    Meta(description='header name -> "<redacted>" ("" for an empty value): never the values'),
+]
 RedactedQuerystring = Annotated[
     str,
     Meta(
@@ -196,7 +207,7 @@ class BackendIn(_BackendFields, kw_only=True):
 
     bearer_token: SecretToken | UnsetType | None = UNSET
     querystring: SecretQuerystring | None = None
-    headers: dict[HeaderName, SecretHeaderValue] = {}
+    headers: SecretHeaders = {}
 
 
 class BackendOut(_BackendFields, kw_only=True):
@@ -204,7 +215,7 @@ class BackendOut(_BackendFields, kw_only=True):
     replaced by "<redacted>")."""
 
     querystring: RedactedQuerystring | None = None
-    headers: dict[HeaderName, RedactedValue] = {}
+    headers: RedactedHeaders = {}
     has_bearer_token: bool = False
     url_prefix: str = ""
     created_utc: datetime

@@ -12,7 +12,7 @@ one); each ``Headers`` value and each ``Querystring`` parameter value is replace
 - ``BearerToken: "<redacted>"`` keeps the stored token, as omitting it does.
 
 So a UI that reads a backend and writes it back, changed or not, never wipes or corrupts the secrets.
-``REDACTED`` for something that is not stored is a 400: there is nothing to keep.
+``REDACTED`` for something that is not stored is a 400 (``NothingToKeep``): there is nothing to keep.
 
 Pure: plain functions over plain values.
 """
@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from controlplane.errors import ApiError
 from shared.secret_box import query_pairs
 
 __all__ = [
     "REDACTED",
+    "NothingToKeep",
     "carries_new_secret",
     "keep_headers",
     "keep_querystring",
@@ -34,6 +34,10 @@ __all__ = [
 ]
 
 REDACTED = "<redacted>"
+
+
+class NothingToKeep(ValueError):
+    """``REDACTED`` stands for a value that is not stored (the admin API answers 400 with the text)."""
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -60,7 +64,7 @@ def keep_headers(given: Mapping[str, str], stored: Mapping[str, str], backend: s
         if value == REDACTED:
             kept = stored.get(name, by_lower.get(name.lower()))
             if kept is None:
-                raise ApiError.bad_request(
+                raise NothingToKeep(
                     f"Headers: '{name}' is {REDACTED}, which keeps a stored value, "
                     f"but backend '{backend}' has no header '{name}'"
                 )
@@ -95,7 +99,7 @@ def keep_querystring(given: str | None, stored: str | None, backend: str) -> str
         candidates = stored_values.get(key, [])
         if index >= len(candidates):
             what = "bare parameter" if bare else f"parameter '{name}'"
-            raise ApiError.bad_request(
+            raise NothingToKeep(
                 f"Querystring: {REDACTED} keeps a stored value, but backend '{backend}' has no "
                 f"{'more ' if index else ''}{what} to keep"
             )
