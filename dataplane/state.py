@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dataplane.routing import RoutingTable
-from dataplane.unseal import open_backends
+from dataplane.unseal import Opened, open_backends
 from shared.errors import SnapshotRejected
 from shared.logs import KnownSecrets
 from shared.secret_box import BackendSecrets, Keyring, secret_values
@@ -47,6 +47,7 @@ class SnapshotState:
     # Called with each newly applied snapshot, right after the table swap (e.g. admission's limits).
     listeners: list[Callable[[Snapshot], None]] = field(default_factory=list)
     _last_data: bytes = b""
+    _opened: Opened = field(default_factory=dict)  # the applied snapshot's opened secrets, for reuse
 
     @property
     def revision(self) -> int:
@@ -67,7 +68,7 @@ class SnapshotState:
             return False
         if snapshot is self.snapshot:
             return False
-        snapshot, problems = open_backends(snapshot, self.keyring)
+        snapshot, problems, self._opened = open_backends(snapshot, self.keyring, self._opened)
         self.known_secrets.replace(secret_values(_secrets_of(snapshot)))
         self.table = RoutingTable.build(snapshot, previous=self.table, rng=self.rng)
         self.snapshot = snapshot

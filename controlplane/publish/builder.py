@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from controlplane.publish.key_rates import split_key_rates
 from controlplane.publish.shares import Limits, split_shares
-from shared.secret_box import BackendSecrets, SecretsKey, seal_secrets
+from shared.secret_box import BackendSecrets
 from shared.snapshot import (
     ApiKeyView,
     BackendShare,
@@ -165,8 +165,13 @@ def api_key_view(row: ApiKeyRecord) -> ApiKeyView:
     )
 
 
+# Seals one backend's secrets for the snapshot: (backend id, secrets) -> sealed text
+# (``shared.secret_box.seal_secrets`` with a key, or a ``Sealer`` that remembers the last round).
+Seal = Callable[[str, BackendSecrets], str]
+
+
 def backend_view(
-    row: BackendRecord, runtime: BackendRuntime = UNPROBED, secrets_key: SecretsKey | None = None
+    row: BackendRecord, runtime: BackendRuntime = UNPROBED, seal: Seal | None = None
 ) -> BackendView:
     return BackendView(
         id=row.identifier,
@@ -188,7 +193,7 @@ def backend_view(
         allow_completions=row.allow_completions,
         pinned_embeddings_properties=dict(row.pinned_embeddings_properties),
         pinned_completions_properties=dict(row.pinned_completions_properties),
-        **_sealed(row, secrets_key),
+        **_sealed(row, seal),
     )
 
 
@@ -199,15 +204,15 @@ def backend_secrets(row: BackendRecord) -> BackendSecrets:
     )
 
 
-def _sealed(row: BackendRecord, key: SecretsKey | None) -> dict[str, Any]:
-    """The snapshot fields that carry ``row``'s secrets: sealed with ``key``, never in clear; withheld
-    (and so flagged) when there is no key."""
+def _sealed(row: BackendRecord, seal: Seal | None) -> dict[str, Any]:
+    """The snapshot fields that carry ``row``'s secrets: sealed, never in clear; withheld (and so
+    flagged) when there is nothing to seal them with (no secrets key)."""
     secrets = backend_secrets(row)
     if not secrets:
         return {}
-    if key is None:
+    if seal is None:
         return {"secrets_withheld": True}
-    return {"sealed_secrets": seal_secrets(key, row.identifier, secrets)}
+    return {"sealed_secrets": seal(row.identifier, secrets)}
 
 
 def build_content(
@@ -223,7 +228,7 @@ def build_content(
     previous_key_rates: Mapping[str, Mapping[str, float]] | None = None,
     admin_token_digests: Iterable[str] = (),
     draining: Iterable[str] = (),
-    secrets_key: SecretsKey | None = None,
+    seal: Seal | None = None,
 ) -> SnapshotContent:
     """The snapshot content for these rows, live data-plane ids and the backends' runtime state
     (order is canonicalised by seal).
@@ -233,7 +238,7 @@ def build_content(
     ``key_demand``: live data plane id -> API key id -> its requests per second there;
     ``previous_key_rates``: the key rates of the stored snapshot (hysteresis likewise).
     ``draining``: live data planes that are stopping; their shares go to the others.
-    ``secrets_key``: seals each backend's secrets; None withholds them (``BackendView.secrets_withheld``).
+    ``seal``: seals each backend's secrets; None withholds them (``BackendView.secrets_withheld``).
     """
     state = runtime or (lambda _id: UNPROBED)
     backend_rows = list(backends)
@@ -260,7 +265,7 @@ def build_content(
     planes = tuple(DataPlaneView(id=d, shares=shares[d], key_rates=rates[d]) for d in sorted(shares))
     return SnapshotContent(
         frontends=tuple(frontend_view(f) for f in frontends),
-        backends=tuple(backend_view(b, state(b.identifier), secrets_key) for b in backend_rows),
+        backends=tuple(backend_view(b, state(b.identifier), seal) for b in backend_rows),
         cluster=ClusterView(dataplanes=planes, admin_token_digests=tuple(sorted(admin_token_digests))),
         api_keys=tuple(api_key_view(k) for k in keys),
     )

@@ -28,7 +28,7 @@ from shared.bus import Bus
 from shared.credentials import digest
 from shared.errors import BusError, SnapshotRejected
 from shared.logs import KnownSecrets
-from shared.secret_box import SecretsKey, secret_values
+from shared.secret_box import Sealer, SecretsKey, secret_values
 from shared.snapshot import SnapshotContent, decode
 
 __all__ = ["ConfigSource"]
@@ -55,7 +55,7 @@ class ConfigSource:
         self._runtime = runtime
         self._bus = bus
         self._admin_digests = tuple(sorted({digest(token) for token in admin_tokens}))
-        self._secrets_key = secrets_key
+        self._sealer = Sealer(secrets_key) if secrets_key is not None else None
         self._known_secrets = known_secrets
         self._withheld: tuple[str, ...] = ()
 
@@ -70,6 +70,8 @@ class ConfigSource:
             api_keys = (await session.exec(select(ApiKeyRow))).all()
         if self._known_secrets is not None:
             self._known_secrets.replace(secret_values(backend_secrets(b) for b in backends))
+        if self._sealer is not None:
+            self._sealer.next_round()
         content = build_content(
             frontends,
             backends,
@@ -82,7 +84,7 @@ class ConfigSource:
             previous_key_rates=key_rates_of(previous) if previous is not None else None,
             admin_token_digests=self._admin_digests,
             draining=self._registry.draining_ids(),
-            secrets_key=self._secrets_key,
+            seal=self._sealer,
         )
         self._say_withheld(tuple(b.id for b in content.backends if b.secrets_withheld))
         return content

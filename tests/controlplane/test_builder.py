@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from controlplane.publish.builder import backend_base_url, build_content
-from shared.secret_box import BackendSecrets, SealError, open_secrets
+from shared.secret_box import BackendSecrets, Sealer, SealError, open_secrets, seal_secrets
 from shared.snapshot import (
     BackendShare,
     ClusterView,
@@ -22,7 +23,8 @@ from shared.snapshot import (
 )
 from tests.support.secrets import TEST_KEYRING
 
-KEY = TEST_KEYRING.current
+assert TEST_KEYRING.current is not None
+SEAL = functools.partial(seal_secrets, TEST_KEYRING.current)
 
 
 @dataclass
@@ -126,7 +128,7 @@ def test_rows_become_views_with_every_routing_field() -> None:
         [frontend],
         [backend, Backend(identifier="b2", name="two")],
         ["dp2", "dp1", "dp2"],
-        secrets_key=KEY,
+        seal=SEAL,
     )
 
     (view,) = content.frontends
@@ -268,10 +270,10 @@ def test_sealing_is_deterministic_and_bound_to_the_backend() -> None:
     """Equal rows give an equal content hash (the publisher skips unchanged content), and a sealed value
     copied to another backend does not open."""
     rows = [Backend(identifier="b1", bearer_token="tok", headers={"X-A": "1"}), Backend(identifier="b2")]
-    first, again = build_content([], rows, secrets_key=KEY), build_content([], rows, secrets_key=KEY)
+    first, again = build_content([], rows, seal=SEAL), build_content([], rows, seal=SEAL)
     assert content_hash(first) == content_hash(again)
     changed = build_content(
-        [], [Backend(identifier="b1", bearer_token="tok2", headers={"X-A": "1"})], secrets_key=KEY
+        [], [Backend(identifier="b1", bearer_token="tok2", headers={"X-A": "1"})], seal=SEAL
     )
     assert changed.backends[0].sealed_secrets != first.backends[0].sealed_secrets
     with pytest.raises(SealError, match="fail authentication"):
@@ -283,3 +285,20 @@ def test_without_a_secrets_key_secrets_are_withheld_never_clear() -> None:
     b1, b2 = build_content([], rows).backends
     assert (b1.querystring, b1.sealed_secrets, b1.secrets_withheld) == (None, "", True)
     assert b2.secrets_withheld is False
+
+
+def test_a_sealer_reuses_unchanged_texts_and_forgets_removed_backends() -> None:
+    assert TEST_KEYRING.current is not None
+    sealer = Sealer(TEST_KEYRING.current)
+    rows = [Backend(identifier="b1", bearer_token="tok"), Backend(identifier="b2", querystring="k=v")]
+    sealer.next_round()
+    first = build_content([], rows, seal=sealer)
+    assert first == build_content([], rows, seal=SEAL)  # the same text as sealing afresh
+    sealer.next_round()
+    changed = build_content([], [rows[0], Backend(identifier="b2", querystring="k=w")], seal=sealer)
+    assert changed.backends[0].sealed_secrets == first.backends[0].sealed_secrets
+    assert open_secrets(TEST_KEYRING, "b2", changed.backends[1].sealed_secrets).querystring == "k=w"
+    sealer.next_round()
+    build_content([], rows[:1], seal=sealer)
+    sealer.next_round()
+    assert set(sealer._previous) == {"b1"}  # b2 is gone after a round without it
