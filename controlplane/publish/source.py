@@ -35,6 +35,8 @@ __all__ = ["ConfigSource"]
 
 log = logging.getLogger("ollamaflow.controlplane.publisher")
 
+_NAMED = 10  # backends named in the log line about withheld secrets
+
 
 class ConfigSource:
     """Reads the rows and hands them to the pure builder."""
@@ -96,11 +98,13 @@ class ConfigSource:
             return
         self._withheld = withheld
         if withheld:
+            more = f" and {len(withheld) - _NAMED} more" if len(withheld) > _NAMED else ""
             log.error(
-                "backends %s have a BearerToken, Headers or Querystring but this control plane has no "
+                "backends %s%s have a BearerToken, Headers or Querystring but this control plane has no "
                 "secrets key (OLLAMAFLOW_SECRETS_KEY or OLLAMAFLOW_SECRETS_KEY_FILE): they are published "
                 "without them and data planes will not use them",
-                ", ".join(withheld),
+                ", ".join(withheld[:_NAMED]),
+                more,
             )
         else:
             log.info("no backend is published without its secrets any more")
