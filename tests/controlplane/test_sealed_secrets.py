@@ -74,7 +74,7 @@ async def _configured(
 
 
 async def _applied(dp: RunningDataPlane) -> None:
-    await eventually(lambda: dp.app.state.table.routes != [], within=15, what="the frontend applied")
+    await eventually(lambda: dp.app.state.table.routes != [], within=30, what="the frontend applied")
 
 
 async def _kv_bytes(settings: Settings) -> bytes:
@@ -152,7 +152,7 @@ async def test_a_data_plane_with_the_wrong_key_does_not_use_the_backend_and_says
                 p["Id"] == bad.app.settings.dataplane_id and "'b1'" in p["SnapshotError"] for p in planes
             )
 
-        await eventually(reported, within=15, what="the wrong key in the data plane's report")
+        await eventually(reported, within=30, what="the wrong key in the data plane's report")
         explained = await admin.post("/v1.0/frontends/f/explain", json={"Model": "echo"})
         assert explained.status_code == 200
 
@@ -165,7 +165,7 @@ async def test_a_control_plane_without_a_key_withholds_stored_secrets_and_data_p
     keyless = dataclasses.replace(settings, secrets=load_keyring())
     with running_controlplane(keyless):  # ...published by a control plane without one
         async with running_dataplane(_dp_settings(settings)) as dp:
-            await eventually(lambda: "'b1'" in dp.app.state.error, within=15, what="the backend refused")
+            await eventually(lambda: "'b1'" in dp.app.state.error, within=30, what="the backend refused")
             assert "left out of the snapshot" in dp.app.state.error
             async with httpx.AsyncClient() as client:
                 assert (await client.post(dp.url + "/api/generate", json=GENERATE)).status_code >= 500
