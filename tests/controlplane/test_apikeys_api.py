@@ -14,7 +14,8 @@ pytestmark = pytest.mark.usefixtures("controlplane")
 
 
 async def _frontend(admin: httpx.AsyncClient, identifier: str, **fields: object) -> None:
-    resp = await admin.put("/v1.0/frontends", json={"Identifier": identifier, **fields})
+    body = {"Identifier": identifier, "Hostname": f"{identifier}.test", **fields}  # Hostnames are unique
+    resp = await admin.put("/v1.0/frontends", json=body)
     assert resp.status_code == 201, resp.text
 
 

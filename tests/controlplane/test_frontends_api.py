@@ -41,7 +41,8 @@ async def test_create_read_list_and_defaults(admin: httpx.AsyncClient) -> None:
 
 async def test_list_is_newest_first(admin: httpx.AsyncClient) -> None:
     for name in ("first", "second", "third"):
-        assert (await admin.put("/v1.0/frontends", json={"Identifier": name})).status_code == 201
+        body = {"Identifier": name, "Hostname": f"{name}.test"}
+        assert (await admin.put("/v1.0/frontends", json=body)).status_code == 201
     assert [f["Identifier"] for f in (await admin.get("/v1.0/frontends")).json()] == [
         "third",
         "second",
