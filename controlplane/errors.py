@@ -146,7 +146,8 @@ _DOCUMENTED = {
     400: "Invalid request: the Description names the field or parameter",
     401: "No valid admin token (AuthenticationFailed)",
     404: "No such resource (NotFound)",
-    409: "Conflict: the Identifier exists, or (InUse) a frontend still lists the backend",
+    409: "Conflict: the Identifier or a frontend's Hostname is taken, the body names a resource that does "
+    "not exist, a cap on their number is reached, or (InUse) a frontend still lists the backend",
     503: "Starting, or a dependency (database, NATS) is unavailable (ServiceUnavailable)",
 }
 

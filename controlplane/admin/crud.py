@@ -63,8 +63,9 @@ async def require_rows(
     field: str,
     what: str,
 ) -> None:
-    """400 (naming ``field``) unless every id names a row of ``table``; the rows stay share-locked
-    until the commit, so they cannot be deleted under the writer."""
+    """409 (naming ``field``) unless every id names a row of ``table``: the body is valid, the state it
+    refers to is missing. The rows stay share-locked until the commit, so they cannot be deleted under
+    the writer."""
     if not identifiers:
         return
     query = select(table.identifier).where(col(table.identifier).in_(identifiers)).with_for_update(read=True)
@@ -72,7 +73,7 @@ async def require_rows(
     missing = [i for i in dict.fromkeys(identifiers) if i not in found]
     if missing:
         names = ", ".join(f"'{i}'" for i in missing)
-        raise ApiError.bad_request(f"{field}: no {what} with identifier {names}")
+        raise ApiError("Conflict", f"{field}: no {what} with identifier {names}")
 
 
 def constraint_name(exc: IntegrityError) -> str | None:

@@ -25,11 +25,14 @@ __all__ = [
     "HEADER_NAME_LENGTH",
     "HEADER_VALUE_LENGTH",
     "HOSTNAME_LENGTH",
+    "JSON_VALUE",
+    "JSON_VALUE_SCHEMA",
     "KEY_FRONTENDS_COUNT",
     "LABELS_COUNT",
     "LABEL_LENGTH",
     "MODEL_NAME_LENGTH",
     "NAME_LENGTH",
+    "NO_SPACE",
     "PINNED_COUNT",
     "PINNED_DEPTH",
     "PINNED_JSON_BYTES",
@@ -80,6 +83,10 @@ _IPV6 = "|".join(
     ]
 )
 
+# What no identifier, path or query string holds: controls, spaces and every character either
+# Python's or JSON Schema's \s counts as white space, spelled out because the two differ.
+NO_SPACE = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+
 
 def whole(body: str) -> str:
     """A pattern that ``body`` must match as a whole string. The look-ahead refuses any newline,
@@ -93,18 +100,43 @@ BACKEND_HOST_PATTERN = whole(rf"{_DNS_NAME}|{_IPV6}")
 FRONTEND_HOST_PATTERN = whole(rf"\*|{_DNS_NAME}|{_IPV6}")
 
 
-def _depth(value: Any) -> int:
-    """How deeply objects and arrays nest in ``value`` (a scalar: 0); iterative, for any depth."""
-    deepest, stack = 0, [(value, 0)]
+# The component schema of a pinned property's value: any JSON without NUL in its strings (Postgres
+# cannot store one). ``controlplane.admin.openapi`` publishes it.
+JSON_VALUE = "PinnedValue"
+_NO_NUL = {"type": "string", "pattern": r"^[^\x00]*$"}
+JSON_VALUE_SCHEMA = {
+    "description": "any JSON value without NUL characters in its strings",
+    "anyOf": [
+        {"type": ["null", "boolean", "number"]},
+        _NO_NUL,
+        {"type": "array", "items": {"$ref": f"#/components/schemas/{JSON_VALUE}"}},
+        {
+            "type": "object",
+            "propertyNames": _NO_NUL,
+            "additionalProperties": {"$ref": f"#/components/schemas/{JSON_VALUE}"},
+        },
+    ],
+}
+
+
+def _shape(value: Any) -> tuple[int, bool]:
+    """How deeply objects and arrays nest in ``value`` (a scalar: 0), and whether a string or key in it
+    holds NUL; iterative, for any depth."""
+    deepest, nul, stack = 0, False, [(value, 0)]
     while stack:
         item, level = stack.pop()
-        children: Any = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
+        if isinstance(item, dict):
+            nul = nul or any("\x00" in key for key in item)
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            nul = nul or (isinstance(item, str) and "\x00" in item)
             deepest = max(deepest, level)
             continue
         deepest = max(deepest, level + 1)
         stack.extend((child, level + 1) for child in children)
-    return deepest
+    return deepest, nul
 
 
 _PINNED_FIELDS = {
@@ -140,6 +172,8 @@ def _check_pinned(field: str, value: dict[str, Any]) -> None:
         raise ApiError.bad_request(
             f"{field}: {size} bytes as JSON, more than the limit of {PINNED_JSON_BYTES}"
         )
-    depth = _depth(value)
+    depth, nul = _shape(value)
+    if nul:
+        raise ApiError.bad_request(f"{field}: a string holds a NUL character")
     if depth > PINNED_DEPTH:
         raise ApiError.bad_request(f"{field}: nested {depth} deep, more than the limit of {PINNED_DEPTH}")

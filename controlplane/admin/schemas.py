@@ -20,13 +20,16 @@ from controlplane.admin.limits import whole
 from shared.snapshot import DEFAULT_STICKY_HEADERS
 
 __all__ = [
+    "ApiKeyCreate",
     "ApiKeyCreated",
     "ApiKeyIn",
     "ApiKeyOut",
     "ApiKeyPatch",
+    "BackendCreate",
     "BackendIn",
     "BackendOut",
     "BackendPatch",
+    "FrontendCreate",
     "FrontendIn",
     "FrontendOut",
     "FrontendPatch",
@@ -39,11 +42,13 @@ Identifier = Annotated[
     Meta(
         min_length=1,
         max_length=128,
-        pattern=whole(r"[^\s/?#]+"),
+        pattern=whole(rf"[^{limits.NO_SPACE}/?#]+"),
         description="1-128 characters, no whitespace, '/', '?' or '#' (it is used in URLs)",
     ),
 ]
-Name = Annotated[str, Meta(max_length=limits.NAME_LENGTH)]
+# Free text: anything but NUL, which Postgres cannot store.
+Text = r"^[^\x00]*$"
+Name = Annotated[str, Meta(max_length=limits.NAME_LENGTH, pattern=Text)]
 BackendHost = Annotated[
     str,
     Meta(
@@ -84,7 +89,11 @@ ProbeMillis = Annotated[
 ]
 UrlPath = Annotated[
     str,
-    Meta(max_length=limits.URL_PATH_LENGTH, pattern=whole(r"/\S*"), description="a path starting with '/'"),
+    Meta(
+        max_length=limits.URL_PATH_LENGTH,
+        pattern=whole(rf"/[^{limits.NO_SPACE}]*"),
+        description="a path starting with '/'",
+    ),
 ]
 HeaderName = Annotated[
     str,
@@ -97,18 +106,24 @@ HeaderName = Annotated[
 HeaderValue = Annotated[str, Meta(max_length=limits.HEADER_VALUE_LENGTH, pattern=whole(r"[^\r\n\x00]*"))]
 Headers = Annotated[dict[HeaderName, HeaderValue], Meta(max_length=limits.HEADERS_COUNT)]
 Secret = Annotated[str, Meta(max_length=limits.BEARER_TOKEN_LENGTH, pattern=whole(r"[^\r\n\x00]*"))]
-Querystring = Annotated[str, Meta(max_length=limits.QUERYSTRING_LENGTH, pattern=whole(r"[^\s#]*"))]
+Querystring = Annotated[
+    str, Meta(max_length=limits.QUERYSTRING_LENGTH, pattern=whole(rf"[^{limits.NO_SPACE}#]*"))
+]
 Pinned = Annotated[
     dict[str, Any],
     Meta(
         max_length=limits.PINNED_COUNT,
+        extra_json_schema={
+            "propertyNames": {"pattern": Text},
+            "additionalProperties": {"$ref": "#/components/schemas/" + limits.JSON_VALUE},
+        },
         description=f"at most {limits.PINNED_COUNT} properties, {limits.PINNED_JSON_BYTES} bytes as compact "
         f"JSON and {limits.PINNED_DEPTH} levels of nesting",
     ),
 ]
-Label = Annotated[str, Meta(min_length=1, max_length=limits.LABEL_LENGTH)]
+Label = Annotated[str, Meta(min_length=1, max_length=limits.LABEL_LENGTH, pattern=Text)]
 Labels = Annotated[list[Label], Meta(max_length=limits.LABELS_COUNT)]
-ModelName = Annotated[str, Meta(min_length=1, max_length=limits.MODEL_NAME_LENGTH)]
+ModelName = Annotated[str, Meta(min_length=1, max_length=limits.MODEL_NAME_LENGTH, pattern=Text)]
 RequiredModels = Annotated[list[ModelName], Meta(max_length=limits.REQUIRED_MODELS_COUNT)]
 PoolBackends = Annotated[list[Identifier], Meta(max_length=limits.POOL_BACKENDS_COUNT)]
 KeyFrontends = Annotated[list[Identifier], Meta(max_length=limits.KEY_FRONTENDS_COUNT)]
@@ -168,6 +183,12 @@ class FrontendIn(_Body, kw_only=True):
     require_api_keys: bool = False
 
 
+class FrontendCreate(FrontendIn, kw_only=True):
+    """A frontend as created with PUT to the collection: the Identifier is required."""
+
+    identifier: Identifier
+
+
 class FrontendOut(FrontendIn, kw_only=True):
     """A frontend as stored."""
 
@@ -213,6 +234,12 @@ class BackendIn(_BackendFields, kw_only=True):
     bearer_token: Secret | UnsetType | None = UNSET
 
 
+class BackendCreate(BackendIn, kw_only=True):
+    """A backend as created with PUT to the collection: the Identifier is required."""
+
+    identifier: Identifier
+
+
 class BackendOut(_BackendFields, kw_only=True):
     """A backend as stored, without its bearer token."""
 
@@ -237,6 +264,12 @@ class ApiKeyIn(_Body, kw_only=True):
     allow_model_management: bool = False
     rate_limit_requests_per_second: KeyRate = 0.0
     active: bool = True
+
+
+class ApiKeyCreate(ApiKeyIn, kw_only=True):
+    """An API key as created with PUT to the collection: the Identifier is required."""
+
+    identifier: Identifier
 
 
 class ApiKeyOut(ApiKeyIn, kw_only=True):

@@ -132,10 +132,10 @@ async def test_delete(admin: httpx.AsyncClient) -> None:
 async def test_unknown_backend_ids_are_rejected_by_name(admin: httpx.AsyncClient) -> None:
     await _backend(admin, "b1")
     resp = await admin.put("/v1.0/frontends", json={"Identifier": "f1", "Backends": ["b1", "ghost"]})
-    assert resp.status_code == 400
+    assert resp.status_code == 409  # a valid body naming what is not there
     body = resp.json()
     assert (
-        body["Error"] == "BadRequest" and "Backends" in body["Description"] and "ghost" in body["Description"]
+        body["Error"] == "Conflict" and "Backends" in body["Description"] and "ghost" in body["Description"]
     )
     assert "'b1'" not in body["Description"]
     assert (await admin.head("/v1.0/frontends/f1")).status_code == 404
@@ -145,7 +145,7 @@ async def test_unknown_backend_ids_are_rejected_by_name(admin: httpx.AsyncClient
         await admin.put("/v1.0/frontends/f1", json={"Backends": ["ghost"]}),
         await admin.patch("/v1.0/frontends/f1", json={"Backends": ["b1", "ghost"]}),
     ):
-        assert resp.status_code == 400 and "ghost" in resp.json()["Description"]
+        assert resp.status_code == 409 and "ghost" in resp.json()["Description"]
     assert (await admin.get("/v1.0/frontends/f1")).json()["Backends"] == ["b1"]
 
 
