@@ -1,6 +1,6 @@
 """Frontend and backend storage (``controlplane.admin.crud``'s semantics), plus the checks OllamaFlow lacks.
 
-- A frontend may only name existing backends (400); a backend named by a frontend cannot be deleted
+- A frontend may only name existing backends (409); a backend named by a frontend cannot be deleted
   (409 InUse). Row locks make both checks hold under concurrent requests: writers of a frontend take
   FOR SHARE on the backends it names, a backend delete takes FOR UPDATE on its row.
 - A deleted frontend leaves the ``Frontends`` of every API key (``controlplane.admin.apikey_service``)
