@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from controlplane.admin.apikey_service import ApiKeyService
+from controlplane.admin.crud import Cap
 from controlplane.admin.service import BackendService, FrontendService
 from controlplane.apikey_usage import KeyUsageRecorder, source_of
 from controlplane.clock import Clock
@@ -101,11 +102,19 @@ class ControlPlane:
             clock=self.clock,
             interval=settings.publish_interval,
         )
-        self.frontends = FrontendService(self.db, clock=self.clock, on_change=self._config_changed)
-        self.backends = BackendService(
-            self.db, clock=self.clock, on_change=self._config_changed, can_seal=bool(settings.secrets)
+        self.frontends = FrontendService(
+            self.db, clock=self.clock, on_change=self._config_changed, cap=Cap.of(settings, "max_frontends")
         )
-        self.apikeys = ApiKeyService(self.db, clock=self.clock, on_change=self._config_changed)
+        self.backends = BackendService(
+            self.db,
+            clock=self.clock,
+            on_change=self._config_changed,
+            cap=Cap.of(settings, "max_backends"),
+            can_seal=bool(settings.secrets),
+        )
+        self.apikeys = ApiKeyService(
+            self.db, clock=self.clock, on_change=self._config_changed, cap=Cap.of(settings, "max_apikeys")
+        )
         self.readiness = Readiness(self.db, self.bus)
         # Data planes' /api/pull, /api/delete, /api/copy; pull progress goes out on the bus.
         self.models = ModelRequests(self.bus, self.frontends, self.fleet, self.sync, self.monitor)

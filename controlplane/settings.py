@@ -18,7 +18,7 @@ from typing import Any
 from shared.errors import ConfigError
 from shared.secret_box import Keyring, load_keyring
 
-__all__ = ["Settings", "load_database_url", "load_settings", "sqlalchemy_url"]
+__all__ = ["Settings", "env_name", "load_database_url", "load_settings", "sqlalchemy_url"]
 
 ENV_PREFIX = "OLLAMAFLOW_"
 _PG_PREFIXES = ("postgresql+psycopg://", "postgresql://", "postgres://")
@@ -68,6 +68,12 @@ class Settings:
     """A PEM bundle of CAs trusted besides the system's for https backends (``shared.tls``)."""
     backend_tls_verify: bool = True
     """Verify https backends' certificates and host names (false: for tests and trusted networks)."""
+    max_frontends: int = 5_000
+    """Frontends the admin API lets the cluster hold (the snapshot carries them all)."""
+    max_backends: int = 20_000
+    """Backends the admin API lets the cluster hold."""
+    max_apikeys: int = 50_000
+    """Client API keys the admin API lets the cluster hold."""
     secrets: Keyring = dataclasses.field(default_factory=Keyring)
     """The fleet's secrets key, which seals backend secrets in the snapshot (``shared.secret_box``), and
     previous keys (a rotation). Without one, the admin API refuses backend secrets."""
@@ -143,6 +149,9 @@ def load_settings(
     for field in ("sync_parallelism", "sync_parallelism_per_backend", "sync_max_attempts"):
         if field in merged:
             values[field] = int(_number(merged, field, low=1, high=1000, integer=True))
+    for field in ("max_frontends", "max_backends", "max_apikeys"):
+        if field in merged:
+            values[field] = int(_number(merged, field, low=1, high=10_000_000, integer=True))
     for field in ("monitor_backends", "sync_remove_unrequired", "backend_tls_verify"):
         if field in merged:
             values[field] = _flag(merged, field)
@@ -207,10 +216,18 @@ _KEYS = {
     "sync_remove_unrequired": "sync_remove_unrequired",
     "backend_ca_file": "backend_ca_file",
     "backend_tls_verify": "backend_tls_verify",
+    "max_frontends": "max_frontends",
+    "max_backends": "max_backends",
+    "max_apikeys": "max_apikeys",
     "secrets_key": "secrets_key",
     "secrets_key_file": "secrets_key_file",
     "secrets_previous_keys": "secrets_previous_keys",
 }
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a Settings field, e.g. ``OLLAMAFLOW_MAX_BACKENDS``."""
+    return _env_name(field)
 
 
 def _env_name(field: str) -> str:

@@ -17,16 +17,21 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from controlplane.admin import limits
+from controlplane.admin.limits import whole
 from shared.snapshot import DEFAULT_STICKY_HEADERS
 
 __all__ = [
+    "ApiKeyCreate",
     "ApiKeyCreated",
     "ApiKeyIn",
     "ApiKeyOut",
     "ApiKeyPatch",
+    "BackendCreate",
     "BackendIn",
     "BackendOut",
     "BackendPatch",
+    "FrontendCreate",
     "FrontendIn",
     "FrontendOut",
     "FrontendPatch",
@@ -39,14 +44,33 @@ Identifier = Annotated[
     Meta(
         min_length=1,
         max_length=128,
-        pattern=r"^[^\s/?#]+$",
+        pattern=whole(rf"[^{limits.NO_SPACE}/?#]+"),
         description="1-128 characters, no whitespace, '/', '?' or '#' (it is used in URLs)",
     ),
 ]
-Host = Annotated[
-    str, Meta(min_length=1, max_length=253, pattern=r"^[^\s/]+$", description="a host name or IP")
+# Free text: anything but NUL, which Postgres cannot store.
+Text = r"^[^\x00]*$"
+Name = Annotated[str, Meta(max_length=limits.NAME_LENGTH, pattern=Text)]
+BackendHost = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=limits.HOSTNAME_LENGTH,
+        pattern=limits.BACKEND_HOST_PATTERN,
+        description="a host name (letters, digits, '-', '_', dots) or an IP address; IPv6 without brackets",
+    ),
 ]
-Port = Annotated[int, Meta(ge=0, le=65535)]
+FrontendHost = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=limits.HOSTNAME_LENGTH,
+        pattern=limits.FRONTEND_HOST_PATTERN,
+        description="the Host this frontend serves: a host name or an IP address (IPv6 without brackets), "
+        "or '*' for every Host no other frontend names; unique among frontends, ignoring case",
+    ),
+]
+Port = Annotated[int, Meta(ge=1, le=65535)]
 Positive = Annotated[int, Meta(ge=1, le=_INT32)]
 Millis = Annotated[int, Meta(ge=0, le=_INT32)]
 # Both limits hold for the whole cluster; the control plane splits them among the live data planes.
@@ -65,33 +89,61 @@ BodySize = Annotated[int, Meta(ge=1, le=2**62)]
 ProbeMillis = Annotated[
     int, Meta(ge=100, le=86_400_000, description="milliseconds; omitted or null: the control plane's setting")
 ]
-UrlPath = Annotated[str, Meta(pattern=r"^/\S*$", description="a path starting with '/'")]
-HeaderName = Annotated[str, Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", description="an HTTP header name")]
-_KEEPS = '"<redacted>" keeps the stored value'
-SecretToken = Annotated[
-    str, Meta(pattern=r"^[^\r\n\x00]*$", description=f"write-only, never shown; {_KEEPS}")
-]
-SecretHeaderValue = Annotated[
-    str, Meta(pattern=r"^[^\r\n\x00]*$", description=f"write-only, shown as \"<redacted>\"; {_KEEPS}")
-]
-SecretQuerystring = Annotated[
+UrlPath = Annotated[
     str,
     Meta(
-        max_length=2048,
-        pattern=r"^[^\s#]*$",
-        description="name=value pairs joined by '&'; values are write-only, shown as \"<redacted>\"; "
-        "a value \"<redacted>\" keeps the stored value of that parameter",
+        max_length=limits.URL_PATH_LENGTH,
+        pattern=whole(rf"/[^{limits.NO_SPACE}]*"),
+        description="a path starting with '/'",
     ),
 ]
-RedactedValue = Annotated[
-    str, Meta(description='"<redacted>" for a value that is set, "" for an empty one: never the value')
+HeaderName = Annotated[
+    str,
+    Meta(
+        max_length=limits.HEADER_NAME_LENGTH,
+        pattern=whole(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"),
+        description="an HTTP header name",
+    ),
+]
+HeaderValue = Annotated[str, Meta(max_length=limits.HEADER_VALUE_LENGTH, pattern=whole(r"[^\r\n\x00]*"))]
+Headers = Annotated[dict[HeaderName, HeaderValue], Meta(max_length=limits.HEADERS_COUNT)]
+_KEEPS = '"<redacted>" keeps the stored value'
+_NO_BREAK = whole(r"[^\r\n\x00]*")
+SecretToken = Annotated[
+    str,
+    Meta(
+        max_length=limits.BEARER_TOKEN_LENGTH,
+        pattern=_NO_BREAK,
+        description=f"write-only, never shown; {_KEEPS}",
+    ),
+]
+SecretHeaderValue = Annotated[
+    str,
+    Meta(
+        max_length=limits.HEADER_VALUE_LENGTH,
+        pattern=_NO_BREAK,
+        description=f'write-only, shown as "<redacted>"; {_KEEPS}',
+    ),
 ]
 SecretHeaders = Annotated[
     dict[HeaderName, SecretHeaderValue],
     Meta(
+        max_length=limits.HEADERS_COUNT,
         description='header name -> value; values are write-only, shown as "<redacted>"; a value '
-        '"<redacted>" keeps the stored value of the header of that name (case-insensitive)'
+        '"<redacted>" keeps the stored value of the header of that name (case-insensitive)',
     ),
+]
+SecretQuerystring = Annotated[
+    str,
+    Meta(
+        max_length=limits.QUERYSTRING_LENGTH,
+        pattern=whole(rf"[^{limits.NO_SPACE}#]*"),
+        description="name=value pairs joined by '&'; values are write-only, shown as \"<redacted>\"; "
+        'a value "<redacted>" keeps the stored value of that parameter',
+    ),
+]
+RedactedValue = Annotated[
+    str, Meta(description='"<redacted>" for a value that is set, "" for an empty one: never the value')
 ]
 RedactedHeaders = Annotated[
     dict[HeaderName, RedactedValue],
@@ -104,14 +156,31 @@ RedactedQuerystring = Annotated[
         '"<redacted>"): never the values'
     ),
 ]
-Pinned = dict[str, Any]
+Pinned = Annotated[
+    dict[str, Any],
+    Meta(
+        max_length=limits.PINNED_COUNT,
+        extra_json_schema={
+            "propertyNames": {"pattern": Text},
+            "additionalProperties": {"$ref": "#/components/schemas/" + limits.JSON_VALUE},
+        },
+        description=f"at most {limits.PINNED_COUNT} properties, {limits.PINNED_JSON_BYTES} bytes as compact "
+        f"JSON and {limits.PINNED_DEPTH} levels of nesting",
+    ),
+]
+Label = Annotated[str, Meta(min_length=1, max_length=limits.LABEL_LENGTH, pattern=Text)]
+Labels = Annotated[list[Label], Meta(max_length=limits.LABELS_COUNT)]
+ModelName = Annotated[str, Meta(min_length=1, max_length=limits.MODEL_NAME_LENGTH, pattern=Text)]
+RequiredModels = Annotated[list[ModelName], Meta(max_length=limits.REQUIRED_MODELS_COUNT)]
+PoolBackends = Annotated[list[Identifier], Meta(max_length=limits.POOL_BACKENDS_COUNT)]
+KeyFrontends = Annotated[list[Identifier], Meta(max_length=limits.KEY_FRONTENDS_COUNT)]
 Strategy = Literal["RoundRobin", "Random", "LeastConnections", "ModelAware"]
 StickyHeaderName = Annotated[
     str,
     Meta(
         min_length=1,
         max_length=128,
-        pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        pattern=whole(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"),
         description="an HTTP request header name (stored lower-case)",
     ),
 ]
@@ -130,14 +199,14 @@ class FrontendIn(_Body, kw_only=True):
     """A frontend as written with PUT. The Identifier comes from the URL when replacing."""
 
     identifier: Identifier | None = None
-    name: str | None = None
-    hostname: Host = "*"
+    name: Name | None = None
+    hostname: FrontendHost = "*"
     timeout_ms: Millis = 60000
     load_balancing: Strategy = "ModelAware"
     block_http10: bool = True
     max_request_body_size: BodySize = 536870912
-    backends: list[Identifier] = []
-    required_models: list[str] = []
+    backends: PoolBackends = []
+    required_models: RequiredModels = []
     log_request_full: bool = False
     log_request_body: bool = False
     log_response_body: bool = False
@@ -161,6 +230,12 @@ class FrontendIn(_Body, kw_only=True):
     require_api_keys: bool = False
 
 
+class FrontendCreate(FrontendIn, kw_only=True):
+    """A frontend as created with PUT to the collection: the Identifier is required."""
+
+    identifier: Identifier
+
+
 class FrontendOut(FrontendIn, kw_only=True):
     """A frontend as stored."""
 
@@ -170,8 +245,8 @@ class FrontendOut(FrontendIn, kw_only=True):
 
 class _BackendFields(_Body, kw_only=True):
     identifier: Identifier | None = None
-    name: str | None = None
-    hostname: Host = "localhost"
+    name: Name | None = None
+    hostname: BackendHost = "localhost"
     port: Port = 8000
     ssl: bool = False
     unhealthy_threshold: Positive = 2
@@ -186,7 +261,7 @@ class _BackendFields(_Body, kw_only=True):
     log_request_body: bool = False
     log_response_body: bool = False
     api_format: Literal["Ollama", "OpenAI"] = "Ollama"
-    labels: list[str] = []
+    labels: Labels = []
     pinned_embeddings_properties: Pinned = {}
     pinned_completions_properties: Pinned = {}
     allow_embeddings: bool = True
@@ -208,6 +283,12 @@ class BackendIn(_BackendFields, kw_only=True):
     bearer_token: SecretToken | UnsetType | None = UNSET
     querystring: SecretQuerystring | None = None
     headers: SecretHeaders = {}
+
+
+class BackendCreate(BackendIn, kw_only=True):
+    """A backend as created with PUT to the collection: the Identifier is required."""
+
+    identifier: Identifier
 
 
 class BackendOut(_BackendFields, kw_only=True):
@@ -232,11 +313,17 @@ class ApiKeyIn(_Body, kw_only=True):
     """An API key's settings as written with PUT; the key itself is generated by the server."""
 
     identifier: Identifier | None = None
-    name: str | None = None
-    frontends: list[Identifier] = []
+    name: Name | None = None
+    frontends: KeyFrontends = []
     allow_model_management: bool = False
     rate_limit_requests_per_second: KeyRate = 0.0
     active: bool = True
+
+
+class ApiKeyCreate(ApiKeyIn, kw_only=True):
+    """An API key as created with PUT to the collection: the Identifier is required."""
+
+    identifier: Identifier
 
 
 class ApiKeyOut(ApiKeyIn, kw_only=True):

@@ -1,10 +1,12 @@
 """Frontend and backend storage (``controlplane.admin.crud``'s semantics), plus the checks OllamaFlow lacks.
 
-- A frontend may only name existing backends (400); a backend named by a frontend cannot be deleted
+- A frontend may only name existing backends (409); a backend named by a frontend cannot be deleted
   (409 InUse). Row locks make both checks hold under concurrent requests: writers of a frontend take
   FOR SHARE on the backends it names, a backend delete takes FOR UPDATE on its row.
 - A deleted frontend leaves the ``Frontends`` of every API key (``controlplane.admin.apikey_service``)
   in the same transaction.
+- A frontend's Hostname is unique among frontends, ignoring case (409): checked here with a clear
+  message, and by a unique index for writes that race.
 - A backend's BearerToken, Headers values and Querystring values are write-only
   (``controlplane.admin.secrets``: reads show names, "<redacted>" in a write keeps the stored value).
 """
@@ -17,10 +19,11 @@ from typing import Any
 
 import msgspec
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from controlplane.admin.crud import Service, field_names, given, require_rows
+from controlplane.admin.crud import Cap, Service, constraint_name, field_names, given, require_rows
 from controlplane.admin.schemas import BackendIn, BackendOut, FrontendIn, FrontendOut
 from controlplane.admin.secrets import (
     REDACTED,
@@ -35,7 +38,7 @@ from controlplane.clock import Clock
 from controlplane.db import Database
 from controlplane.errors import ApiError
 from controlplane.publish.builder import backend_base_url
-from controlplane.tables import ApiKeyRow, BackendRow, FrontendRow
+from controlplane.tables import FRONTEND_HOSTNAME_INDEX, ApiKeyRow, BackendRow, FrontendRow
 
 __all__ = ["BackendService", "FrontendService"]
 
@@ -87,12 +90,38 @@ class FrontendService(Service[FrontendRow, FrontendOut]):
 
     async def _check(self, session: AsyncSession, row: FrontendRow) -> None:
         await require_rows(session, BackendRow, row.backends, "Backends", "backend")
+        await _check_hostname(session, row)
 
     async def _before_delete(self, session: AsyncSession, row: FrontendRow) -> None:
         await _unlist_frontend(session, row.identifier, self._clock.now())
 
     def _out(self, row: FrontendRow) -> FrontendOut:
         return frontend_out(row)
+
+    def _conflict(self, exc: IntegrityError, identifier: str) -> ApiError:
+        if constraint_name(exc) == FRONTEND_HOSTNAME_INDEX:  # a concurrent write took the Hostname first
+            return ApiError("Conflict", "Hostname: another frontend has just taken this Hostname")
+        return super()._conflict(exc, identifier)
+
+
+async def _check_hostname(session: AsyncSession, row: FrontendRow) -> None:
+    """409 if another frontend has the same Hostname (ignoring case; "*" included): only one could
+    be routed to. A write that leaves a frontend's Hostname as it was passes, so that frontends sharing
+    a Hostname from before it had to be unique can still be changed (the migration says which)."""
+    state = sa.inspect(row)
+    if state.persistent and not state.attrs.hostname.history.has_changes():
+        return
+    hostname = col(FrontendRow.hostname)
+    query = select(FrontendRow.identifier).where(
+        sa.func.lower(hostname) == row.hostname.lower(), col(FrontendRow.identifier) != row.identifier
+    )
+    other = (await session.exec(query.limit(1))).first()
+    if other is not None:
+        raise ApiError(
+            "Conflict",
+            f"Hostname: frontend '{other}' already has Hostname '{row.hostname}' (Hostnames are unique "
+            "among frontends, ignoring case); change or delete that one first",
+        )
 
 
 async def _unlist_frontend(session: AsyncSession, identifier: str, now: datetime) -> None:
@@ -117,9 +146,15 @@ class BackendService(Service[BackendRow, BackendOut]):
     a_what = "a backend"
 
     def __init__(
-        self, db: Database, *, clock: Clock, on_change: Callable[[], None], can_seal: bool = True
+        self,
+        db: Database,
+        *,
+        clock: Clock,
+        on_change: Callable[[], None],
+        cap: Cap | None = None,
+        can_seal: bool = True,
     ) -> None:
-        super().__init__(db, clock=clock, on_change=on_change)
+        super().__init__(db, clock=clock, on_change=on_change, cap=cap)
         self._can_seal = can_seal
 
     def _apply(self, row: BackendRow, body: msgspec.Struct) -> None:

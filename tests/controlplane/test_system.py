@@ -36,7 +36,7 @@ async def test_openapi_schema_and_docs_pages(anonymous: httpx.AsyncClient) -> No
         assert "never the values" in backend_out[field]["description"]
         assert '"<redacted>" keeps the stored value' in backend_in[field]["description"]
     port = schema["components"]["schemas"]["BackendIn"]["properties"]["Port"]
-    assert (port["minimum"], port["maximum"]) == (0, 65535)
+    assert (port["minimum"], port["maximum"]) == (1, 65535)
 
     # Every documented error answer has OllamaFlow's shape.
     for path, operations in paths.items():
