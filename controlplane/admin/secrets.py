@@ -12,7 +12,9 @@ one); each ``Headers`` value and each ``Querystring`` parameter value is replace
 - ``BearerToken: "<redacted>"`` keeps the stored token, as omitting it does.
 
 So a UI that reads a backend and writes it back, changed or not, never wipes or corrupts the secrets.
-``REDACTED`` for something that is not stored is a 400 (``NothingToKeep``): there is nothing to keep.
+``REDACTED`` for something that is not stored (removed meanwhile by another writer, or typed in) keeps
+nothing: that header or parameter is left out, as the stored state says. Every body the published
+schema allows is thus accepted.
 
 Pure: plain functions over plain values.
 """
@@ -25,7 +27,6 @@ from shared.secret_box import query_pairs
 
 __all__ = [
     "REDACTED",
-    "NothingToKeep",
     "carries_new_secret",
     "keep_headers",
     "keep_querystring",
@@ -34,10 +35,6 @@ __all__ = [
 ]
 
 REDACTED = "<redacted>"
-
-
-class NothingToKeep(ValueError):
-    """``REDACTED`` stands for a value that is not stored (the admin API answers 400 with the text)."""
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -56,25 +53,24 @@ def redact_querystring(querystring: str | None) -> str | None:
     return "&".join(parts)
 
 
-def keep_headers(given: Mapping[str, str], stored: Mapping[str, str], backend: str) -> dict[str, str]:
-    """``given`` with each ``REDACTED`` value replaced by the stored value of that header."""
+def keep_headers(given: Mapping[str, str], stored: Mapping[str, str]) -> dict[str, str]:
+    """``given`` with each ``REDACTED`` value replaced by the stored value of that header (left out if
+    there is none)."""
     by_lower = {name.lower(): value for name, value in stored.items()}
     headers: dict[str, str] = {}
     for name, value in given.items():
         if value == REDACTED:
             kept = stored.get(name, by_lower.get(name.lower()))
             if kept is None:
-                raise NothingToKeep(
-                    f"Headers: '{name}' is {REDACTED}, which keeps a stored value, "
-                    f"but backend '{backend}' has no header '{name}'"
-                )
+                continue
             value = kept
         headers[name] = value
     return headers
 
 
-def keep_querystring(given: str | None, stored: str | None, backend: str) -> str | None:
-    """``given`` with each ``REDACTED`` parameter value replaced by the stored one (None if empty)."""
+def keep_querystring(given: str | None, stored: str | None) -> str | None:
+    """``given`` with each ``REDACTED`` parameter value replaced by the stored one (a parameter with
+    nothing stored to keep is left out); None if nothing is left."""
     if not given:
         return None
     if REDACTED not in given:
@@ -98,11 +94,7 @@ def keep_querystring(given: str | None, stored: str | None, backend: str) -> str
         seen[key] = index + 1
         candidates = stored_values.get(key, [])
         if index >= len(candidates):
-            what = "bare parameter" if bare else f"parameter '{name}'"
-            raise NothingToKeep(
-                f"Querystring: {REDACTED} keeps a stored value, but backend '{backend}' has no "
-                f"{'more ' if index else ''}{what} to keep"
-            )
+            continue
         kept = candidates[index] or ""
         parts.append(kept if bare else f"{name}={kept}")
     return "&".join(parts) or None

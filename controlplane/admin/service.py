@@ -27,7 +27,6 @@ from controlplane.admin.crud import Cap, Service, constraint_name, field_names, 
 from controlplane.admin.schemas import BackendIn, BackendOut, FrontendIn, FrontendOut
 from controlplane.admin.secrets import (
     REDACTED,
-    NothingToKeep,
     carries_new_secret,
     keep_headers,
     keep_querystring,
@@ -165,13 +164,10 @@ class BackendService(Service[BackendRow, BackendOut]):
             raise ApiError.bad_request(_NO_KEY)
         for name, value in given(body, _BACKEND_FIELDS).items():
             setattr(row, name, value)
-        try:
-            if "headers" in secrets:
-                row.headers = keep_headers(secrets["headers"], row.headers or {}, row.identifier)
-            if "querystring" in secrets:
-                row.querystring = keep_querystring(secrets["querystring"], row.querystring, row.identifier)
-        except NothingToKeep as exc:
-            raise ApiError.bad_request(str(exc)) from None
+        if "headers" in secrets:
+            row.headers = keep_headers(secrets["headers"], row.headers or {})
+        if "querystring" in secrets:
+            row.querystring = keep_querystring(secrets["querystring"], row.querystring)
         token = secrets.get("bearer_token", REDACTED)
         if token != REDACTED:  # omitted or "<redacted>" keeps the stored token; null or "" clears it
             row.bearer_token = token or None

@@ -7,7 +7,6 @@ import dataclasses
 
 import httpx
 import psycopg
-import pytest
 from sqlalchemy.engine import make_url
 
 from controlplane.settings import Settings
@@ -91,25 +90,25 @@ async def test_new_values_replace_and_omitted_ones_go(
     assert _stored(clean_database_url) == (TOKEN_VALUE, None, {})
 
 
-@pytest.mark.parametrize(
-    ("body", "names"),
-    [
-        ({"Headers": {"X-Other": "<redacted>"}}, "X-Other"),
-        ({"Querystring": "other=<redacted>"}, "other"),
-        ({"Querystring": "api_key=<redacted>&api_key=<redacted>"}, "api_key"),
-    ],
-)
-async def test_keeping_what_is_not_stored_is_a_400(
-    admin: httpx.AsyncClient, clean_database_url: str, body: dict[str, object], names: str
+async def test_keeping_what_is_not_stored_keeps_nothing(
+    admin: httpx.AsyncClient, clean_database_url: str
 ) -> None:
+    """A mark for a header or parameter another writer removed meanwhile (or one typed in) is left out;
+    the rest of the body applies. So every body the published schema allows is accepted."""
     await admin.put("/v1.0/backends", json=SECRET_BACKEND)
-    before = _stored(clean_database_url)
+    body = {
+        "Headers": {"X-Other": "<redacted>", "X-Api-Key": "<redacted>"},
+        "Querystring": "other=<redacted>&v=1",
+    }
     resp = await admin.patch("/v1.0/backends/b1", json=body)
-    assert resp.status_code == 400
-    assert names in resp.json()["Description"] and "<redacted>" in resp.json()["Description"]
-    assert _stored(clean_database_url) == before
+    assert resp.status_code == 200, resp.text
+    assert (resp.json()["Headers"], resp.json()["Querystring"]) == (
+        {"X-Api-Key": "<redacted>"},
+        "v=<redacted>",
+    )
+    assert _stored(clean_database_url) == (TOKEN_VALUE, "v=1", {"X-Api-Key": HEADER_VALUE})
     created = await admin.put("/v1.0/backends", json={"Identifier": "b2", **body})
-    assert created.status_code == 400
+    assert created.status_code == 201 and created.json()["Headers"] == {}
 
 
 async def test_a_control_plane_without_a_secrets_key_refuses_new_secrets(settings: Settings) -> None:
