@@ -5,6 +5,7 @@ directory."""
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 import time
 from pathlib import Path
@@ -155,16 +156,39 @@ def test_up_two_dataplanes_with_tokens_from_the_environment(tmp_path: Path) -> N
         str(cp_port),
     ]
 
-    up = start_up(args, tmp_path / "up.log", env={"OLLAMAFLOW_ADMIN_TOKENS": "env-token-1,env-token-2"})
+    key = secrets.token_urlsafe(32)
+    env = {"OLLAMAFLOW_ADMIN_TOKENS": "env-token-1,env-token-2", "OLLAMAFLOW_SECRETS_KEY": key}
+    up = start_up(args, tmp_path / "up.log", env=env)
     try:
         up.wait_for(READY)
         assert "admin token:   from OLLAMAFLOW_ADMIN_TOKENS" in up.output
         assert "env-token-1" not in up.output
         assert not (data_dir / "admin-token").exists()
+        # The secrets key from the environment reaches both planes as it is: no key file, never printed.
+        assert not (data_dir / "secrets-key").exists() and key not in up.output
         for dp_port in (port, port + 1):
             assert httpx.get(f"http://127.0.0.1:{dp_port}/readyz").status_code == 200
         with _admin(cp_port, "env-token-2") as admin:
             assert admin.get("/v1.0/frontends").status_code == 200
+            # Both planes hold it: the control plane takes a secret, both data planes open it.
+            backend = {"Identifier": "keyed", "Hostname": "127.0.0.1", "Port": 9, "BearerToken": "t0ken"}
+            assert admin.put("/v1.0/backends", json=backend).status_code == 201
+            deadline = time.monotonic() + 30
+            while True:
+                snapshot = admin.get("/v1.0/snapshot").json()
+                if any(b["id"] == "keyed" for b in snapshot["Content"]["backends"]):
+                    break
+                assert time.monotonic() < deadline, snapshot
+                time.sleep(0.1)
+            revision = snapshot["Revision"]
+            while True:
+                planes = admin.get("/v1.0/dataplanes").json()
+                applied = [p for p in planes if p["Live"] and p["AppliedRevision"] >= revision]
+                if len(applied) == 2:
+                    break
+                assert time.monotonic() < deadline, planes
+                time.sleep(0.2)
+            assert [p["SnapshotError"] for p in applied] == ["", ""]
         _stop_and_check_nothing_left(up)
     finally:
         if up.proc.poll() is None:
