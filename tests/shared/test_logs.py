@@ -83,3 +83,12 @@ def test_backend_urls_with_query_strings_are_redacted_on_failures() -> None:
         'HTTP Request: POST http://h:1/api/pull?key=s3cret&other=s3cret "HTTP/1.1 500"',
     ):
         assert "s3cret" not in redact(line)
+
+
+def test_known_secrets_replace_whole_values_among_many() -> None:
+    known = KnownSecrets()
+    many = [f"s3cret-{i:05d}" for i in range(20_000)]
+    known.replace([*many, "abcd", "abcdef"])
+    assert known.redact("a s3cret-01234 b s3cret-19999c") == "a REDACTED b REDACTEDc"
+    assert known.redact("abcdefg abcd abc") == "REDACTEDg REDACTED abc"  # the longer value wins
+    assert known.redact("nothing here") == "nothing here"
