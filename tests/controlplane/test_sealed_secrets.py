@@ -74,7 +74,7 @@ async def _configured(
 
 
 async def _applied(dp: RunningDataPlane) -> None:
-    await eventually(lambda: dp.app.state.table.routes != [], within=30, what="the frontend applied")
+    await eventually(lambda: dp.app.state.table.routes() != [], within=30, what="the frontend applied")
 
 
 async def _kv_bytes(settings: Settings) -> bytes:

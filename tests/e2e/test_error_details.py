@@ -53,7 +53,7 @@ async def cut_off(database_url: str, nats_url: str) -> AsyncIterator[tuple[Runni
             nats_url=nats_url, bus_namespace=namespace, dataplane_id="dp-errors", secrets=TEST_KEYRING
         )
         dataplane = await stack.enter_async_context(running_dataplane(dp_settings))
-        await eventually(lambda: dataplane.app.state.table.routes != [], 30, "the frontend in the data plane")
+        await eventually(lambda: bool(dataplane.app.state.table.routes()), 30, "the frontend applied")
         await eventually(lambda: plane.plane.models.serving, 30, "the control plane serving model requests")
         drop_database(url)
         yield dataplane, url
