@@ -26,7 +26,15 @@ from collections.abc import Callable, Iterable, Mapping
 import httpx
 
 from controlplane.clock import Clock
-from controlplane.health.inventory import Inventory, parse_loaded, parse_openai_listing, parse_tags
+from controlplane.health.inventory import (
+    MAX_INVENTORY_BYTES,
+    Inventory,
+    cap_loaded,
+    cap_models,
+    parse_loaded,
+    parse_openai_listing,
+    parse_tags,
+)
 from controlplane.health.state import Health
 from controlplane.health.targets import BackendTarget
 from controlplane.publish.builder import UNPROBED, BackendRuntime
@@ -270,6 +278,16 @@ class Monitor:
                 log.warning("cannot read the models of backend %s: %s", target.id, error)
             inventory.error = error
             return
+        models, dropped = cap_models(models)
+        loaded, dropped_loaded = cap_loaded(loaded)
+        if dropped + dropped_loaded and dropped + dropped_loaded != inventory.dropped:
+            log.warning(
+                "backend %s lists %d model names beyond the bounds; they are left out",
+                target.id,
+                dropped + dropped_loaded,
+            )
+        inventory.dropped = dropped + dropped_loaded
+        sizes = {name: sizes[name] for name in models if name in sizes}
         inventory.error = ""
         inventory.refreshed = self._clock.now()
         inventory.sizes = sizes
@@ -284,12 +302,21 @@ class Monitor:
             self._on_change()
 
     async def _get(self, target: BackendTarget, path: str) -> bytes:
-        response = await self.client.get(
-            target.url(path), headers=list(target.headers), timeout=max(self._timeout, 10.0)
-        )
-        if response.status_code != 200:
-            raise ValueError(f"GET {path} answered HTTP {response.status_code}")
-        return response.content
+        """The body of a model listing, read up to MAX_INVENTORY_BYTES (ValueError beyond)."""
+        async with self.client.stream(
+            "GET", target.url(path), headers=list(target.headers), timeout=max(self._timeout, 10.0)
+        ) as response:
+            if response.status_code != 200:
+                raise ValueError(f"GET {path} answered HTTP {response.status_code}")
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_INVENTORY_BYTES:
+                raise ValueError(f"GET {path} answered {int(declared)} bytes, over {MAX_INVENTORY_BYTES}")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_INVENTORY_BYTES:
+                    raise ValueError(f"GET {path} answered more than {MAX_INVENTORY_BYTES} bytes")
+            return bytes(body)
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
