@@ -76,6 +76,8 @@ class Publisher:
         """The last snapshot this publisher stored."""
         self.last_error = ""
         """Why the last publish failed; empty after a success."""
+        self.revision = 0
+        """The revision on the bus as of this publisher's last publish (or skip); 0 before."""
 
     def request(self, *, force: bool = False) -> None:
         """Ask for a publish soon. ``force``: publish a new revision even if the content is unchanged."""
@@ -91,6 +93,7 @@ class Publisher:
             digest = content_hash(content)
             # After a lost race the winner may already have stored exactly our content.
             if digest == header.content_hash and (not force or attempt > 0):
+                self.revision = header.revision
                 return None
             revision = await self._next_revision(at_least=header.revision + 1)
             snapshot = seal(content, revision=revision, generated_at=rfc3339(self._clock.now()))
@@ -100,6 +103,7 @@ class Publisher:
                 log.debug("snapshot revision %d lost a race; retrying", revision)
                 continue
             self.last = snapshot
+            self.revision = revision
             log.info("published snapshot revision %d (%s)", revision, digest[:12])
             return snapshot
         raise SnapshotConflict(f"gave up after {self._max_attempts} conflicting snapshot writes")
