@@ -49,10 +49,7 @@ class SnapshotState:
         try:
             snapshot = accept(self.snapshot, data)
         except SnapshotRejected as exc:
-            self.error = exc.message
-            log.warning(
-                "rejected a snapshot from %s, keeping revision %d: %s", source, self.revision, exc.message
-            )
+            self.reject(exc.message, source=source)
             return False
         if snapshot is self.snapshot:
             return False
@@ -65,6 +62,11 @@ class SnapshotState:
         if save:
             self._save(data)
         return True
+
+    def reject(self, reason: str, *, source: str) -> None:
+        """Keep the applied snapshot and remember why the offered one was refused."""
+        self.error = reason
+        log.warning("rejected a snapshot from %s, keeping revision %d: %s", source, self.revision, reason)
 
     def load_cache(self) -> bool:
         """Start from the cached snapshot, if there is a readable one."""

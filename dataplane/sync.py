@@ -5,7 +5,8 @@ serving on its last good snapshot meanwhile. Three loops run once connected:
 
 - the KV watch, for changes within milliseconds; restarted whenever it breaks or the connection dropped
   (a watch started before a NATS restart can go silent rather than fail);
-- a periodic re-read of the key, the safety net that converges even if a watch misses something;
+- a periodic re-read of the key, the safety net that converges even if a watch misses something (a
+  snapshot stored in pieces is fetched again only when its manifest changed);
 - the report, every ``report_interval`` seconds, and at once when the drain begins (``report_now``),
   so that the control plane hands this plane's limit shares to the others without waiting. When the
   sync stops after a drain, a last report says ``stopped``: the control plane drops this plane at once.
@@ -30,7 +31,7 @@ from dataplane.drain import Drain
 from dataplane.state import SnapshotState
 from dataplane.traffic import Traffic
 from shared.bus import Bus
-from shared.errors import BusError
+from shared.errors import BusError, SnapshotRejected
 from shared.wire.reports import DataPlaneReport, decode_report, encode_report
 
 __all__ = ["BusSync", "ReportIdentity"]
@@ -76,6 +77,7 @@ class BusSync:
         self._drain = drain
         self._report_wanted = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
+        self._last_head = b""  # what the re-read last found under the snapshot key
 
     async def run(self) -> None:
         """Connect (retrying forever), then follow and report until cancelled."""
@@ -148,15 +150,21 @@ class BusSync:
 
     async def _reread(self) -> None:
         try:
-            stored = await self._bus.read_snapshot()
+            stored = await self._bus.read_snapshot_head()
+            if stored is None or stored[0] == self._last_head:
+                return
+            data = await self._bus.expand_snapshot(stored[0])
         except BusError as exc:
             log.debug("snapshot re-read failed: %s", exc.message)
+            return
+        except SnapshotRejected as exc:
+            self._state.reject(exc.message, source="re-read")
             return
         except Exception:  # never let a surprise end the safety net
             log.exception("snapshot re-read failed")
             return
-        if stored is not None:
-            self._state.apply(stored[0], source="re-read")
+        self._last_head = stored[0]
+        self._state.apply(data, source="re-read")
 
     async def _on_report(self, data: bytes) -> None:
         try:

@@ -136,6 +136,8 @@ async def current_snapshot(bus: NamedDependency[Bus]) -> SnapshotOut:
         stored = await bus.read_snapshot()
     except BusError:
         raise ApiError("ServiceUnavailable", "NATS is unavailable, so the snapshot cannot be read") from None
+    except SnapshotRejected as exc:
+        raise ApiError("InternalError", f"the stored snapshot is unreadable: {exc}") from None
     if stored is None:
         raise ApiError("NotFound", "no snapshot has been published yet")
     try:

@@ -87,7 +87,7 @@ class Publisher:
     async def publish(self, *, force: bool = False) -> Snapshot | None:
         """Store a new revision now; None if skipped because the stored content is already current."""
         for attempt in range(self._max_attempts):
-            stored = await self._bus.read_snapshot()
+            stored = await self._bus.read_snapshot_head()  # the snapshot, or its manifest: both say these
             header = _stored_header(stored[0]) if stored else _Stored()
             content = await self._content()
             digest = content_hash(content)
@@ -98,7 +98,13 @@ class Publisher:
             revision = await self._next_revision(at_least=header.revision + 1)
             snapshot = seal(content, revision=revision, generated_at=rfc3339(self._clock.now()))
             try:
-                await self._bus.write_snapshot(encode(snapshot), last=stored[1] if stored else None)
+                await self._bus.write_snapshot(
+                    encode(snapshot),
+                    last=stored[1] if stored else None,
+                    revision=revision,
+                    content_hash=snapshot.content_hash,
+                    replaces=header.revision,
+                )
             except SnapshotConflict:
                 log.debug("snapshot revision %d lost a race; retrying", revision)
                 continue
