@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ class SnapshotState:
         """Take ``data`` if it is newer and sound; True when the routing table changed."""
         if data == self._last_data:  # the periodic re-read mostly sees what the watch already gave
             return False
+        began = time.perf_counter()
         self._last_data = data
         try:
             snapshot = accept(self.snapshot, data)
@@ -58,7 +60,12 @@ class SnapshotState:
         self.error = ""
         for listener in self.listeners:
             listener(snapshot)
-        log.info("applied snapshot revision %d from %s", snapshot.revision, source)
+        log.info(
+            "applied snapshot revision %d from %s in %.1f ms",
+            snapshot.revision,
+            source,
+            (time.perf_counter() - began) * 1000,
+        )
         if save:
             self._save(data)
         return True

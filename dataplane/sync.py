@@ -7,8 +7,10 @@ serving on its last good snapshot meanwhile. Three loops run once connected:
   (a watch started before a NATS restart can go silent rather than fail);
 - a periodic re-read of the key, the safety net that converges even if a watch misses something (a
   snapshot stored in pieces is fetched again only when its manifest changed);
-- the report, every ``report_interval`` seconds, and at once when the drain begins (``report_now``),
-  so that the control plane hands this plane's limit shares to the others without waiting. When the
+- the report, every ``report_interval`` seconds, at once after a new snapshot was applied (the control
+  plane and ``ollamaflow bench --scenario propagation`` learn within milliseconds that it landed), and
+  at once when the drain begins (``report_now``), so that the control plane hands this plane's limit
+  shares to the others without waiting. When the
   sync stops after a drain, a last report says ``stopped``: the control plane drops this plane at once.
 
 It also listens to the other data planes' reports: admission raises this plane's share of a backend
@@ -78,6 +80,7 @@ class BusSync:
         self._report_wanted = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
         self._last_head = b""  # what the re-read last found under the snapshot key
+        state.listeners.append(lambda _snapshot: self.report_now())
 
     async def run(self) -> None:
         """Connect (retrying forever), then follow and report until cancelled."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -97,6 +98,7 @@ class Publisher:
     async def publish(self, *, force: bool = False) -> Snapshot | None:
         """Store a new revision now; None if skipped because the stored content is already current."""
         for attempt in range(self._max_attempts):
+            began = time.perf_counter()
             stored = self._written if attempt == 0 else None
             if stored is None:
                 stored = await self._bus.read_snapshot_head()  # the snapshot, or its manifest
@@ -104,6 +106,7 @@ class Publisher:
             last = self.last
             previous = last.content if last is not None and last.revision == header.revision else None
             content = await self._content(previous)
+            built = time.perf_counter()
             # Sealed once, with a provisional revision: the hash decides whether to publish at all.
             sealed = seal(content, revision=0, generated_at=rfc3339(self._clock.now()))
             # After a lost race the winner may already have stored exactly our content.
@@ -113,11 +116,13 @@ class Publisher:
                     continue
                 self.revision = header.revision
                 return None
+            sealed_at = time.perf_counter()
             revision = await self._next_revision(at_least=header.revision + 1)
             snapshot = msgspec.structs.replace(sealed, revision=revision)
+            data = encode(snapshot)
             try:
                 sequence = await self._bus.write_snapshot(
-                    encode(snapshot),
+                    data,
                     last=stored[1] if stored else None,
                     revision=revision,
                     content_hash=snapshot.content_hash,
@@ -133,7 +138,18 @@ class Publisher:
             self._written = (_stored_encoder.encode(_Stored(revision, snapshot.content_hash)), sequence)
             self.last = snapshot
             self.revision = revision
-            log.info("published snapshot revision %d (%s)", revision, snapshot.content_hash[:12])
+            done = time.perf_counter()
+            log.info(
+                "published snapshot revision %d (%s, %d bytes) in %.1f ms: content %.1f, seal %.1f, "
+                "revision and write %.1f",
+                revision,
+                snapshot.content_hash[:12],
+                len(data),
+                (done - began) * 1000,
+                (built - began) * 1000,
+                (sealed_at - built) * 1000,
+                (done - sealed_at) * 1000,
+            )
             return snapshot
         raise SnapshotConflict(f"gave up after {self._max_attempts} conflicting snapshot writes")
 
