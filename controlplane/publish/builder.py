@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from controlplane.publish.key_rates import split_key_rates
-from controlplane.publish.shares import Limits, split_shares
+from controlplane.publish.shares import Limits, ShareMemo, split_shares
 from shared.snapshot import (
     ApiKeyView,
     BackendShare,
@@ -197,6 +197,7 @@ class ViewMemo:
     def __init__(self) -> None:
         self._backends: dict[str, tuple[BackendRecord, BackendRuntime, BackendView]] = {}
         self._frontends: dict[str, tuple[FrontendRecord, FrontendView]] = {}
+        self.shares = ShareMemo()
 
     def backend(self, row: BackendRecord, runtime: BackendRuntime) -> BackendView:
         cached = self._backends.get(row.identifier)
@@ -257,14 +258,16 @@ def build_content(
     live = set(dataplanes)
     leaving = frozenset(draining) & live
     load = demand or {}
+    backend_views = tuple(memo.backend(b, state(b.identifier)) for b in backend_rows)
     shares = split_shares(
         {
-            b.identifier: Limits(b.max_parallel_requests, float(b.rate_limit_requests_threshold))
-            for b in backend_rows
+            b.id: Limits(b.max_parallel_requests, float(b.rate_limit_requests_threshold))
+            for b in backend_views
         },
         {d: load.get(d, {}) for d in live},
         previous_shares,
         leaving,
+        memo.shares,
     )
     key_load = key_demand or {}
     rates = split_key_rates(
@@ -276,7 +279,7 @@ def build_content(
     planes = tuple(DataPlaneView(id=d, shares=shares[d], key_rates=rates[d]) for d in sorted(shares))
     return SnapshotContent(
         frontends=tuple(memo.frontend(f) for f in frontend_rows),
-        backends=tuple(memo.backend(b, state(b.identifier)) for b in backend_rows),
+        backends=backend_views,
         cluster=ClusterView(dataplanes=planes, admin_token_digests=tuple(sorted(admin_token_digests))),
         api_keys=tuple(api_key_view(k) for k in keys),
     )
