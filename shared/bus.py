@@ -110,6 +110,7 @@ class Bus:
         self._nc: Client | None = None
         self._kv: KeyValue | None = None
         self._piece_size = piece_size
+        self._direct_tried = False
         # Pieces may be stored that a write should purge (so far as this writer knows).
         self._pieces_seen = True
 
@@ -187,16 +188,18 @@ class Bus:
         if self._kv is None:
             js = self._client().jetstream(timeout=2.0)
             try:
-                kv = await js.key_value(self.names.bucket)
+                self._kv = await js.key_value(self.names.bucket)
             except nats.js.errors.BucketNotFoundError:
                 config = KeyValueConfig(
                     bucket=self.names.bucket, history=5, storage=StorageType.FILE, direct=True
                 )
-                kv = await js.create_key_value(config)
-            else:
-                if writer and not kv._direct:
-                    kv = await self._allow_direct(js)
-            self._kv = kv
+                self._kv = await js.create_key_value(config)
+        if writer and not self._kv._direct and not self._direct_tried:
+            self._direct_tried = True
+            try:
+                self._kv = await self._allow_direct(self._client().jetstream(timeout=2.0))
+            except nats.errors.Error as exc:  # e.g. not permitted: readers take the slower way
+                log.warning("cannot switch on direct gets for bucket %s: %s", self.names.bucket, exc)
         return self._kv
 
     async def _allow_direct(self, js: nats.js.JetStreamContext) -> KeyValue:

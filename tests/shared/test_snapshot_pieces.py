@@ -151,3 +151,25 @@ async def test_pieces_that_do_not_match_their_manifest_are_refused(
             await reader.read_snapshot()
     finally:
         await nc.close()
+
+
+async def test_the_writer_switches_on_direct_gets_for_a_bucket_made_without_them(
+    nats_url: str, bus_namespace: str
+) -> None:
+    from nats.js.api import KeyValueConfig, StorageType
+
+    names = BusNames(bus_namespace)
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await js.create_key_value(KeyValueConfig(bucket=names.bucket, history=5, storage=StorageType.FILE))
+        assert not (await js.stream_info(names.bucket_stream)).config.allow_direct
+        writer = Bus(nats_url, names, piece_size=PIECE)
+        await writer.connect()
+        try:
+            await _write(writer, _snapshot(1), 1)
+        finally:
+            await writer.close()
+        assert (await js.stream_info(names.bucket_stream)).config.allow_direct
+    finally:
+        await nc.close()
