@@ -33,7 +33,8 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from shared.errors import BusError, BusNoResponder, SnapshotConflict, SnapshotRejected
-from shared.pieces import decode_manifest, encode_manifest, is_manifest, join, split
+from shared.pieces import decode_manifest, is_manifest
+from shared.pieces_kv import fetch_pieces, purge_pieces, store_pieces
 from shared.snapshot import SCHEMA_MAJOR
 
 __all__ = ["DEFAULT_NAMESPACE", "Bus", "BusNames"]
@@ -234,18 +235,11 @@ class Bus:
         if not is_manifest(head):
             return head
         manifest = decode_manifest(head)
-        keys = [self.names.snapshot_piece_key(manifest.revision, i) for i in range(manifest.pieces)]
         try:
-            kv = await self._bucket()
-            entries = await asyncio.gather(*(kv.get(key) for key in keys))
-        except nats.js.errors.KeyNotFoundError as exc:
-            raise SnapshotRejected(
-                f"pieces of snapshot revision {manifest.revision} are missing (replaced meanwhile?)"
-            ) from exc
+            return await fetch_pieces(await self._bucket(), self.names, manifest)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             self._kv = None
             raise BusError(f"cannot read the snapshot pieces: {exc}") from exc
-        return join(manifest, [entry.value or b"" for entry in entries])
 
     async def read_snapshot(self) -> tuple[bytes, int] | None:
         """The stored snapshot bytes (joined from pieces if need be) and the KV sequence of the
@@ -270,13 +264,15 @@ class Bus:
             size = self.piece_size()
             head = data
             if len(data) > size:
-                pieces = split(data, size)
                 self._pieces_seen = True
-                await asyncio.gather(
-                    *(kv.put(self.names.snapshot_piece_key(revision, i), p) for i, p in enumerate(pieces))
-                )
-                head = encode_manifest(
-                    data, len(pieces), schema=SCHEMA_MAJOR, revision=revision, content_hash=content_hash
+                head = await store_pieces(
+                    kv,
+                    self.names,
+                    data,
+                    size,
+                    schema=SCHEMA_MAJOR,
+                    revision=revision,
+                    content_hash=content_hash,
                 )
             try:
                 if last is None:
@@ -294,28 +290,12 @@ class Bus:
             await self._purge_pieces(lambda r: r < revision and r != replaces)
         return sequence
 
-    async def _piece_revisions(self) -> set[int]:
-        js = self._client().jetstream(timeout=2.0)
-        wildcard = self.names.bucket_subject(self.names.snapshot_pieces_keys)
-        info = await js.stream_info(self.names.bucket_stream, subjects_filter=wildcard)
-        revisions: set[int] = set()
-        for subject in (info.state.subjects or {}) if info.state else {}:
-            with contextlib.suppress(ValueError, IndexError):
-                revisions.add(int(subject.rsplit(".", 2)[-2]))
-        return revisions
-
     async def _purge_pieces(self, doomed: Callable[[int], bool]) -> None:
         """Purge the pieces of every ``doomed`` revision (newer ones may be a racing writer's). Best
         effort: a failure leaves them for the next write."""
         try:
-            js = self._client().jetstream(timeout=2.0)
-            revisions = await self._piece_revisions()
-            for revision in sorted(r for r in revisions if doomed(r)):
-                key = self.names.snapshot_piece_key(revision, 0).rsplit(".", 1)[0] + ".*"
-                await js.purge_stream(self.names.bucket_stream, subject=self.names.bucket_subject(key))
-                revisions.discard(revision)
             # Once no pieces are left, inline writes need not look again.
-            self._pieces_seen = bool(revisions)
+            self._pieces_seen = await purge_pieces(self._client().jetstream(timeout=2.0), self.names, doomed)
         except (nats.errors.Error, OSError, TimeoutError, BusError) as exc:
             log.debug("old snapshot pieces not purged yet: %s", exc)
 
