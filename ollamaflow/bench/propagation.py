@@ -44,6 +44,9 @@ __all__ = ["Applied", "Figures", "PropagationOptions", "PropagationReport", "Sam
 TOKEN = "bench-admin-token-" + "x" * 16
 PER_FRONTEND = 100
 FLIP = "flip"
+# The longest a change may take to land before the run gives up: generous, so that a loaded machine
+# yields (bad) figures rather than no figures.
+_LAND = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,14 +214,14 @@ class Sampler:
         resp.raise_for_status()
         patched = time.perf_counter()
         await self.applied.wait(
-            lambda: all(r > before for r in self.applied.latest().values()), 10, "the admin write to land"
+            lambda: all(r > before for r in self.applied.latest().values()), _LAND, "the admin write to land"
         )
         revision = await self.first_holding(
             sequence, lambda s: getattr(_backend(s, ident), "name", "") == name
         )
         if revision is None:
             return None
-        await self.applied.wait(lambda: self.applied.reached(revision) is not None, 10, "every data plane")
+        await self.applied.wait(lambda: self.applied.reached(revision) is not None, _LAND, "every data plane")
         times = self.applied.reached(revision)
         assert times is not None
         if self.options.logs is not None:
@@ -232,7 +235,9 @@ class Sampler:
         before, sequence = await self.quiet()
         await asyncio.to_thread(self.flip, healthy)  # off the loop: report arrivals keep their times
         await self.applied.wait(
-            lambda: all(r > before for r in self.applied.latest().values()), 20, "the health change to land"
+            lambda: all(r > before for r in self.applied.latest().values()),
+            _LAND,
+            "the health change to land",
         )
         revision = await self.first_holding(
             sequence,
@@ -240,7 +245,7 @@ class Sampler:
         )
         if revision is None:
             return None
-        await self.applied.wait(lambda: self.applied.reached(revision) is not None, 10, "every data plane")
+        await self.applied.wait(lambda: self.applied.reached(revision) is not None, _LAND, "every data plane")
         times = self.applied.reached(revision)
         assert times is not None
         health = (await self.admin.get(f"/v1.0/backends/{FLIP}/health")).json()
