@@ -81,6 +81,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
             "registry": Provide(lambda: plane.registry, sync_to_thread=False),
             "bus": Provide(lambda: plane.bus, sync_to_thread=False),
             "readiness": Provide(lambda: plane.readiness, sync_to_thread=False),
+            "publisher": Provide(lambda: plane.publisher, sync_to_thread=False),
             "monitor": Provide(lambda: plane.monitor, sync_to_thread=False),
             "sync": Provide(lambda: plane.sync, sync_to_thread=False),
             "clock": Provide(lambda: plane.clock, sync_to_thread=False),
