@@ -82,6 +82,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
             "bus": Provide(lambda: plane.bus, sync_to_thread=False),
             "secrets": Provide(lambda: settings.secrets, sync_to_thread=False),
             "readiness": Provide(lambda: plane.readiness, sync_to_thread=False),
+            "publisher": Provide(lambda: plane.publisher, sync_to_thread=False),
             "monitor": Provide(lambda: plane.monitor, sync_to_thread=False),
             "sync": Provide(lambda: plane.sync, sync_to_thread=False),
             "clock": Provide(lambda: plane.clock, sync_to_thread=False),

@@ -115,7 +115,7 @@ class ControlPlane:
         self.apikeys = ApiKeyService(
             self.db, clock=self.clock, on_change=self._config_changed, cap=Cap.of(settings, "max_apikeys")
         )
-        self.readiness = Readiness(self.db, self.bus)
+        self.readiness = Readiness(self.db, self.bus, publish_error=lambda: self.publisher.last_error)
         # Data planes' /api/pull, /api/delete, /api/copy; pull progress goes out on the bus.
         self.models = ModelRequests(self.bus, self.frontends, self.fleet, self.sync, self.monitor)
         self.sync.on_progress = self.models.progress

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,14 +58,12 @@ class SnapshotState:
         """Take ``data`` if it is newer and sound; True when the routing table changed."""
         if data == self._last_data:  # the periodic re-read mostly sees what the watch already gave
             return False
+        began = time.perf_counter()
         self._last_data = data
         try:
             snapshot = accept(self.snapshot, data)
         except SnapshotRejected as exc:
-            self.error = exc.message
-            log.warning(
-                "rejected a snapshot from %s, keeping revision %d: %s", source, self.revision, exc.message
-            )
+            self.reject(exc.message, source=source)
             return False
         if snapshot is self.snapshot:
             return False
@@ -77,10 +76,20 @@ class SnapshotState:
             log.error("snapshot revision %d: %s", snapshot.revision, self.error)
         for listener in self.listeners:
             listener(snapshot)
-        log.info("applied snapshot revision %d from %s", snapshot.revision, source)
+        log.info(
+            "applied snapshot revision %d from %s in %.1f ms",
+            snapshot.revision,
+            source,
+            (time.perf_counter() - began) * 1000,
+        )
         if save:
             self._save(data)
         return True
+
+    def reject(self, reason: str, *, source: str) -> None:
+        """Keep the applied snapshot and remember why the offered one was refused."""
+        self.error = reason
+        log.warning("rejected a snapshot from %s, keeping revision %d: %s", source, self.revision, reason)
 
     def load_cache(self) -> bool:
         """Start from the cached snapshot, if there is a readable one."""

@@ -35,7 +35,6 @@ __all__ = [
     "BackendSecrets",
     "Keyring",
     "SealError",
-    "Sealer",
     "SecretsKey",
     "load_keyring",
     "open_secrets",
@@ -190,27 +189,6 @@ def seal_secrets(key: SecretsKey, backend_id: str, secrets: BackendSecrets) -> s
     """``secrets`` of backend ``backend_id`` as text for the snapshot: ``v1.<key id>.<base64url>``."""
     sealed = key.seal(_encoder.encode(secrets), _associated(backend_id))
     return f"{_VERSION}.{key.id}.{base64.urlsafe_b64encode(sealed).decode('ascii').rstrip('=')}"
-
-
-class Sealer:
-    """``seal_secrets`` with memory: sealing is deterministic, so a backend whose secrets did not change
-    reuses the text of the previous round. Holds two rounds at most (call ``next_round`` before each
-    build), so removed backends are forgotten."""
-
-    def __init__(self, key: SecretsKey) -> None:
-        self.key = key
-        self._previous: dict[str, tuple[BackendSecrets, str]] = {}
-        self._current: dict[str, tuple[BackendSecrets, str]] = {}
-
-    def next_round(self) -> None:
-        self._previous, self._current = self._current, {}
-
-    def __call__(self, backend_id: str, secrets: BackendSecrets) -> str:
-        known = self._current.get(backend_id) or self._previous.get(backend_id)
-        if known is None or known[0] != secrets:
-            known = (secrets, seal_secrets(self.key, backend_id, secrets))
-        self._current[backend_id] = known
-        return known[1]
 
 
 def sealed_key_id(sealed: str) -> str:

@@ -6,18 +6,23 @@ import contextlib
 from datetime import datetime
 
 import msgspec
-from litestar import get
+from litestar import Response, get
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 
 from controlplane.admin.secrets import REDACTED, redact_headers, redact_querystring
 from controlplane.errors import ApiError, error_responses
+from controlplane.publish.publisher import Publisher
 from controlplane.reports import DataPlaneRegistry, Sighting
 from shared.bus import Bus
 from shared.errors import BusError, SnapshotRejected
 from shared.secret_box import BackendSecrets, Keyring, SealError, open_secrets
 from shared.snapshot import BackendView, Snapshot, SnapshotContent, decode
 
-__all__ = ["DataPlaneOut", "SnapshotOut", "current_snapshot", "list_dataplanes"]
+__all__ = ["PUBLISH_ERROR_HEADER", "DataPlaneOut", "SnapshotOut", "current_snapshot", "list_dataplanes"]
+
+# On ``/v1.0/dataplanes`` while publishing fails (also when no data plane is listed): why.
+PUBLISH_ERROR_HEADER = "X-OllamaFlow-Publish-Error"
 
 
 class DataPlaneOut(msgspec.Struct, kw_only=True, rename="pascal"):
@@ -39,6 +44,8 @@ class DataPlaneOut(msgspec.Struct, kw_only=True, rename="pascal"):
     live: bool
     draining: bool  # stopping: takes no new connections, finishes what it runs; its shares went to others
     stopped: bool  # said goodbye after its drain (so no longer live)
+    published_revision: int  # the revision on the bus at this control plane's last publish (0: none yet)
+    publish_error: str  # why this control plane's last publish failed ("" when it worked)
 
 
 class SnapshotOut(msgspec.Struct, kw_only=True, rename="pascal"):
@@ -56,7 +63,7 @@ class SnapshotOut(msgspec.Struct, kw_only=True, rename="pascal"):
     content: SnapshotContent
 
 
-def _dataplane_out(registry: DataPlaneRegistry, sighting: Sighting) -> DataPlaneOut:
+def _dataplane_out(registry: DataPlaneRegistry, sighting: Sighting, publisher: Publisher) -> DataPlaneOut:
     report = sighting.report
     return DataPlaneOut(
         id=report.id,
@@ -75,6 +82,8 @@ def _dataplane_out(registry: DataPlaneRegistry, sighting: Sighting) -> DataPlane
         live=registry.is_live(sighting),
         draining=report.draining,
         stopped=report.stopped,
+        published_revision=publisher.revision,
+        publish_error=publisher.last_error,
     )
 
 
@@ -118,10 +127,22 @@ def _redacted(snapshot: Snapshot, keyring: Keyring) -> SnapshotOut:
     responses=error_responses(401),
     tags=["Cluster"],
     summary="Data planes heard from, with the revision each applied",
+    response_headers=[
+        ResponseHeader(
+            name=PUBLISH_ERROR_HEADER,
+            description="Present while the control plane cannot publish the snapshot: why.",
+            documentation_only=True,
+        )
+    ],
     sync_to_thread=False,
 )
-def list_dataplanes(registry: NamedDependency[DataPlaneRegistry]) -> list[DataPlaneOut]:
-    return [_dataplane_out(registry, s) for s in registry.sightings()]
+def list_dataplanes(
+    registry: NamedDependency[DataPlaneRegistry], publisher: NamedDependency[Publisher]
+) -> Response[list[DataPlaneOut]]:
+    planes = [_dataplane_out(registry, s, publisher) for s in registry.sightings()]
+    # A header too, so that an empty list still says it (ASCII only: reasons are log-style text).
+    error = "".join(c if c.isprintable() and c.isascii() else "?" for c in publisher.last_error[:500])
+    return Response(planes, headers={PUBLISH_ERROR_HEADER: error} if error else None)
 
 
 @get(
@@ -135,6 +156,8 @@ async def current_snapshot(bus: NamedDependency[Bus], secrets: NamedDependency[K
         stored = await bus.read_snapshot()
     except BusError:
         raise ApiError("ServiceUnavailable", "NATS is unavailable, so the snapshot cannot be read") from None
+    except SnapshotRejected as exc:
+        raise ApiError("InternalError", f"the stored snapshot is unreadable: {exc}") from None
     if stored is None:
         raise ApiError("NotFound", "no snapshot has been published yet")
     try:

@@ -73,6 +73,8 @@ class BackendHealthOut(BackendOut, kw_only=True):
     models_loaded: list[LoadedOut] = []
     models_refreshed_utc: datetime | None = None
     models_error: str = ""
+    models_dropped: int = 0
+    """Model names the last inventory read left out: beyond 4,096 per backend or over 256 characters."""
     dialect: str = ""
     """"vllm" when an OpenAI-format backend's /v1/models says so; it then gets vLLM's extra options."""
 
@@ -147,6 +149,7 @@ def backend_health(
         ],
         models_refreshed_utc=inventory.refreshed,
         models_error=inventory.error,
+        models_dropped=inventory.dropped,
         dialect=inventory.dialect if backend.api_format == "OpenAI" else "",
     )
 

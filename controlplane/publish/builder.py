@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from controlplane.publish.key_rates import split_key_rates
-from controlplane.publish.shares import Limits, split_shares
+from controlplane.publish.shares import Limits, ShareMemo, split_shares
 from shared.secret_box import BackendSecrets
 from shared.snapshot import (
     ApiKeyView,
@@ -38,6 +38,7 @@ __all__ = [
     "BackendRecord",
     "BackendRuntime",
     "FrontendRecord",
+    "ViewMemo",
     "backend_base_url",
     "backend_secrets",
     "build_content",
@@ -166,7 +167,7 @@ def api_key_view(row: ApiKeyRecord) -> ApiKeyView:
 
 
 # Seals one backend's secrets for the snapshot: (backend id, secrets) -> sealed text
-# (``shared.secret_box.seal_secrets`` with a key, or a ``Sealer`` that remembers the last round).
+# (``shared.secret_box.seal_secrets`` with a key; deterministic, so a kept view keeps its text).
 Seal = Callable[[str, BackendSecrets], str]
 
 
@@ -215,6 +216,39 @@ def _sealed(row: BackendRecord, seal: Seal | None) -> dict[str, Any]:
     return {"sealed_secrets": seal(row.identifier, secrets)}
 
 
+class ViewMemo:
+    """The views built for the last rows seen, so that a row object met again (the row cache hands
+    back the same object while the row is unchanged) with the same runtime state is not rebuilt."""
+
+    def __init__(self, seal: Seal | None = None) -> None:
+        self.seal = seal  # seals each backend's secrets; None withholds them
+        self._backends: dict[str, tuple[BackendRecord, BackendRuntime, BackendView]] = {}
+        self._frontends: dict[str, tuple[FrontendRecord, FrontendView]] = {}
+        self.shares = ShareMemo()
+
+    def backend(self, row: BackendRecord, runtime: BackendRuntime) -> BackendView:
+        cached = self._backends.get(row.identifier)
+        if cached is not None and cached[0] is row and cached[1] == runtime:
+            return cached[2]
+        view = backend_view(row, runtime, self.seal)
+        self._backends[row.identifier] = (row, runtime, view)
+        return view
+
+    def frontend(self, row: FrontendRecord) -> FrontendView:
+        cached = self._frontends.get(row.identifier)
+        if cached is not None and cached[0] is row:
+            return cached[1]
+        view = frontend_view(row)
+        self._frontends[row.identifier] = (row, view)
+        return view
+
+    def forget_others(self, backends: Iterable[str], frontends: Iterable[str]) -> None:
+        """Drop the views of rows that no longer exist."""
+        for memo, keep in ((self._backends, set(backends)), (self._frontends, set(frontends))):
+            for gone in memo.keys() - keep:
+                del memo[gone]
+
+
 def build_content(
     frontends: Iterable[FrontendRecord],
     backends: Iterable[BackendRecord],
@@ -228,6 +262,7 @@ def build_content(
     previous_key_rates: Mapping[str, Mapping[str, float]] | None = None,
     admin_token_digests: Iterable[str] = (),
     draining: Iterable[str] = (),
+    memo: ViewMemo | None = None,
     seal: Seal | None = None,
 ) -> SnapshotContent:
     """The snapshot content for these rows, live data-plane ids and the backends' runtime state
@@ -238,22 +273,32 @@ def build_content(
     ``key_demand``: live data plane id -> API key id -> its requests per second there;
     ``previous_key_rates``: the key rates of the stored snapshot (hysteresis likewise).
     ``draining``: live data planes that are stopping; their shares go to the others.
-    ``seal``: seals each backend's secrets; None withholds them (``BackendView.secrets_withheld``).
+    ``memo``: views kept from the previous build, for rows and runtime states met again (its ``seal``
+    seals the secrets).
+    ``seal``: without a memo, seals each backend's secrets; None withholds them
+    (``BackendView.secrets_withheld``).
     """
     state = runtime or (lambda _id: UNPROBED)
     backend_rows = list(backends)
+    frontend_rows = list(frontends)
+    if memo is None:
+        memo = ViewMemo(seal)
+    else:
+        memo.forget_others((b.identifier for b in backend_rows), (f.identifier for f in frontend_rows))
     keys = [k for k in api_keys if k.active]
     live = set(dataplanes)
     leaving = frozenset(draining) & live
     load = demand or {}
+    backend_views = tuple(memo.backend(b, state(b.identifier)) for b in backend_rows)
     shares = split_shares(
         {
-            b.identifier: Limits(b.max_parallel_requests, float(b.rate_limit_requests_threshold))
-            for b in backend_rows
+            b.id: Limits(b.max_parallel_requests, float(b.rate_limit_requests_threshold))
+            for b in backend_views
         },
         {d: load.get(d, {}) for d in live},
         previous_shares,
         leaving,
+        memo.shares,
     )
     key_load = key_demand or {}
     rates = split_key_rates(
@@ -264,8 +309,8 @@ def build_content(
     )
     planes = tuple(DataPlaneView(id=d, shares=shares[d], key_rates=rates[d]) for d in sorted(shares))
     return SnapshotContent(
-        frontends=tuple(frontend_view(f) for f in frontends),
-        backends=tuple(backend_view(b, state(b.identifier), seal) for b in backend_rows),
+        frontends=tuple(memo.frontend(f) for f in frontend_rows),
+        backends=backend_views,
         cluster=ClusterView(dataplanes=planes, admin_token_digests=tuple(sorted(admin_token_digests))),
         api_keys=tuple(api_key_view(k) for k in keys),
     )

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from controlplane.publish.builder import backend_base_url, build_content
-from shared.secret_box import BackendSecrets, Sealer, SealError, open_secrets, seal_secrets
+from shared.secret_box import BackendSecrets, SealError, open_secrets, seal_secrets
 from shared.snapshot import (
     BackendShare,
     ClusterView,
@@ -285,20 +285,3 @@ def test_without_a_secrets_key_secrets_are_withheld_never_clear() -> None:
     b1, b2 = build_content([], rows).backends
     assert (b1.querystring, b1.sealed_secrets, b1.secrets_withheld) == (None, "", True)
     assert b2.secrets_withheld is False
-
-
-def test_a_sealer_reuses_unchanged_texts_and_forgets_removed_backends() -> None:
-    assert TEST_KEYRING.current is not None
-    sealer = Sealer(TEST_KEYRING.current)
-    rows = [Backend(identifier="b1", bearer_token="tok"), Backend(identifier="b2", querystring="k=v")]
-    sealer.next_round()
-    first = build_content([], rows, seal=sealer)
-    assert first == build_content([], rows, seal=SEAL)  # the same text as sealing afresh
-    sealer.next_round()
-    changed = build_content([], [rows[0], Backend(identifier="b2", querystring="k=w")], seal=sealer)
-    assert changed.backends[0].sealed_secrets == first.backends[0].sealed_secrets
-    assert open_secrets(TEST_KEYRING, "b2", changed.backends[1].sealed_secrets).querystring == "k=w"
-    sealer.next_round()
-    build_content([], rows[:1], seal=sealer)
-    sealer.next_round()
-    assert set(sealer._previous) == {"b1"}  # b2 is gone after a round without it

@@ -152,7 +152,7 @@ def _content(tag: str) -> SnapshotContent:
 async def _publisher(
     settings: Settings, bus: Bus, db: Database, contents: list[SnapshotContent]
 ) -> Publisher:
-    async def content() -> SnapshotContent:
+    async def content(_previous: SnapshotContent | None) -> SnapshotContent:
         return contents[-1]
 
     return Publisher(bus, content=content, next_revision=db.next_revision, clock=Clock(), interval=30)
@@ -259,3 +259,37 @@ async def test_publishing_catches_up_once_nats_comes_up(settings: Settings, tmp_
                     return (await admin.get("/readyz")).status_code == 200
 
                 await eventually(ready, within=20)
+
+
+async def test_a_publisher_that_remembers_its_last_write_still_notices_another_writer(
+    settings: Settings,
+) -> None:
+    """After its own write a publisher starts from memory, not a read; a write by anyone else in between
+    must still win neither a lower revision nor a skipped publish."""
+    names = BusNames(settings.bus_namespace)
+    bus, other = Bus(settings.nats_url, names), Bus(settings.nats_url, names)
+    db = Database(settings.database_url)
+    await bus.connect()
+    await other.connect()
+    try:
+        contents = [_content("mine")]
+        publisher = await _publisher(settings, bus, db, contents)
+        first = await publisher.publish()
+        assert first is not None
+        # Another replica stores a far higher revision with other content.
+        stored = await other.read_snapshot_head()
+        assert stored is not None
+        theirs = seal(_content("theirs"), revision=first.revision + 1000, generated_at="2030-01-01T00:00:00Z")
+        await other.write_snapshot(encode(theirs), last=stored[1], revision=theirs.revision)
+        # Our content is unchanged since our last write, yet the stored one is not ours: publish it.
+        again = await publisher.publish()
+        assert again is not None and again.revision > theirs.revision
+        assert again.content_hash == first.content_hash
+        current = await other.read_snapshot()
+        assert current is not None and current[0] == encode(again)
+        # And with nobody in between, unchanged content is skipped.
+        assert await publisher.publish() is None
+    finally:
+        await bus.close()
+        await other.close()
+        await db.close()

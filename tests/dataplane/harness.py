@@ -72,12 +72,13 @@ class SnapshotWriter:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
-    async def write(self, data: bytes) -> None:
-        stored = await self.bus.read_snapshot()
-        await self.bus.write_snapshot(data, last=stored[1] if stored else None)
+    async def write(self, data: bytes, revision: int = 0) -> None:
+        """Store ``data`` (in pieces of ``revision`` if it is larger than the bus's piece size)."""
+        stored = await self.bus.read_snapshot_head()
+        await self.bus.write_snapshot(data, last=stored[1] if stored else None, revision=revision)
 
     async def publish(self, content: SnapshotContent, revision: int) -> None:
-        await self.write(snapshot_bytes(content, revision))
+        await self.write(snapshot_bytes(content, revision), revision)
 
 
 @dataclass
