@@ -6,6 +6,9 @@
 - A deleted frontend leaves the ``Frontends`` of every API key (``controlplane.admin.apikey_service``)
   in the same transaction.
 - A backend's BearerToken is write-only: omitted keeps the stored token, null or "" clears it.
+- ``FrontendService.edit_required`` adds a model to (or takes it out of) RequiredModels in one
+  transaction holding the row lock, so that concurrent pulls, PATCHes and PUTs, through any number of
+  control-plane replicas, never lose an edit.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from controlplane.admin.schemas import BackendIn, BackendOut, FrontendIn, Fronte
 from controlplane.errors import ApiError
 from controlplane.publish.builder import backend_base_url
 from controlplane.tables import ApiKeyRow, BackendRow, FrontendRow
+from shared.models import model_key
 
 __all__ = ["BackendService", "FrontendService"]
 
@@ -73,6 +77,23 @@ class FrontendService(Service[FrontendRow, FrontendOut]):
 
     def _out(self, row: FrontendRow) -> FrontendOut:
         return frontend_out(row)
+
+    async def edit_required(self, identifier: str, model: str, *, present: bool) -> bool:
+        """Add ``model`` to the frontend's RequiredModels (or take every spelling of it out), reading
+        and writing the list under the row lock; whether the list had it before."""
+        key = model_key(model)
+        async with self._db.session() as session:
+            row = await self._row(session, identifier, lock=True)
+            current = list(row.required_models)
+            had = any(model_key(name) == key for name in current)
+            if present == had:
+                return had
+            row.required_models = (
+                [*current, model] if present else [name for name in current if model_key(name) != key]
+            )
+            row.last_update_utc = self._clock.now()
+            await self._commit(session, identifier)
+        return had
 
 
 async def _unlist_frontend(session: AsyncSession, identifier: str, now: datetime) -> None:
