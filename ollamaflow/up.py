@@ -199,7 +199,7 @@ class _Cluster:
         self._print_ready(controlplane_urls, dataplane_urls, database_url, nats_url, tokens[0], token_source)
         self._print_logs(supervisor)
         planes = (
-            "the control plane answers"
+            "the control plane answer"
             if len(controlplane_urls) == 1
             else (f"{len(controlplane_urls)} control planes answer")
         )
