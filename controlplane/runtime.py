@@ -45,6 +45,7 @@ log = logging.getLogger("ollamaflow.controlplane")
 MIN_ADMIN_TOKEN_LENGTH = 24
 _MIGRATE_RETRY_MAX = 5.0
 _RETRY_LOG_GAP = 5.0
+_WORK_RESTART_DELAY = 1.0
 
 
 class ControlPlane:
@@ -170,25 +171,31 @@ class ControlPlane:
             await asyncio.gather(campaign, return_exceptions=True)
 
     async def _lead(self) -> None:
-        """Do the leader's work until the lease is lost (or the replica stops)."""
-        work = LeaderWork(
-            self.settings,
-            replica=self.replica,
-            db=self.db,
-            bus=self.bus,
-            registry=self.registry,
-            frontends=self.frontends,
-            clock=self.clock,
-        )
-        self.work = work
-        running = _task(work.run(), "leader-work")
-        try:
-            await self.lease.following.wait()
-        finally:
-            self.work = None
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
-            await work.close()
+        """Do the leader's work until the lease is lost (or the replica stops); work that fails is
+        started afresh, so that a leader never holds the lease while doing nothing."""
+        while self.lease.is_leader:
+            work = LeaderWork(
+                self.settings,
+                replica=self.replica,
+                db=self.db,
+                bus=self.bus,
+                registry=self.registry,
+                frontends=self.frontends,
+                clock=self.clock,
+            )
+            self.work = work
+            running = _task(work.run(), "leader-work")
+            deposed = asyncio.create_task(self.lease.following.wait())
+            try:
+                await asyncio.wait({running, deposed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self.work = None
+                for task in (running, deposed):
+                    task.cancel()
+                await asyncio.gather(running, deposed, return_exceptions=True)
+                await work.close()
+            if deposed.cancelled():
+                await asyncio.sleep(_WORK_RESTART_DELAY)  # it failed (and was logged): start again
 
     async def _migrate(self) -> None:
         """Apply the migrations, waiting for the database as long as it takes (a warning at most every

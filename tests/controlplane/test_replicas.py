@@ -28,7 +28,7 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _replica(settings: Settings, name: str) -> Settings:
-    return dataclasses.replace(settings, replica_id=name, lease_ttl=1.0, lease_renew=0.3)
+    return dataclasses.replace(settings, replica_id=name, lease_ttl=2.0, lease_renew=0.5)
 
 
 @contextlib.contextmanager
@@ -62,7 +62,7 @@ async def test_one_replica_probes_and_publishes_and_a_follower_s_writes_reach_th
             for client, name, leads in ((leader, "a", True), (follower, "b", False)):
                 view = (await client.get("/v1.0/cluster")).json()
                 assert view["Replica"] == name and view["IsLeader"] is leads
-                assert view["Leader"] == "a" and view["LeaderAddress"] and view["LeaseTtl"] == 1.0
+                assert view["Leader"] == "a" and view["LeaderAddress"] and view["LeaseTtl"] == 2.0
                 ready = (await client.get("/readyz")).json()
                 assert ready == {
                     "status": "ok",
