@@ -223,7 +223,7 @@ class Lease:
             return LeaseValue(holder="<unreadable>", ttl=self.ttl)
 
     def _failed(self, exc: Exception) -> None:
-        message = str(exc) or type(exc).__name__
+        message = "NATS did not answer in time" if isinstance(exc, TimeoutError) else str(exc)
         if message != self._error:  # say it once, not every poll
             log.warning("control-plane lease: %s", message)
         self._error = message
