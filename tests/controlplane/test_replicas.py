@@ -27,19 +27,26 @@ from tests.controlplane.monitoring_support import backend, port_of, sim_stats
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _replica(settings: Settings, name: str) -> Settings:
-    return dataclasses.replace(settings, replica_id=name, lease_ttl=2.0, lease_renew=0.5)
+# Long leases: leadership must only move when a test stops the leader (cleanly: an immediate
+# takeover), never because a loaded machine delayed a renewal. Crashes are tested in test_lease.
+TTL = 10.0
+
+
+def _replica(settings: Settings, name: str, ttl: float = TTL) -> Settings:
+    return dataclasses.replace(settings, replica_id=name, lease_ttl=ttl, lease_renew=min(ttl / 4, 1.0))
 
 
 @contextlib.contextmanager
-def _two_replicas(settings: Settings) -> Iterator[tuple[RunningControlPlane, RunningControlPlane]]:
+def _two_replicas(
+    settings: Settings, ttl: float = TTL
+) -> Iterator[tuple[RunningControlPlane, RunningControlPlane]]:
     """Replica "a", leading once it has the lease, then replica "b"."""
-    with running_controlplane(_replica(settings, "a")) as first:
+    with running_controlplane(_replica(settings, "a", ttl)) as first:
         deadline = time.monotonic() + 10
         while not first.plane.lease.is_leader:
             assert time.monotonic() < deadline, "replica a never took the lease"
             time.sleep(0.02)
-        with running_controlplane(_replica(settings, "b")) as second:
+        with running_controlplane(_replica(settings, "b", ttl)) as second:
             yield first, second
 
 
@@ -62,7 +69,7 @@ async def test_one_replica_probes_and_publishes_and_a_follower_s_writes_reach_th
             for client, name, leads in ((leader, "a", True), (follower, "b", False)):
                 view = (await client.get("/v1.0/cluster")).json()
                 assert view["Replica"] == name and view["IsLeader"] is leads
-                assert view["Leader"] == "a" and view["LeaderAddress"] and view["LeaseTtl"] == 2.0
+                assert view["Leader"] == "a" and view["LeaderAddress"] and view["LeaseTtl"] == TTL
                 ready = (await client.get("/readyz")).json()
                 assert ready == {
                     "status": "ok",
