@@ -86,6 +86,7 @@ class ControlPlane:
         self.work: LeaderWork | None = None
         """What this replica does while it holds the lease; None while it does not."""
         self._notices: set[asyncio.Task[None]] = set()
+        self._leading: asyncio.Task[None] | None = None
         for length in sorted({len(t) for t in settings.admin_tokens if len(t) < MIN_ADMIN_TOKEN_LENGTH}):
             # Their SHA-256 digests travel in every snapshot: a short token could be guessed from one.
             log.warning(
@@ -141,8 +142,9 @@ class ControlPlane:
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: object = None) -> AsyncIterator[None]:
         """Run the background work for as long as the app serves."""
+        self._leading = _task(self._database_then_lead(), "database-and-lease")
         tasks = [
-            _task(self._database_then_lead(), "database-and-lease"),
+            self._leading,
             _task(self._bus_then_reports(), "bus-and-reports"),
             _task(self.registry.run_expiry(), "dataplane-expiry"),
             _task(self.key_usage.run(), "apikey-usage"),
@@ -158,6 +160,14 @@ class ControlPlane:
                 notice.cancel()
             await self.bus.close()
             await self.db.close()
+
+    async def resign(self) -> None:
+        """Stop leading for good and release the lease now (on SIGTERM, before open connections
+        such as pull streams have ended and the app shuts down): another replica takes over at once."""
+        if self._leading is not None and not self._leading.done():
+            self._leading.cancel()
+            await asyncio.gather(self._leading, return_exceptions=True)
+        await self.lease.release()
 
     async def _database_then_lead(self) -> None:
         await self._migrate()

@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import pytest
 
 from controlplane.admin.service import FrontendService
 from controlplane.clock import Clock
@@ -23,6 +26,7 @@ from shared.wire.models import ModelRequest, decode_reply, encode
 from tests.controlplane.conftest import TOKEN
 from tests.controlplane.harness import RunningControlPlane, eventually, running_controlplane, watch_snapshots
 from tests.controlplane.monitoring_support import backend, port_of, sim_stats
+from tests.support.processes import free_port, ollamaflow, wait_ready
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -181,3 +185,57 @@ async def test_required_models_edits_from_many_writers_are_never_lost(settings: 
             finally:
                 await other_pool.close()
                 await bus.close()
+
+
+@pytest.mark.slow
+def test_sigterm_hands_the_lease_over_at_once_while_connections_still_drain(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Two ``ollamaflow controlplane`` processes with a 20 s lease: the leader gets SIGTERM while a
+    pull stream holds a connection open (so uvicorn is still draining); the other leads long before
+    the lease could have expired, and before the old leader has exited."""
+    env = {
+        "OLLAMAFLOW_DATABASE_URL": settings.database_url,
+        "OLLAMAFLOW_ADMIN_TOKENS": ",".join(settings.admin_tokens),
+        "OLLAMAFLOW_NATS_URL": settings.nats_url,
+        "OLLAMAFLOW_BUS_NAMESPACE": settings.bus_namespace,
+        "OLLAMAFLOW_MONITOR_BACKENDS": "false",
+        "OLLAMAFLOW_LEASE_TTL": "20",
+        "OLLAMAFLOW_LEASE_RENEW": "2",
+    }
+    ports = {"a": free_port(), "b": free_port()}
+    with contextlib.ExitStack() as stack:
+        procs = {}
+        for name, port in ports.items():
+            log = tmp_path / f"{name}.log"
+            proc = stack.enter_context(
+                ollamaflow(
+                    ["controlplane", "--port", str(port)], log, env | {"OLLAMAFLOW_CONTROLPLANE_ID": name}
+                )
+            )
+            wait_ready(f"http://127.0.0.1:{port}/readyz", proc, log, timeout=60)
+            procs[name] = proc
+
+        def leads(name: str) -> bool:
+            url = f"http://127.0.0.1:{ports[name]}/v1.0/cluster"
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(url, headers=HEADERS, timeout=2).json()["IsLeader"] is True
+            return False
+
+        deadline = time.monotonic() + 30
+        while not (leads("a") or leads("b")):
+            assert time.monotonic() < deadline, "nobody leads"
+            time.sleep(0.1)
+        leader, other = ("a", "b") if leads("a") else ("b", "a")
+        with httpx.stream(
+            "GET", f"http://127.0.0.1:{ports[leader]}/v1.0/pulls/stream", headers=HEADERS, timeout=30
+        ) as stream:
+            assert stream.status_code == 200
+            procs[leader].send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            while not leads(other):
+                assert time.monotonic() - signalled < 5, "the lease was not handed over"
+                time.sleep(0.05)
+            took = time.monotonic() - signalled
+            assert procs[leader].poll() is None  # still draining its connections
+        print(f"takeover after SIGTERM with a connection open: {took:.2f} s")
