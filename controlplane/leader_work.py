@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 
@@ -33,7 +35,7 @@ from shared.bus import Bus
 from shared.errors import BusError
 from shared.tls import backend_ssl_context
 
-__all__ = ["ChangeNotice", "LeaderWork"]
+__all__ = ["ChangeNotice", "LeaderWork", "cancel_and_wait"]
 
 log = logging.getLogger("ollamaflow.controlplane")
 
@@ -109,18 +111,26 @@ class LeaderWork:
             log.info("backend %s was ejected by a data plane: probing it now", backend)
 
     async def run(self) -> None:
-        """Lead until cancelled."""
+        """Lead until cancelled; raises if a part of the work fails (the runtime starts afresh)."""
         try:
             await self.fleet.start()
         except Exception as exc:  # the database went away again: the fleet's loop retries
             log.warning("cannot read the backends to monitor yet: %s", exc)
             self.fleet.request()
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self.fleet.run(), name="ollamaflow-controlplane-fleet")
-            group.create_task(self.models.run(), name="ollamaflow-controlplane-model-requests")
-            group.create_task(self._hear_changes(), name="ollamaflow-controlplane-changes")
-            self.publisher.request()
-            group.create_task(self.publisher.run(), name="ollamaflow-controlplane-publisher")
+        parts = [
+            asyncio.create_task(self.fleet.run(), name="ollamaflow-controlplane-fleet"),
+            asyncio.create_task(self.models.run(), name="ollamaflow-controlplane-model-requests"),
+            asyncio.create_task(self._hear_changes(), name="ollamaflow-controlplane-changes"),
+            asyncio.create_task(self.publisher.run(), name="ollamaflow-controlplane-publisher"),
+        ]
+        self.publisher.request()
+        try:
+            done, _ = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
+            for part in done:  # each runs until cancelled: one that ended failed
+                part.result()
+                raise RuntimeError(f"{part.get_name()} ended")
+        finally:
+            await cancel_and_wait(parts)
 
     async def close(self) -> None:
         await self.sync.close()
@@ -149,3 +159,14 @@ class LeaderWork:
         finally:
             with contextlib.suppress(Exception):
                 await stop()
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], *, every: float = 0.1) -> None:
+    """Cancel ``tasks`` and wait until every one has ended. In Python 3.11 a cancellation that races
+    a finishing ``wait_for`` (nats-py has them) can be lost, leaving the task running: such a task
+    is cancelled again every ``every`` seconds."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=every)

@@ -26,7 +26,7 @@ from controlplane.apikey_usage import KeyUsageRecorder, source_of
 from controlplane.clock import Clock
 from controlplane.db import Database
 from controlplane.health.monitor import Monitor
-from controlplane.leader_work import ChangeNotice, LeaderWork
+from controlplane.leader_work import ChangeNotice, LeaderWork, cancel_and_wait
 from controlplane.lease import Lease
 from controlplane.migrate import upgrade
 from controlplane.models_requests import ModelRequests
@@ -87,6 +87,7 @@ class ControlPlane:
         """What this replica does while it holds the lease; None while it does not."""
         self._notices: set[asyncio.Task[None]] = set()
         self._leading: asyncio.Task[None] | None = None
+        self._resigning: asyncio.Future[None] | None = None
         for length in sorted({len(t) for t in settings.admin_tokens if len(t) < MIN_ADMIN_TOKEN_LENGTH}):
             # Their SHA-256 digests travel in every snapshot: a short token could be guessed from one.
             log.warning(
@@ -144,7 +145,6 @@ class ControlPlane:
         """Run the background work for as long as the app serves."""
         self._leading = _task(self._database_then_lead(), "database-and-lease")
         tasks = [
-            self._leading,
             _task(self._bus_then_reports(), "bus-and-reports"),
             _task(self.registry.run_expiry(), "dataplane-expiry"),
             _task(self.key_usage.run(), "apikey-usage"),
@@ -152,21 +152,24 @@ class ControlPlane:
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.lease.release()  # the leader's work has stopped: another replica may take over
-            for notice in list(self._notices):
-                notice.cancel()
+            await self.resign()  # the leader's work stops and another replica may take over
+            await cancel_and_wait([*tasks, *self._notices])
             await self.bus.close()
             await self.db.close()
 
     async def resign(self) -> None:
-        """Stop leading for good and release the lease now (on SIGTERM, before open connections
-        such as pull streams have ended and the app shuts down): another replica takes over at once."""
-        if self._leading is not None and not self._leading.done():
+        """Stop leading for good and release the lease (on SIGTERM at once, before open connections
+        such as pull streams have ended and the app shuts down): another replica takes over at once.
+        Safe to call more than once, and concurrently."""
+        if self._resigning is None:
+            self._resigning = asyncio.ensure_future(self._resign())
+        await asyncio.shield(self._resigning)
+
+    async def _resign(self) -> None:
+        if self._leading is not None:
+            # Cancelled once: it then stops the leader's work and waits for it (``_lead``).
             self._leading.cancel()
-            await asyncio.gather(self._leading, return_exceptions=True)
+            await asyncio.wait({self._leading})
         await self.lease.release()
 
     async def _database_then_lead(self) -> None:
@@ -177,8 +180,7 @@ class ControlPlane:
                 await self.lease.leading.wait()
                 await self._lead()
         finally:
-            campaign.cancel()
-            await asyncio.gather(campaign, return_exceptions=True)
+            await cancel_and_wait([campaign])
 
     async def _lead(self) -> None:
         """Do the leader's work until the lease is lost (or the replica stops); work that fails is
@@ -200,9 +202,10 @@ class ControlPlane:
                 await asyncio.wait({running, deposed}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 self.work = None
-                for task in (running, deposed):
-                    task.cancel()
-                await asyncio.gather(running, deposed, return_exceptions=True)
+                # Once each: the work's own clean-up cancels its parts until they have ended.
+                running.cancel()
+                deposed.cancel()
+                await asyncio.wait({running, deposed})
                 await work.close()
             if deposed.cancelled():
                 await asyncio.sleep(_WORK_RESTART_DELAY)  # it failed (and was logged): start again
