@@ -4,8 +4,9 @@ It reads every backend and frontend when asked (after each committed admin chang
 ``interval`` seconds (so changes made through another replica arrive too), and hands them to the
 monitor (which backends to probe, and how) and the synchroniser (which models each backend needs).
 
-At start it takes over the health the last published snapshot recorded, so that a control-plane
-restart does not publish every backend as unknown while the first probes are on their way.
+At start it takes over the health and model lists the last published snapshot recorded, so that a
+control-plane restart (or a new leader) does not publish every backend as unknown while the first
+probes and reads are on their way.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 from sqlmodel import select
 
 from controlplane.db import Database
+from controlplane.health.inventory import Inventory
 from controlplane.health.monitor import Monitor
 from controlplane.health.targets import target_of
 from controlplane.sync.manager import Synchroniser
@@ -92,4 +94,12 @@ class Fleet:
             log.info("no health to take over from the stored snapshot: %s", exc)
             return
         if snapshot is not None:
-            self.monitor.seed({b.id: b.healthy for b in snapshot.content.backends if b.health_checked})
+            backends = snapshot.content.backends
+            self.monitor.seed(
+                {b.id: b.healthy for b in backends if b.health_checked},
+                {
+                    b.id: Inventory(known=True, models=b.models, loaded=b.models_loaded, dialect=b.dialect)
+                    for b in backends
+                    if b.models_known
+                },
+            )

@@ -9,7 +9,7 @@ import contextlib
 import dataclasses
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -133,6 +133,65 @@ async def test_the_follower_takes_over_when_the_leader_stops(settings: Settings)
                 await watch.next(
                     lambda s: any(b.id == "later" for b in s.content.backends), after=published.revision
                 )
+
+
+@contextlib.asynccontextmanager
+async def _slow_model_lists(delay: float) -> AsyncIterator[int]:
+    """An Ollama-like backend whose health probe answers at once but whose model lists take
+    ``delay`` seconds (as a busy remote server's may); yields its port."""
+    tags = b'{"models": [{"name": "llama3.2:latest", "size": 1}]}'
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                path = head.split(b" ", 2)[1]
+                body = b"ok"
+                if path in (b"/api/tags", b"/api/ps"):
+                    await asyncio.sleep(delay)
+                    body = tags if path == b"/api/tags" else b'{"models": []}'
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+async def test_a_new_leader_carries_health_and_models_over(monitoring: Settings) -> None:
+    """The takeover publishes nothing that the new leader has not observed yet: the backend stays
+    healthy with its models in every snapshot while the new leader's first reads are under way."""
+    async with (
+        _slow_model_lists(1.0) as port,
+        watch_snapshots(monitoring.nats_url, monitoring.bus_namespace) as watch,
+    ):
+        with contextlib.ExitStack() as leader_running:
+            first = leader_running.enter_context(running_controlplane(_replica(monitoring, "a")))
+            await eventually(lambda: first.plane.lease.is_leader, what="a leading")
+            async with _client(first) as admin:
+                body = {"Identifier": "slow", "Hostname": "127.0.0.1", "Port": port}
+                assert (await admin.put("/v1.0/backends", json=body)).status_code == 201
+            settled = await watch.next(
+                lambda s: (b := backend(s, "slow")) is not None and b.healthy and b.models_known
+            )
+            with running_controlplane(_replica(monitoring, "b")) as second:
+                leader_running.close()
+                await eventually(lambda: second.plane.lease.is_leader, within=5, what="b leading")
+                await eventually(
+                    lambda: (
+                        (m := second.plane.monitor) is not None
+                        and (i := m.inventory.get("slow")) is not None
+                        and i.refreshed is not None
+                    ),
+                    what="b reading the backend's models itself",
+                )
+                async with _client(second) as admin:
+                    health = (await admin.get("/v1.0/backends/slow/health")).json()
+                assert health["Healthy"] is True and health["Models"] == ["llama3.2:latest"]
+        for snapshot in watch.seen:
+            if snapshot.revision > settled.revision:
+                view = backend(snapshot, "slow")
+                assert view is not None and view.healthy and view.models == ("llama3.2:latest",), snapshot
 
 
 async def test_required_models_edits_from_many_writers_are_never_lost(settings: Settings) -> None:
