@@ -23,8 +23,10 @@ from controlplane.admin.cluster import current_snapshot, list_dataplanes
 from controlplane.admin.frontends import FrontendController
 from controlplane.admin.health import list_models, list_pulls, stream_pulls
 from controlplane.admin.leadership import cluster_view, not_leader
+from controlplane.admin.openapi import publish_exact_schemas
 from controlplane.admin.routing import explain_route
 from controlplane.admin.strict import strict_json_body
+from controlplane.allow import complete_allow
 from controlplane.auth import admin_guard
 from controlplane.clock import Clock
 from controlplane.errors import ApiError, exception_handlers
@@ -104,6 +106,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
         },
         lifespan=[plane.lifespan],
         exception_handlers=exception_handlers(),
+        middleware=[complete_allow],
         openapi_config=OpenAPIConfig(
             title="OllamaFlow control plane",
             version=_version(),
@@ -118,4 +121,5 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
         logging_config=None,
     )
     app.state.plane = plane
+    publish_exact_schemas(app)
     return app

@@ -87,8 +87,12 @@ class ApiError(Exception):
         )
 
 
-def _respond(error: ApiError, request: Request | None = None) -> Response[ErrorBody | bytes]:
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+def _respond(
+    error: ApiError, request: Request | None = None, *, headers: dict[str, str] | None = None
+) -> Response[ErrorBody | bytes]:
+    headers = dict(headers or {})
+    if error.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     # A HEAD answer carries no body.
     body: ErrorBody | bytes = b"" if request is not None and request.method == "HEAD" else error.body()
     return Response(body, status_code=error.status, headers=headers, media_type=MediaType.JSON)
@@ -118,7 +122,8 @@ def _on_http(request: Request, exc: HTTPException) -> Response[ErrorBody | bytes
     detail = str(exc.detail or "")
     if exc.status_code == 400 and "JSON" in detail:
         detail = f"request body: {detail}"
-    return _respond(ApiError(kind, detail, status=exc.status_code), request)
+    # Litestar's own exceptions carry the headers their status needs, e.g. Allow on a 405.
+    return _respond(ApiError(kind, detail, status=exc.status_code), request, headers=exc.headers)
 
 
 def _on_database(request: Request, exc: DBAPIError) -> Response[ErrorBody | bytes]:
@@ -141,7 +146,8 @@ _DOCUMENTED = {
     400: "Invalid request: the Description names the field or parameter",
     401: "No valid admin token (AuthenticationFailed)",
     404: "No such resource (NotFound)",
-    409: "Conflict: the Identifier exists, or (InUse) a frontend still lists the backend",
+    409: "Conflict: the Identifier or a frontend's Hostname is taken, the body names a resource that does "
+    "not exist, a cap on their number is reached, or (InUse) a frontend still lists the backend",
     503: "Starting, or a dependency (database, NATS) is unavailable (ServiceUnavailable)",
 }
 

@@ -21,6 +21,7 @@ from typing import Any
 from msgspec.json import encode
 
 from controlplane.admin.apikey_service import ApiKeyService
+from controlplane.admin.crud import Cap
 from controlplane.admin.service import BackendService, FrontendService
 from controlplane.apikey_usage import KeyUsageRecorder, source_of
 from controlplane.clock import Clock
@@ -79,9 +80,15 @@ class ControlPlane:
             on_demand_change=self._live_set_changed,  # re-split the backends' limits and keys' rates
             on_report=self.key_usage.record,
         )
-        self.frontends = FrontendService(self.db, clock=self.clock, on_change=self._config_changed)
-        self.backends = BackendService(self.db, clock=self.clock, on_change=self._config_changed)
-        self.apikeys = ApiKeyService(self.db, clock=self.clock, on_change=self._config_changed)
+        self.frontends = FrontendService(
+            self.db, clock=self.clock, on_change=self._config_changed, cap=Cap.of(settings, "max_frontends")
+        )
+        self.backends = BackendService(
+            self.db, clock=self.clock, on_change=self._config_changed, cap=Cap.of(settings, "max_backends")
+        )
+        self.apikeys = ApiKeyService(
+            self.db, clock=self.clock, on_change=self._config_changed, cap=Cap.of(settings, "max_apikeys")
+        )
         self.readiness = Readiness(self.db, self.bus)
         self.work: LeaderWork | None = None
         """What this replica does while it holds the lease; None while it does not."""

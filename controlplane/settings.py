@@ -16,7 +16,7 @@ from typing import Any
 
 from shared.errors import ConfigError
 
-__all__ = ["Settings", "load_database_url", "load_settings", "sqlalchemy_url"]
+__all__ = ["Settings", "env_name", "load_database_url", "load_settings", "sqlalchemy_url"]
 
 ENV_PREFIX = "OLLAMAFLOW_"
 _PG_PREFIXES = ("postgresql+psycopg://", "postgresql://", "postgres://")
@@ -78,6 +78,12 @@ class Settings:
     """Seconds a control-plane lease that is not renewed lasts before another replica takes over."""
     lease_renew: float = _LEASE_RENEW
     """Seconds between two renewals of the lease by its holder (at most half of ``lease_ttl``)."""
+    max_frontends: int = 5_000
+    """Frontends the admin API lets the cluster hold (the snapshot carries them all)."""
+    max_backends: int = 20_000
+    """Backends the admin API lets the cluster hold."""
+    max_apikeys: int = 50_000
+    """Client API keys the admin API lets the cluster hold."""
 
     def __repr__(self) -> str:
         # Keep credentials out of logs and tracebacks.
@@ -159,6 +165,9 @@ def load_settings(
     for field in ("sync_parallelism", "sync_parallelism_per_backend", "sync_max_attempts"):
         if field in merged:
             values[field] = int(_number(merged, field, low=1, high=1000, integer=True))
+    for field in ("max_frontends", "max_backends", "max_apikeys"):
+        if field in merged:
+            values[field] = int(_number(merged, field, low=1, high=10_000_000, integer=True))
     for field in ("monitor_backends", "sync_remove_unrequired", "backend_tls_verify"):
         if field in merged:
             values[field] = _flag(merged, field)
@@ -222,7 +231,15 @@ _KEYS = {
     "advertise_url": "controlplane_url",
     "lease_ttl": "lease_ttl",
     "lease_renew": "lease_renew",
+    "max_frontends": "max_frontends",
+    "max_backends": "max_backends",
+    "max_apikeys": "max_apikeys",
 }
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a Settings field, e.g. ``OLLAMAFLOW_MAX_BACKENDS``."""
+    return _env_name(field)
 
 
 def _env_name(field: str) -> str:

@@ -20,7 +20,15 @@ from sqlmodel import Field, SQLModel
 
 from shared.snapshot import DEFAULT_STICKY_HEADERS
 
-__all__ = ["REVISION_SEQUENCE", "ApiKeyRow", "ApiKeyUsageRow", "BackendRow", "FrontendRow", "metadata"]
+__all__ = [
+    "FRONTEND_HOSTNAME_INDEX",
+    "REVISION_SEQUENCE",
+    "ApiKeyRow",
+    "ApiKeyUsageRow",
+    "BackendRow",
+    "FrontendRow",
+    "metadata",
+]
 
 metadata = SQLModel.metadata
 
@@ -34,10 +42,16 @@ def _json(default: Any) -> Any:
     return Field(default_factory=lambda: type(default)(default), sa_type=JSONB, nullable=False)
 
 
+# Hostnames are unique among frontends, ignoring case. Frontends that shared one before this index
+# existed are left out of it by name (see its migration); the admin service refuses new duplicates.
+FRONTEND_HOSTNAME_INDEX = "frontends_hostname_unique"
+
+
 class FrontendRow(SQLModel, table=True):
     """A virtual endpoint: matched by Host header, served by a pool of backends."""
 
     __tablename__ = "frontends"
+    __table_args__ = (sa.Index(FRONTEND_HOSTNAME_INDEX, sa.func.lower(sa.column("hostname")), unique=True),)
 
     identifier: str = Field(primary_key=True, max_length=128)
     name: str | None = Field(default=None)

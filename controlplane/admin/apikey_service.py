@@ -4,7 +4,7 @@
   the create answer only; the database keeps its SHA-256 and its first characters (``KeyPrefix``, to
   tell keys apart).
 - Replace (PUT item) and patch change the settings; the key stays the same.
-- ``Frontends`` may only name existing frontends (400), which stay share-locked until the commit; a
+- ``Frontends`` may only name existing frontends (409), which stay share-locked until the commit; a
   deleted frontend leaves every key's list (``FrontendService``).
 - Usage: the counters folded into the key's row plus the live rows of ``apikey_usage``
   (``controlplane.apikey_usage``), summed.

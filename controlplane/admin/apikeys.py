@@ -12,8 +12,16 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from controlplane.admin.apikey_service import ApiKeyService
-from controlplane.admin.routes import CREATE_ERRORS, ITEM, ITEM_ERRORS, LIST_ERRORS, PathId, exists_response
-from controlplane.admin.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut, ApiKeyPatch
+from controlplane.admin.routes import (
+    CREATE_ERRORS,
+    ITEM,
+    ITEM_ERRORS,
+    LIST_ERRORS,
+    WRITE_ERRORS,
+    PathId,
+    exists_response,
+)
+from controlplane.admin.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyIn, ApiKeyOut, ApiKeyPatch
 
 __all__ = ["ApiKeyController"]
 
@@ -44,16 +52,16 @@ class ApiKeyController(Controller):
         summary="Create an API key (Identifier required; 409 if it exists); the answer's Key is shown "
         "only this once",
     )
-    async def create_apikey(self, apikeys: ApiKeys, data: JSONBody[ApiKeyIn]) -> ApiKeyCreated:
+    async def create_apikey(self, apikeys: ApiKeys, data: JSONBody[ApiKeyCreate]) -> ApiKeyCreated:
         return await apikeys.create(data)
 
-    @put(ITEM, responses=ITEM_ERRORS, summary="Replace an API key's settings (the key stays the same)")
+    @put(ITEM, responses=WRITE_ERRORS, summary="Replace an API key's settings (the key stays the same)")
     async def replace_apikey(
         self, apikeys: ApiKeys, identifier: PathId, data: JSONBody[ApiKeyIn]
     ) -> ApiKeyOut:
         return await apikeys.replace(identifier, data)
 
-    @patch(ITEM, responses=ITEM_ERRORS, summary="Change only the given settings of an API key")
+    @patch(ITEM, responses=WRITE_ERRORS, summary="Change only the given settings of an API key")
     async def patch_apikey(
         self, apikeys: ApiKeys, identifier: PathId, data: JSONBody[ApiKeyPatch]
     ) -> ApiKeyOut:

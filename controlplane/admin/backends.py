@@ -11,7 +11,7 @@ from litestar.params import JSONBody
 
 from controlplane.admin.health import BackendHealthOut, active_requests, backend_health
 from controlplane.admin.routes import CREATE_ERRORS, ITEM, ITEM_ERRORS, LIST_ERRORS, PathId, exists_response
-from controlplane.admin.schemas import BackendIn, BackendOut, BackendPatch
+from controlplane.admin.schemas import BackendCreate, BackendIn, BackendOut, BackendPatch
 from controlplane.admin.service import BackendService
 from controlplane.clock import Clock
 from controlplane.errors import error_responses
@@ -65,7 +65,7 @@ class BackendController(Controller):
         responses=CREATE_ERRORS,
         summary="Create a backend (Identifier required; 409 if it exists)",
     )
-    async def create_backend(self, backends: Backends, data: JSONBody[BackendIn]) -> BackendOut:
+    async def create_backend(self, backends: Backends, data: JSONBody[BackendCreate]) -> BackendOut:
         return await backends.create(data)
 
     @put(

@@ -6,6 +6,7 @@
 - Replace (PUT item): the body's omitted fields take their defaults; the id comes from the URL.
 - Patch: only the given fields change.
 - Writes and deletes lock the row (FOR UPDATE); ``require_rows`` share-locks the rows a write names.
+- A resource may have a cap on its number of rows (``Cap``, a setting): a create beyond it -> 409.
 
 Every committed change calls ``on_change`` (the snapshot publisher's trigger).
 """
@@ -13,20 +14,23 @@ Every committed change calls ``on_change`` (the snapshot publisher's trigger).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import msgspec
+import sqlalchemy as sa
 from msgspec import UNSET
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from controlplane.admin.limits import check_fields
 from controlplane.clock import Clock
 from controlplane.db import Database
 from controlplane.errors import ApiError
+from controlplane.settings import Settings, env_name
 from controlplane.tables import ApiKeyRow, BackendRow, FrontendRow
 
-__all__ = ["Service", "field_names", "given", "require_rows"]
+__all__ = ["Cap", "Service", "constraint_name", "field_names", "given", "require_rows"]
 
 Row = TypeVar("Row", FrontendRow, BackendRow, ApiKeyRow)
 Out = TypeVar("Out", bound=msgspec.Struct)
@@ -45,8 +49,11 @@ def field_names(struct: type[msgspec.Struct], *, without: Iterable[str] = ()) ->
 
 
 def given(body: msgspec.Struct, names: Iterable[str]) -> dict[str, Any]:
-    """The fields of ``body`` that were set (PATCH leaves the rest UNSET)."""
-    return {name: value for name in names if (value := getattr(body, name)) is not UNSET}
+    """The fields of ``body`` that were set (PATCH leaves the rest UNSET), within the limits that the
+    body's types cannot hold (``controlplane.admin.limits``)."""
+    fields = {name: value for name in names if (value := getattr(body, name)) is not UNSET}
+    check_fields(fields)
+    return fields
 
 
 async def require_rows(
@@ -56,8 +63,9 @@ async def require_rows(
     field: str,
     what: str,
 ) -> None:
-    """400 (naming ``field``) unless every id names a row of ``table``; the rows stay share-locked
-    until the commit, so they cannot be deleted under the writer."""
+    """409 (naming ``field``) unless every id names a row of ``table``: the body is valid, the state it
+    refers to is missing. The rows stay share-locked until the commit, so they cannot be deleted under
+    the writer."""
     if not identifiers:
         return
     query = select(table.identifier).where(col(table.identifier).in_(identifiers)).with_for_update(read=True)
@@ -65,7 +73,25 @@ async def require_rows(
     missing = [i for i in dict.fromkeys(identifiers) if i not in found]
     if missing:
         names = ", ".join(f"'{i}'" for i in missing)
-        raise ApiError.bad_request(f"{field}: no {what} with identifier {names}")
+        raise ApiError("Conflict", f"{field}: no {what} with identifier {names}")
+
+
+def constraint_name(exc: IntegrityError) -> str | None:
+    """The name of the constraint or unique index a write broke, as Postgres reports it."""
+    diag = getattr(exc.orig, "diag", None)
+    return getattr(diag, "constraint_name", None)
+
+
+class Cap(NamedTuple):
+    """How many rows a resource may have, and the setting that says so (for the 409's text)."""
+
+    limit: int
+    setting: str
+
+    @classmethod
+    def of(cls, settings: Settings, field: str) -> Cap:
+        """The cap in the Settings field ``field`` (``max_backends``…)."""
+        return cls(getattr(settings, field), env_name(field))
 
 
 class Service(Generic[Row, Out]):
@@ -77,10 +103,18 @@ class Service(Generic[Row, Out]):
     what: str  # the resource in messages: "frontend", "API key"
     a_what: str  # with its article: "a frontend", "an API key"
 
-    def __init__(self, db: Database, *, clock: Clock, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock,
+        on_change: Callable[[], None],
+        cap: Cap | None = None,
+    ) -> None:
         self._db = db
         self._clock = clock
         self._on_change = on_change
+        self._cap = cap
 
     async def list(self) -> list[Out]:
         async with self._db.session() as session:
@@ -142,17 +176,35 @@ class Service(Generic[Row, Out]):
         row = self.table(identifier=body.identifier, created_utc=now, last_update_utc=now, **fields)
         self._apply(row, body)
         async with self._db.session() as session:
-            await self._check(session, row)
+            await self._check_room(session)
+            with session.no_autoflush:  # a unique index breaks at the commit, where it is answered
+                await self._check(session, row)
             session.add(row)
             await self._commit(session, row.identifier)
         return row
+
+    async def _check_room(self, session: AsyncSession) -> None:
+        """409 if the table holds its cap of rows already. Creates of one table take turns on an
+        advisory lock (until the commit), so concurrent ones cannot overshoot the cap together."""
+        if self._cap is None:
+            return
+        lock = sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"ollamaflow.cap.{self.table.__tablename__}"))
+        await session.scalar(sa.select(lock))
+        count = await session.scalar(sa.select(sa.func.count()).select_from(self.table)) or 0
+        if count >= self._cap.limit:
+            raise ApiError(
+                "Conflict",
+                f"there are {count} {self.what}s, the most {self._cap.setting}={self._cap.limit} allows; "
+                f"delete one first, or raise the setting",
+            )
 
     async def _update(self, identifier: str, body: msgspec.Struct) -> Out:
         async with self._db.session() as session:
             row = await self._row(session, identifier, lock=True)
             self._apply(row, body)
             row.last_update_utc = self._clock.now()
-            await self._check(session, row)
+            with session.no_autoflush:  # a unique index breaks at the commit, where it is answered
+                await self._check(session, row)
             await self._commit(session, identifier)
             (out,) = await self._outs(session, [row])
             return out
@@ -166,7 +218,11 @@ class Service(Generic[Row, Out]):
     async def _commit(self, session: AsyncSession, identifier: str) -> None:
         try:
             await session.commit()
-        except IntegrityError:
+        except IntegrityError as exc:
             await session.rollback()
-            raise ApiError("Conflict", f"{self.what} '{identifier}' already exists") from None
+            raise self._conflict(exc, identifier) from None
         self._on_change()
+
+    def _conflict(self, exc: IntegrityError, identifier: str) -> ApiError:
+        """The answer to a unique constraint the commit broke: by default, the identifier's."""
+        return ApiError("Conflict", f"{self.what} '{identifier}' already exists")

@@ -6,8 +6,16 @@ from litestar import Controller, Response, delete, get, head, patch, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from controlplane.admin.routes import CREATE_ERRORS, ITEM, ITEM_ERRORS, LIST_ERRORS, PathId, exists_response
-from controlplane.admin.schemas import FrontendIn, FrontendOut, FrontendPatch
+from controlplane.admin.routes import (
+    CREATE_ERRORS,
+    ITEM,
+    ITEM_ERRORS,
+    LIST_ERRORS,
+    WRITE_ERRORS,
+    PathId,
+    exists_response,
+)
+from controlplane.admin.schemas import FrontendCreate, FrontendIn, FrontendOut, FrontendPatch
 from controlplane.admin.service import FrontendService
 
 __all__ = ["FrontendController"]
@@ -38,10 +46,10 @@ class FrontendController(Controller):
         responses=CREATE_ERRORS,
         summary="Create a frontend (Identifier required; 409 if it exists)",
     )
-    async def create_frontend(self, frontends: Frontends, data: JSONBody[FrontendIn]) -> FrontendOut:
+    async def create_frontend(self, frontends: Frontends, data: JSONBody[FrontendCreate]) -> FrontendOut:
         return await frontends.create(data)
 
-    @put(ITEM, responses=ITEM_ERRORS, summary="Replace a frontend: omitted fields take their defaults")
+    @put(ITEM, responses=WRITE_ERRORS, summary="Replace a frontend: omitted fields take their defaults")
     async def replace_frontend(
         self,
         frontends: Frontends,
@@ -50,7 +58,7 @@ class FrontendController(Controller):
     ) -> FrontendOut:
         return await frontends.replace(identifier, data)
 
-    @patch(ITEM, responses=ITEM_ERRORS, summary="Change only the given fields of a frontend")
+    @patch(ITEM, responses=WRITE_ERRORS, summary="Change only the given fields of a frontend")
     async def patch_frontend(
         self,
         frontends: Frontends,

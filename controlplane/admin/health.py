@@ -227,6 +227,7 @@ def list_pulls(sync: NamedDependency[Synchroniser]) -> list[PullOut]:
     responses=error_responses(401, 503),
     tags=["Cluster"],
     summary="Live pull progress as NDJSON: every current pull, then every change",
+    media_type="application/x-ndjson",
     sync_to_thread=False,
 )
 def stream_pulls(sync: NamedDependency[Synchroniser]) -> Stream:

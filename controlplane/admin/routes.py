@@ -8,13 +8,15 @@ from litestar.params import FromPath
 
 from controlplane.errors import error_responses
 
-__all__ = ["CREATE_ERRORS", "ITEM", "ITEM_ERRORS", "LIST_ERRORS", "PathId", "exists_response"]
+__all__ = ["CREATE_ERRORS", "ITEM", "ITEM_ERRORS", "LIST_ERRORS", "WRITE_ERRORS", "PathId", "exists_response"]
 
 ITEM = "/{identifier:str}"
 PathId = FromPath[str]  # the id from the URL, as a handler parameter type
 
 LIST_ERRORS = error_responses(401, 503)
 ITEM_ERRORS = error_responses(400, 401, 404, 503)  # read, replace, patch or delete one item
+# Replace or patch where the body may name other resources or take a unique value (409).
+WRITE_ERRORS = error_responses(400, 401, 404, 409, 503)
 CREATE_ERRORS = error_responses(400, 401, 409, 503)
 
 

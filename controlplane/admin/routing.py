@@ -17,6 +17,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from msgspec import Meta
 
+from controlplane.admin.schemas import Headers
 from controlplane.admin.service import FrontendService
 from controlplane.errors import ApiError, error_responses
 from controlplane.reports import DataPlaneRegistry
@@ -31,11 +32,6 @@ log = logging.getLogger("ollamaflow.controlplane.explain")
 ANSWER_WAIT = 5.0
 """Seconds to wait for the data plane's answer."""
 
-_HeaderName = Annotated[
-    str, Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", description="an HTTP header name")
-]
-_HeaderValue = Annotated[str, Meta(pattern=r"^[^\r\n\x00]*$")]
-
 
 class ExplainIn(msgspec.Struct, kw_only=True, rename="pascal"):
     """The request to dry-run: what a client would send to the frontend."""
@@ -43,7 +39,7 @@ class ExplainIn(msgspec.Struct, kw_only=True, rename="pascal"):
     model: Annotated[str, Meta(max_length=512, description="the model the request names")] = ""
     kind: Literal["completions", "embeddings"] = "completions"
     api_format: Literal["Ollama", "OpenAI"] = "Ollama"  # the client's API format
-    headers: dict[_HeaderName, _HeaderValue] = {}
+    headers: Headers = {}  # a backend's Headers' limits
 
 
 class ExplainCandidateOut(msgspec.Struct, kw_only=True, rename="pascal"):

@@ -15,16 +15,21 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from controlplane.admin import limits
+from controlplane.admin.limits import whole
 from shared.snapshot import DEFAULT_STICKY_HEADERS
 
 __all__ = [
+    "ApiKeyCreate",
     "ApiKeyCreated",
     "ApiKeyIn",
     "ApiKeyOut",
     "ApiKeyPatch",
+    "BackendCreate",
     "BackendIn",
     "BackendOut",
     "BackendPatch",
+    "FrontendCreate",
     "FrontendIn",
     "FrontendOut",
     "FrontendPatch",
@@ -37,14 +42,33 @@ Identifier = Annotated[
     Meta(
         min_length=1,
         max_length=128,
-        pattern=r"^[^\s/?#]+$",
+        pattern=whole(rf"[^{limits.NO_SPACE}/?#]+"),
         description="1-128 characters, no whitespace, '/', '?' or '#' (it is used in URLs)",
     ),
 ]
-Host = Annotated[
-    str, Meta(min_length=1, max_length=253, pattern=r"^[^\s/]+$", description="a host name or IP")
+# Free text: anything but NUL, which Postgres cannot store.
+Text = r"^[^\x00]*$"
+Name = Annotated[str, Meta(max_length=limits.NAME_LENGTH, pattern=Text)]
+BackendHost = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=limits.HOSTNAME_LENGTH,
+        pattern=limits.BACKEND_HOST_PATTERN,
+        description="a host name (letters, digits, '-', '_', dots) or an IP address; IPv6 without brackets",
+    ),
 ]
-Port = Annotated[int, Meta(ge=0, le=65535)]
+FrontendHost = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=limits.HOSTNAME_LENGTH,
+        pattern=limits.FRONTEND_HOST_PATTERN,
+        description="the Host this frontend serves: a host name or an IP address (IPv6 without brackets), "
+        "or '*' for every Host no other frontend names; unique among frontends, ignoring case",
+    ),
+]
+Port = Annotated[int, Meta(ge=1, le=65535)]
 Positive = Annotated[int, Meta(ge=1, le=_INT32)]
 Millis = Annotated[int, Meta(ge=0, le=_INT32)]
 # Both limits hold for the whole cluster; the control plane splits them among the live data planes.
@@ -63,19 +87,53 @@ BodySize = Annotated[int, Meta(ge=1, le=2**62)]
 ProbeMillis = Annotated[
     int, Meta(ge=100, le=86_400_000, description="milliseconds; omitted or null: the control plane's setting")
 ]
-UrlPath = Annotated[str, Meta(pattern=r"^/\S*$", description="a path starting with '/'")]
-HeaderName = Annotated[str, Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", description="an HTTP header name")]
-HeaderValue = Annotated[str, Meta(pattern=r"^[^\r\n\x00]*$")]
-Secret = Annotated[str, Meta(pattern=r"^[^\r\n\x00]*$")]
-Querystring = Annotated[str, Meta(max_length=2048, pattern=r"^[^\s#]*$")]
-Pinned = dict[str, Any]
+UrlPath = Annotated[
+    str,
+    Meta(
+        max_length=limits.URL_PATH_LENGTH,
+        pattern=whole(rf"/[^{limits.NO_SPACE}]*"),
+        description="a path starting with '/'",
+    ),
+]
+HeaderName = Annotated[
+    str,
+    Meta(
+        max_length=limits.HEADER_NAME_LENGTH,
+        pattern=whole(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"),
+        description="an HTTP header name",
+    ),
+]
+HeaderValue = Annotated[str, Meta(max_length=limits.HEADER_VALUE_LENGTH, pattern=whole(r"[^\r\n\x00]*"))]
+Headers = Annotated[dict[HeaderName, HeaderValue], Meta(max_length=limits.HEADERS_COUNT)]
+Secret = Annotated[str, Meta(max_length=limits.BEARER_TOKEN_LENGTH, pattern=whole(r"[^\r\n\x00]*"))]
+Querystring = Annotated[
+    str, Meta(max_length=limits.QUERYSTRING_LENGTH, pattern=whole(rf"[^{limits.NO_SPACE}#]*"))
+]
+Pinned = Annotated[
+    dict[str, Any],
+    Meta(
+        max_length=limits.PINNED_COUNT,
+        extra_json_schema={
+            "propertyNames": {"pattern": Text},
+            "additionalProperties": {"$ref": "#/components/schemas/" + limits.JSON_VALUE},
+        },
+        description=f"at most {limits.PINNED_COUNT} properties, {limits.PINNED_JSON_BYTES} bytes as compact "
+        f"JSON and {limits.PINNED_DEPTH} levels of nesting",
+    ),
+]
+Label = Annotated[str, Meta(min_length=1, max_length=limits.LABEL_LENGTH, pattern=Text)]
+Labels = Annotated[list[Label], Meta(max_length=limits.LABELS_COUNT)]
+ModelName = Annotated[str, Meta(min_length=1, max_length=limits.MODEL_NAME_LENGTH, pattern=Text)]
+RequiredModels = Annotated[list[ModelName], Meta(max_length=limits.REQUIRED_MODELS_COUNT)]
+PoolBackends = Annotated[list[Identifier], Meta(max_length=limits.POOL_BACKENDS_COUNT)]
+KeyFrontends = Annotated[list[Identifier], Meta(max_length=limits.KEY_FRONTENDS_COUNT)]
 Strategy = Literal["RoundRobin", "Random", "LeastConnections", "ModelAware"]
 StickyHeaderName = Annotated[
     str,
     Meta(
         min_length=1,
         max_length=128,
-        pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        pattern=whole(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"),
         description="an HTTP request header name (stored lower-case)",
     ),
 ]
@@ -94,14 +152,14 @@ class FrontendIn(_Body, kw_only=True):
     """A frontend as written with PUT. The Identifier comes from the URL when replacing."""
 
     identifier: Identifier | None = None
-    name: str | None = None
-    hostname: Host = "*"
+    name: Name | None = None
+    hostname: FrontendHost = "*"
     timeout_ms: Millis = 60000
     load_balancing: Strategy = "ModelAware"
     block_http10: bool = True
     max_request_body_size: BodySize = 536870912
-    backends: list[Identifier] = []
-    required_models: list[str] = []
+    backends: PoolBackends = []
+    required_models: RequiredModels = []
     log_request_full: bool = False
     log_request_body: bool = False
     log_response_body: bool = False
@@ -125,6 +183,12 @@ class FrontendIn(_Body, kw_only=True):
     require_api_keys: bool = False
 
 
+class FrontendCreate(FrontendIn, kw_only=True):
+    """A frontend as created with PUT to the collection: the Identifier is required."""
+
+    identifier: Identifier
+
+
 class FrontendOut(FrontendIn, kw_only=True):
     """A frontend as stored."""
 
@@ -134,8 +198,8 @@ class FrontendOut(FrontendIn, kw_only=True):
 
 class _BackendFields(_Body, kw_only=True):
     identifier: Identifier | None = None
-    name: str | None = None
-    hostname: Host = "localhost"
+    name: Name | None = None
+    hostname: BackendHost = "localhost"
     port: Port = 8000
     ssl: bool = False
     unhealthy_threshold: Positive = 2
@@ -150,13 +214,13 @@ class _BackendFields(_Body, kw_only=True):
     log_request_body: bool = False
     log_response_body: bool = False
     api_format: Literal["Ollama", "OpenAI"] = "Ollama"
-    labels: list[str] = []
+    labels: Labels = []
     pinned_embeddings_properties: Pinned = {}
     pinned_completions_properties: Pinned = {}
     allow_embeddings: bool = True
     allow_completions: bool = True
     querystring: Querystring | None = None
-    headers: dict[HeaderName, HeaderValue] = {}
+    headers: Headers = {}
     active: bool = True
 
 
@@ -168,6 +232,12 @@ class BackendIn(_BackendFields, kw_only=True):
     """
 
     bearer_token: Secret | UnsetType | None = UNSET
+
+
+class BackendCreate(BackendIn, kw_only=True):
+    """A backend as created with PUT to the collection: the Identifier is required."""
+
+    identifier: Identifier
 
 
 class BackendOut(_BackendFields, kw_only=True):
@@ -189,11 +259,17 @@ class ApiKeyIn(_Body, kw_only=True):
     """An API key's settings as written with PUT; the key itself is generated by the server."""
 
     identifier: Identifier | None = None
-    name: str | None = None
-    frontends: list[Identifier] = []
+    name: Name | None = None
+    frontends: KeyFrontends = []
     allow_model_management: bool = False
     rate_limit_requests_per_second: KeyRate = 0.0
     active: bool = True
+
+
+class ApiKeyCreate(ApiKeyIn, kw_only=True):
+    """An API key as created with PUT to the collection: the Identifier is required."""
+
+    identifier: Identifier
 
 
 class ApiKeyOut(ApiKeyIn, kw_only=True):

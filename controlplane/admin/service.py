@@ -1,10 +1,12 @@
 """Frontend and backend storage (``controlplane.admin.crud``'s semantics), plus the checks OllamaFlow lacks.
 
-- A frontend may only name existing backends (400); a backend named by a frontend cannot be deleted
+- A frontend may only name existing backends (409); a backend named by a frontend cannot be deleted
   (409 InUse). Row locks make both checks hold under concurrent requests: writers of a frontend take
   FOR SHARE on the backends it names, a backend delete takes FOR UPDATE on its row.
 - A deleted frontend leaves the ``Frontends`` of every API key (``controlplane.admin.apikey_service``)
   in the same transaction.
+- A frontend's Hostname is unique among frontends, ignoring case (409): checked here with a clear
+  message, and by a unique index for writes that race.
 - A backend's BearerToken is write-only: omitted keeps the stored token, null or "" clears it.
 - ``FrontendService.edit_required`` adds a model to (or takes it out of) RequiredModels in one
   transaction holding the row lock, so that concurrent pulls, PATCHes and PUTs, through any number of
@@ -19,14 +21,16 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 from msgspec import UNSET
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from controlplane.admin.crud import Service, field_names, given, require_rows
+from controlplane.admin.crud import Service, constraint_name, field_names, given, require_rows
+from controlplane.admin.limits import check_fields
 from controlplane.admin.schemas import BackendIn, BackendOut, FrontendIn, FrontendOut
 from controlplane.errors import ApiError
 from controlplane.publish.builder import backend_base_url
-from controlplane.tables import ApiKeyRow, BackendRow, FrontendRow
+from controlplane.tables import FRONTEND_HOSTNAME_INDEX, ApiKeyRow, BackendRow, FrontendRow
 from shared.models import model_key
 
 __all__ = ["BackendService", "FrontendService"]
@@ -71,6 +75,7 @@ class FrontendService(Service[FrontendRow, FrontendOut]):
 
     async def _check(self, session: AsyncSession, row: FrontendRow) -> None:
         await require_rows(session, BackendRow, row.backends, "Backends", "backend")
+        await _check_hostname(session, row)
 
     async def _before_delete(self, session: AsyncSession, row: FrontendRow) -> None:
         await _unlist_frontend(session, row.identifier, self._clock.now())
@@ -88,12 +93,37 @@ class FrontendService(Service[FrontendRow, FrontendOut]):
             had = any(model_key(name) == key for name in current)
             if present == had:
                 return had
-            row.required_models = (
-                [*current, model] if present else [name for name in current if model_key(name) != key]
-            )
+            changed = [*current, model] if present else [name for name in current if model_key(name) != key]
+            check_fields({"required_models": changed})  # a pull may not grow it past its limits
+            row.required_models = changed
             row.last_update_utc = self._clock.now()
             await self._commit(session, identifier)
         return had
+
+    def _conflict(self, exc: IntegrityError, identifier: str) -> ApiError:
+        if constraint_name(exc) == FRONTEND_HOSTNAME_INDEX:  # a concurrent write took the Hostname first
+            return ApiError("Conflict", "Hostname: another frontend has just taken this Hostname")
+        return super()._conflict(exc, identifier)
+
+
+async def _check_hostname(session: AsyncSession, row: FrontendRow) -> None:
+    """409 if another frontend has the same Hostname (ignoring case; "*" included): only one could
+    be routed to. A write that leaves a frontend's Hostname as it was passes, so that frontends sharing
+    a Hostname from before it had to be unique can still be changed (the migration says which)."""
+    state = sa.inspect(row)
+    if state.persistent and not state.attrs.hostname.history.has_changes():
+        return
+    hostname = col(FrontendRow.hostname)
+    query = select(FrontendRow.identifier).where(
+        sa.func.lower(hostname) == row.hostname.lower(), col(FrontendRow.identifier) != row.identifier
+    )
+    other = (await session.exec(query.limit(1))).first()
+    if other is not None:
+        raise ApiError(
+            "Conflict",
+            f"Hostname: frontend '{other}' already has Hostname '{row.hostname}' (Hostnames are unique "
+            "among frontends, ignoring case); change or delete that one first",
+        )
 
 
 async def _unlist_frontend(session: AsyncSession, identifier: str, now: datetime) -> None:

@@ -1,7 +1,8 @@
 """Strict JSON bodies for the admin API.
 
 Litestar converts request bodies in msgspec's lax mode, where ``"true"`` passes for a boolean and
-``"8000"`` for a port. OllamaFlow's API (System.Text.Json) rejects those, and so do we: this
+``"8000"`` for a port. OllamaFlow's API (System.Text.Json) rejects those, and so do we (but for
+``8000.0``, an integer by JSON Schema's rules, which the published schema lets clients send): this
 ``before_request`` hook decodes the body strictly against the handler's ``data`` type first and turns
 a mismatch into a 400 naming the field. Malformed JSON is left to Litestar, whose error is mapped in
 ``controlplane.errors``.
@@ -10,6 +11,7 @@ a mismatch into a 400 naming the field. Malformed JSON is left to Litestar, whos
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import msgspec
 from litestar import Request
@@ -32,6 +34,18 @@ def describe(exc: msgspec.ValidationError) -> str:
     return f"{path}{' (a key)' if match['key'] else ''}: {match['message']}"
 
 
+def _integral_floats_as_ints(value: Any) -> Any:
+    """``8000.0`` as ``8000``: JSON Schema counts a number without a fraction as an integer, so a
+    client may send one where the schema says integer (Litestar's lax decoding then takes it too)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _integral_floats_as_ints(item) for key, item in value.items()}
+    return value
+
+
 async def strict_json_body(request: Request) -> None:
     """Reject a body whose JSON types do not match the handler's ``data`` type exactly."""
     parameter = request.route_handler.parsed_fn_signature.parameters.get("data")
@@ -39,8 +53,11 @@ async def strict_json_body(request: Request) -> None:
         return
     body = await request.body()
     try:
-        msgspec.json.decode(body, type=parameter.annotation, strict=True)
+        document = msgspec.json.decode(body)
+        msgspec.convert(_integral_floats_as_ints(document), type=parameter.annotation, strict=True)
     except msgspec.ValidationError as exc:
         raise ApiError.bad_request(describe(exc)) from None
     except msgspec.DecodeError:
         return  # not JSON at all: Litestar reports it
+    except RecursionError:  # arrays or objects nested hundreds deep: no body of ours is
+        raise ApiError.bad_request("request body: JSON nested too deeply") from None

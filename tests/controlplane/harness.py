@@ -49,7 +49,9 @@ def running_controlplane(
     Waits for /readyz, or with ``wait_ready=False`` only for the migrated schema (e.g. NATS is down).
     """
     app = create_app(settings, clock=clock)
-    sock = socket.socket()
+    # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY on accepted connections only when the
+    # listening socket says TCP; without it every keep-alive answer waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(

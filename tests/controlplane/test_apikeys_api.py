@@ -14,7 +14,8 @@ pytestmark = pytest.mark.usefixtures("controlplane")
 
 
 async def _frontend(admin: httpx.AsyncClient, identifier: str, **fields: object) -> None:
-    resp = await admin.put("/v1.0/frontends", json={"Identifier": identifier, **fields})
+    body = {"Identifier": identifier, "Hostname": f"{identifier}.test", **fields}  # Hostnames are unique
+    resp = await admin.put("/v1.0/frontends", json=body)
     assert resp.status_code == 201, resp.text
 
 
@@ -72,7 +73,6 @@ async def test_status_codes(admin: httpx.AsyncClient) -> None:
     ("body", "field"),
     [
         ({"Name": "no id"}, "Identifier"),
-        ({"Identifier": "k", "Frontends": ["nope"]}, "Frontends: no frontend with identifier 'nope'"),
         ({"Identifier": "k", "RateLimitRequestsPerSecond": -1}, "RateLimitRequestsPerSecond"),
         ({"Identifier": "k", "RateLimitRequestsPerSecond": "5"}, "RateLimitRequestsPerSecond"),
         ({"Identifier": "k", "AllowModelManagement": "true"}, "AllowModelManagement"),
@@ -89,6 +89,13 @@ async def test_invalid_bodies_are_400_naming_the_field(
     assert (await admin.get("/v1.0/apikeys")).json() == []
 
 
+async def test_unknown_frontends_are_409_naming_them(admin: httpx.AsyncClient) -> None:
+    resp = await admin.put("/v1.0/apikeys", json={"Identifier": "k", "Frontends": ["nope"]})
+    assert resp.status_code == 409, resp.text
+    assert resp.json()["Description"] == "Frontends: no frontend with identifier 'nope'"
+    assert (await admin.get("/v1.0/apikeys")).json() == []
+
+
 async def test_patch_replace_and_delete(admin: httpx.AsyncClient) -> None:
     await _frontend(admin, "f1")
     await _frontend(admin, "f2")
@@ -102,7 +109,7 @@ async def test_patch_replace_and_delete(admin: httpx.AsyncClient) -> None:
     assert patched.json()["Active"] is False and "Key" not in patched.json()
     assert patched.json()["KeyPrefix"] == created["KeyPrefix"]  # the key stays the same
     bad = await admin.patch("/v1.0/apikeys/k1", json={"Frontends": ["gone"]})
-    assert bad.status_code == 400 and "'gone'" in bad.json()["Description"]
+    assert bad.status_code == 409 and "'gone'" in bad.json()["Description"]
 
     replaced = (
         await admin.put("/v1.0/apikeys/k1", json={"Identifier": "other", "AllowModelManagement": True})

@@ -75,8 +75,23 @@ async def test_unknown_admin_routes_are_404_after_auth(admin: httpx.AsyncClient)
     _assert_error(await admin.get("/nowhere"), 404, "NotFound")
 
 
-async def test_wrong_method_is_405(admin: httpx.AsyncClient) -> None:
-    _assert_error(await admin.post("/v1.0/frontends", json={}), 405, "MethodNotAllowed")
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/v1.0/frontends", {"GET", "PUT"}),
+        ("POST", "/v1.0/backends/b1", {"GET", "HEAD", "PUT", "PATCH", "DELETE"}),
+        ("DELETE", "/v1.0/snapshot", {"GET"}),
+        ("POST", "/healthz", {"GET"}),
+    ],
+)
+async def test_wrong_method_is_405_with_allow(
+    admin: httpx.AsyncClient, method: str, path: str, allowed: set[str]
+) -> None:
+    resp = await admin.request(method, path, json={})
+    _assert_error(resp, 405, "MethodNotAllowed")
+    # RFC 9110: a 405 says which methods the resource supports.
+    assert allowed <= {m.strip() for m in resp.headers["Allow"].split(",")}
+    assert method not in resp.headers["Allow"]
 
 
 @pytest.mark.parametrize(

@@ -120,7 +120,9 @@ async def test_a_backend_in_use_cannot_be_deleted(admin: httpx.AsyncClient) -> N
     await admin.put("/v1.0/backends", json={"Identifier": "b1"})
     await admin.put("/v1.0/backends", json={"Identifier": "b2"})
     await admin.put("/v1.0/frontends", json={"Identifier": "front-a", "Backends": ["b2", "b1"]})
-    await admin.put("/v1.0/frontends", json={"Identifier": "front-b", "Backends": ["b1"]})
+    await admin.put(
+        "/v1.0/frontends", json={"Identifier": "front-b", "Hostname": "b.test", "Backends": ["b1"]}
+    )
 
     resp = await admin.delete("/v1.0/backends/b1")
     assert resp.status_code == 409

@@ -41,7 +41,8 @@ async def test_create_read_list_and_defaults(admin: httpx.AsyncClient) -> None:
 
 async def test_list_is_newest_first(admin: httpx.AsyncClient) -> None:
     for name in ("first", "second", "third"):
-        assert (await admin.put("/v1.0/frontends", json={"Identifier": name})).status_code == 201
+        body = {"Identifier": name, "Hostname": f"{name}.test"}
+        assert (await admin.put("/v1.0/frontends", json=body)).status_code == 201
     assert [f["Identifier"] for f in (await admin.get("/v1.0/frontends")).json()] == [
         "third",
         "second",
@@ -131,10 +132,10 @@ async def test_delete(admin: httpx.AsyncClient) -> None:
 async def test_unknown_backend_ids_are_rejected_by_name(admin: httpx.AsyncClient) -> None:
     await _backend(admin, "b1")
     resp = await admin.put("/v1.0/frontends", json={"Identifier": "f1", "Backends": ["b1", "ghost"]})
-    assert resp.status_code == 400
+    assert resp.status_code == 409  # a valid body naming what is not there
     body = resp.json()
     assert (
-        body["Error"] == "BadRequest" and "Backends" in body["Description"] and "ghost" in body["Description"]
+        body["Error"] == "Conflict" and "Backends" in body["Description"] and "ghost" in body["Description"]
     )
     assert "'b1'" not in body["Description"]
     assert (await admin.head("/v1.0/frontends/f1")).status_code == 404
@@ -144,7 +145,7 @@ async def test_unknown_backend_ids_are_rejected_by_name(admin: httpx.AsyncClient
         await admin.put("/v1.0/frontends/f1", json={"Backends": ["ghost"]}),
         await admin.patch("/v1.0/frontends/f1", json={"Backends": ["b1", "ghost"]}),
     ):
-        assert resp.status_code == 400 and "ghost" in resp.json()["Description"]
+        assert resp.status_code == 409 and "ghost" in resp.json()["Description"]
     assert (await admin.get("/v1.0/frontends/f1")).json()["Backends"] == ["b1"]
 
 

@@ -33,7 +33,7 @@ async def test_openapi_schema_and_docs_pages(anonymous: httpx.AsyncClient) -> No
     assert "HasBearerToken" in backend_out and "BearerToken" not in backend_out
     assert "BearerToken" in schema["components"]["schemas"]["BackendIn"]["properties"]
     port = schema["components"]["schemas"]["BackendIn"]["properties"]["Port"]
-    assert (port["minimum"], port["maximum"]) == (0, 65535)
+    assert (port["minimum"], port["maximum"]) == (1, 65535)
 
     # Every documented error answer has OllamaFlow's shape.
     for path, operations in paths.items():
