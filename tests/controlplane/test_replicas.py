@@ -105,7 +105,10 @@ async def test_one_replica_probes_and_publishes_and_a_follower_s_writes_reach_th
             # Writes on either replica land in the snapshot, in order.
             revision = snapshot.revision
             for client, ident in ((follower, "f-b"), (leader, "f-a"), (follower, "f-b2")):
-                created = await client.put("/v1.0/frontends", json={"Identifier": ident, "Backends": ["sim"]})
+                created = await client.put(
+                    "/v1.0/frontends",
+                    json={"Identifier": ident, "Hostname": f"{ident}.test", "Backends": ["sim"]},
+                )
                 assert created.status_code == 201
                 found = await watch.next(lambda s, i=ident: _has_frontend(s, i), after=revision)
                 revision = found.revision
@@ -169,7 +172,14 @@ async def test_a_new_leader_carries_health_and_models_over(monitoring: Settings)
             first = leader_running.enter_context(running_controlplane(_replica(monitoring, "a")))
             await eventually(lambda: first.plane.lease.is_leader, what="a leading")
             async with _client(first) as admin:
-                body = {"Identifier": "slow", "Hostname": "127.0.0.1", "Port": port}
+                # Probes on a loaded machine may be slow: only the takeover may not change its health.
+                body = {
+                    "Identifier": "slow",
+                    "Hostname": "127.0.0.1",
+                    "Port": port,
+                    "HealthCheckTimeoutMs": 5000,
+                    "UnhealthyThreshold": 100,
+                }
                 assert (await admin.put("/v1.0/backends", json=body)).status_code == 201
             settled = await watch.next(
                 lambda s: (b := backend(s, "slow")) is not None and b.healthy and b.models_known
