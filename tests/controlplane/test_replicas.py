@@ -113,6 +113,13 @@ async def test_one_replica_probes_and_publishes_and_a_follower_s_writes_reach_th
                 found = await watch.next(lambda s, i=ident: _has_frontend(s, i), after=revision)
                 revision = found.revision
 
+            # The follower shows the leader's publishing, as the lease carries it.
+            await eventually(
+                lambda: second.plane.publish_status.revision >= revision,
+                what="the follower seeing the revision",
+            )
+            assert second.plane.publish_status.last_error == ""
+
 
 def _has_frontend(snapshot: Snapshot, ident: str) -> bool:
     return any(f.id == ident for f in snapshot.content.frontends)
