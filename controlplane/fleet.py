@@ -6,8 +6,9 @@ changes made through another replica arrive too), and hands them to the monitor 
 probe, and how) and the synchroniser (which models each backend needs). Rows are read incrementally
 (``controlplane.publish.rows``) and an unchanged row keeps its probe target.
 
-At start it takes over the health the last published snapshot recorded, so that a control-plane
-restart does not publish every backend as unknown while the first probes are on their way.
+At start it takes over the health and model lists the last published snapshot recorded, so that a
+control-plane restart (or a new leader) does not publish every backend as unknown while the first
+probes and reads are on their way.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import logging
 
 from controlplane.db import Database
+from controlplane.health.inventory import Inventory
 from controlplane.health.monitor import Monitor
 from controlplane.health.targets import BackendTarget, target_of
 from controlplane.publish.rows import RowCache
@@ -111,4 +113,12 @@ class Fleet:
             log.info("no health to take over from the stored snapshot: %s", exc)
             return
         if snapshot is not None:
-            self.monitor.seed({b.id: b.healthy for b in snapshot.content.backends if b.health_checked})
+            backends = snapshot.content.backends
+            self.monitor.seed(
+                {b.id: b.healthy for b in backends if b.health_checked},
+                {
+                    b.id: Inventory(known=True, models=b.models, loaded=b.models_loaded, dialect=b.dialect)
+                    for b in backends
+                    if b.models_known
+                },
+            )

@@ -12,6 +12,10 @@
   ``<namespace>.dataplane.explain`` (the control plane asks a data plane to dry-run a routing
   decision) and ``<namespace>.controlplane.models`` (a data plane asks the control plane to pull,
   delete or copy a model for a frontend). Pull progress is published on ``<namespace>.pulls.progress``.
+- Control-plane replicas: the lease naming the one that probes, syncs and publishes is the key
+  ``lease.controlplane`` of the same KV bucket (compare-and-set on its revision, like the snapshot);
+  a replica that committed an admin change says so on ``<namespace>.controlplane.changed`` so that
+  the leader publishes it at once.
 
 A ``namespace`` other than the default keeps test runs and side-by-side clusters apart on one server.
 """
@@ -32,7 +36,7 @@ from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
-from shared.errors import BusError, BusNoResponder, SnapshotConflict, SnapshotRejected
+from shared.errors import BusError, BusNoResponder, LeaseConflict, SnapshotConflict, SnapshotRejected
 from shared.pieces import decode_manifest, is_manifest
 from shared.pieces_kv import fetch_pieces, purge_pieces, store_pieces
 from shared.snapshot import SCHEMA_MAJOR
@@ -45,6 +49,8 @@ DEFAULT_NAMESPACE = "ollamaflow"
 # What a snapshot piece leaves of max_payload for the KV message's own headers.
 PIECE_HEADROOM = 16 * 1024
 MIN_PIECE_SIZE = 1024
+# JetStream's error codes for a compare-and-set that lost (nats-py maps them for updates, not deletes).
+_WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +98,14 @@ class BusNames:
     @property
     def pulls_subject(self) -> str:
         return f"{self.namespace}.pulls.progress"
+
+    @property
+    def lease_key(self) -> str:
+        return "lease.controlplane"
+
+    @property
+    def changes_subject(self) -> str:
+        return f"{self.namespace}.controlplane.changed"
 
 
 class Bus:
@@ -329,6 +343,47 @@ class Bus:
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()
+
+    async def read_lease(self) -> tuple[bytes, int] | None:
+        """The control-plane lease and its KV revision, or None if nobody holds it (never taken, or
+        released)."""
+        try:
+            kv = await self._bucket()
+            entry = await kv.get(self.names.lease_key)
+        except nats.js.errors.KeyNotFoundError:  # also a released (deleted) lease
+            return None
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            self._kv = None
+            raise BusError(f"cannot read the control-plane lease: {exc}") from exc
+        return (entry.value or b"", entry.revision or 0)
+
+    async def write_lease(self, data: bytes, *, last: int | None) -> int:
+        """Store the lease if its revision is still ``last`` (None: nobody may hold it); its new
+        revision. Raises LeaseConflict when another replica wrote it first."""
+        try:
+            kv = await self._bucket()
+            if last is None:
+                return await kv.create(self.names.lease_key, data)  # also over a released lease
+            return await kv.update(self.names.lease_key, data, last=last)
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise LeaseConflict("another control plane wrote the lease first") from exc
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            self._kv = None
+            raise BusError(f"cannot write the control-plane lease: {exc}") from exc
+
+    async def release_lease(self, *, last: int) -> None:
+        """Delete the lease if its revision is still ``last`` (so that nobody else's is deleted)."""
+        try:
+            kv = await self._bucket()
+            await kv.delete(self.names.lease_key, last=last)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code not in _WRONG_LAST_SEQUENCE:
+                self._kv = None
+                raise BusError(f"cannot release the control-plane lease: {exc}") from exc
+            raise LeaseConflict("the lease changed hands before it was released") from exc
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            self._kv = None
+            raise BusError(f"cannot release the control-plane lease: {exc}") from exc
 
     async def publish_report(self, data: bytes) -> None:
         try:

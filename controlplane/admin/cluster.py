@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 
 from controlplane.admin.secrets import REDACTED, redact_headers, redact_querystring
 from controlplane.errors import ApiError, error_responses
-from controlplane.publish.publisher import Publisher
+from controlplane.publish.publisher import PublishStatus
 from controlplane.reports import DataPlaneRegistry, Sighting
 from shared.bus import Bus
 from shared.errors import BusError, SnapshotRejected
@@ -44,8 +44,8 @@ class DataPlaneOut(msgspec.Struct, kw_only=True, rename="pascal"):
     live: bool
     draining: bool  # stopping: takes no new connections, finishes what it runs; its shares went to others
     stopped: bool  # said goodbye after its drain (so no longer live)
-    published_revision: int  # the revision on the bus at this control plane's last publish (0: none yet)
-    publish_error: str  # why this control plane's last publish failed ("" when it worked)
+    published_revision: int  # the revision on the bus at the leader's last publish (0: none yet)
+    publish_error: str  # why the leader's last publish failed ("" when it worked)
 
 
 class SnapshotOut(msgspec.Struct, kw_only=True, rename="pascal"):
@@ -63,7 +63,7 @@ class SnapshotOut(msgspec.Struct, kw_only=True, rename="pascal"):
     content: SnapshotContent
 
 
-def _dataplane_out(registry: DataPlaneRegistry, sighting: Sighting, publisher: Publisher) -> DataPlaneOut:
+def _dataplane_out(registry: DataPlaneRegistry, sighting: Sighting, publisher: PublishStatus) -> DataPlaneOut:
     report = sighting.report
     return DataPlaneOut(
         id=report.id,
@@ -137,7 +137,7 @@ def _redacted(snapshot: Snapshot, keyring: Keyring) -> SnapshotOut:
     sync_to_thread=False,
 )
 def list_dataplanes(
-    registry: NamedDependency[DataPlaneRegistry], publisher: NamedDependency[Publisher]
+    registry: NamedDependency[DataPlaneRegistry], publisher: NamedDependency[PublishStatus]
 ) -> Response[list[DataPlaneOut]]:
     planes = [_dataplane_out(registry, s, publisher) for s in registry.sightings()]
     # A header too, so that an empty list still says it (ASCII only: reasons are log-style text).

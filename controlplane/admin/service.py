@@ -9,6 +9,9 @@
   message, and by a unique index for writes that race.
 - A backend's BearerToken, Headers values and Querystring values are write-only
   (``controlplane.admin.secrets``: reads show names, "<redacted>" in a write keeps the stored value).
+- ``FrontendService.edit_required`` adds a model to (or takes it out of) RequiredModels in one
+  transaction holding the row lock, so that concurrent pulls, PATCHes and PUTs, through any number of
+  control-plane replicas, never lose an edit.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from controlplane.admin.crud import Cap, Service, constraint_name, field_names, given, require_rows
+from controlplane.admin.limits import check_fields
 from controlplane.admin.schemas import BackendIn, BackendOut, FrontendIn, FrontendOut
 from controlplane.admin.secrets import (
     REDACTED,
@@ -38,6 +42,7 @@ from controlplane.db import Database
 from controlplane.errors import ApiError
 from controlplane.publish.builder import backend_base_url
 from controlplane.tables import FRONTEND_HOSTNAME_INDEX, ApiKeyRow, BackendRow, FrontendRow
+from shared.models import model_key
 
 __all__ = ["BackendService", "FrontendService"]
 
@@ -96,6 +101,23 @@ class FrontendService(Service[FrontendRow, FrontendOut]):
 
     def _out(self, row: FrontendRow) -> FrontendOut:
         return frontend_out(row)
+
+    async def edit_required(self, identifier: str, model: str, *, present: bool) -> bool:
+        """Add ``model`` to the frontend's RequiredModels (or take every spelling of it out), reading
+        and writing the list under the row lock; whether the list had it before."""
+        key = model_key(model)
+        async with self._db.session() as session:
+            row = await self._row(session, identifier, lock=True)
+            current = list(row.required_models)
+            had = any(model_key(name) == key for name in current)
+            if present == had:
+                return had
+            changed = [*current, model] if present else [name for name in current if model_key(name) != key]
+            check_fields({"required_models": changed})  # a pull may not grow it past its limits
+            row.required_models = changed
+            row.last_update_utc = self._clock.now()
+            await self._commit(session, identifier)
+        return had
 
     def _conflict(self, exc: IntegrityError, identifier: str) -> ApiError:
         if constraint_name(exc) == FRONTEND_HOSTNAME_INDEX:  # a concurrent write took the Hostname first

@@ -92,6 +92,7 @@ class Monitor:
         self._last_wake: dict[str, float] = {}
         self._suspect: set[str] = set()
         self._seed: dict[str, bool] = {}
+        self._seed_inventory: dict[str, Inventory] = {}
         # One TLS context for every client (building one per client would reload the CA store).
         self._verify: ssl.SSLContext = ssl_context if ssl_context is not None else backend_ssl_context()
         self.client = self._new_client(httpx.Limits(max_connections=None, max_keepalive_connections=200))
@@ -106,9 +107,12 @@ class Monitor:
 
     # -- configuration -----------------------------------------------------------------------------
 
-    def seed(self, healthy: Mapping[str, bool]) -> None:
-        """Health carried over from the last published snapshot, used for backends not yet applied."""
+    def seed(self, healthy: Mapping[str, bool], inventory: Mapping[str, Inventory] | None = None) -> None:
+        """Health (and model lists) carried over from the last published snapshot, used for backends
+        not yet applied: a restarted or newly leading control plane publishes what was known until
+        its own probes and reads say otherwise."""
         self._seed = dict(healthy)
+        self._seed_inventory = dict(inventory or {})
 
     def apply(self, targets: Iterable[BackendTarget]) -> None:
         """Make the probing match the configuration."""
@@ -137,11 +141,13 @@ class Monitor:
                 now = self._clock.now()
                 seeded = self._seed.pop(ident, None) if old is None else None
                 self.health[ident] = Health.seeded(seeded, now) if seeded is not None else Health()
-                self.inventory[ident] = Inventory()
+                known = self._seed_inventory.pop(ident, None) if old is None else None
+                self.inventory[ident] = known if known is not None else Inventory()
                 changed = True
             if self.enabled and target.active:
                 self._start(ident)
         self._seed.clear()
+        self._seed_inventory.clear()
         if changed:
             self._on_change()
 

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import msgspec
 
@@ -34,7 +35,7 @@ from shared.bus import Bus
 from shared.errors import BusError, SnapshotConflict
 from shared.snapshot import Snapshot, SnapshotContent, encode, seal
 
-__all__ = ["Publisher"]
+__all__ = ["PublishStatus", "Publisher"]
 
 log = logging.getLogger("ollamaflow.controlplane.publisher")
 
@@ -55,6 +56,16 @@ def _stored_header(data: bytes) -> _Stored:
         return _stored_decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return _Stored()  # unreadable: overwrite it (the CAS still guards against a racing writer)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishStatus:
+    """How snapshot publishing goes, for /readyz and /v1.0/dataplanes on any replica."""
+
+    revision: int = 0
+    """The revision on the bus as of the leader's last publish (0: none yet or no leader known)."""
+    last_error: str = ""
+    """Why the leader's last publish failed; empty after a success."""
 
 
 class Publisher:

@@ -14,6 +14,13 @@ def up(
     dataplanes: int = typer.Option(
         1, "--dataplanes", min=1, help="Number of data planes: the first on --port, the next ones after it."
     ),
+    controlplanes: int = typer.Option(
+        1,
+        "--controlplanes",
+        min=1,
+        help="Number of control planes: the first on --controlplane-port, the others on free ports; "
+        "one at a time leads (probes, syncs models, publishes), all serve the admin API.",
+    ),
     data_dir: Path = typer.Option(
         Path(".ollamaflow"),
         "--data-dir",
@@ -51,6 +58,7 @@ def up(
         data_dir=data_dir,
         demo=demo,
         dataplanes=dataplanes,
+        controlplanes=controlplanes,
         database_url=database_url,
         nats_url=nats_url,
         port=port,

@@ -19,15 +19,23 @@ async def test_a_failing_publish_makes_readyz_and_dataplanes_say_so_until_it_wor
 ) -> None:
     nc = await nats.connect(settings.nats_url)
     js = nc.jetstream()
-    # A bucket that takes no value as large as a snapshot: every write is refused by the server.
+    # A bucket that takes the control-plane lease (a few hundred bytes) but no value as large as the
+    # snapshot of the frontend below: every snapshot write is refused by the server.
     await js.create_key_value(
-        KeyValueConfig(bucket=settings.bus_namespace, max_value_size=64, storage=StorageType.FILE)
+        KeyValueConfig(bucket=settings.bus_namespace, max_value_size=1024, storage=StorageType.FILE)
     )
     try:
         with running_controlplane(settings, wait_ready=False) as running:
             async with httpx.AsyncClient(
                 base_url=running.url, headers={"Authorization": f"Bearer {settings.admin_tokens[0]}"}
             ) as client:
+                frontend = {
+                    "Identifier": "big",
+                    "Name": "n" * 256,
+                    "RequiredModels": [f"model-{i:03}" * 20 for i in range(8)],
+                }
+                created = await client.put("/v1.0/frontends", json=frontend)
+                assert created.status_code == 201, created.text
 
                 async def refused() -> bool:
                     ready = await client.get("/readyz")
@@ -37,16 +45,16 @@ async def test_a_failing_publish_makes_readyz_and_dataplanes_say_so_until_it_wor
                 listed = await client.get("/v1.0/dataplanes")
                 assert listed.status_code == 200 and listed.json() == []
                 assert listed.headers[PUBLISH_ERROR_HEADER]
-                assert running.plane.publisher.last_error
+                assert running.plane.publish_status.last_error
 
                 await js.delete_key_value(settings.bus_namespace)  # the publisher makes a sound one
 
                 async def ready() -> bool:
-                    return (await client.get("/readyz")).status_code == 200
+                    published = running.plane.publish_status.revision >= 1
+                    return published and (await client.get("/readyz")).status_code == 200
 
                 await eventually(ready, what="readyz back to 200")
                 listed = await client.get("/v1.0/dataplanes")
                 assert PUBLISH_ERROR_HEADER not in listed.headers
-                assert running.plane.publisher.revision >= 1
     finally:
         await nc.close()

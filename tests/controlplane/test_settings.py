@@ -181,3 +181,38 @@ def test_the_secrets_key_from_the_environment_or_a_file(tmp_path: Path) -> None:
     assert from_file.secrets.ids() == settings.secrets.ids()[:1]
     with pytest.raises(ConfigError, match="OLLAMAFLOW_SECRETS_KEY"):
         load_settings(env={**REQUIRED, "OLLAMAFLOW_SECRETS_KEY": "too-short"})
+
+
+def test_replica_and_lease_settings(tmp_path: Path) -> None:
+    defaults = load_settings(env=REQUIRED)
+    assert (defaults.replica_id, defaults.advertise_url) == ("", "")
+    assert (defaults.lease_ttl, defaults.lease_renew) == (3.0, 1.0)
+    settings = load_settings(
+        env={
+            **REQUIRED,
+            "OLLAMAFLOW_CONTROLPLANE_ID": "cp-2",
+            "OLLAMAFLOW_CONTROLPLANE_URL": "http://cp-2:43412",
+            "OLLAMAFLOW_LEASE_TTL": "10",
+            "OLLAMAFLOW_LEASE_RENEW": "2.5",
+        }
+    )
+    assert (settings.replica_id, settings.advertise_url) == ("cp-2", "http://cp-2:43412")
+    assert (settings.lease_ttl, settings.lease_renew) == (10.0, 2.5)
+    config = tmp_path / "cp.toml"
+    config.write_text('controlplane_id = "from-file"\nlease_ttl = 6\n')
+    assert load_settings(config, env=REQUIRED).replica_id == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"OLLAMAFLOW_LEASE_TTL": "0"}, "OLLAMAFLOW_LEASE_TTL"),
+        ({"OLLAMAFLOW_LEASE_RENEW": "soon"}, "OLLAMAFLOW_LEASE_RENEW"),
+        # The holder must get two tries to renew before its lease runs out.
+        ({"OLLAMAFLOW_LEASE_TTL": "3", "OLLAMAFLOW_LEASE_RENEW": "2"}, "at most half"),
+        ({"OLLAMAFLOW_LEASE_TTL": "1"}, "at most half"),
+    ],
+)
+def test_bad_lease_settings_are_refused(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(env={**REQUIRED, **env})

@@ -54,7 +54,11 @@ async def cut_off(database_url: str, nats_url: str) -> AsyncIterator[tuple[Runni
         )
         dataplane = await stack.enter_async_context(running_dataplane(dp_settings))
         await eventually(lambda: bool(dataplane.app.state.table.routes()), 30, "the frontend applied")
-        await eventually(lambda: plane.plane.models.serving, 30, "the control plane serving model requests")
+        await eventually(
+            lambda: (models := plane.plane.models) is not None and models.serving,
+            30,
+            "the control plane serving model requests",
+        )
         drop_database(url)
         yield dataplane, url
 

@@ -143,7 +143,11 @@ async def cluster(migrated_url: str, nats_url: str) -> AsyncIterator[Cluster]:
             return len(views) == 2 and all(v.healthy and v.models_known for v in views)
 
         await eventually(ready, 30, "both backends healthy with their models read, in the data plane")
-        await eventually(lambda: plane.plane.models.serving, 30, "the control plane serving model requests")
+        await eventually(
+            lambda: (models := plane.plane.models) is not None and models.serving,
+            30,
+            "the control plane serving model requests",
+        )
         yield cluster
 
 

@@ -218,6 +218,13 @@ class Processes:
         args = ["sim", "--host", host, "--port", str(port), "--format", api_format, *SIM_ARGS]
         return Part(name, args, {}, self.tmp / f"{name}.log", f"http://{host}:{port}{SIM_READY}")
 
+    def controlplane_replica(self, name: str) -> Part:
+        """One more control plane (not started) on the same database and bus, with id ``name``."""
+        port = free_port()
+        env = {**self.controlplane.env, "OLLAMAFLOW_CONTROLPLANE_ID": name}
+        args = ["controlplane", "--port", str(port)]
+        return Part(name, args, env, self.tmp / f"{name}.log", f"http://127.0.0.1:{port}/readyz")
+
     def dataplane(self, name: str, *, host: str, port: int, nats_url: str, prefix: list[str]) -> Part:
         """One more data plane (not started), listening on ``host`` (e.g. in another network namespace)."""
         env = {

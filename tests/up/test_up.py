@@ -5,7 +5,9 @@ directory."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import signal
 import stat
 import time
 from pathlib import Path
@@ -15,7 +17,7 @@ import ollama
 import pytest
 
 from ollamaflow.processes import free_port, process_is_live
-from tests.up.harness import UpProcess, descendants, free_port_pair, start_up
+from tests.up.harness import UpProcess, child_pid, descendants, free_port_pair, start_up
 
 pytestmark = pytest.mark.slow
 
@@ -205,3 +207,67 @@ def test_up_exits_non_zero_when_a_child_fails_at_start_up(tmp_path: Path) -> Non
     assert up.proc.wait(timeout=120) == 1
     assert "error: migrate exited with code" in up.output
     assert not (tmp_path / "data" / "postgres").exists()  # given URLs: no embedded server
+
+
+def _cluster(url: str, token: str) -> dict[str, object]:
+    """The control plane's /v1.0/cluster; empty while it does not answer (e.g. restarting)."""
+    try:
+        response = httpx.get(url + "/v1.0/cluster", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    except httpx.HTTPError:
+        return {}
+    return response.json() if response.status_code == 200 else {}
+
+
+def test_up_two_controlplanes_one_leads_and_the_other_takes_over_when_it_is_killed(tmp_path: Path) -> None:
+    port = free_port()
+    args = ["--demo", "--controlplanes", "2", "--data-dir", str(tmp_path / "data"), "--port", str(port)]
+    args += ["--controlplane-port", str(free_port())]
+    up = start_up(args, tmp_path / "up.log")
+    try:
+        up.wait_for(READY)
+        assert "and 2 control planes answer" in up.output
+        token = up.wait_for(TOKEN).group(1)
+        urls = re.findall(r"^up\s+\| control plane: (\S+)", up.output, re.MULTILINE)
+        assert len(urls) == 2
+        views = {url: _cluster(url, token) for url in urls}
+        assert {v["Replica"] for v in views.values()} == {"controlplane", "controlplane-2"}
+        leaders = {v["Leader"] for v in views.values()}
+        assert len(leaders) == 1 and sum(bool(v["IsLeader"]) for v in views.values()) == 1
+        leader_url = next(url for url, v in views.items() if v["IsLeader"])
+        other_url = next(url for url in urls if url != leader_url)
+
+        leader_port = leader_url.rsplit(":", 1)[1]
+        pid = child_pid(up.proc.pid, "controlplane", "--port", leader_port)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while not _cluster(other_url, token).get("IsLeader"):
+            assert time.monotonic() < deadline, up.output[-4000:]
+            time.sleep(0.1)
+        with httpx.Client(
+            base_url=other_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        ) as admin:
+            body = {"Identifier": "after", "Hostname": "after.example", "Backends": ["demo-sim-1"]}
+            assert admin.put("/v1.0/frontends", json=body).status_code == 201
+        dataplane = f"http://127.0.0.1:{port}"
+        while True:
+            answer = httpx.post(
+                dataplane + "/api/generate",
+                json={"model": "llama3.2", "prompt": "hi", "stream": False},
+                headers={"Host": "after.example"},
+                timeout=30,
+            )
+            if answer.status_code == 200 and answer.headers.get("x-ollamaflow-backend") == "demo-sim-1":
+                break
+            assert time.monotonic() < deadline + 20, answer.text
+            time.sleep(0.1)
+        # up started the killed replica again; it follows now.
+        up.wait_for(r"controlplane\S* exited with code -9; restarting")
+        deadline = time.monotonic() + 30
+        while _cluster(leader_url, token).get("Leader") != _cluster(other_url, token).get("Replica"):
+            assert time.monotonic() < deadline, up.output[-4000:]
+            time.sleep(0.2)
+        _stop_and_check_nothing_left(up)
+    finally:
+        if up.proc.poll() is None:
+            up.proc.kill()
