@@ -98,6 +98,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
             "apikeys": Provide(lambda: plane.apikeys, sync_to_thread=False),
             "registry": Provide(lambda: plane.registry, sync_to_thread=False),
             "bus": Provide(lambda: plane.bus, sync_to_thread=False),
+            "secrets": Provide(lambda: settings.secrets, sync_to_thread=False),
             "readiness": Provide(lambda: plane.readiness, sync_to_thread=False),
             "publisher": Provide(lambda: plane.publish_status, sync_to_thread=False),
             "monitor": Provide(lambda: _leaders_monitor(plane), sync_to_thread=False),

@@ -33,6 +33,7 @@ from controlplane.settings import Settings
 from controlplane.sync.manager import Synchroniser
 from shared.bus import Bus
 from shared.errors import BusError
+from shared.logs import KnownSecrets
 from shared.tls import backend_ssl_context
 
 __all__ = ["ChangeNotice", "LeaderWork", "cancel_and_wait"]
@@ -59,6 +60,7 @@ class LeaderWork:
         registry: DataPlaneRegistry,
         frontends: FrontendService,
         clock: Clock,
+        known_secrets: KnownSecrets | None = None,
     ) -> None:
         self._replica = replica
         self._bus = bus
@@ -86,7 +88,13 @@ class LeaderWork:
         self.publisher = Publisher(
             bus,
             content=ConfigSource(
-                db, registry, self.monitor.runtime, bus=bus, admin_tokens=settings.admin_tokens
+                db,
+                registry,
+                self.monitor.runtime,
+                bus=bus,
+                admin_tokens=settings.admin_tokens,
+                secrets_key=settings.secrets.current,
+                known_secrets=known_secrets,
             ).content,
             next_revision=db.next_revision,
             clock=clock,

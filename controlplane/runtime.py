@@ -38,6 +38,7 @@ from controlplane.settings import Settings
 from controlplane.sync.manager import Synchroniser
 from shared.bus import Bus, BusNames
 from shared.errors import BusError
+from shared.logs import KnownSecrets
 
 __all__ = ["ControlPlane"]
 
@@ -58,6 +59,8 @@ class ControlPlane:
         self._migrate_retry = migrate_retry
         self.replica = settings.replica_id or f"{socket.gethostname()}-{settings.port}"
         self.db = Database(settings.database_url)
+        # Backend secret values, kept out of log lines (``shared.logs``); the config source refreshes it.
+        self.known_secrets = KnownSecrets()
         self.bus = Bus(
             settings.nats_url, BusNames(settings.bus_namespace), client_name="ollamaflow-controlplane"
         )
@@ -85,7 +88,11 @@ class ControlPlane:
             self.db, clock=self.clock, on_change=self._config_changed, cap=Cap.of(settings, "max_frontends")
         )
         self.backends = BackendService(
-            self.db, clock=self.clock, on_change=self._config_changed, cap=Cap.of(settings, "max_backends")
+            self.db,
+            clock=self.clock,
+            on_change=self._config_changed,
+            cap=Cap.of(settings, "max_backends"),
+            can_seal=bool(settings.secrets),
         )
         self.apikeys = ApiKeyService(
             self.db, clock=self.clock, on_change=self._config_changed, cap=Cap.of(settings, "max_apikeys")
@@ -217,6 +224,7 @@ class ControlPlane:
                 registry=self.registry,
                 frontends=self.frontends,
                 clock=self.clock,
+                known_secrets=self.known_secrets,
             )
             self.work = work
             running = _task(work.run(), "leader-work")

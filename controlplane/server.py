@@ -88,6 +88,7 @@ def serve(host: str | None = None, port: int | None = None, config_file: str | P
         settings.bus_namespace,
     )
     app = create_app(settings)
+    install_redaction(known=app.state.plane.known_secrets)  # and the backends' own secret values
     config = uvicorn.Config(
         app,
         host=settings.host,

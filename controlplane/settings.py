@@ -7,6 +7,7 @@ here. Command-line options (``overrides``) win over both.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import ConfigError
+from shared.secret_box import Keyring, load_keyring
 
 __all__ = ["Settings", "env_name", "load_database_url", "load_settings", "sqlalchemy_url"]
 
@@ -84,6 +86,9 @@ class Settings:
     """Backends the admin API lets the cluster hold."""
     max_apikeys: int = 50_000
     """Client API keys the admin API lets the cluster hold."""
+    secrets: Keyring = dataclasses.field(default_factory=Keyring)
+    """The fleet's secrets key, which seals backend secrets in the snapshot (``shared.secret_box``), and
+    previous keys (a rotation). Without one, the admin API refuses backend secrets."""
 
     def __repr__(self) -> str:
         # Keep credentials out of logs and tracebacks.
@@ -97,7 +102,7 @@ class Settings:
             f"health_timeout={self.health_timeout}, inventory_interval={self.inventory_interval}, "
             f"sync_parallelism={self.sync_parallelism}/{self.sync_parallelism_per_backend}, "
             f"sync_remove_unrequired={self.sync_remove_unrequired}, replica_id={self.replica_id!r}, "
-            f"lease_ttl={self.lease_ttl}, lease_renew={self.lease_renew})"
+            f"lease_ttl={self.lease_ttl}, lease_renew={self.lease_renew}, secrets_keys={self.secrets.ids()})"
         )
 
 
@@ -173,6 +178,11 @@ def load_settings(
             values[field] = _flag(merged, field)
     if "backend_ca_file" in merged:
         values["backend_ca_file"] = Path(_text(merged, "backend_ca_file")).expanduser()
+    values["secrets"] = load_keyring(
+        _text(merged, "secrets_key") if "secrets_key" in merged else "",
+        Path(_text(merged, "secrets_key_file")).expanduser() if "secrets_key_file" in merged else None,
+        _text(merged, "secrets_previous_keys") if "secrets_previous_keys" in merged else "",
+    )
     return Settings(database_url=sqlalchemy_url(_text(merged, "database_url")), admin_tokens=tokens, **values)
 
 
@@ -234,6 +244,9 @@ _KEYS = {
     "max_frontends": "max_frontends",
     "max_backends": "max_backends",
     "max_apikeys": "max_apikeys",
+    "secrets_key": "secrets_key",
+    "secrets_key_file": "secrets_key_file",
+    "secrets_previous_keys": "secrets_previous_keys",
 }
 
 

@@ -179,6 +179,9 @@ def serve(
     # Every client connection is a descriptor, and so is every upstream one.
     raise_open_files_limit(settings.client_max_connections + settings.upstream_max_connections + 256)
     server = DataPlaneServer(uvicorn_config(settings))
+    app = server.config.app
+    assert isinstance(app, DataPlane)
+    install_redaction(known=app.state.known_secrets)  # and the secret values of the applied snapshot
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -12,12 +12,13 @@ import secrets
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from shared.bus import DEFAULT_NAMESPACE
 from shared.errors import ConfigError
+from shared.secret_box import Keyring, load_keyring
 
 __all__ = ["DataPlaneSettings", "load_settings"]
 
@@ -62,6 +63,9 @@ class DataPlaneSettings:
     # TLS to https backends (shared.tls): an extra trusted CA bundle, and whether to verify at all.
     backend_ca_file: Path | None = None
     backend_tls_verify: bool = True
+    # Opens the backend secrets sealed in the snapshot (shared.secret_box): OLLAMAFLOW_SECRETS_KEY or
+    # OLLAMAFLOW_SECRETS_KEY_FILE, and OLLAMAFLOW_SECRETS_PREVIOUS_KEYS during a rotation.
+    secrets: Keyring = field(default_factory=Keyring)
 
 
 def _path(value: str) -> Path | None:
@@ -128,8 +132,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
+# The keyring's sources: read as text, turned into ``secrets`` once all sources are merged.
+_KEY_SETTINGS = ("secrets_key", "secrets_key_file", "secrets_previous_keys")
+
+
 def _parse(values: Mapping[str, object], origin: str) -> dict[str, Any]:
-    known = {f.name for f in fields(DataPlaneSettings)}
+    known = ({f.name for f in fields(DataPlaneSettings)} - {"secrets"}) | set(_KEY_SETTINGS)
     parsed: dict[str, Any] = {}
     for key, raw in values.items():
         if key not in known:
@@ -172,6 +180,12 @@ def load_settings(
         values |= _from_file(file_name)
     values |= _from_env(environ)
     values |= {k: v for k, v in overrides.items() if v is not None}
+    key_file = values.pop("secrets_key_file", "")
+    values["secrets"] = load_keyring(
+        values.pop("secrets_key", ""),
+        Path(key_file).expanduser() if key_file else None,
+        values.pop("secrets_previous_keys", ""),
+    )
     settings = replace(DataPlaneSettings(), **values)
     if not settings.dataplane_id:
         generated = f"{socket.gethostname()}-{settings.dataplane_port}-{secrets.token_hex(3)}"

@@ -7,7 +7,8 @@ is started again on the same port and data (``ollamaflow.watch``); only a crash 
 Ctrl-C or SIGTERM stops the data planes (each drains: it finishes what it runs, up to its drain timeout,
 and gets that long plus ``DRAIN_STOP_MARGIN`` before SIGKILL), then the control plane, then the
 simulators, then the embedded servers. State stays in the data directory: the database, the JetStream
-store, the admin token, the data planes' snapshot caches and a log file per child.
+store, the admin token, the secrets key (both planes get it: it seals backend secrets in the snapshot),
+the data planes' snapshot caches and a log file per child.
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ class _Cluster:
         self.local_host = _WILDCARDS.get(options.host, options.host)
         self.ports = dataplane_ports(options.port, options.dataplanes, options.controlplane_port)
         self.embedded: list[EmbeddedPostgres | EmbeddedNats] = []
+        self.secrets: dict[str, str] = {}  # the secrets key's setting for both planes (run() decides)
 
     def say(self, text: str) -> None:
         self.printer.line("up", text)
@@ -170,6 +172,7 @@ class _Cluster:
     def run(self) -> int:
         self._check_ports()
         tokens, token_source = self._admin_tokens()
+        self.secrets = self._secrets_key()
         supervisor = Supervisor(
             self.printer, self.stop, stop_timeout=self.options.stop_timeout, log_dir=self.data.logs
         )
@@ -228,6 +231,13 @@ class _Cluster:
         if given:
             return given, "from OLLAMAFLOW_ADMIN_TOKENS"
         return [self.data.admin_token()], f"stored in {self.data.admin_token_file}"
+
+    def _secrets_key(self) -> dict[str, str]:
+        """What gives both planes the same secrets key: the user's (OLLAMAFLOW_SECRETS_KEY or _FILE, passed
+        through as it is), else the key file in the data directory, made on the first run."""
+        if any(self.environ.get(f"OLLAMAFLOW_SECRETS_KEY{tail}", "").strip() for tail in ("", "_FILE")):
+            return {}
+        return {"OLLAMAFLOW_SECRETS_KEY_FILE": str(self.data.secrets_key())}
 
     def _start_postgres(self) -> str:
         server = EmbeddedPostgres(self.data.postgres, durable=True)
@@ -327,6 +337,7 @@ class _Cluster:
                 # A restarted replica finds its own id in the lease and takes it back at once.
                 OLLAMAFLOW_CONTROLPLANE_ID=name,
                 OLLAMAFLOW_CONTROLPLANE_URL=url,
+                **self.secrets,
             )
             argv = [*CLI, "controlplane", "--host", self.options.host, "--port", str(port)]
             started.append((supervisor.start(name, argv, env, stage=_STAGE_CONTROLPLANE), url))
@@ -341,6 +352,7 @@ class _Cluster:
                 OLLAMAFLOW_NATS_URL=nats_url,
                 OLLAMAFLOW_SNAPSHOT_CACHE=str(self.data.snapshot_cache(index)),
                 OLLAMAFLOW_DATAPLANE_ID=f"dataplane-{index}",
+                **self.secrets,
             )
             argv = [*CLI, "dataplane", "--host", self.options.host, "--port", str(port)]
             stop_timeout = dataplane_stop_timeout(env, self.options.stop_timeout)
@@ -372,6 +384,8 @@ class _Cluster:
         self.say(f"postgres:      {_hide_password(database_url)}{pg_note}")
         self.say(f"nats:          {nats_url}{nats_note}")
         self.say(f"data dir:      {self.data.root}")
+        if self.secrets:
+            self.say(f"secrets key:   {self.secrets['OLLAMAFLOW_SECRETS_KEY_FILE']}  (seals backend secrets)")
 
     def _print_logs(self, supervisor: Supervisor) -> None:
         logs = [(server.name, server.log_path) for server in self.embedded]

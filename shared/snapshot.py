@@ -68,7 +68,8 @@ class BackendView(msgspec.Struct, frozen=True, kw_only=True):
     allow_completions: bool = True
     pinned_embeddings_properties: dict[str, object] = {}
     pinned_completions_properties: dict[str, object] = {}
-    # Credentials travel in the snapshot: protect the bus (NATS auth/TLS) in production.
+    # Credentials in clear: control planes leave these empty and publish ``sealed_secrets`` instead;
+    # a data plane fills them in memory when it applies the snapshot (``shared.secret_box``).
     bearer_token: str | None = None
     querystring: str | None = None
     headers: dict[str, str] = {}
@@ -81,6 +82,12 @@ class BackendView(msgspec.Struct, frozen=True, kw_only=True):
     # The OpenAI-compatible server's kind as its model list shows it ("vllm"), or "" when plain or
     # unknown: a vLLM backend also takes the sampling options OpenAI lacks (top_k, min_p, ...).
     dialect: str = ""
+    # The bearer token, query string and headers, sealed with the fleet's secrets key
+    # (``shared.secret_box``: ``v1.<key id>.<ciphertext>``); "" when the backend has none.
+    sealed_secrets: str = ""
+    # True: the backend has secrets but the control plane had no secrets key to seal them, so they were
+    # left out. A data plane must not send it requests (they would go without their credentials).
+    secrets_withheld: bool = False
 
 
 class FrontendView(msgspec.Struct, frozen=True, kw_only=True):

@@ -16,7 +16,11 @@ from typing import Any
 
 import pytest
 
-SECRETS = {"OLLAMAFLOW_ADMIN_TOKENS": "compose-test-token", "OLLAMAFLOW_POSTGRES_PASSWORD": "composetestpw"}
+SECRETS = {
+    "OLLAMAFLOW_ADMIN_TOKENS": "compose-test-token",
+    "OLLAMAFLOW_POSTGRES_PASSWORD": "composetestpw",
+    "OLLAMAFLOW_SECRETS_KEY": "compose-test-secrets-key",
+}
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +94,10 @@ def test_secrets_reach_the_services(config: dict[str, Any]) -> None:
     # The data plane gets neither the database nor the admin tokens.
     dp_env = services["dataplane"]["environment"]
     assert not {"OLLAMAFLOW_DATABASE_URL", "OLLAMAFLOW_ADMIN_TOKENS"} & set(dp_env)
+    # Both planes hold the same secrets key (it seals backend secrets in the snapshot); NATS does not.
+    for service in ("controlplane", "controlplane-2", "dataplane"):
+        assert services[service]["environment"]["OLLAMAFLOW_SECRETS_KEY"] == "compose-test-secrets-key"
+    assert "OLLAMAFLOW_SECRETS_KEY" not in json.dumps(services["nats"])
 
 
 def test_dataplane_can_scale(config: dict[str, Any]) -> None:

@@ -47,7 +47,8 @@ def up(
 
     Data planes listen on --port, then the following ports, skipping --controlplane-port (43411,
     43413, 43414, ... by default). OLLAMAFLOW_ADMIN_TOKENS in the environment sets the admin tokens;
-    otherwise a token is generated once and kept in the file admin-token in --data-dir.
+    otherwise a token is generated once and kept in the file admin-token in --data-dir. Likewise the
+    secrets key that seals backend secrets: OLLAMAFLOW_SECRETS_KEY or _FILE, else the file secrets-key.
     """
     import sys
 

@@ -167,6 +167,22 @@ def test_backend_tls_settings(tmp_path: Path) -> None:
         load_settings(env={**REQUIRED, "OLLAMAFLOW_BACKEND_TLS_VERIFY": "perhaps"})
 
 
+def test_the_secrets_key_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    key, old = "a" * 64, "b" * 64
+    assert not load_settings(env=REQUIRED).secrets  # none: the admin API then refuses backend secrets
+    settings = load_settings(
+        env={**REQUIRED, "OLLAMAFLOW_SECRETS_KEY": key, "OLLAMAFLOW_SECRETS_PREVIOUS_KEYS": old}
+    )
+    assert len(settings.secrets.ids()) == 2
+    assert key not in repr(settings) and settings.secrets.ids()[0] in repr(settings)
+    key_file = tmp_path / "secrets-key"
+    key_file.write_text(key + "\n")
+    from_file = load_settings(env={**REQUIRED, "OLLAMAFLOW_SECRETS_KEY_FILE": str(key_file)})
+    assert from_file.secrets.ids() == settings.secrets.ids()[:1]
+    with pytest.raises(ConfigError, match="OLLAMAFLOW_SECRETS_KEY"):
+        load_settings(env={**REQUIRED, "OLLAMAFLOW_SECRETS_KEY": "too-short"})
+
+
 def test_replica_and_lease_settings(tmp_path: Path) -> None:
     defaults = load_settings(env=REQUIRED)
     assert (defaults.replica_id, defaults.advertise_url) == ("", "")

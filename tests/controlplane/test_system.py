@@ -32,6 +32,11 @@ async def test_openapi_schema_and_docs_pages(anonymous: httpx.AsyncClient) -> No
     backend_out = schema["components"]["schemas"]["BackendOut"]["properties"]
     assert "HasBearerToken" in backend_out and "BearerToken" not in backend_out
     assert "BearerToken" in schema["components"]["schemas"]["BackendIn"]["properties"]
+    # Header and query-string values are write-only too, and the schema says so on both sides.
+    backend_in = schema["components"]["schemas"]["BackendIn"]["properties"]
+    for field in ("Headers", "Querystring"):  # the description may sit in the non-null branch
+        assert "never the values" in json.dumps(backend_out[field])
+        assert '\\"<redacted>\\" keeps the stored value' in json.dumps(backend_in[field])
     port = schema["components"]["schemas"]["BackendIn"]["properties"]["Port"]
     assert (port["minimum"], port["maximum"]) == (1, 65535)
 

@@ -28,6 +28,7 @@ from shared.models import model_key
 from shared.wire.models import ModelRequest, decode_reply, encode
 from tests.controlplane.harness import fresh_database, running_controlplane
 from tests.dataplane.harness import RunningDataPlane, eventually, running_dataplane
+from tests.support.secrets import TEST_KEYRING
 
 pytestmark = pytest.mark.slow
 
@@ -100,6 +101,7 @@ async def cluster(migrated_url: str, nats_url: str) -> AsyncIterator[Cluster]:
         inventory_interval=5.0,
         sync_retry_delay=0.2,
         sync_max_attempts=2,
+        secrets=TEST_KEYRING,
     )
     dp_settings = DataPlaneSettings(
         nats_url=nats_url,
@@ -107,6 +109,7 @@ async def cluster(migrated_url: str, nats_url: str) -> AsyncIterator[Cluster]:
         dataplane_id="dp-" + uuid.uuid4().hex[:8],
         report_interval=0.3,
         snapshot_poll_interval=0.5,
+        secrets=TEST_KEYRING,
     )
     async with AsyncExitStack() as stack:
         # Slow enough that a pull shows progress between its first and its last line.

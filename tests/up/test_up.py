@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import stat
 import time
@@ -38,6 +39,37 @@ def _ask(dataplane: str) -> None:
     assert "".join(p.message.content or "" for p in parts).strip()
     assert client.generate(model="llama3.2", prompt="hi").response.strip()
     assert len(client.embed(model="all-minilm", input=["a", "b"]).embeddings) == 2
+
+
+SEALED = "up-bearer-s3cret-6e1f"
+
+
+def _serve_through_sealed_secrets(admin: httpx.Client, dataplane: str) -> None:
+    """A backend with a bearer token and a key header answers through the data plane: the data plane
+    opened its sealed secrets with the key ``up`` gave it (else the backend would not be used)."""
+    sim = admin.get("/v1.0/backends/demo-sim-1").json()
+    backend = {
+        "Identifier": "sealed",
+        "Hostname": sim["Hostname"],
+        "Port": sim["Port"],
+        "BearerToken": SEALED,
+    }
+    backend["Headers"] = {"X-Api-Key": SEALED}
+    assert admin.put("/v1.0/backends", json=backend).status_code == 201
+    frontend = {"Identifier": "sealed", "Hostname": "sealed.example", "Backends": ["sealed"]}
+    assert admin.put("/v1.0/frontends", json=frontend).status_code == 201
+    deadline = time.monotonic() + 30
+    while True:
+        answer = httpx.post(
+            dataplane + "/api/generate",
+            json={"model": "llama3.2", "prompt": "hi", "stream": False},
+            headers={"Host": "sealed.example"},
+            timeout=30,
+        )
+        if answer.status_code == 200 and answer.headers.get("x-ollamaflow-backend") == "sealed":
+            return
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.2)
 
 
 def _stop_and_check_nothing_left(up: UpProcess) -> None:
@@ -80,7 +112,13 @@ def test_up_demo_answers_stops_cleanly_and_keeps_state(tmp_path: Path) -> None:
                 },
             )
             assert created.status_code == 201, created.text
+            _serve_through_sealed_secrets(admin, dataplane)
         assert httpx.get(f"http://127.0.0.1:{cp_port}/v1.0/frontends").status_code == 401
+        # Both planes got the key made in the data directory; the caches hold the secrets sealed only.
+        assert stat.S_IMODE(os.stat(data_dir / "secrets-key").st_mode) == 0o600
+        cache = data_dir / "dataplane-1.snapshot"
+        assert stat.S_IMODE(os.stat(cache).st_mode) == 0o600
+        assert SEALED.encode() not in cache.read_bytes() and b"sealed_secrets" in cache.read_bytes()
         _stop_and_check_nothing_left(up)
     finally:
         if up.proc.poll() is None:
@@ -120,16 +158,39 @@ def test_up_two_dataplanes_with_tokens_from_the_environment(tmp_path: Path) -> N
         str(cp_port),
     ]
 
-    up = start_up(args, tmp_path / "up.log", env={"OLLAMAFLOW_ADMIN_TOKENS": "env-token-1,env-token-2"})
+    key = secrets.token_urlsafe(32)
+    env = {"OLLAMAFLOW_ADMIN_TOKENS": "env-token-1,env-token-2", "OLLAMAFLOW_SECRETS_KEY": key}
+    up = start_up(args, tmp_path / "up.log", env=env)
     try:
         up.wait_for(READY)
         assert "admin token:   from OLLAMAFLOW_ADMIN_TOKENS" in up.output
         assert "env-token-1" not in up.output
         assert not (data_dir / "admin-token").exists()
+        # The secrets key from the environment reaches both planes as it is: no key file, never printed.
+        assert not (data_dir / "secrets-key").exists() and key not in up.output
         for dp_port in (port, port + 1):
             assert httpx.get(f"http://127.0.0.1:{dp_port}/readyz").status_code == 200
         with _admin(cp_port, "env-token-2") as admin:
             assert admin.get("/v1.0/frontends").status_code == 200
+            # Both planes hold it: the control plane takes a secret, both data planes open it.
+            backend = {"Identifier": "keyed", "Hostname": "127.0.0.1", "Port": 9, "BearerToken": "t0ken"}
+            assert admin.put("/v1.0/backends", json=backend).status_code == 201
+            deadline = time.monotonic() + 30
+            while True:
+                snapshot = admin.get("/v1.0/snapshot").json()
+                if any(b["id"] == "keyed" for b in snapshot["Content"]["backends"]):
+                    break
+                assert time.monotonic() < deadline, snapshot
+                time.sleep(0.1)
+            revision = snapshot["Revision"]
+            while True:
+                planes = admin.get("/v1.0/dataplanes").json()
+                applied = [p for p in planes if p["Live"] and p["AppliedRevision"] >= revision]
+                if len(applied) == 2:
+                    break
+                assert time.monotonic() < deadline, planes
+                time.sleep(0.2)
+            assert [p["SnapshotError"] for p in applied] == ["", ""]
         _stop_and_check_nothing_left(up)
     finally:
         if up.proc.poll() is None:
