@@ -30,7 +30,10 @@ from controlplane.reports import DataPlaneRegistry
 from controlplane.settings import Settings
 from controlplane.sync.manager import Synchroniser
 from shared.bus import Bus, BusNames
+from shared.bus_connect import BusLogin
 from shared.errors import BusError
+from shared.signing import SnapshotSigner
+from shared.signing_keys import load_signer
 from shared.tls import backend_ssl_context
 
 __all__ = ["ControlPlane"]
@@ -42,6 +45,20 @@ _MIGRATE_RETRY_MAX = 5.0
 _RETRY_LOG_GAP = 5.0
 
 
+def _signer(settings: Settings) -> SnapshotSigner | None:
+    """The key that signs published snapshots (ConfigError if the file is unusable)."""
+    if settings.snapshot_signing_key_file is None:
+        log.warning(
+            "OLLAMAFLOW_SNAPSHOT_SIGNING_KEY_FILE is not set: snapshots are published unsigned, and data "
+            "planes refuse them unless OLLAMAFLOW_ALLOW_UNSIGNED_SNAPSHOTS=true (make a key pair with "
+            "`ollamaflow keys`)"
+        )
+        return None
+    signer = load_signer(settings.snapshot_signing_key_file)
+    log.info("snapshots are signed with key %s", signer.key_id)
+    return signer
+
+
 class ControlPlane:
     """One control-plane replica."""
 
@@ -50,8 +67,19 @@ class ControlPlane:
         self.clock = clock or Clock()
         self._migrate_retry = migrate_retry
         self.db = Database(settings.database_url)
+        names = BusNames(settings.bus_namespace)
         self.bus = Bus(
-            settings.nats_url, BusNames(settings.bus_namespace), client_name="ollamaflow-controlplane"
+            settings.nats_url,
+            names,
+            client_name="ollamaflow-controlplane",
+            login=BusLogin(
+                user=settings.nats_user,
+                password=settings.nats_password,
+                ca_file=settings.nats_ca_file,
+                cert_file=settings.nats_cert_file,
+                key_file=settings.nats_key_file,
+                inbox_prefix=names.inbox_prefix("controlplane"),
+            ),
         )
         self.key_usage = KeyUsageRecorder(self.db, clock=self.clock, live_sources=self._live_sources)
         self.registry = DataPlaneRegistry(
@@ -91,6 +119,7 @@ class ControlPlane:
             next_revision=self.db.next_revision,
             clock=self.clock,
             interval=settings.publish_interval,
+            signer=_signer(settings),
         )
         self.frontends = FrontendService(self.db, clock=self.clock, on_change=self._config_changed)
         self.backends = BackendService(self.db, clock=self.clock, on_change=self._config_changed)

@@ -1,7 +1,8 @@
 """The snapshot this data plane routes by, its routing table, and the copy on disk.
 
 ``apply`` is the one way in: it takes snapshot bytes from any source (the bus watch, the periodic
-re-read, the disk cache), keeps the last good snapshot when the new one is rejected and remembers why,
+re-read, the disk cache), checks them the same way (content hash, the control plane's signature,
+revision), keeps the last good snapshot when the new one is rejected and remembers why,
 and swaps the routing table in one assignment, so a request sees either the old table or the new one.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from dataplane.routing import RoutingTable
 from shared.errors import SnapshotRejected
+from shared.signing import SnapshotTrust
 from shared.snapshot import Snapshot, accept
 
 __all__ = ["SnapshotState"]
@@ -28,6 +30,8 @@ class SnapshotState:
     """The applied snapshot, the routing table built from it, and the last rejection."""
 
     cache_path: Path | None = None
+    # Whose signatures make a snapshot acceptable; the default trusts nobody (accepts nothing).
+    trust: SnapshotTrust = field(default_factory=SnapshotTrust)
     rng: random.Random = field(default_factory=random.Random)
     snapshot: Snapshot | None = None
     table: RoutingTable = field(default_factory=RoutingTable)
@@ -47,7 +51,7 @@ class SnapshotState:
             return False
         self._last_data = data
         try:
-            snapshot = accept(self.snapshot, data)
+            snapshot = accept(self.snapshot, data, trust=self.trust)
         except SnapshotRejected as exc:
             self.error = exc.message
             log.warning(

@@ -27,7 +27,8 @@ from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
-from shared.errors import BusError, BusNoResponder, SnapshotConflict
+from shared.bus_connect import BusLogin, connect_options
+from shared.errors import BusAuthError, BusError, BusNoResponder, SnapshotConflict
 from shared.snapshot import SCHEMA_MAJOR
 
 __all__ = ["DEFAULT_NAMESPACE", "Bus", "BusNames"]
@@ -65,16 +66,31 @@ class BusNames:
     def pulls_subject(self) -> str:
         return f"{self.namespace}.pulls.progress"
 
+    def inbox_prefix(self, role: str) -> str:
+        """Where a plane of ``role`` receives its replies: one prefix per role, so that the bus's
+        permissions (``shared.bus_permissions``) keep each role's answers from the other."""
+        return f"_INBOX.{self.namespace}.{role}"
+
 
 class Bus:
     """One NATS connection and the few operations the planes need from it."""
 
-    def __init__(self, url: str, names: BusNames | None = None, *, client_name: str = "ollamaflow") -> None:
+    def __init__(
+        self,
+        url: str,
+        names: BusNames | None = None,
+        *,
+        client_name: str = "ollamaflow",
+        login: BusLogin | None = None,
+    ) -> None:
         self.url = url
         self.names = names or BusNames()
         self._client_name = client_name
+        # Built here so that an unreadable CA or client certificate is a ConfigError at start-up.
+        self._login_options = connect_options(url, login or BusLogin())
         self._nc: Client | None = None
         self._kv: KeyValue | None = None
+        self._said: dict[str, float] = {}  # bus errors logged recently, by text (rate limit)
 
     @property
     def connected(self) -> bool:
@@ -93,21 +109,30 @@ class Bus:
                 self.url,
                 name=self._client_name,
                 connect_timeout=connect_timeout,
-                allow_reconnect=True,
+                # Off for the first connection: with it on, nats-py retries refused credentials
+                # forever inside connect() and nobody hears why. Switched on once connected.
+                allow_reconnect=False,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 ping_interval=5,
                 max_outstanding_pings=2,
                 error_cb=self._on_error,
+                **self._login_options,
             )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             if _cancel_requested():
                 raise asyncio.CancelledError from exc
+            if _is_auth_error(exc):
+                raise BusAuthError(
+                    f"NATS at {self.url} refused this plane's credentials ({exc}): check "
+                    "OLLAMAFLOW_NATS_USER and OLLAMAFLOW_NATS_PASSWORD"
+                ) from exc
             raise BusError(f"cannot connect to NATS at {self.url}: {exc}") from exc
         if _cancel_requested():
             with contextlib.suppress(Exception):
                 await nc.close()
             raise asyncio.CancelledError
+        nc.options["allow_reconnect"] = True  # read live by nats-py's reconnect logic
         self._nc = nc
 
     async def connect_forever(self, *, retry_every: float = 1.0, log_every: float = 5.0) -> None:
@@ -121,7 +146,8 @@ class Bus:
             except BusError as exc:
                 now = time.monotonic()
                 if logged_at is None or now - logged_at >= log_every:
-                    log.warning("%s; retrying every %gs", exc, retry_every)
+                    level = logging.ERROR if isinstance(exc, BusAuthError) else logging.WARNING
+                    log.log(level, "%s; retrying every %gs", exc, retry_every)
                     logged_at = now
                 await asyncio.sleep(retry_every)
 
@@ -133,19 +159,39 @@ class Bus:
         self._kv = None
 
     async def _on_error(self, exc: Exception) -> None:
-        log.debug("nats: %s", exc)
+        """nats-py reports denials only here (the denied call itself just times out): say them."""
+        text = str(exc)
+        lowered = text.lower()
+        if "permissions violation" in lowered:
+            self._say(logging.ERROR, f"NATS denied this plane ({self._client_name}): {text}")
+        elif _is_auth_error(exc):
+            self._say(logging.ERROR, f"NATS at {self.url} refused this plane's credentials: {text}")
+        else:
+            log.debug("nats: %s", text)
+
+    def _say(self, level: int, text: str, *, every: float = 30.0) -> None:
+        now = time.monotonic()
+        if now - self._said.get(text, -every) < every:
+            return
+        if len(self._said) >= 64:  # bounded: forget the oldest
+            self._said.pop(next(iter(self._said)))
+        self._said[text] = now
+        log.log(level, "%s", text)
 
     def _client(self) -> Client:
         if self._nc is None or not self._nc.is_connected:
             raise BusError(f"not connected to NATS at {self.url}")
         return self._nc
 
-    async def _bucket(self) -> KeyValue:
+    async def _bucket(self, *, create: bool = False) -> KeyValue:
+        """The KV bucket; made if missing only for a writer (data planes may not create it)."""
         if self._kv is None:
             js = self._client().jetstream(timeout=2.0)
             try:
                 self._kv = await js.key_value(self.names.bucket)
             except nats.js.errors.BucketNotFoundError:
+                if not create:
+                    raise
                 config = KeyValueConfig(bucket=self.names.bucket, history=5, storage=StorageType.FILE)
                 self._kv = await js.create_key_value(config)
         return self._kv
@@ -155,7 +201,7 @@ class Bus:
         try:
             kv = await self._bucket()
             entry = await kv.get(self.names.snapshot_key)
-        except nats.js.errors.KeyNotFoundError:
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.BucketNotFoundError):
             return None
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             self._kv = None
@@ -165,7 +211,7 @@ class Bus:
     async def write_snapshot(self, data: bytes, *, last: int | None) -> int:
         """Store a snapshot if the KV sequence is still ``last`` (None: the key must not exist)."""
         try:
-            kv = await self._bucket()
+            kv = await self._bucket(create=True)
             if last is None:
                 return await kv.create(self.names.snapshot_key, data)
             return await kv.update(self.names.snapshot_key, data, last=last)
@@ -290,6 +336,10 @@ class Bus:
                 task.cancel()
 
         return stop
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    return "authorization violation" in str(exc).lower()
 
 
 def _cancel_requested() -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "BusAuthError",
     "BusError",
     "BusNoResponder",
     "ConfigError",
@@ -72,6 +73,10 @@ class BusError(OllamaFlowError):
 
 class SnapshotConflict(BusError):
     pass
+
+
+class BusAuthError(BusError):
+    """NATS refused the plane's credentials (wrong user or password, or none given)."""
 
 
 class BusNoResponder(BusError):

@@ -7,7 +7,8 @@ but change-triggered publishes are skipped when the content hash equals the stor
 How it stays monotonic: read the stored snapshot (revision and KV sequence) *before* reading the
 configuration, take the next revision from the Postgres sequence but never below stored + 1, and write
 with compare-and-set on the KV sequence. Losing the race (SnapshotConflict) means another writer
-stored a snapshot after our read, so we read everything again and retry. Any other failure (NATS or
+stored a snapshot after our read, so we read everything again and retry. With a signer, every
+snapshot is signed (``shared.signing``) before it is stored. Any other failure (NATS or
 the database down) keeps the request pending and retries after ``retry_after``.
 """
 
@@ -23,6 +24,7 @@ import msgspec
 from controlplane.clock import Clock, rfc3339
 from shared.bus import Bus
 from shared.errors import BusError, SnapshotConflict
+from shared.signing import SnapshotSigner, sign
 from shared.snapshot import Snapshot, SnapshotContent, content_hash, encode, seal
 
 __all__ = ["Publisher"]
@@ -61,8 +63,10 @@ class Publisher:
         debounce: float = 0.005,
         retry_after: float = 1.0,
         max_attempts: int = 20,
+        signer: SnapshotSigner | None = None,
     ) -> None:
         self._bus = bus
+        self._signer = signer
         self._content = content
         self._next_revision = next_revision
         self._clock = clock
@@ -94,6 +98,8 @@ class Publisher:
                 return None
             revision = await self._next_revision(at_least=header.revision + 1)
             snapshot = seal(content, revision=revision, generated_at=rfc3339(self._clock.now()))
+            if self._signer is not None:
+                snapshot = sign(snapshot, self._signer)
             try:
                 await self._bus.write_snapshot(encode(snapshot), last=stored[1] if stored else None)
             except SnapshotConflict:

@@ -19,6 +19,7 @@ from shared.snapshot import BackendView, Snapshot, SnapshotContent, encode, seal
 from tests.controlplane.conftest import TOKEN
 from tests.controlplane.harness import RunningControlPlane, eventually, running_controlplane, watch_snapshots
 from tests.support.processes import free_port
+from tests.support.signing import fixed_signer, fixed_trust
 
 
 @pytest.fixture
@@ -47,6 +48,9 @@ async def test_every_committed_change_publishes_a_higher_revision(
     ):
         start = await watch.next()  # the start-up snapshot
         assert start.content.frontends == () and start.content.backends == ()
+        # Signed with the configured key: a data plane trusting its public half takes it.
+        assert start.signature is not None and start.signature.key_id == fixed_signer().key_id
+        fixed_trust().verify(start)
 
         steps = [
             (

@@ -22,6 +22,7 @@ from dataplane.settings import DataPlaneSettings
 from shared.bus import Bus
 from shared.snapshot import BackendView, FrontendView, SnapshotContent, encode, seal
 from shared.wire.reports import DataPlaneReport, decode_report
+from tests.support.signing import sign_for_tests
 
 __all__ = [
     "RunningDataPlane",
@@ -34,7 +35,8 @@ __all__ = [
 
 
 def snapshot_bytes(content: SnapshotContent, revision: int) -> bytes:
-    return encode(seal(content, revision=revision, generated_at="2025-01-01T00:00:00Z"))
+    """A snapshot as the control plane publishes it: sealed and signed with the tests' key."""
+    return encode(sign_for_tests(seal(content, revision=revision, generated_at="2025-01-01T00:00:00Z")))
 
 
 def content(
