@@ -9,15 +9,28 @@ passwords either literal or read by NATS from environment variables (``$VAR``), 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from shared.bus import BusNames
 from shared.bus_permissions import Role, permissions
 
-__all__ = ["NatsUser", "env_password", "literal_password", "render_authorization"]
+__all__ = [
+    "ROLE_USERS",
+    "NatsUser",
+    "env_password",
+    "literal_password",
+    "render_authorization",
+    "write_private",
+]
+
+# The NATS user of each role, in ``up`` and in ``deploy/nats.conf``.
+ROLE_USERS: dict[Role, str] = {"controlplane": "controlplane", "dataplane": "dataplane"}
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -64,3 +77,15 @@ def render_authorization(names: BusNames, users: Sequence[NatsUser]) -> str:
     out.append("  ]")
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a config holding passwords, readable by the owner only from its first byte."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
