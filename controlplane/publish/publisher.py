@@ -2,7 +2,8 @@
 
 When it publishes: promptly after a committed change (``request(force=True)``, bursts coalesced by a
 short debounce), when the live data-plane set changes, at start, and every ``interval`` seconds. All
-but change-triggered publishes are skipped when the content hash equals the stored one.
+but change-triggered publishes are skipped when the content hash equals the stored one and the stored
+snapshot carries this publisher's signature (so a new signing key is in use from the start).
 
 How it stays monotonic: read the stored snapshot (revision and KV sequence) *before* reading the
 configuration, take the next revision from the Postgres sequence but never below stored + 1, and write
@@ -32,11 +33,16 @@ __all__ = ["Publisher"]
 log = logging.getLogger("ollamaflow.controlplane.publisher")
 
 
+class _StoredSignature(msgspec.Struct):
+    key_id: str = ""
+
+
 class _Stored(msgspec.Struct):
     """What we need of the stored snapshot; tolerant of anything else in it."""
 
     revision: int = 0
     content_hash: str = ""
+    signature: _StoredSignature | None = None
 
 
 _stored_decoder = msgspec.json.Decoder(_Stored)
@@ -93,8 +99,10 @@ class Publisher:
             header = _stored_header(stored[0]) if stored else _Stored()
             content = await self._content()
             digest = content_hash(content)
-            # After a lost race the winner may already have stored exactly our content.
-            if digest == header.content_hash and (not force or attempt > 0):
+            # After a lost race the winner may already have stored exactly our content. Signed by
+            # another key (a rotation) it is published again, so that data planes get our signature.
+            current = digest == header.content_hash and self._signed_by_us(header)
+            if current and (not force or attempt > 0):
                 return None
             revision = await self._next_revision(at_least=header.revision + 1)
             snapshot = seal(content, revision=revision, generated_at=rfc3339(self._clock.now()))
@@ -109,6 +117,10 @@ class Publisher:
             log.info("published snapshot revision %d (%s)", revision, digest[:12])
             return snapshot
         raise SnapshotConflict(f"gave up after {self._max_attempts} conflicting snapshot writes")
+
+    def _signed_by_us(self, header: _Stored) -> bool:
+        stored_key = header.signature.key_id if header.signature is not None else None
+        return stored_key == (self._signer.key_id if self._signer is not None else None)
 
     async def run(self) -> None:
         """Publish whenever asked and every ``interval`` seconds, until cancelled."""
