@@ -221,10 +221,18 @@ class Bus:
             self._kv = None
             raise BusError(f"cannot store the snapshot: {exc}") from exc
 
-    async def watch_snapshot(self) -> AsyncIterator[bytes]:
-        """Yield the current snapshot bytes, then each new one; raise BusError when the watch breaks."""
+    async def watch_snapshot(self, *, bucket_poll: float = 1.0) -> AsyncIterator[bytes]:
+        """Yield the current snapshot bytes, then each new one; raise BusError when the watch breaks.
+
+        Before any snapshot was ever stored the bucket does not exist, and only writers may create it:
+        the watch waits for it, checking every ``bucket_poll`` seconds."""
         try:
-            kv = await self._bucket()
+            while True:
+                try:
+                    kv = await self._bucket()
+                    break
+                except nats.js.errors.BucketNotFoundError:
+                    await asyncio.sleep(bucket_poll)
             watcher = await kv.watch(self.names.snapshot_key)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             self._kv = None

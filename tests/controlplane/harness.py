@@ -20,7 +20,6 @@ from controlplane.clock import Clock
 from controlplane.runtime import ControlPlane
 from controlplane.settings import Settings
 from shared.bus import Bus, BusNames
-from shared.errors import BusError
 from shared.snapshot import Snapshot, decode
 from tests.support.services import drop_database, fresh_database
 
@@ -118,17 +117,11 @@ class SnapshotWatch:
         self._new = asyncio.Condition()
 
     async def _collect(self, bus: Bus) -> None:
-        while True:  # the bucket appears with the first publish: watch again until it is there
-            try:
-                async for data in bus.watch_snapshot():
-                    snapshot = decode(data)
-                    if self.seen and self.seen[-1].revision == snapshot.revision:
-                        continue  # a new watch starts with the current one again
-                    async with self._new:
-                        self.seen.append(snapshot)
-                        self._new.notify_all()
-            except BusError:
-                await asyncio.sleep(0.05)
+        # The bucket appears with the first publish; the watch waits for it.
+        async for data in bus.watch_snapshot(bucket_poll=0.05):
+            async with self._new:
+                self.seen.append(decode(data))
+                self._new.notify_all()
 
     async def next(
         self, predicate: Callable[[Snapshot], bool] = lambda _: True, *, after: int = 0, within: float = 10.0
