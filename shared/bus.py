@@ -238,13 +238,13 @@ class Bus:
             self._kv = None
             raise BusError(f"cannot watch the snapshot: {exc}") from exc
         try:
-            while True:
-                try:
-                    entry = await watcher.updates(timeout=30.0)
-                except nats.errors.TimeoutError:
-                    continue
+            # Not watcher.updates(timeout): on Python 3.11 its asyncio.wait_for loses a cancellation
+            # that lands as an entry arrives (e.g. the end-of-history marker right after the current
+            # value), and the task cancelled to stop this watch then waits on forever.
+            async for entry in watcher:
                 if entry is not None and entry.value and entry.operation is None:
                     yield entry.value
+            raise BusError("snapshot watch ended: the watcher stopped")
         except (nats.errors.Error, OSError) as exc:
             raise BusError(f"snapshot watch ended: {exc}") from exc
         finally:
