@@ -129,6 +129,7 @@ async def test_the_snapshot_carries_credentials_and_the_admin_view_redacts_them(
         assert secret not in resp.text
         view = resp.json()
         assert view["ContentHash"] == published.content_hash
+        assert view["SigningKeyId"] == fixed_signer().key_id  # which key signed it (e.g. after a rotation)
         assert view["Content"]["backends"][0]["bearer_token"] == "<redacted>"
 
 
