@@ -9,6 +9,10 @@
   delete or copy a model for a frontend). Pull progress is published on ``<namespace>.pulls.progress``.
 
 A ``namespace`` other than the default keeps test runs and side-by-side clusters apart on one server.
+
+Who may use which name is in ``shared.bus_permissions`` (a name added here needs its role there);
+how a plane logs in (user, TLS, its role's reply inbox ``_INBOX.<namespace>.<role>``) is
+``shared.bus_connect``. Only writers create the bucket: readers wait for the first snapshot.
 """
 
 from __future__ import annotations

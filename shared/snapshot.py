@@ -1,7 +1,9 @@
 """The versioned snapshot: the one document the control plane publishes and data planes route by.
 
 Schema evolution rule: within a major version only add fields with defaults; never change a type or
-reuse a name. The major is also in the bus key (``snapshot.v1``).
+reuse a name. The major is also in the bus key (``snapshot.v1``). The control plane's signature
+(``signature``, made and checked by ``shared.signing``) covers the header; the content hash covers
+the content.
 
 Pure: no I/O and no clock reads; callers pass ``generated_at``.
 """
