@@ -19,6 +19,7 @@ from shared.snapshot import (
     encode,
     seal,
 )
+from tests.support.signing import fixed_trust, sign_for_tests
 
 
 @dataclass
@@ -195,7 +196,8 @@ def test_a_sealed_snapshot_passes_its_own_hash_check_even_with_ints_in_float_fie
     share = BackendShare(max_parallel=2, rate_per_second=5)  # type: ignore[arg-type]
     content = SnapshotContent(cluster=ClusterView(dataplanes=(DataPlaneView(id="dp", shares={"b": share}),)))
     sealed = seal(content, revision=3, generated_at="2030-01-01T00:00:00Z")
-    assert accept(None, encode(sealed)).content.cluster.dataplanes[0].shares["b"].rate_per_second == 5.0
+    accepted = accept(None, encode(sign_for_tests(sealed)), trust=fixed_trust())
+    assert accepted.content.cluster.dataplanes[0].shares["b"].rate_per_second == 5.0
 
 
 def test_frontend_access_settings_reach_the_view() -> None:
@@ -213,9 +215,7 @@ def test_frontend_access_settings_reach_the_view() -> None:
     assert (view.pull_adds_required_models, view.allow_route_explain) == (True, True)
     assert (view.block_http10, view.require_api_keys) == (False, True)
     (default,) = build_content([Frontend("f2")], [], []).frontends
-    assert not any(
-        (default.allow_model_management, default.allow_route_explain, default.require_api_keys)
-    )
+    assert not any((default.allow_model_management, default.allow_route_explain, default.require_api_keys))
     assert default.block_http10
 
 
