@@ -227,6 +227,8 @@ async def test_required_models_edits_from_many_writers_are_never_lost(settings: 
             }
             assert (await follower.put("/v1.0/frontends", json=frontend)).status_code == 201
             await eventually(lambda: first.plane.models is not None and first.plane.models.serving)
+            # The leader's monitor knows the backend (it loads the configuration after the write).
+            await eventually(lambda: first.plane.monitor is not None and "o" in first.plane.monitor.targets)
 
             bus = Bus(settings.nats_url, BusNames(settings.bus_namespace), client_name="test-dataplane")
             await bus.connect()
@@ -246,16 +248,22 @@ async def test_required_models_edits_from_many_writers_are_never_lost(settings: 
 
                 pulled = [f"pulled-{n}" for n in range(20)]
                 edited = [f"edited-{n}" for n in range(20)]
-                await asyncio.gather(
-                    *(pull(m) for m in pulled),
-                    *(service.edit_required("f", m, present=True) for m in edited),
-                    *(patch(leader if n % 2 else follower, n) for n in range(20)),
-                )
+                # A task group, not gather: after a failure nothing may go on holding the row lock
+                # (an orphaned edit on a closed pool would block every later test's TRUNCATE).
+                async with asyncio.TaskGroup() as group:
+                    for m in pulled:
+                        group.create_task(pull(m))
+                    for m in edited:
+                        group.create_task(service.edit_required("f", m, present=True))
+                    for n in range(20):
+                        group.create_task(patch(leader if n % 2 else follower, n))
                 required = (await follower.get("/v1.0/frontends/f")).json()["RequiredModels"]
                 assert sorted(required) == sorted(pulled + edited)
 
                 # Taking out is atomic too, and leaves the others.
-                await asyncio.gather(*(service.edit_required("f", m, present=False) for m in edited))
+                async with asyncio.TaskGroup() as group:
+                    for m in edited:
+                        group.create_task(service.edit_required("f", m, present=False))
                 required = (await leader.get("/v1.0/frontends/f")).json()["RequiredModels"]
                 assert sorted(required) == sorted(pulled)
             finally:
