@@ -56,6 +56,8 @@ class Call:
     sticky_key: str | None = None  # a sticky frontend's session key, if the client sent one
     explain: bool = False  # the client asked for X-OllamaFlow-Route
     decision: Decision[Target] | None = None  # kept only when explain
+    served: Target | None = None  # the backend of the answer (or of the last attempt)
+    relay: str = ""  # how the answer went: "passthrough", "translated" or "local" (metrics, access log)
 
     @property
     def request_id(self) -> str:

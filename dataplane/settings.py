@@ -12,12 +12,13 @@ import secrets
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from shared.bus import DEFAULT_NAMESPACE
 from shared.errors import ConfigError
+from shared.logformat import LOG_FORMATS, syslog_address
 
 __all__ = ["DataPlaneSettings", "load_settings"]
 
@@ -62,6 +63,18 @@ class DataPlaneSettings:
     # TLS to https backends (shared.tls): an extra trusted CA bundle, and whether to verify at all.
     backend_ca_file: Path | None = None
     backend_tls_verify: bool = True
+    # Logs (shared.logformat): "text" or "json" lines on stderr, and a syslog address ("" for none).
+    log_format: str = "text"
+    log_syslog: str = ""
+    # One line per proxied request on the ollamaflow.access logger (dataplane.request_log).
+    access_log: bool = True
+    # Prometheus metrics (dataplane.metrics): served at /metrics on the data plane's port, or on a port
+    # of their own when this is not 0; with a bearer token when metrics_token is set.
+    metrics: bool = True
+    dataplane_metrics_port: int = 0
+    metrics_token: str = field(default="", repr=False)
+    # Model names that get a label of their own; the rest are counted as "other".
+    metrics_max_models: int = 100
 
 
 def _path(value: str) -> Path | None:
@@ -81,6 +94,29 @@ def _client(value: str) -> str:
     if value not in UPSTREAM_CLIENTS:
         raise ValueError(f"must be one of {', '.join(UPSTREAM_CLIENTS)}")
     return value
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        text = value.strip().lower()
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def _syslog(value: str) -> str:
+    if value.strip():
+        syslog_address(value)  # raises ValueError naming the forms it takes
+    return value.strip()
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError("must be a port number (0 to 65535)")
+    return number
 
 
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -125,6 +161,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_translated_body": _positive(int),
     "backend_ca_file": _path,
     "backend_tls_verify": _flag,
+    "log_format": _choice(LOG_FORMATS),
+    "log_syslog": _syslog,
+    "access_log": _flag,
+    "metrics": _flag,
+    "dataplane_metrics_port": _port,
+    "metrics_max_models": _positive(int),
 }
 
 

@@ -1,0 +1,100 @@
+"""What one proxied request sent its client, noted on the way out, for the metrics and the access log.
+
+``Meter`` wraps the client's ``send``: it notes the status, the bytes, the time of the first body byte
+and the last two body chunks (where an answer's token counts are: Ollama's final object, an OpenAI
+``usage``), so that nothing on the relay paths needs to know it is measured. The proxy fills in who
+served the request as it learns it. ``token_counts`` reads the counts from those chunks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import MutableMapping
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from dataplane.responses import Send
+
+if TYPE_CHECKING:
+    from dataplane.call import Call
+
+__all__ = ["Meter", "token_counts"]
+
+# Only the end of an answer is searched: the counts come last, and a large body costs nothing more.
+_TAIL = 4096
+_COUNT = re.compile(rb'"(prompt_eval_count|eval_count|prompt_tokens|completion_tokens)"\s*:\s*(\d{1,12})')
+
+
+class Meter:
+    """The client's ``send``, noting what goes through it (used on the event loop only)."""
+
+    __slots__ = (
+        "bytes",
+        "call",
+        "first_byte",
+        "frontend",
+        "last",
+        "model",
+        "previous",
+        "rejected",
+        "request_id",
+        "send",
+        "started",
+        "status",
+        "streamed",
+    )
+
+    def __init__(self, send: Send, started: float) -> None:
+        self.send = send
+        self.started = started  # perf_counter() when the request arrived
+        self.status = 0  # 0: nothing was sent (the client left first)
+        self.bytes = 0  # body bytes sent
+        self.first_byte = 0.0  # perf_counter() of the first body byte; 0.0 if none
+        self.last = b""
+        self.previous = b""
+        self.streamed = False  # more than one body chunk went out
+        self.request_id = ""
+        self.frontend = ""  # the frontend's id, once known
+        self.model = ""
+        self.call: Call | None = None  # once the request was accepted
+        self.rejected = False  # a full queue or an expired wait turned it away
+
+    async def __call__(self, message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            body = message.get("body", b"")
+            if body:
+                if self.first_byte:
+                    self.streamed = True
+                else:
+                    self.first_byte = perf_counter()
+                self.bytes += len(body)
+                self.previous = self.last
+                self.last = body
+        elif message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
+def token_counts(last: bytes, previous: bytes = b"") -> tuple[int, int]:
+    """(input, output) tokens an answer's final chunks report; 0 for what they do not say.
+
+    Ollama's final object has ``prompt_eval_count`` and ``eval_count``; OpenAI's ``usage`` has
+    ``prompt_tokens`` and ``completion_tokens`` (in a stream, in the chunk before ``[DONE]``). A JSON
+    string cannot hold an unescaped quote, so text a model wrote never matches.
+    """
+    found_in = found_out = 0
+    for chunk in (last, previous):
+        if not chunk:
+            continue
+        tail = bytes(chunk[-_TAIL:])
+        if b'_count"' not in tail and b'_tokens"' not in tail:
+            continue
+        for match in _COUNT.finditer(tail):
+            name, value = match.group(1), int(match.group(2))
+            if name in (b"prompt_eval_count", b"prompt_tokens"):
+                found_in = value
+            else:
+                found_out = value
+        if found_in or found_out:
+            break
+    return found_in, found_out

@@ -1,0 +1,65 @@
+"""What happens when a proxied request ended: its metrics, and its access-log line.
+
+The access log is the ``ollamaflow.access`` logger at INFO, one record per proxied request (on by
+default; ``OLLAMAFLOW_ACCESS_LOG=false`` turns it off per data plane). Its message is short
+(``POST /api/chat 200``); its fields, in this order, are the stable names tools read (JSON keys, or
+``key=value`` in text): ``request_id``, ``frontend``, ``backend``, ``model``, ``endpoint``,
+``client_format``, ``status`` (0: the client left before any answer), ``bytes`` (body bytes sent),
+``duration_ms``, ``ttfb_ms`` (to the first body byte; null if none), ``input_tokens`` and
+``output_tokens`` (null unless the backend reported them), ``retries``, ``queue_ms`` (null if it
+never waited), ``relay`` (passthrough, translated, local or none) and ``client_gone``.
+"""
+
+from __future__ import annotations
+
+import logging
+from time import perf_counter
+
+from dataplane.call import Endpoint
+from dataplane.meter import Meter, token_counts
+from dataplane.metrics import NONE, DataPlaneMetrics
+from shared.logs import redact
+
+__all__ = ["RequestLog"]
+
+access_log = logging.getLogger("ollamaflow.access")
+
+
+class RequestLog:
+    """The observer the proxy calls with each ended request's ``Meter``."""
+
+    def __init__(self, metrics: DataPlaneMetrics | None, *, access_log_on: bool) -> None:
+        self._metrics = metrics
+        self._access = access_log_on
+
+    def __call__(self, meter: Meter, endpoint: Endpoint) -> None:
+        metrics = self._metrics
+        tokens = metrics.observe(meter, endpoint) if metrics is not None else None
+        if self._access and access_log.isEnabledFor(logging.INFO):
+            self._log(meter, endpoint, tokens)
+
+    def _log(self, meter: Meter, endpoint: Endpoint, tokens: tuple[int, int] | None) -> None:
+        end = perf_counter()
+        call = meter.call
+        served = call.served if call is not None else None
+        if tokens is None and meter.status == 200 and served is not None:
+            tokens = token_counts(meter.last, meter.previous)
+        fields = {
+            "request_id": meter.request_id,
+            "frontend": meter.frontend or NONE,
+            "backend": served.id if served is not None else NONE,
+            "model": redact(meter.model) if meter.model else NONE,  # the client's own text
+            "endpoint": endpoint.path,
+            "client_format": endpoint.api_format.lower(),
+            "status": meter.status,
+            "bytes": meter.bytes,
+            "duration_ms": round((end - meter.started) * 1000, 3),
+            "ttfb_ms": round((meter.first_byte - meter.started) * 1000, 3) if meter.first_byte else None,
+            "input_tokens": tokens[0] if tokens and tokens[0] else None,
+            "output_tokens": tokens[1] if tokens and tokens[1] else None,
+            "retries": len(call.tried) if call is not None else 0,
+            "queue_ms": round(call.queued * 1000, 3) if call is not None and call.queued >= 0 else None,
+            "relay": call.relay if call is not None and call.relay else NONE,
+            "client_gone": call.guard.client_gone if call is not None else False,
+        }
+        access_log.info("POST %s %d", endpoint.path, meter.status, extra={"fields": fields})
