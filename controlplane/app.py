@@ -27,6 +27,7 @@ from controlplane.allow import complete_allow
 from controlplane.auth import admin_guard
 from controlplane.clock import Clock
 from controlplane.errors import ApiError, exception_handlers
+from controlplane.metrics import metrics_parts
 from controlplane.runtime import ControlPlane
 from controlplane.settings import Settings
 from controlplane.system import healthz, readyz
@@ -72,8 +73,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
         before_request=strict_json_body,
         security=[{"BearerToken": []}],
     )
+    observed = metrics_parts(plane, settings)  # Prometheus /metrics (controlplane.metrics)
     app = Litestar(
-        route_handlers=[admin, healthz, readyz],
+        route_handlers=[admin, healthz, readyz, *observed.routes],
         dependencies={
             "frontends": Provide(lambda: plane.frontends, sync_to_thread=False),
             "backends": Provide(lambda: plane.backends, sync_to_thread=False),
@@ -85,9 +87,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
             "sync": Provide(lambda: plane.sync, sync_to_thread=False),
             "clock": Provide(lambda: plane.clock, sync_to_thread=False),
         },
-        lifespan=[plane.lifespan],
+        lifespan=[plane.lifespan, *observed.lifespans],
         exception_handlers=exception_handlers(),
-        middleware=[complete_allow],
+        middleware=[complete_allow, *observed.middleware],
         openapi_config=OpenAPIConfig(
             title="OllamaFlow control plane",
             version=_version(),

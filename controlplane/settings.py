@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import ConfigError
+from shared.logformat import LOG_FORMATS, syslog_address
 
 __all__ = ["Settings", "env_name", "load_database_url", "load_settings", "sqlalchemy_url"]
 
@@ -72,6 +73,16 @@ class Settings:
     """Backends the admin API lets the cluster hold."""
     max_apikeys: int = 50_000
     """Client API keys the admin API lets the cluster hold."""
+    log_format: str = "text"
+    """Log lines on stderr: ``text`` or ``json`` (one object per line, ``shared.logformat``)."""
+    log_syslog: str = ""
+    """Also send the logs to syslog: ``host:port`` (UDP) or a Unix socket path such as ``/dev/log``."""
+    metrics: bool = True
+    """Serve Prometheus metrics (``controlplane.metrics``)."""
+    metrics_port: int = 0
+    """0: ``/metrics`` on the control plane's port; another port: there only."""
+    metrics_token: str = ""
+    """A bearer token ``/metrics`` requires; empty: open like ``/healthz``."""
 
     def __repr__(self) -> str:
         # Keep credentials out of logs and tracebacks.
@@ -150,6 +161,22 @@ def load_settings(
     for field in ("monitor_backends", "sync_remove_unrequired", "backend_tls_verify"):
         if field in merged:
             values[field] = _flag(merged, field)
+    if "log_format" in merged:
+        values["log_format"] = _text(merged, "log_format").lower()
+        if values["log_format"] not in LOG_FORMATS:
+            raise ConfigError(f"{_env_name('log_format')} must be one of {', '.join(LOG_FORMATS)}")
+    if "log_syslog" in merged:
+        values["log_syslog"] = _text(merged, "log_syslog")
+        try:
+            syslog_address(values["log_syslog"])
+        except ValueError as exc:
+            raise ConfigError(f"{_env_name('log_syslog')}: {exc}") from None
+    if "metrics" in merged:
+        values["metrics"] = _flag(merged, "metrics")
+    if "metrics_port" in merged:
+        values["metrics_port"] = int(_number(merged, "metrics_port", low=0, high=65535, integer=True))
+    if "metrics_token" in merged:
+        values["metrics_token"] = _text(merged, "metrics_token")
     if "backend_ca_file" in merged:
         values["backend_ca_file"] = Path(_text(merged, "backend_ca_file")).expanduser()
     return Settings(database_url=sqlalchemy_url(_text(merged, "database_url")), admin_tokens=tokens, **values)
@@ -209,6 +236,11 @@ _KEYS = {
     "max_frontends": "max_frontends",
     "max_backends": "max_backends",
     "max_apikeys": "max_apikeys",
+    "log_format": "log_format",
+    "log_syslog": "log_syslog",
+    "metrics": "metrics",
+    "metrics_port": "controlplane_metrics_port",
+    "metrics_token": "metrics_token",
 }
 
 

@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 import httpx
 
@@ -31,7 +33,7 @@ from controlplane.health.state import Health
 from controlplane.health.targets import BackendTarget
 from controlplane.publish.builder import UNPROBED, BackendRuntime
 
-__all__ = ["REQUEST_ERRORS", "Monitor", "describe_error"]
+__all__ = ["REQUEST_ERRORS", "Monitor", "ProbeObserver", "describe_error"]
 
 log = logging.getLogger("ollamaflow.controlplane.health")
 
@@ -50,6 +52,14 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, UnicodeError):
         return f"a header or the URL cannot be sent: {exc}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class ProbeObserver(Protocol):
+    """Told of each probe and each change of health (the metrics, ``controlplane.metrics``)."""
+
+    def probed(self, backend: str, ok: bool, seconds: float) -> None: ...
+
+    def transitioned(self, backend: str, healthy: bool) -> None: ...
 
 
 class Monitor:
@@ -83,6 +93,7 @@ class Monitor:
         self._last_wake: dict[str, float] = {}
         self._suspect: set[str] = set()
         self._seed: dict[str, bool] = {}
+        self.observer: ProbeObserver | None = None
         self.client = httpx.AsyncClient(
             timeout=timeout,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
@@ -207,11 +218,17 @@ class Monitor:
         while self._current(ident, refresh):
             wake.clear()
             target = self.targets[ident]
+            started = time.perf_counter()
             ok, error = await self._probe(target)
             if not self._current(ident, refresh):
                 return  # stopped (deleted, deactivated, readdressed) while the probe ran
+            observer = self.observer
+            if observer is not None:
+                observer.probed(ident, ok, time.perf_counter() - started)
             health = self.health[ident]
             if health.record(ok, self._clock.now(), target.thresholds, error):
+                if observer is not None:
+                    observer.transitioned(ident, health.healthy)
                 if health.healthy:
                     log.info("backend %s is healthy", ident)
                     self.refresh_inventory(ident)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -76,6 +77,11 @@ class Publisher:
         """The last snapshot this publisher stored."""
         self.last_error = ""
         """Why the last publish failed; empty after a success."""
+        # For the metrics (controlplane.metrics), read when scraped: publishes stored, skipped
+        # (content unchanged) and failed, their time in all, and the last one's encoded size.
+        self.published = self.skipped = self.failed = 0
+        self.seconds = 0.0
+        self.last_size = 0
 
     def request(self, *, force: bool = False) -> None:
         """Ask for a publish soon. ``force``: publish a new revision even if the content is unchanged."""
@@ -110,16 +116,24 @@ class Publisher:
             await self._wait()
             self._wake.clear()
             force, self._force = self._force, False
+            started = time.perf_counter()
             try:
-                await self.publish(force=force)
+                snapshot = await self.publish(force=force)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.failed += 1
                 self._failed(exc)
                 self._force = self._force or force
                 await asyncio.sleep(self._retry_after)
                 self._wake.set()
             else:
+                self.seconds += time.perf_counter() - started
+                if snapshot is None:
+                    self.skipped += 1
+                else:
+                    self.published += 1
+                    self.last_size = len(encode(snapshot))
                 if self.last_error:
                     log.info("snapshot publishing works again")
                 self.last_error = ""
