@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from dataplane.crossing import Crossing
 from dataplane.disconnect import DisconnectGuard
+from dataplane.meter import Meter
 from dataplane.pins import apply_pins, with_model
 from dataplane.routing import Decision, FrontendRoute, Pool, RequestKind, Target
 from shared.snapshot import ApiFormat
@@ -58,6 +59,7 @@ class Call:
     decision: Decision[Target] | None = None  # kept only when explain
     served: Target | None = None  # the backend of the answer (or of the last attempt)
     relay: str = ""  # how the answer went: "passthrough", "translated" or "local" (metrics, access log)
+    meter: Meter | None = None  # what went out, when measured (dataplane.meter)
 
     @property
     def request_id(self) -> str:

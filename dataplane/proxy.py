@@ -194,6 +194,7 @@ class Proxy:
         )
         if meter is not None:
             meter.call = call
+            call.meter = meter
         drain.enter(task, call.guard)  # what went out, should the drain have to end it
         try:
             await self._forward(call, send)
@@ -448,9 +449,13 @@ class Proxy:
                     crossing, response, send, call.guard, target.id, headers, self._max_translated_body
                 )
             else:
-                complete = await pass_through(
-                    response, send, call.guard, target.id, call.request_id, headers
-                )
+                meter = call.meter  # chunks go to the client's own send; the guard notes them
+                out, guard = (send if meter is None else meter.send), call.guard
+                try:
+                    complete = await pass_through(response, out, guard, target.id, call.request_id, headers)
+                finally:
+                    if meter is not None:
+                        meter.passed(guard)
         finally:
             if complete:
                 response.release()

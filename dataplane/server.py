@@ -1,5 +1,6 @@
-"""Run the data plane under uvicorn (uvloop, httptools bounded by our client limits, no access log) until
-SIGTERM or SIGINT, then drain (``dataplane.drain``)."""
+"""Run the data plane under uvicorn (uvloop, httptools bounded by our client limits, without uvicorn's
+access log: ``dataplane.request_log`` writes ours) until SIGTERM or SIGINT, then drain
+(``dataplane.drain``)."""
 
 from __future__ import annotations
 
