@@ -44,6 +44,7 @@ from dataplane.routing import RequestKind
 from dataplane.settings import DataPlaneSettings
 from dataplane.state import SnapshotState
 from dataplane.sync import BusSync, ReportIdentity
+from dataplane.tracing import Tracing
 from dataplane.traffic import Traffic
 from dataplane.translate.common import random_id
 from dataplane.translate.exchanges import Translations
@@ -182,7 +183,11 @@ class DataPlane:
                 )
             )
             self.exposition = MetricsExposition(self.metrics.registry, settings.metrics_token)
-        measured = self.metrics is not None or settings.access_log
+        # Traces only when an OTLP endpoint is named: nothing of OpenTelemetry is imported otherwise.
+        self.tracing: Tracing | None = None
+        if settings.otel_endpoint:
+            self.tracing = Tracing.exporting(settings.otel_endpoint, settings.dataplane_id)
+        measured = self.metrics is not None or settings.access_log or self.tracing is not None
         observe = RequestLog(self.metrics, access_log_on=settings.access_log) if measured else None
         self._metrics_server: asyncio.Server | None = None
         bodies = BodyReader(
@@ -203,6 +208,7 @@ class DataPlane:
             drain=self.drain,
             observe=observe,
             live=live,
+            tracing=self.tracing,
         )
         get_head, get, post = frozenset({"GET", "HEAD"}), frozenset({"GET"}), frozenset({"POST"})
         probe, serve, manages = Guard.PROTOCOL, Guard.SERVE, Guard.MANAGE
@@ -380,6 +386,8 @@ class DataPlane:
                 await self._sync_task
         await self.authoring.close()
         await self.upstream.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # exports the spans still batched
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -19,6 +19,7 @@ from dataplane.responses import Send
 if TYPE_CHECKING:
     from dataplane.call import Call
     from dataplane.disconnect import DisconnectGuard
+    from dataplane.tracing import RequestTrace
 
 __all__ = ["Meter", "token_counts"]
 
@@ -44,6 +45,7 @@ class Meter:
         "started",
         "status",
         "streamed",
+        "trace",
     )
 
     def __init__(self, send: Send, started: float) -> None:
@@ -60,6 +62,7 @@ class Meter:
         self.model = ""
         self.call: Call | None = None  # once the request was accepted
         self.rejected = False  # a full queue or an expired wait turned it away
+        self.trace: RequestTrace | None = None  # its spans, when traces are on (dataplane.tracing)
 
     async def __call__(self, message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.body":

@@ -45,6 +45,7 @@ from dataplane.responses import JSON, Send, send_bytes, send_error, send_failure
 from dataplane.routing import Target
 from dataplane.state import SnapshotState
 from dataplane.sticky import session_key
+from dataplane.tracing import Tracing
 from dataplane.traffic import Traffic
 from dataplane.translate.common import LocalReply
 from dataplane.translate.errors import Untranslatable
@@ -83,10 +84,12 @@ class Proxy:
         drain: Drain,
         observe: Callable[[Meter, Endpoint], None] | None = None,
         live: set[Meter] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """``observe`` (metrics, access log) gets each request's ``Meter`` when it ended; ``live``
         holds the meters of requests under way. Without ``observe`` nothing is measured."""
         self._observe = observe
+        self._tracing = tracing  # spans per request (dataplane.tracing); needs ``observe`` to end them
         self._live: set[Meter] = live if live is not None else set()
         self._bodies = bodies
         self._access = access
@@ -110,6 +113,8 @@ class Proxy:
         # Measured: the client's send is wrapped to note what went out, and the request is counted
         # (and logged) once it ended, however it ended.
         meter = Meter(send, perf_counter())
+        if self._tracing is not None:
+            meter.trace = self._tracing.start(scope["headers"], endpoint, meter.started)
         live = self._live
         live.add(meter)
         try:
@@ -195,6 +200,7 @@ class Proxy:
         if meter is not None:
             meter.call = call
             call.meter = meter
+            call.trace = meter.trace
         drain.enter(task, call.guard)  # what went out, should the drain have to end it
         try:
             await self._forward(call, send)
@@ -373,6 +379,8 @@ class Proxy:
                 breakers.abandoned(target.id)
                 self._release(target)
                 return target, crossing, None
+            if call.trace is not None:
+                call.trace.attempt(target.id)
             head, body = upstream_request(call, target, crossing)
             try:
                 response = await self._upstream.request(
@@ -396,6 +404,8 @@ class Proxy:
                 self._release(target)
                 breakers.abandoned(target.id)
                 raise
+            if call.trace is not None:
+                call.trace.answered(response.status, perf_counter())
             if response.status < 500:
                 breakers.succeeded(target.id)
                 return target, response, crossing

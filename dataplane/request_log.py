@@ -36,14 +36,19 @@ class RequestLog:
         metrics = self._metrics
         tokens = metrics.observe(meter, endpoint) if metrics is not None else None
         if self._access and access_log.isEnabledFor(logging.INFO):
-            self._log(meter, endpoint, tokens)
+            tokens = self._log(meter, endpoint, tokens)
+        trace = meter.trace
+        if trace is not None:
+            if tokens is None:
+                tokens = _tokens(meter)
+            trace.finish(meter, endpoint, perf_counter(), tokens)
 
-    def _log(self, meter: Meter, endpoint: Endpoint, tokens: tuple[int, int] | None) -> None:
+    def _log(self, meter: Meter, endpoint: Endpoint, tokens: tuple[int, int] | None) -> tuple[int, int]:
         end = perf_counter()
         call = meter.call
         served = call.served if call is not None else None
-        if tokens is None and meter.status == 200 and served is not None:
-            tokens = token_counts(meter.last, meter.previous)
+        if tokens is None:
+            tokens = _tokens(meter)
         fields = {
             "request_id": meter.request_id,
             "frontend": meter.frontend or NONE,
@@ -63,3 +68,12 @@ class RequestLog:
             "client_gone": call.guard.client_gone if call is not None else False,
         }
         access_log.info("POST %s %d", endpoint.path, meter.status, extra={"fields": fields})
+        return tokens
+
+
+def _tokens(meter: Meter) -> tuple[int, int]:
+    """The token counts of a successful answer a backend gave (metrics off: read here)."""
+    call = meter.call
+    if meter.status == 200 and call is not None and call.served is not None:
+        return token_counts(meter.last, meter.previous)
+    return 0, 0

@@ -75,6 +75,8 @@ class DataPlaneSettings:
     metrics_token: str = field(default="", repr=False)
     # Model names that get a label of their own; the rest are counted as "other".
     metrics_max_models: int = 100
+    # OpenTelemetry traces (dataplane.tracing): an OTLP/HTTP traces endpoint; empty: no traces.
+    otel_endpoint: str = ""
 
 
 def _path(value: str) -> Path | None:

@@ -13,6 +13,7 @@ def test_defaults_log_text_with_an_access_log_and_metrics_on_the_main_port() -> 
     assert (settings.log_format, settings.log_syslog, settings.access_log) == ("text", "", True)
     assert (settings.metrics, settings.dataplane_metrics_port, settings.metrics_token) == (True, 0, "")
     assert settings.metrics_max_models == 100
+    assert settings.otel_endpoint == ""  # no traces
 
 
 def test_the_environment_sets_them() -> None:
@@ -24,6 +25,7 @@ def test_the_environment_sets_them() -> None:
         "OLLAMAFLOW_DATAPLANE_METRICS_PORT": "9464",
         "OLLAMAFLOW_METRICS_TOKEN": "scrape-token",
         "OLLAMAFLOW_METRICS_MAX_MODELS": "20",
+        "OLLAMAFLOW_OTEL_ENDPOINT": "http://collector:4318/v1/traces",
     }
     settings = load_settings(environ=env)
     assert (settings.log_format, settings.log_syslog, settings.access_log) == (
@@ -37,6 +39,7 @@ def test_the_environment_sets_them() -> None:
         20,
     )
     assert settings.metrics_token == "scrape-token" and "scrape-token" not in repr(settings)
+    assert settings.otel_endpoint == "http://collector:4318/v1/traces"
 
 
 @pytest.mark.parametrize(
