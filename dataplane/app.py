@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dataplane.access import Access, Guard
+from dataplane.access_log import AccessLog
 from dataplane.admission import Admission
 from dataplane.breaker import Breakers
 from dataplane.drain import Answer, Drain, drained_message, end_answer
@@ -188,7 +189,8 @@ class DataPlane:
         if settings.otel_endpoint:
             self.tracing = Tracing.exporting(settings.otel_endpoint, settings.dataplane_id)
         measured = self.metrics is not None or settings.access_log or self.tracing is not None
-        observe = RequestLog(self.metrics, access_log_on=settings.access_log) if measured else None
+        self.access_log = AccessLog(settings.log_format) if settings.access_log else None
+        observe = RequestLog(self.metrics, self.access_log) if measured else None
         self._metrics_server: asyncio.Server | None = None
         bodies = BodyReader(
             max_json=settings.max_json_body,
@@ -374,6 +376,8 @@ class DataPlane:
         return gate.max_parallel if gate is not None else None
 
     async def shutdown(self) -> None:
+        if self.access_log is not None:
+            self.access_log.flush()
         if self._metrics_server is not None:
             self._metrics_server.close()
         if self._explain_task is not None:

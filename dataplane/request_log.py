@@ -1,9 +1,10 @@
 """What happens when a proxied request ended: its metrics, and its access-log line.
 
-The access log is the ``ollamaflow.access`` logger at INFO, one record per proxied request (on by
-default; ``OLLAMAFLOW_ACCESS_LOG=false`` turns it off per data plane). Its message is short
-(``POST /api/chat 200``); its fields, in this order, are the stable names tools read (JSON keys, or
-``key=value`` in text): ``request_id``, ``frontend``, ``backend``, ``model``, ``endpoint``,
+The access log is one line per proxied request on the ``ollamaflow.access`` logger at INFO (on by
+default; ``OLLAMAFLOW_ACCESS_LOG=false`` turns it off per data plane), written in batches
+(``dataplane.access_log``). Its message is short (``POST /api/chat 200``); its fields, in this order,
+are the stable names tools read (JSON keys, or ``key=value`` in text, ``-`` for null):
+``request_id``, ``frontend``, ``backend``, ``model``, ``endpoint``,
 ``client_format``, ``status`` (0: the client left before any answer), ``bytes`` (body bytes sent),
 ``duration_ms``, ``ttfb_ms`` (to the first body byte; null if none), ``input_tokens`` and
 ``output_tokens`` (null unless the backend reported them), ``retries``, ``queue_ms`` (null if it
@@ -12,38 +13,38 @@ never waited), ``relay`` (passthrough, translated, local or none) and ``client_g
 
 from __future__ import annotations
 
-import logging
 from time import perf_counter
 
+from dataplane.access_log import AccessLog
 from dataplane.call import Endpoint
 from dataplane.meter import Meter, token_counts
 from dataplane.metrics import NONE, DataPlaneMetrics
-from shared.logs import redact
 
 __all__ = ["RequestLog"]
-
-access_log = logging.getLogger("ollamaflow.access")
 
 
 class RequestLog:
     """The observer the proxy calls with each ended request's ``Meter``."""
 
-    def __init__(self, metrics: DataPlaneMetrics | None, *, access_log_on: bool) -> None:
+    def __init__(self, metrics: DataPlaneMetrics | None, access: AccessLog | None) -> None:
         self._metrics = metrics
-        self._access = access_log_on
+        self.access = access
 
     def __call__(self, meter: Meter, endpoint: Endpoint) -> None:
         metrics = self._metrics
         tokens = metrics.observe(meter, endpoint) if metrics is not None else None
-        if self._access and access_log.isEnabledFor(logging.INFO):
-            tokens = self._log(meter, endpoint, tokens)
+        access = self.access
+        if access is not None and access.enabled:
+            tokens = self._log(access, meter, endpoint, tokens)
         trace = meter.trace
         if trace is not None:
             if tokens is None:
                 tokens = _tokens(meter)
             trace.finish(meter, endpoint, perf_counter(), tokens)
 
-    def _log(self, meter: Meter, endpoint: Endpoint, tokens: tuple[int, int] | None) -> tuple[int, int]:
+    def _log(
+        self, access: AccessLog, meter: Meter, endpoint: Endpoint, tokens: tuple[int, int] | None
+    ) -> tuple[int, int]:
         end = perf_counter()
         call = meter.call
         served = call.served if call is not None else None
@@ -53,7 +54,7 @@ class RequestLog:
             "request_id": meter.request_id,
             "frontend": meter.frontend or NONE,
             "backend": served.id if served is not None else NONE,
-            "model": redact(meter.model) if meter.model else NONE,  # the client's own text
+            "model": access.model(meter.model) if meter.model else NONE,  # the client's own text
             "endpoint": endpoint.path,
             "client_format": endpoint.api_format.lower(),
             "status": meter.status,
@@ -67,7 +68,7 @@ class RequestLog:
             "relay": call.relay if call is not None and call.relay else NONE,
             "client_gone": call.guard.client_gone if call is not None else False,
         }
-        access_log.info("POST %s %d", endpoint.path, meter.status, extra={"fields": fields})
+        access.write(f"POST {endpoint.path} {meter.status}", fields)
         return tokens
 
 

@@ -4,7 +4,8 @@
 ``2026-01-01 12:00:00,000 INFO ollamaflow.dataplane: message``; ``json`` writes one object per line
 with stable field names: ``time`` (RFC 3339, UTC, milliseconds), ``level``, ``logger``, ``message``,
 ``exception`` when there is one, and the record's own ``fields`` (the access log's). A record carries
-fields as ``extra={"fields": {...}}``; text lines show them as ``key=value`` after the message.
+fields as ``extra={"fields": {...}}``; text lines show them as ``key=value`` after the message. A
+record marked ``PREFORMATTED`` holds lines already formatted (the access log's batches).
 ``OLLAMAFLOW_LOG_SYSLOG`` adds a syslog handler (``host:port`` over UDP, or a Unix socket path such as
 ``/dev/log``) with the same format. Every handler gets the redaction filter (``shared.logs``), so a
 credential never reaches any of them, in either format.
@@ -22,11 +23,21 @@ from typing import Any
 import msgspec
 
 from shared.errors import ConfigError
-from shared.logs import install_redaction
+from shared.logs import RedactSecrets, install_redaction
 
-__all__ = ["LOG_FORMATS", "JsonFormatter", "TextFormatter", "configure_logging", "syslog_address"]
+__all__ = [
+    "LOG_FORMATS",
+    "PREFORMATTED",
+    "JsonFormatter",
+    "TextFormatter",
+    "configure_logging",
+    "syslog_address",
+]
 
 LOG_FORMATS = ("text", "json")
+# A record whose message is lines already in the chosen format (the access log's batches): written
+# as they are, by every formatter; the syslog handler sends one datagram per line.
+PREFORMATTED = "ollamaflow_preformatted"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _encoder = msgspec.json.Encoder()
@@ -44,6 +55,8 @@ class TextFormatter(logging.Formatter):
         super().__init__(TEXT_FORMAT)
 
     def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, PREFORMATTED, False):
+            return record.getMessage()
         line = super().format(record)
         fields = _fields(record)
         if fields:
@@ -52,7 +65,9 @@ class TextFormatter(logging.Formatter):
 
 
 def _text_value(value: object) -> str:
-    text = "" if value is None else str(value)
+    if value is None:
+        return "-"
+    text = str(value)
     if not text or any(c in text for c in ' "=\n'):
         return _encoder.encode(text).decode()
     return text
@@ -62,6 +77,8 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, exception, then the record's fields."""
 
     def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, PREFORMATTED, False):
+            return record.getMessage()
         stamp = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
         entry: dict[str, Any] = {
             "time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -78,6 +95,25 @@ class JsonFormatter(logging.Formatter):
             for key, value in fields.items():
                 entry.setdefault(key, value)
         return _encoder.encode(entry).decode()
+
+
+class _Redact(RedactSecrets):
+    """The redaction filter, passing by preformatted records: their producer redacted what a
+    client wrote (the access log's model names); every other part is the data plane's own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return True if getattr(record, PREFORMATTED, False) else super().filter(record)
+
+
+class _SyslogLines(logging.handlers.SysLogHandler):
+    """Syslog, one datagram per line of a preformatted record (a datagram is one message)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not getattr(record, PREFORMATTED, False):
+            super().emit(record)
+            return
+        for line in record.getMessage().split("\n"):
+            super().emit(logging.makeLogRecord({**record.__dict__, "msg": line, "args": None}))
 
 
 def syslog_address(value: str) -> str | tuple[str, int]:
@@ -104,7 +140,7 @@ def configure_logging(level: str, log_format: str = "text", syslog: str = "") ->
     if syslog:
         try:
             address = syslog_address(syslog)
-            handler = logging.handlers.SysLogHandler(address=address, socktype=socket.SOCK_DGRAM)
+            handler = _SyslogLines(address=address, socktype=socket.SOCK_DGRAM)
         except (ValueError, OSError) as exc:
             raise ConfigError(f"OLLAMAFLOW_LOG_SYSLOG {syslog!r}: {exc}") from exc
         handler.ident = "ollamaflow: "
@@ -118,6 +154,7 @@ def configure_logging(level: str, log_format: str = "text", syslog: str = "") ->
             old.close()
     for handler in handlers:
         handler._ollamaflow = True  # type: ignore[attr-defined]
+        handler.addFilter(_Redact())  # install_redaction below then sees it and adds no other
         root.addHandler(handler)
     root.setLevel(level.upper())
     install_redaction(root)

@@ -6,15 +6,23 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 
 import httpx
 import ollama
 import pytest
 
+from dataplane.settings import DataPlaneSettings
 from ollamaflow.sim import running_sim
 from shared.logformat import JsonFormatter
 from shared.snapshot import BackendView
-from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, eventually, serve_frontend
+from tests.dataplane.harness import (
+    RunningDataPlane,
+    SnapshotWriter,
+    eventually,
+    running_dataplane,
+    serve_frontend,
+)
 from tests.dataplane.recorder import recorder
 
 MESSAGES = [{"role": "user", "content": "Hello."}]
@@ -29,7 +37,7 @@ class _Lines(logging.Handler):
         self.setFormatter(JsonFormatter())
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
+        self.lines.extend(self.format(record).split("\n"))  # the access log hands over batches
 
 
 @pytest.fixture
@@ -47,9 +55,10 @@ def access_lines() -> Iterator[list[str]]:
 
 
 async def test_each_request_gets_one_json_access_line(
-    dp: RunningDataPlane, writer: SnapshotWriter, access_lines: list[str]
+    dp_settings: DataPlaneSettings, writer: SnapshotWriter, access_lines: list[str]
 ) -> None:
-    async with running_sim(tokens_per_second=500) as sim:
+    settings = replace(dp_settings, log_format="json")
+    async with running_sim(tokens_per_second=500) as sim, running_dataplane(settings) as dp:
         await serve_frontend(writer, dp, [BackendView(id="sim", base_url=sim)])
         client = ollama.AsyncClient(host=dp.url, headers={"X-Request-ID": "req-42"})
         parts = [p async for p in await client.chat(model="llama3.2", messages=MESSAGES, stream=True)]
@@ -74,6 +83,26 @@ async def test_each_request_gets_one_json_access_line(
     # A body no backend could parse: answered by the data plane, still logged, with nobody serving it.
     assert (second["status"], second["backend"], second["client_format"]) == (400, "none", "openai")
     assert second["input_tokens"] is None and len(second["request_id"]) == 32
+
+
+async def test_text_access_lines_show_fields_as_key_value(
+    dp: RunningDataPlane, writer: SnapshotWriter, access_lines: list[str]
+) -> None:
+    async with recorder() as rec:
+        await serve_frontend(writer, dp, [BackendView(id="rec", base_url=rec.url)])
+        async with httpx.AsyncClient() as client:
+            await client.post(dp.url + "/api/chat", json={"model": "echo"}, headers={"X-Request-ID": "t-1"})
+        await eventually(lambda: len(access_lines) == 1, what="an access line")
+    line = access_lines[0]
+    assert (
+        " INFO ollamaflow.access: POST /api/chat 200 request_id=t-1 frontend=f backend=rec model=echo "
+        in line
+    )
+    assert (
+        " ttfb_ms=" in line
+        and " input_tokens=- " in line
+        and line.endswith(" relay=passthrough client_gone=False")
+    )
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from shared.errors import ConfigError
-from shared.logformat import JsonFormatter, TextFormatter, configure_logging, syslog_address
+from shared.logformat import PREFORMATTED, JsonFormatter, TextFormatter, configure_logging, syslog_address
 from shared.logs import RedactSecrets
 
 
@@ -34,7 +34,14 @@ def test_json_lines_have_stable_fields_and_carry_the_records_fields() -> None:
 
 def test_text_lines_show_fields_as_key_value() -> None:
     line = TextFormatter().format(_record("served", fields={"status": 200, "model": "a b", "none": None}))
-    assert line.endswith('WARNING ollamaflow.test: served status=200 model="a b" none=""')
+    assert line.endswith('WARNING ollamaflow.test: served status=200 model="a b" none=-')
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), TextFormatter()])
+def test_preformatted_batches_pass_as_they_are(formatter: logging.Formatter) -> None:
+    record = _record('{"a":1}\n{"a":2}')
+    setattr(record, PREFORMATTED, True)
+    assert formatter.format(record) == '{"a":1}\n{"a":2}'
 
 
 @pytest.mark.parametrize("formatter", [JsonFormatter(), TextFormatter()])
@@ -77,6 +84,9 @@ def test_configure_logging_sends_lines_to_syslog_too() -> None:
         configure_logging("INFO", "json", f"127.0.0.1:{receiver.getsockname()[1]}")
         logging.getLogger("ollamaflow.test").info("to syslog with token=abc", extra={"fields": {"k": 1}})
         data = receiver.recv(65536).decode()
+        # A preformatted batch (the access log's) goes out one datagram per line.
+        logging.getLogger("ollamaflow.access").info('{"n":1}\n{"n":2}', extra={PREFORMATTED: True})
+        batch = [receiver.recv(65536).decode() for _ in range(2)]
     finally:
         for handler in list(root.handlers):
             if handler not in before[0]:
@@ -89,6 +99,7 @@ def test_configure_logging_sends_lines_to_syslog_too() -> None:
     assert priority == "<14" and rest.startswith("ollamaflow: ")
     entry = json.loads(rest[len("ollamaflow: ") :].rstrip("\x00"))
     assert entry["k"] == 1 and entry["message"].startswith("to syslog")
+    assert [line.rstrip("\x00") for line in batch] == ['<14>ollamaflow: {"n":1}', '<14>ollamaflow: {"n":2}']
 
 
 def test_an_unknown_format_is_a_config_error() -> None:
