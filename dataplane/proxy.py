@@ -122,6 +122,7 @@ class Proxy:
         finally:
             live.discard(meter)
             observe(meter, endpoint)
+            meter.call = None  # the call points back at it: no cycle left for the collector to find
 
     async def _handle(
         self,
