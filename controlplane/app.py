@@ -2,6 +2,8 @@
 
 Routes: the admin API under ``/v1.0`` (bearer token required), ``/healthz`` and ``/readyz``, and the
 OpenAPI schema with its docs pages under ``/schema`` (``/schema/swagger``, ``/schema/openapi.json``).
+The views of what the leader observes (backend health, models, pulls) answer 503 naming the leader
+on a replica that does not lead.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from controlplane.admin.backends import BackendController
 from controlplane.admin.cluster import current_snapshot, list_dataplanes
 from controlplane.admin.frontends import FrontendController
 from controlplane.admin.health import list_models, list_pulls, stream_pulls
+from controlplane.admin.leadership import cluster_view, not_leader
 from controlplane.admin.openapi import publish_exact_schemas
 from controlplane.admin.routing import explain_route
 from controlplane.admin.strict import strict_json_body
@@ -27,9 +30,11 @@ from controlplane.allow import complete_allow
 from controlplane.auth import admin_guard
 from controlplane.clock import Clock
 from controlplane.errors import ApiError, exception_handlers
+from controlplane.health.monitor import Monitor
 from controlplane.metrics import metrics_parts
 from controlplane.runtime import ControlPlane
 from controlplane.settings import Settings
+from controlplane.sync.manager import Synchroniser
 from controlplane.system import healthz, readyz
 
 __all__ = ["create_app"]
@@ -50,6 +55,18 @@ def _version() -> str:
         return "0.0.0"
 
 
+def _leaders_monitor(plane: ControlPlane) -> Monitor:
+    if (monitor := plane.monitor) is None:
+        raise not_leader(plane.lease, "backend health")
+    return monitor
+
+
+def _leaders_sync(plane: ControlPlane) -> Synchroniser:
+    if (sync := plane.sync) is None:
+        raise not_leader(plane.lease, "the model pulls")
+    return sync
+
+
 def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     """Build a control plane for ``settings`` and the app that serves it."""
     plane = ControlPlane(settings, clock=clock)
@@ -64,6 +81,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
             config_routes,
             list_dataplanes,
             current_snapshot,
+            cluster_view,
             list_models,
             list_pulls,
             stream_pulls,
@@ -82,9 +100,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
             "apikeys": Provide(lambda: plane.apikeys, sync_to_thread=False),
             "registry": Provide(lambda: plane.registry, sync_to_thread=False),
             "bus": Provide(lambda: plane.bus, sync_to_thread=False),
+            "secrets": Provide(lambda: settings.secrets, sync_to_thread=False),
             "readiness": Provide(lambda: plane.readiness, sync_to_thread=False),
-            "monitor": Provide(lambda: plane.monitor, sync_to_thread=False),
-            "sync": Provide(lambda: plane.sync, sync_to_thread=False),
+            "publisher": Provide(lambda: plane.publish_status, sync_to_thread=False),
+            "monitor": Provide(lambda: _leaders_monitor(plane), sync_to_thread=False),
+            "sync": Provide(lambda: _leaders_sync(plane), sync_to_thread=False),
+            "lease": Provide(lambda: plane.lease, sync_to_thread=False),
             "clock": Provide(lambda: plane.clock, sync_to_thread=False),
         },
         lifespan=[plane.lifespan, *observed.lifespans],

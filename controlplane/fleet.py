@@ -1,11 +1,14 @@
 """Keeps the backend monitor and the model synchroniser in step with the configuration.
 
-It reads every backend and frontend when asked (after each committed admin change) and every
-``interval`` seconds (so changes made through another replica arrive too), and hands them to the
-monitor (which backends to probe, and how) and the synchroniser (which models each backend needs).
+It reads every backend and frontend when asked (after each committed admin change, a moment later so
+that the snapshot publish triggered by the same change goes first) and every ``interval`` seconds (so
+changes made through another replica arrive too), and hands them to the monitor (which backends to
+probe, and how) and the synchroniser (which models each backend needs). Rows are read incrementally
+(``controlplane.publish.rows``) and an unchanged row keeps its probe target.
 
-At start it takes over the health the last published snapshot recorded, so that a control-plane
-restart does not publish every backend as unknown while the first probes are on their way.
+At start it takes over the health and model lists the last published snapshot recorded, so that a
+control-plane restart (or a new leader) does not publish every backend as unknown while the first
+probes and reads are on their way.
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ import asyncio
 import contextlib
 import logging
 
-from sqlmodel import select
-
 from controlplane.db import Database
+from controlplane.health.inventory import Inventory
 from controlplane.health.monitor import Monitor
-from controlplane.health.targets import target_of
+from controlplane.health.targets import BackendTarget, target_of
+from controlplane.publish.rows import RowCache
 from controlplane.sync.manager import Synchroniser
 from controlplane.sync.plan import required_by_backend
 from controlplane.tables import BackendRow, FrontendRow
@@ -29,6 +32,10 @@ from shared.snapshot import decode
 __all__ = ["Fleet"]
 
 log = logging.getLogger("ollamaflow.controlplane.fleet")
+
+# How long a requested reconcile waits: the publish of the same change runs first (it is what data
+# planes wait for), and a burst of admin writes is read once.
+SETTLE = 0.05
 
 
 class Fleet:
@@ -43,6 +50,9 @@ class Fleet:
         self.sync = sync
         self._interval = interval
         self._wake = asyncio.Event()
+        self._backends = RowCache(BackendRow)
+        self._frontends = RowCache(FrontendRow)
+        self._targets: dict[str, tuple[BackendRow, BackendTarget]] = {}
 
     def request(self) -> None:
         """Read the configuration again soon."""
@@ -57,6 +67,7 @@ class Fleet:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
+                await asyncio.sleep(SETTLE)
             self._wake.clear()
             try:
                 await self.reconcile()
@@ -70,11 +81,21 @@ class Fleet:
     async def reconcile(self) -> None:
         async with self._db.session() as session:
             await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            backends = (await session.exec(select(BackendRow))).all()
-            frontends = (await session.exec(select(FrontendRow))).all()
-        targets = {row.identifier: target_of(row) for row in backends}
+            backends = await self._backends.read(session)
+            frontends = await self._frontends.read(session)
+        targets = {row.identifier: self._target(row) for row in backends}
+        for gone in self._targets.keys() - targets.keys():
+            del self._targets[gone]
         self.monitor.apply(targets.values())
         self.sync.apply(required_by_backend(frontends), targets)
+
+    def _target(self, row: BackendRow) -> BackendTarget:
+        cached = self._targets.get(row.identifier)
+        if cached is not None and cached[0] is row:  # the row cache hands back unchanged rows as they were
+            return cached[1]
+        target = target_of(row)
+        self._targets[row.identifier] = (row, target)
+        return target
 
     async def _seed(self, bus_wait: float) -> None:
         if not self.monitor.enabled:
@@ -92,4 +113,12 @@ class Fleet:
             log.info("no health to take over from the stored snapshot: %s", exc)
             return
         if snapshot is not None:
-            self.monitor.seed({b.id: b.healthy for b in snapshot.content.backends if b.health_checked})
+            backends = snapshot.content.backends
+            self.monitor.seed(
+                {b.id: b.healthy for b in backends if b.health_checked},
+                {
+                    b.id: Inventory(known=True, models=b.models, loaded=b.models_loaded, dialect=b.dialect)
+                    for b in backends
+                    if b.models_known
+                },
+            )

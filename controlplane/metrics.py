@@ -2,10 +2,17 @@
 
 Counted as they happen: probes by backend and result with their latency, health transitions, and
 admin API requests by method, route template and status. Read at scrape time from what the control
-plane keeps anyway: each backend's health and models (available and loaded), the pulls under way and
-their bytes, the snapshot publishes (stored, skipped, failed, time spent, the last one's size and
-revision), and the data planes heard from, with the totals each one reports (requests, rejections,
-in flight, queued), so one scrape of the control plane shows the whole fleet.
+plane keeps anyway: whether this replica leads, each backend's health and models (available and
+loaded), the pulls under way and their bytes, the snapshot publishes (stored, skipped, failed, time
+spent, the last one's size and revision), and the data planes heard from, with the totals each one
+reports (requests, rejections, in flight, queued), so one scrape of the control plane shows the
+whole fleet.
+
+With several replicas only the leader probes, syncs and publishes (``controlplane.leader_work``),
+and its monitor, synchroniser and publisher are new each term: the probe hooks are handed to every
+term (``ControlPlane.probe_observer``), and a follower's scrape has no backend, pull or publish-round
+figures, only the registry's data planes, its admin requests, and the leader's publish status (the
+revision and whether publishing fails) as the lease carries it.
 
 Labels stay bounded: backend and data-plane ids are the configured or live ones, routes are Litestar's
 path templates (never a raw path), methods and statuses are the few HTTP has.
@@ -28,8 +35,10 @@ from prometheus_client.registry import Collector
 from shared.metrics_http import CONTENT_TYPE, MetricsExposition
 
 if TYPE_CHECKING:
+    from controlplane.publish.publisher import Publisher
     from controlplane.runtime import ControlPlane
     from controlplane.settings import Settings
+    from controlplane.sync.manager import Synchroniser
 
 __all__ = ["ControlPlaneMetrics", "MetricsParts", "metrics_parts"]
 
@@ -78,7 +87,10 @@ class ControlPlaneMetrics:
         )
         registry.register(_PlaneState(plane))
         self.exposition = MetricsExposition(registry, token)
-        plane.monitor.observer = self
+        # Every term of leadership builds a new monitor: the runtime hands each one this observer.
+        plane.probe_observer = self
+        if (monitor := plane.monitor) is not None:  # already leading
+            monitor.observer = self
 
     # -- the monitor's hooks (controlplane.health.monitor.ProbeObserver) ----------------------------
 
@@ -178,7 +190,13 @@ class _PlaneState(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         plane = self._plane
-        monitor = plane.monitor
+        yield GaugeMetricFamily(
+            _PREFIX + "leader",
+            "1 if this replica holds the control-plane lease (probes, syncs and publishes), 0 if not",
+            value=1 if plane.lease.is_leader else 0,
+        )
+        # Read once: a term may end (and these become None) while the scrape runs.
+        monitor, sync, publisher = plane.monitor, plane.sync, plane.publisher
         healthy = GaugeMetricFamily(
             _PREFIX + "backend_healthy",
             "1 if the backend is healthy, 0 if not or not probed yet",
@@ -195,7 +213,7 @@ class _PlaneState(Collector):
             "Models each backend holds in memory (Ollama's /api/ps)",
             labels=["backend"],
         )
-        for backend in sorted(monitor.targets):
+        for backend in sorted(monitor.targets) if monitor is not None else ():
             health = monitor.health.get(backend)
             healthy.add_metric([backend], 1 if health is not None and health.healthy else 0)
             failures.add_metric([backend], health.failures if health is not None else 0)
@@ -204,11 +222,11 @@ class _PlaneState(Collector):
                 models.add_metric([backend], len(inventory.models))
                 loaded.add_metric([backend], len(inventory.loaded))
         yield from (healthy, failures, models, loaded)
-        yield from self._pulls()
-        yield from self._publishes()
+        yield from self._pulls(sync)
+        yield from self._publishes(publisher)
         yield from self._dataplanes()
 
-    def _pulls(self) -> Iterator[GaugeMetricFamily]:
+    def _pulls(self, sync: Synchroniser | None) -> Iterator[GaugeMetricFamily]:
         by_state = GaugeMetricFamily(
             _PREFIX + "pulls",
             "Model pulls this replica knows of, by state (queued, pulling, retrying, done, failed)",
@@ -221,45 +239,51 @@ class _PlaneState(Collector):
         )
         states: dict[str, int] = dict.fromkeys(("queued", "pulling", "retrying", "done", "failed"), 0)
         done_bytes: dict[str, int] = {}
-        for job in list(self._plane.sync.jobs.values()):
+        for job in list(sync.jobs.values()) if sync is not None else ():
             states[job.state] = states.get(job.state, 0) + 1
             if job.state in ("pulling", "retrying"):
                 done_bytes[job.backend] = done_bytes.get(job.backend, 0) + job.completed
-        for state, count in states.items():
+        for state, count in states.items() if sync is not None else ():
             by_state.add_metric([state], count)
         for backend, count in sorted(done_bytes.items()):
             completed.add_metric([backend], count)
         yield by_state
         yield completed
 
-    def _publishes(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        publisher = self._plane.publisher
+    def _publishes(self, publisher: Publisher | None) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        status = self._plane.publish_status  # the leader's, as the lease carries it, on a follower
+        yield GaugeMetricFamily(
+            _PREFIX + "snapshot_revision",
+            "Revision of the snapshot on the bus as of the leader's last publish (0: none known)",
+            value=status.revision,
+        )
+        yield GaugeMetricFamily(
+            _PREFIX + "snapshot_publish_failing",
+            "1 if the leader's last publish failed (it retries; /readyz says why), 0 if not",
+            value=1 if status.last_error else 0,
+        )
         publishes = CounterMetricFamily(
             _PREFIX + "snapshot_publishes",
             "Snapshot publish rounds by result (stored: a new revision; skipped: the content was "
-            "current; failed: NATS or the database did not let it, retried)",
+            "current; failed: NATS or the database did not let it, retried), during this replica's "
+            "current term of leadership (none while it follows)",
             labels=["result"],
         )
-        publishes.add_metric(["stored"], publisher.published)
-        publishes.add_metric(["skipped"], publisher.skipped)
-        publishes.add_metric(["failed"], publisher.failed)
-        yield publishes
-        yield CounterMetricFamily(
+        seconds = CounterMetricFamily(
             _PREFIX + "snapshot_publish_seconds",
-            "Time spent in successful publish rounds",
-            value=publisher.seconds,
+            "Time spent in successful publish rounds during this replica's current term of leadership",
         )
-        yield GaugeMetricFamily(
+        size = GaugeMetricFamily(
             _PREFIX + "snapshot_bytes",
-            "Encoded size of the last snapshot this replica stored",
-            value=publisher.last_size,
+            "Encoded size of the last snapshot this replica stored in its current term of leadership",
         )
-        last = publisher.last
-        yield GaugeMetricFamily(
-            _PREFIX + "snapshot_revision",
-            "Revision of the last snapshot this replica stored (0: none)",
-            value=last.revision if last is not None else 0,
-        )
+        if publisher is not None:
+            publishes.add_metric(["stored"], publisher.published)
+            publishes.add_metric(["skipped"], publisher.skipped)
+            publishes.add_metric(["failed"], publisher.failed)
+            seconds.add_metric([], publisher.seconds)
+            size.add_metric([], publisher.last_size)
+        yield from (publishes, seconds, size)
 
     def _dataplanes(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         registry = self._plane.registry

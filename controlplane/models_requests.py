@@ -1,8 +1,10 @@
 """Model management asked for by data planes: pull, delete, copy and refresh for one frontend.
 
 A data plane that gets ``/api/pull``, ``/api/delete`` or ``/api/copy`` (or has proxied an
-``/api/create``) asks here over ``BusNames.models_subject``; one control plane of the queue group
-answers. Configuration changes go through ``FrontendService`` (as the admin API's do, so a revision is
+``/api/create``) asks here over ``BusNames.models_subject``; the leading control-plane replica
+answers (it alone runs the synchroniser and knows the backends' health and models: see
+``controlplane.leader_work``), so there is none to ask while the lease changes hands.
+Configuration changes go through ``FrontendService`` (as the admin API's do, so a revision is
 published), then the fleet is reconciled at once so that the synchroniser starts (or drops) its pulls
 before the answer leaves. Deletes and copies are sent to the frontend's Ollama backends with the
 monitor's HTTP client; their model lists are then read again so that routing sees the change.
@@ -30,7 +32,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from controlplane.admin.schemas import FrontendOut, FrontendPatch
+from controlplane.admin.schemas import FrontendOut
 from controlplane.admin.service import FrontendService
 from controlplane.errors import ApiError
 from controlplane.fleet import Fleet
@@ -63,8 +65,6 @@ class ModelRequests:
         self._sync = sync
         self._monitor = monitor
         self._updates: asyncio.Queue[PullProgress] = asyncio.Queue(maxsize=_QUEUE_LIMIT)
-        # RequiredModels is read, changed and written back: one change per frontend at a time here.
-        self._locks: dict[str, asyncio.Lock] = {}
         # (frontend id, model key) -> the model as asked and the backends whose pull has not failed
         # for good yet, for pulls that added the model to RequiredModels.
         self._trials: dict[tuple[str, str], tuple[str, set[str]]] = {}
@@ -191,23 +191,9 @@ class ModelRequests:
         key = model_key(model)
         return inventory is not None and any(model_key(name) == key for name in inventory.models)
 
-    def _lock(self, frontend_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(frontend_id, asyncio.Lock())
-
     async def _set_required(self, frontend_id: str, model: str, *, present: bool) -> bool:
         """Add ``model`` to (or take it out of) RequiredModels; whether the list had it before."""
-        key = model_key(model)
-        async with self._lock(frontend_id):
-            current = (await self._frontends.get(frontend_id)).required_models
-            had = any(model_key(name) == key for name in current)
-            if present and not had:
-                changed = [*current, model]
-            elif not present and had:
-                changed = [name for name in current if model_key(name) != key]
-            else:
-                return had
-            await self._frontends.patch(frontend_id, FrontendPatch(required_models=changed))
-        return had
+        return await self._frontends.edit_required(frontend_id, model, present=present)
 
     # -- the actions -------------------------------------------------------------------------------
 

@@ -1,8 +1,11 @@
-"""Is the control plane ready? The schema must be migrated, Postgres must answer and NATS be connected."""
+"""Is the control plane ready? The schema must be migrated, Postgres must answer, NATS be connected and
+the last snapshot publish must have worked (a control plane whose writes stop reaching the data planes
+is not ready, whatever else answers)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from litestar.connection import ASGIConnection
@@ -25,6 +28,8 @@ class Readiness:
     schema_ready: bool = False
     detail: str = "migrating the database"
     ping_timeout: float = 2.0
+    publish_error: Callable[[], str] = lambda: ""
+    """Why the last snapshot publish failed ("" after a success)."""
 
     async def check(self) -> tuple[str, str]:
         """``("ok", "")``, ``("starting", why)`` before the schema is ready, or ``("unavailable", why)``."""
@@ -36,6 +41,8 @@ class Readiness:
             return "unavailable", f"the database does not answer ({type(exc).__name__})"
         if not self.bus.connected:
             return "unavailable", "waiting for NATS: not connected"
+        if error := self.publish_error():
+            return "unavailable", f"the snapshot cannot be published: {error}"
         return "ok", ""
 
     def guard(self) -> Guard:

@@ -1,9 +1,12 @@
 """The composition root: every long-lived object of a control plane, built once, and its background work.
 
 Start-up never blocks serving: ``/healthz`` answers at once while, in the background, the database is
-waited for and migrated (then the publisher starts) and NATS is connected (then reports are
-subscribed to). ``/readyz`` says 200 once all of that holds. Shutdown cancels the tasks and closes the
-connections.
+waited for and migrated (then the replica campaigns for the lease) and NATS is connected (then reports
+are subscribed to). ``/readyz`` says 200 once all of that holds. Every replica serves the admin API
+and hears the data planes' reports; the one holding the lease (``controlplane.lease``) also probes,
+syncs models, publishes and answers model requests (``controlplane.leader_work``), and stops all of
+that the moment it loses the lease. Shutdown stops the work, releases the lease (another replica
+takes over at once) and closes the connections.
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
+
+from msgspec.json import encode
 
 from controlplane.admin.apikey_service import ApiKeyService
 from controlplane.admin.crud import Cap
@@ -20,19 +26,19 @@ from controlplane.admin.service import BackendService, FrontendService
 from controlplane.apikey_usage import KeyUsageRecorder, source_of
 from controlplane.clock import Clock
 from controlplane.db import Database
-from controlplane.fleet import Fleet
-from controlplane.health.monitor import Monitor
+from controlplane.health.monitor import Monitor, ProbeObserver
+from controlplane.leader_work import ChangeNotice, LeaderWork, cancel_and_wait
+from controlplane.lease import Lease
 from controlplane.migrate import upgrade
 from controlplane.models_requests import ModelRequests
-from controlplane.publish.publisher import Publisher
-from controlplane.publish.source import ConfigSource
+from controlplane.publish.publisher import Publisher, PublishStatus
 from controlplane.readiness import Readiness
 from controlplane.reports import DataPlaneRegistry
 from controlplane.settings import Settings
 from controlplane.sync.manager import Synchroniser
 from shared.bus import Bus, BusNames
 from shared.errors import BusError
-from shared.tls import backend_ssl_context
+from shared.logs import KnownSecrets
 
 __all__ = ["ControlPlane"]
 
@@ -41,6 +47,7 @@ log = logging.getLogger("ollamaflow.controlplane")
 MIN_ADMIN_TOKEN_LENGTH = 24
 _MIGRATE_RETRY_MAX = 5.0
 _RETRY_LOG_GAP = 5.0
+_WORK_RESTART_DELAY = 1.0
 
 
 class ControlPlane:
@@ -50,11 +57,25 @@ class ControlPlane:
         self.settings = settings
         self.clock = clock or Clock()
         self._migrate_retry = migrate_retry
+        self.replica = settings.replica_id or f"{socket.gethostname()}-{settings.port}"
         self.db = Database(settings.database_url)
+        # Backend secret values, kept out of log lines (``shared.logs``); the config source refreshes it.
+        self.known_secrets = KnownSecrets()
         self.bus = Bus(
             settings.nats_url, BusNames(settings.bus_namespace), client_name="ollamaflow-controlplane"
         )
+        self.lease = Lease(
+            self.bus,
+            holder=self.replica,
+            address=settings.advertise_url or _admin_url(settings.host, settings.port),
+            ttl=settings.lease_ttl,
+            renew_every=settings.lease_renew,
+            clock=self.clock,
+            publish_status=self._own_publish_status,
+        )
         self.key_usage = KeyUsageRecorder(self.db, clock=self.clock, live_sources=self._live_sources)
+        # Every replica hears every report: /v1.0/dataplanes answers on each, and a new leader knows
+        # the live data planes and their demand from its first snapshot on.
         self.registry = DataPlaneRegistry(
             ttl=settings.dataplane_ttl,
             clock=self.clock,
@@ -63,49 +84,27 @@ class ControlPlane:
             on_demand_change=self._live_set_changed,  # re-split the backends' limits and keys' rates
             on_report=self.key_usage.record,
         )
-        self.monitor = Monitor(
-            clock=self.clock,
-            interval=settings.health_interval,
-            timeout=settings.health_timeout,
-            inventory_interval=settings.inventory_interval,
-            on_change=self._backend_changed,
-            enabled=settings.monitor_backends,
-            urgent_gap=settings.ejected_probe_gap,
-            ssl_context=backend_ssl_context(settings.backend_ca_file, settings.backend_tls_verify),
-        )
-        self.sync = Synchroniser(
-            self.monitor,
-            clock=self.clock,
-            parallelism=settings.sync_parallelism,
-            per_backend=settings.sync_parallelism_per_backend,
-            max_attempts=settings.sync_max_attempts,
-            retry_delay=settings.sync_retry_delay,
-            remove_unrequired=settings.sync_remove_unrequired,
-            enabled=settings.monitor_backends,
-        )
-        self.fleet = Fleet(self.db, self.bus, self.monitor, self.sync, interval=settings.publish_interval)
-        self.publisher = Publisher(
-            self.bus,
-            content=ConfigSource(
-                self.db, self.registry, self.monitor.runtime, bus=self.bus, admin_tokens=settings.admin_tokens
-            ).content,
-            next_revision=self.db.next_revision,
-            clock=self.clock,
-            interval=settings.publish_interval,
-        )
         self.frontends = FrontendService(
             self.db, clock=self.clock, on_change=self._config_changed, cap=Cap.of(settings, "max_frontends")
         )
         self.backends = BackendService(
-            self.db, clock=self.clock, on_change=self._config_changed, cap=Cap.of(settings, "max_backends")
+            self.db,
+            clock=self.clock,
+            on_change=self._config_changed,
+            cap=Cap.of(settings, "max_backends"),
+            can_seal=bool(settings.secrets),
         )
         self.apikeys = ApiKeyService(
             self.db, clock=self.clock, on_change=self._config_changed, cap=Cap.of(settings, "max_apikeys")
         )
-        self.readiness = Readiness(self.db, self.bus)
-        # Data planes' /api/pull, /api/delete, /api/copy; pull progress goes out on the bus.
-        self.models = ModelRequests(self.bus, self.frontends, self.fleet, self.sync, self.monitor)
-        self.sync.on_progress = self.models.progress
+        self.readiness = Readiness(self.db, self.bus, publish_error=lambda: self.publish_status.last_error)
+        self.work: LeaderWork | None = None
+        """What this replica does while it holds the lease; None while it does not."""
+        self.probe_observer: ProbeObserver | None = None
+        """Told of the probes of every term this replica leads (the metrics, ``controlplane.metrics``)."""
+        self._notices: set[asyncio.Task[None]] = set()
+        self._leading: asyncio.Task[None] | None = None
+        self._resigning: asyncio.Future[None] | None = None
         for length in sorted({len(t) for t in settings.admin_tokens if len(t) < MIN_ADMIN_TOKEN_LENGTH}):
             # Their SHA-256 digests travel in every snapshot: a short token could be guessed from one.
             log.warning(
@@ -115,60 +114,135 @@ class ControlPlane:
                 MIN_ADMIN_TOKEN_LENGTH,
             )
 
+    # The leader's parts, for the admin views and tests; None on a replica that does not lead.
+
+    @property
+    def monitor(self) -> Monitor | None:
+        return self.work.monitor if self.work is not None else None
+
+    @property
+    def sync(self) -> Synchroniser | None:
+        return self.work.sync if self.work is not None else None
+
+    @property
+    def publisher(self) -> Publisher | None:
+        return self.work.publisher if self.work is not None else None
+
+    @property
+    def models(self) -> ModelRequests | None:
+        return self.work.models if self.work is not None else None
+
+    @property
+    def publish_status(self) -> PublishStatus:
+        """How publishing goes: this replica's publisher while it leads, else what the leader last
+        wrote into the lease (at most a renewal old)."""
+        if (publisher := self.publisher) is not None:
+            return PublishStatus(revision=publisher.revision, last_error=publisher.last_error)
+        leader = self.lease.leader
+        if leader is None:
+            return PublishStatus()
+        return PublishStatus(revision=leader.published_revision, last_error=leader.publish_error)
+
+    def _own_publish_status(self) -> tuple[int, str]:
+        publisher = self.publisher
+        return (publisher.revision, publisher.last_error) if publisher is not None else (0, "")
+
     def _live_sources(self) -> set[str]:
         return {source_of(s.report) for s in self.registry.sightings() if self.registry.is_live(s)}
 
     def _config_changed(self) -> None:
-        self.publisher.request(force=True)
-        self.fleet.request()
+        if self.work is not None:
+            self.work.config_changed()
+        # Whoever leads publishes it now (the leader ignores its own notices).
+        task = asyncio.create_task(self._announce_change(), name="ollamaflow-controlplane-change-notice")
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
 
-    def _backend_changed(self) -> None:
-        # Health or models changed: publish now (skipped if the content is unchanged) and re-plan pulls.
-        self.publisher.request()
-        self.sync.wake()
+    async def _announce_change(self) -> None:
+        try:
+            await self.bus.publish(self.bus.names.changes_subject, encode(ChangeNotice(replica=self.replica)))
+        except BusError as exc:  # the leader's periodic publish (OLLAMAFLOW_PUBLISH_INTERVAL) catches up
+            log.warning("cannot tell the leading control plane about a change: %s", exc)
 
     def _live_set_changed(self) -> None:
-        self.publisher.request()
+        if self.work is not None:
+            self.work.publisher.request()
 
     def _ejected_by_dataplane(self, backend: str) -> None:
-        # A data plane's circuit breaker opened: let the probes confirm it now, not an interval later.
-        if self.monitor.probe_now(backend):
-            log.info("backend %s was ejected by a data plane: probing it now", backend)
+        if self.work is not None:
+            self.work.ejected(backend)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: object = None) -> AsyncIterator[None]:
         """Run the background work for as long as the app serves."""
+        self._leading = _task(self._database_then_lead(), "database-and-lease")
         tasks = [
-            _task(self._database_then_publish(), "database-and-publisher"),
             _task(self._bus_then_reports(), "bus-and-reports"),
             _task(self.registry.run_expiry(), "dataplane-expiry"),
-            _task(self.models.run(), "model-requests"),
             _task(self.key_usage.run(), "apikey-usage"),
         ]
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.sync.close()
-            await self.monitor.close()
+            await self.resign()  # the leader's work stops and another replica may take over
+            await cancel_and_wait([*tasks, *self._notices])
             await self.bus.close()
             await self.db.close()
 
-    async def _database_then_publish(self) -> None:
+    async def resign(self) -> None:
+        """Stop leading for good and release the lease (on SIGTERM at once, before open connections
+        such as pull streams have ended and the app shuts down): another replica takes over at once.
+        Safe to call more than once, and concurrently."""
+        if self._resigning is None:
+            self._resigning = asyncio.ensure_future(self._resign())
+        await asyncio.shield(self._resigning)
+
+    async def _resign(self) -> None:
+        if self._leading is not None:
+            # Cancelled once: it then stops the leader's work and waits for it (``_lead``).
+            self._leading.cancel()
+            await asyncio.wait({self._leading})
+        await self.lease.release()
+
+    async def _database_then_lead(self) -> None:
         await self._migrate()
+        campaign = _task(self.lease.run(), "lease")
         try:
-            await self.fleet.start()
-        except Exception as exc:  # the database went away again: the fleet's loop retries
-            log.warning("cannot read the backends to monitor yet: %s", exc)
-            self.fleet.request()
-        fleet = _task(self.fleet.run(), "fleet")
-        self.publisher.request()
-        try:
-            await self.publisher.run()
+            while True:
+                await self.lease.leading.wait()
+                await self._lead()
         finally:
-            fleet.cancel()
+            await cancel_and_wait([campaign])
+
+    async def _lead(self) -> None:
+        """Do the leader's work until the lease is lost (or the replica stops); work that fails is
+        started afresh, so that a leader never holds the lease while doing nothing."""
+        while self.lease.is_leader:
+            work = LeaderWork(
+                self.settings,
+                replica=self.replica,
+                db=self.db,
+                bus=self.bus,
+                registry=self.registry,
+                frontends=self.frontends,
+                clock=self.clock,
+                known_secrets=self.known_secrets,
+                probe_observer=self.probe_observer,
+            )
+            self.work = work
+            running = _task(work.run(), "leader-work")
+            deposed = asyncio.create_task(self.lease.following.wait())
+            try:
+                await asyncio.wait({running, deposed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self.work = None
+                # Once each: the work's own clean-up cancels its parts until they have ended.
+                running.cancel()
+                deposed.cancel()
+                await asyncio.wait({running, deposed})
+                await work.close()
+            if deposed.cancelled():
+                await asyncio.sleep(_WORK_RESTART_DELAY)  # it failed (and was logged): start again
 
     async def _migrate(self) -> None:
         """Apply the migrations, waiting for the database as long as it takes (a warning at most every
@@ -203,7 +277,14 @@ class ControlPlane:
                 log.warning("%s; retrying", exc)
                 await asyncio.sleep(1.0)
         log.info("connected to NATS; listening for data-plane reports")
-        self.publisher.request()
+        if self.work is not None:
+            self.work.publisher.request()
+
+
+def _admin_url(host: str, port: int) -> str:
+    if host in ("0.0.0.0", "::", ""):  # listening everywhere: the host name is how others reach it
+        host = socket.gethostname()
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _task(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:

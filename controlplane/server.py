@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import uvicorn
@@ -14,6 +14,7 @@ import uvicorn
 from controlplane.app import create_app
 from controlplane.settings import load_settings
 from shared import logformat
+from shared.logs import install_redaction
 
 __all__ = ["configure_logging", "serve"]
 
@@ -24,8 +25,15 @@ class _Server(uvicorn.Server):
     """uvicorn, but exiting 0 after a graceful stop on SIGTERM/SIGINT.
 
     uvicorn's own handlers re-raise the signal once it has shut down, so the process would end as
-    "killed by SIGTERM"; these handlers only ask it to stop (a second signal stops waiting).
+    "killed by SIGTERM"; these handlers only ask it to stop (a second signal stops waiting). The
+    first signal also makes the replica give up the control-plane lease at once, while uvicorn still
+    waits for open connections to end.
     """
+
+    def __init__(self, config: uvicorn.Config, *, on_stop: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(config)
+        self._on_stop = on_stop
+        self._stopping: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -48,6 +56,8 @@ class _Server(uvicorn.Server):
         if self.should_exit:
             self.force_exit = True
         self.should_exit = True
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(self._on_stop())
 
 
 def configure_logging(level: str, log_format: str = "text", syslog: str = "") -> None:
@@ -79,8 +89,10 @@ def serve(host: str | None = None, port: int | None = None, config_file: str | P
         settings.port,
         settings.bus_namespace,
     )
+    app = create_app(settings)
+    install_redaction(known=app.state.plane.known_secrets)  # and the backends' own secret values
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop=_loop(),
@@ -91,4 +103,4 @@ def serve(host: str | None = None, port: int | None = None, config_file: str | P
         access_log=False,
         timeout_graceful_shutdown=10,
     )
-    _Server(config).run()
+    _Server(config, on_stop=app.state.plane.resign).run()

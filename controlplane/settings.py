@@ -7,6 +7,7 @@ here. Command-line options (``overrides``) win over both.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
@@ -16,12 +17,15 @@ from typing import Any
 
 from shared.errors import ConfigError
 from shared.logformat import LOG_FORMATS, syslog_address
+from shared.secret_box import Keyring, load_keyring
 
 __all__ = ["Settings", "env_name", "load_database_url", "load_settings", "sqlalchemy_url"]
 
 ENV_PREFIX = "OLLAMAFLOW_"
 _PG_PREFIXES = ("postgresql+psycopg://", "postgresql://", "postgres://")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LEASE_TTL = 3.0
+_LEASE_RENEW = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,16 @@ class Settings:
     """A PEM bundle of CAs trusted besides the system's for https backends (``shared.tls``)."""
     backend_tls_verify: bool = True
     """Verify https backends' certificates and host names (false: for tests and trusted networks)."""
+    replica_id: str = ""
+    """This replica's name in the control-plane lease (empty: ``<host name>-<port>``). Unique per
+    replica; a replica that finds its own id in the lease takes it back at once after a restart."""
+    advertise_url: str = ""
+    """This replica's admin URL as other replicas and people should use it (shown with the lease;
+    empty: ``http://<host, or the host name for a wildcard address>:<port>``)."""
+    lease_ttl: float = _LEASE_TTL
+    """Seconds a control-plane lease that is not renewed lasts before another replica takes over."""
+    lease_renew: float = _LEASE_RENEW
+    """Seconds between two renewals of the lease by its holder (at most half of ``lease_ttl``)."""
     max_frontends: int = 5_000
     """Frontends the admin API lets the cluster hold (the snapshot carries them all)."""
     max_backends: int = 20_000
@@ -83,6 +97,9 @@ class Settings:
     """0: ``/metrics`` on the control plane's port; another port: there only."""
     metrics_token: str = ""
     """A bearer token ``/metrics`` requires; empty: open like ``/healthz``."""
+    secrets: Keyring = dataclasses.field(default_factory=Keyring)
+    """The fleet's secrets key, which seals backend secrets in the snapshot (``shared.secret_box``), and
+    previous keys (a rotation). Without one, the admin API refuses backend secrets."""
 
     def __repr__(self) -> str:
         # Keep credentials out of logs and tracebacks.
@@ -95,7 +112,8 @@ class Settings:
             f"monitor_backends={self.monitor_backends}, health_interval={self.health_interval}, "
             f"health_timeout={self.health_timeout}, inventory_interval={self.inventory_interval}, "
             f"sync_parallelism={self.sync_parallelism}/{self.sync_parallelism_per_backend}, "
-            f"sync_remove_unrequired={self.sync_remove_unrequired})"
+            f"sync_remove_unrequired={self.sync_remove_unrequired}, replica_id={self.replica_id!r}, "
+            f"lease_ttl={self.lease_ttl}, lease_renew={self.lease_renew}, secrets_keys={self.secrets.ids()})"
         )
 
 
@@ -132,7 +150,7 @@ def load_settings(
     if not tokens:
         raise ConfigError(f"{_env_name('admin_tokens')} holds no token")
     values: dict[str, Any] = {}
-    for field in ("nats_url", "bus_namespace", "host"):
+    for field in ("nats_url", "bus_namespace", "host", "replica_id", "advertise_url"):
         if field in merged:
             values[field] = _text(merged, field)
     if "log_level" in merged:
@@ -149,9 +167,17 @@ def load_settings(
         "ejected_probe_gap",
         "inventory_interval",
         "sync_retry_delay",
+        "lease_ttl",
+        "lease_renew",
     ):
         if field in merged:
             values[field] = _number(merged, field, low=0.01)
+    ttl, renew = values.get("lease_ttl", _LEASE_TTL), values.get("lease_renew", _LEASE_RENEW)
+    if renew * 2 > ttl:
+        raise ConfigError(
+            f"{_env_name('lease_renew')} ({renew:g}) must be at most half of {_env_name('lease_ttl')} "
+            f"({ttl:g}): a leader must get two tries to renew before its lease runs out"
+        )
     for field in ("sync_parallelism", "sync_parallelism_per_backend", "sync_max_attempts"):
         if field in merged:
             values[field] = int(_number(merged, field, low=1, high=1000, integer=True))
@@ -179,6 +205,11 @@ def load_settings(
         values["metrics_token"] = _text(merged, "metrics_token")
     if "backend_ca_file" in merged:
         values["backend_ca_file"] = Path(_text(merged, "backend_ca_file")).expanduser()
+    values["secrets"] = load_keyring(
+        _text(merged, "secrets_key") if "secrets_key" in merged else "",
+        Path(_text(merged, "secrets_key_file")).expanduser() if "secrets_key_file" in merged else None,
+        _text(merged, "secrets_previous_keys") if "secrets_previous_keys" in merged else "",
+    )
     return Settings(database_url=sqlalchemy_url(_text(merged, "database_url")), admin_tokens=tokens, **values)
 
 
@@ -233,6 +264,10 @@ _KEYS = {
     "sync_remove_unrequired": "sync_remove_unrequired",
     "backend_ca_file": "backend_ca_file",
     "backend_tls_verify": "backend_tls_verify",
+    "replica_id": "controlplane_id",
+    "advertise_url": "controlplane_url",
+    "lease_ttl": "lease_ttl",
+    "lease_renew": "lease_renew",
     "max_frontends": "max_frontends",
     "max_backends": "max_backends",
     "max_apikeys": "max_apikeys",
@@ -241,6 +276,9 @@ _KEYS = {
     "metrics": "metrics",
     "metrics_port": "controlplane_metrics_port",
     "metrics_token": "metrics_token",
+    "secrets_key": "secrets_key",
+    "secrets_key_file": "secrets_key_file",
+    "secrets_previous_keys": "secrets_previous_keys",
 }
 
 

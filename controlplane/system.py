@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Response, get
 from litestar.di import NamedDependency
 
+from controlplane.lease import Lease
 from controlplane.readiness import Readiness
 
 __all__ = ["healthz", "readyz"]
@@ -15,9 +16,21 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", tags=["System"], summary="200 when the database answers and NATS is connected")
-async def readyz(readiness: NamedDependency[Readiness]) -> Response[dict[str, str]]:
+@get(
+    "/readyz",
+    tags=["System"],
+    summary="200 when the database answers and NATS is connected; says which replica leads",
+)
+async def readyz(
+    readiness: NamedDependency[Readiness], lease: NamedDependency[Lease]
+) -> Response[dict[str, str]]:
     status, detail = await readiness.check()
+    leader = lease.leader.holder if lease.leader is not None else ""
+    body = {"status": status, "replica": lease.holder, "role": _role(lease), "leader": leader}
     if status == "ok":
-        return Response({"status": status}, status_code=200)
-    return Response({"status": status, "detail": detail}, status_code=503)
+        return Response(body, status_code=200)
+    return Response(body | {"detail": detail}, status_code=503)
+
+
+def _role(lease: Lease) -> str:
+    return "leader" if lease.is_leader else "follower"

@@ -126,7 +126,7 @@ class DataPlane:
 
     def __init__(self, settings: DataPlaneSettings) -> None:
         self.settings = settings
-        self.state = SnapshotState(cache_path=settings.snapshot_cache)
+        self.state = SnapshotState(cache_path=settings.snapshot_cache, keyring=settings.secrets)
         self.traffic = Traffic()
         self.drain = Drain()
         tls = backend_ssl_context(settings.backend_ca_file, settings.backend_tls_verify)

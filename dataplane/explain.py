@@ -85,6 +85,8 @@ def _not_serving(backend: BackendView | None, kind: RequestKind) -> str:
         return "unknown backend"
     if not backend.active:
         return "inactive"
+    if backend.secrets_withheld:
+        return "its secrets cannot be opened here (see this data plane's SnapshotError)"
     if not backend.healthy:
         return "unhealthy" if backend.health_checked else "not probed yet"
     allowed = backend.allow_completions if kind is RequestKind.COMPLETIONS else backend.allow_embeddings

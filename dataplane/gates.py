@@ -166,12 +166,32 @@ class Gates:
         # backend id -> that plane's slots; and what each last reported: (revision, in flight).
         self._others: dict[str, dict[str, int]] = {}
         self._peers: dict[str, tuple[int, Mapping[str, int]]] = {}
+        # What the limits were computed from (the planes' shares and each backend's limits): a
+        # snapshot that changes neither (most admin writes, health changes) only moves the revision.
+        self._inputs: tuple[object, ...] | None = None
 
     def gate(self, backend_id: str) -> Gate | None:
         return self._gates.get(backend_id)
 
     def configure(self, content: SnapshotContent, now: float, revision: int = 0) -> None:
         """Take the limits of a new snapshot; gates keep their in-flight counts and waiters."""
+        inputs = (
+            content.cluster.dataplanes,
+            tuple((b.id, b.max_parallel_requests, b.rate_limit_requests_threshold) for b in content.backends),
+        )
+        if inputs == self._inputs:
+            self._revision = revision
+            for backend_id, gate in list(self._gates.items()):
+                if backend_id not in self._totals and not gate.in_flight and not gate.waiters:
+                    del self._gates[backend_id]  # gone from the snapshot, and now released
+                    self.limits.pop(backend_id, None)
+                elif gate.max_parallel < gate.share:  # a held raise: settled against the new revision
+                    self._settle(gate)
+                    self.limits[backend_id] = gate.max_parallel
+                    if gate.waiters:
+                        self._wake(gate, now)
+            return
+        self._inputs = inputs
         me = self.dataplane_id
         shares = shares_for(content, me)
         planes = content.cluster.dataplanes

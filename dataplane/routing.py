@@ -3,6 +3,9 @@
 Pure: plain classes over snapshot data, no I/O. Everything a request needs that does not depend on the
 request itself (host map, eligible backends per request kind, upstream header lists, response header
 values, timeouts) is computed here, when a snapshot arrives, so that the hot path only looks things up.
+The build is incremental: a backend whose view is unchanged keeps its prepared Target, and a frontend
+whose view and backends are all unchanged keeps its whole route (pools, model index, pins), so a
+revision that touches one backend of thousands costs about one backend's work plus the comparisons.
 
 Each pool orders its candidates per request with the frontend's strategy (``dataplane.strategies``)
 or, for a request with a sticky-session key, by rendezvous hashing (``dataplane.sticky``). Rotation
@@ -321,6 +324,8 @@ class RoutingTable:
     by_host: Mapping[str, FrontendRoute] = field(default_factory=dict)
     fallback: FrontendRoute | None = None
     backends: Mapping[str, BackendView] = field(default_factory=dict)  # by id, for explanations
+    targets: Mapping[str, Target] = field(default_factory=dict)  # by backend id, kept when unchanged
+    by_frontend: Mapping[str, FrontendRoute] = field(default_factory=dict)  # routes by frontend id
 
     def frontend_for(self, host: str) -> FrontendRoute:
         route = self.by_host.get(normalize_host(host), self.fallback)
@@ -333,15 +338,35 @@ class RoutingTable:
         cls, snapshot: Snapshot, *, previous: RoutingTable | None = None, rng: random.Random | None = None
     ) -> RoutingTable:
         rng = rng or random.Random()
-        turns = previous.turns() if previous is not None else {}
-        moved = previous.sessions() if previous is not None else {}
+        previous = previous or RoutingTable()
         backends = {b.id: b for b in snapshot.content.backends}
-        targets = {b.id: Target.from_backend(b) for b in snapshot.content.backends}
+        targets: dict[str, Target] = {}
+        changed = previous.backends.keys() - backends.keys()  # removed ones count as changed
+        for backend in snapshot.content.backends:
+            kept = previous.targets.get(backend.id)
+            if kept is not None and previous.backends.get(backend.id) == backend:
+                targets[backend.id] = kept
+            else:
+                targets[backend.id] = Target.from_backend(backend)
+                changed.add(backend.id)
+        turns: dict[tuple[str, RequestKind], int] | None = None
+        moved: dict[tuple[str, RequestKind], Sessions] | None = None
         by_host: dict[str, FrontendRoute] = {}
+        by_frontend: dict[str, FrontendRoute] = {}
         for frontend in snapshot.content.frontends:  # canonical order (by id): duplicates resolve stably
             host = normalize_host(frontend.hostname) if frontend.hostname != WILDCARD else WILDCARD
             if not frontend.active or host in by_host:
                 continue
+            kept_route = previous.by_frontend.get(frontend.id)
+            if (
+                kept_route is not None
+                and kept_route.frontend == frontend
+                and not any(i in changed for i in frontend.backends)
+            ):
+                by_host[host] = by_frontend[frontend.id] = kept_route  # its pools go on as they were
+                continue
+            if turns is None or moved is None:
+                turns, moved = previous.turns(), previous.sessions()
             pools: dict[RequestKind, Pool] = {}
             required = frozenset(model_key(name) for name in frontend.required_models)
             labels = frozenset(tag for i in frontend.backends if i in targets for tag in targets[i].labels)
@@ -371,7 +396,7 @@ class RoutingTable:
                         labels=labels,
                     )
             sticky = frontend.sticky_headers if frontend.use_sticky_sessions else ()
-            by_host[host] = FrontendRoute(
+            by_host[host] = by_frontend[frontend.id] = FrontendRoute(
                 frontend,
                 pools,
                 frontend.timeout_ms / 1000.0,
@@ -379,7 +404,14 @@ class RoutingTable:
                 sticky_headers=tuple(h.strip().lower().encode("latin-1", "replace") for h in sticky),
             )
         fallback = by_host.pop(WILDCARD, None)
-        return cls(revision=snapshot.revision, by_host=by_host, fallback=fallback, backends=backends)
+        return cls(
+            revision=snapshot.revision,
+            by_host=by_host,
+            fallback=fallback,
+            backends=backends,
+            targets=targets,
+            by_frontend=by_frontend,
+        )
 
     def routes(self) -> list[FrontendRoute]:
         return [*self.by_host.values(), *([self.fallback] if self.fallback else [])]

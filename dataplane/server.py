@@ -20,6 +20,7 @@ from dataplane.app import DataPlane, create_app
 from dataplane.client_limits import ClientLimits, ClientProtocol, raise_open_files_limit
 from dataplane.settings import DataPlaneSettings, load_settings
 from shared import logformat
+from shared.logs import install_redaction
 
 __all__ = ["END_GRACE", "DataPlaneServer", "configure_logging", "serve", "uvicorn_config"]
 
@@ -180,6 +181,9 @@ def serve(
     # Every client connection is a descriptor, and so is every upstream one.
     raise_open_files_limit(settings.client_max_connections + settings.upstream_max_connections + 256)
     server = DataPlaneServer(uvicorn_config(settings))
+    app = server.config.app
+    assert isinstance(app, DataPlane)
+    install_redaction(known=app.state.known_secrets)  # and the secret values of the applied snapshot
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -19,6 +19,7 @@ from typing import Any
 from shared.bus import DEFAULT_NAMESPACE
 from shared.errors import ConfigError
 from shared.logformat import LOG_FORMATS, syslog_address
+from shared.secret_box import Keyring, load_keyring
 
 __all__ = ["DataPlaneSettings", "load_settings"]
 
@@ -77,6 +78,9 @@ class DataPlaneSettings:
     metrics_max_models: int = 100
     # OpenTelemetry traces (dataplane.tracing): an OTLP/HTTP traces endpoint; empty: no traces.
     otel_endpoint: str = ""
+    # Opens the backend secrets sealed in the snapshot (shared.secret_box): OLLAMAFLOW_SECRETS_KEY or
+    # OLLAMAFLOW_SECRETS_KEY_FILE, and OLLAMAFLOW_SECRETS_PREVIOUS_KEYS during a rotation.
+    secrets: Keyring = field(default_factory=Keyring)
 
 
 def _path(value: str) -> Path | None:
@@ -172,8 +176,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
+# The keyring's sources: read as text, turned into ``secrets`` once all sources are merged.
+_KEY_SETTINGS = ("secrets_key", "secrets_key_file", "secrets_previous_keys")
+
+
 def _parse(values: Mapping[str, object], origin: str) -> dict[str, Any]:
-    known = {f.name for f in fields(DataPlaneSettings)}
+    known = ({f.name for f in fields(DataPlaneSettings)} - {"secrets"}) | set(_KEY_SETTINGS)
     parsed: dict[str, Any] = {}
     for key, raw in values.items():
         if key not in known:
@@ -216,6 +224,12 @@ def load_settings(
         values |= _from_file(file_name)
     values |= _from_env(environ)
     values |= {k: v for k, v in overrides.items() if v is not None}
+    key_file = values.pop("secrets_key_file", "")
+    values["secrets"] = load_keyring(
+        values.pop("secrets_key", ""),
+        Path(key_file).expanduser() if key_file else None,
+        values.pop("secrets_previous_keys", ""),
+    )
     settings = replace(DataPlaneSettings(), **values)
     if not settings.dataplane_id:
         generated = f"{socket.gethostname()}-{settings.dataplane_port}-{secrets.token_hex(3)}"

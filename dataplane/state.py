@@ -3,6 +3,8 @@
 ``apply`` is the one way in: it takes snapshot bytes from any source (the bus watch, the periodic
 re-read, the disk cache), keeps the last good snapshot when the new one is rejected and remembers why,
 and swaps the routing table in one assignment, so a request sees either the old table or the new one.
+Backend secrets are opened into memory here (``dataplane.unseal``); the disk copy keeps the bus's bytes,
+sealed, in an owner-only file.
 """
 
 from __future__ import annotations
@@ -10,17 +12,23 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dataplane.routing import RoutingTable
+from dataplane.unseal import Opened, open_backends
 from shared.errors import SnapshotRejected
+from shared.logs import KnownSecrets
+from shared.secret_box import BackendSecrets, Keyring, secret_values
 from shared.snapshot import Snapshot, accept
 
 __all__ = ["SnapshotState"]
 
 log = logging.getLogger("ollamaflow.dataplane.state")
+
+_NAMED = 5  # backends named per reason in the report's snapshot error
 
 
 @dataclass(slots=True, eq=False)
@@ -28,14 +36,19 @@ class SnapshotState:
     """The applied snapshot, the routing table built from it, and the last rejection."""
 
     cache_path: Path | None = None
+    keyring: Keyring = field(default_factory=Keyring)  # opens the backends' sealed secrets
+    # The opened secret values, kept out of log lines (``shared.logs``).
+    known_secrets: KnownSecrets = field(default_factory=KnownSecrets)
     rng: random.Random = field(default_factory=random.Random)
     snapshot: Snapshot | None = None
     table: RoutingTable = field(default_factory=RoutingTable)
-    # The last snapshot problem (for the report); cleared when a newer snapshot is applied.
+    # The last snapshot problem (for the report): a rejected snapshot, or backends of the applied one
+    # whose secrets cannot be opened; replaced when a newer snapshot is applied.
     error: str = ""
     # Called with each newly applied snapshot, right after the table swap (e.g. admission's limits).
     listeners: list[Callable[[Snapshot], None]] = field(default_factory=list)
     _last_data: bytes = b""
+    _opened: Opened = field(default_factory=dict)  # the applied snapshot's opened secrets, for reuse
 
     @property
     def revision(self) -> int:
@@ -45,26 +58,38 @@ class SnapshotState:
         """Take ``data`` if it is newer and sound; True when the routing table changed."""
         if data == self._last_data:  # the periodic re-read mostly sees what the watch already gave
             return False
+        began = time.perf_counter()
         self._last_data = data
         try:
             snapshot = accept(self.snapshot, data)
         except SnapshotRejected as exc:
-            self.error = exc.message
-            log.warning(
-                "rejected a snapshot from %s, keeping revision %d: %s", source, self.revision, exc.message
-            )
+            self.reject(exc.message, source=source)
             return False
         if snapshot is self.snapshot:
             return False
+        snapshot, problems, self._opened = open_backends(snapshot, self.keyring, self._opened)
+        self.known_secrets.replace(secret_values(_secrets_of(snapshot)))
         self.table = RoutingTable.build(snapshot, previous=self.table, rng=self.rng)
         self.snapshot = snapshot
-        self.error = ""
+        self.error = secrets_problem(problems)
+        if self.error:
+            log.error("snapshot revision %d: %s", snapshot.revision, self.error)
         for listener in self.listeners:
             listener(snapshot)
-        log.info("applied snapshot revision %d from %s", snapshot.revision, source)
+        log.info(
+            "applied snapshot revision %d from %s in %.1f ms",
+            snapshot.revision,
+            source,
+            (time.perf_counter() - began) * 1000,
+        )
         if save:
             self._save(data)
         return True
+
+    def reject(self, reason: str, *, source: str) -> None:
+        """Keep the applied snapshot and remember why the offered one was refused."""
+        self.error = reason
+        log.warning("rejected a snapshot from %s, keeping revision %d: %s", source, self.revision, reason)
 
     def load_cache(self) -> bool:
         """Start from the cached snapshot, if there is a readable one."""
@@ -77,16 +102,52 @@ class SnapshotState:
         except OSError as exc:
             log.warning("cannot read the snapshot cache %s: %s", self.cache_path, exc)
             return False
+        self._restrict_cache()
         return self.apply(data, source=f"cache {self.cache_path}", save=False)
+
+    def _restrict_cache(self) -> None:
+        """Make a cache file that others may read (an older version wrote it so) the owner's only."""
+        assert self.cache_path is not None
+        try:
+            if self.cache_path.stat().st_mode & 0o077:
+                os.chmod(self.cache_path, 0o600)
+                log.warning("the snapshot cache %s was readable by others; now it is not", self.cache_path)
+        except OSError as exc:
+            log.warning("cannot restrict the snapshot cache %s to its owner: %s", self.cache_path, exc)
 
     def _save(self, data: bytes) -> None:
         # Small and rare (once per revision), so written in place on the loop; rename makes it atomic.
+        # The bytes are the bus's (backend secrets sealed), and the file is the owner's only all the same.
         if self.cache_path is None:
             return
         tmp = self.cache_path.with_name(f".{self.cache_path.name}.{os.getpid()}.tmp")
         try:
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
+            self.cache_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.fchmod(fd, 0o600)  # a leftover temporary file keeps its old mode through O_CREAT
+                with os.fdopen(fd, "wb", closefd=False) as out:
+                    out.write(data)
+            finally:
+                os.close(fd)
             os.replace(tmp, self.cache_path)
         except OSError as exc:
             log.warning("cannot write the snapshot cache %s: %s", self.cache_path, exc)
+
+
+def _secrets_of(snapshot: Snapshot) -> Iterator[BackendSecrets]:
+    for b in snapshot.content.backends:
+        yield BackendSecrets(bearer_token=b.bearer_token, querystring=b.querystring, headers=b.headers)
+
+
+def secrets_problem(problems: Mapping[str, str]) -> str:
+    """One bounded line for the report: the backends whose secrets could not be opened, by reason."""
+    by_reason: dict[str, list[str]] = {}
+    for backend, reason in sorted(problems.items()):
+        by_reason.setdefault(reason, []).append(backend)
+    parts = []
+    for reason, backends in by_reason.items():
+        shown = ", ".join(f"'{b}'" for b in backends[:_NAMED])
+        more = f" and {len(backends) - _NAMED} more" if len(backends) > _NAMED else ""
+        parts.append(f"backends {shown}{more} are not used: {reason}")
+    return "; ".join(parts)

@@ -5,9 +5,12 @@ serving on its last good snapshot meanwhile. Three loops run once connected:
 
 - the KV watch, for changes within milliseconds; restarted whenever it breaks or the connection dropped
   (a watch started before a NATS restart can go silent rather than fail);
-- a periodic re-read of the key, the safety net that converges even if a watch misses something;
-- the report, every ``report_interval`` seconds, and at once when the drain begins (``report_now``),
-  so that the control plane hands this plane's limit shares to the others without waiting. When the
+- a periodic re-read of the key, the safety net that converges even if a watch misses something (a
+  snapshot stored in pieces is fetched again only when its manifest changed);
+- the report, every ``report_interval`` seconds, at once after a new snapshot was applied (the control
+  plane and ``ollamaflow bench --scenario propagation`` learn within milliseconds that it landed), and
+  at once when the drain begins (``report_now``), so that the control plane hands this plane's limit
+  shares to the others without waiting. When the
   sync stops after a drain, a last report says ``stopped``: the control plane drops this plane at once.
 
 It also listens to the other data planes' reports: admission raises this plane's share of a backend
@@ -30,7 +33,7 @@ from dataplane.drain import Drain
 from dataplane.state import SnapshotState
 from dataplane.traffic import Traffic
 from shared.bus import Bus
-from shared.errors import BusError
+from shared.errors import BusError, SnapshotRejected
 from shared.wire.reports import DataPlaneReport, decode_report, encode_report
 
 __all__ = ["BusSync", "ReportIdentity"]
@@ -76,6 +79,8 @@ class BusSync:
         self._drain = drain
         self._report_wanted = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
+        self._last_head = b""  # what the re-read last found under the snapshot key
+        state.listeners.append(lambda _snapshot: self.report_now())
 
     async def run(self) -> None:
         """Connect (retrying forever), then follow and report until cancelled."""
@@ -148,15 +153,21 @@ class BusSync:
 
     async def _reread(self) -> None:
         try:
-            stored = await self._bus.read_snapshot()
+            stored = await self._bus.read_snapshot_head()
+            if stored is None or stored[0] == self._last_head:
+                return
+            data = await self._bus.expand_snapshot(stored[0])
         except BusError as exc:
             log.debug("snapshot re-read failed: %s", exc.message)
+            return
+        except SnapshotRejected as exc:
+            self._state.reject(exc.message, source="re-read")
             return
         except Exception:  # never let a surprise end the safety net
             log.exception("snapshot re-read failed")
             return
-        if stored is not None:
-            self._state.apply(stored[0], source="re-read")
+        self._last_head = stored[0]
+        self._state.apply(data, source="re-read")
 
     async def _on_report(self, data: bytes) -> None:
         try:

@@ -1,5 +1,5 @@
 """The data directory of ``ollamaflow up``: what lives where, the lock that keeps it to one ``up`` at a
-time, and the admin token that is generated once and reused."""
+time, and the admin token and secrets key that are generated once and reused."""
 
 from __future__ import annotations
 
@@ -78,3 +78,20 @@ class DataDir:
         with os.fdopen(fd, "w") as handle:
             handle.write(token + "\n")
         return token
+
+    @property
+    def secrets_key_file(self) -> Path:
+        return self.root / "secrets-key"
+
+    def secrets_key(self) -> Path:
+        """``secrets-key``, holding the fleet's secrets key (``shared.secret_box``): created once with a new
+        random key, readable by the owner only. Losing it loses nothing stored: the control plane seals
+        the secrets again with whatever key it gets next."""
+        path = self.secrets_key_file
+        if path.exists() and path.read_text().strip():
+            return path
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+        return path

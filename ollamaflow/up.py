@@ -7,7 +7,8 @@ is started again on the same port and data (``ollamaflow.watch``); only a crash 
 Ctrl-C or SIGTERM stops the data planes (each drains: it finishes what it runs, up to its drain timeout,
 and gets that long plus ``DRAIN_STOP_MARGIN`` before SIGKILL), then the control plane, then the
 simulators, then the embedded servers. State stays in the data directory: the database, the JetStream
-store, the admin token, the data planes' snapshot caches and a log file per child.
+store, the admin token, the secrets key (both planes get it: it seals backend secrets in the snapshot),
+the data planes' snapshot caches and a log file per child.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ _DECIDED_BY_UP = (
     "OLLAMAFLOW_DATAPLANE_HOST",
     "OLLAMAFLOW_DATAPLANE_PORT",
     "OLLAMAFLOW_CONTROLPLANE_HOST",
+    "OLLAMAFLOW_CONTROLPLANE_ID",
+    "OLLAMAFLOW_CONTROLPLANE_URL",
     "OLLAMAFLOW_CONTROLPLANE_PORT",
 )
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
@@ -66,6 +69,7 @@ class UpOptions:
     data_dir: Path = DEFAULT_DATA_DIR
     demo: bool = False
     dataplanes: int = 1
+    controlplanes: int = 1
     database_url: str | None = None
     nats_url: str | None = None
     port: int = 43411
@@ -160,6 +164,7 @@ class _Cluster:
         self.local_host = _WILDCARDS.get(options.host, options.host)
         self.ports = dataplane_ports(options.port, options.dataplanes, options.controlplane_port)
         self.embedded: list[EmbeddedPostgres | EmbeddedNats] = []
+        self.secrets: dict[str, str] = {}  # the secrets key's setting for both planes (run() decides)
 
     def say(self, text: str) -> None:
         self.printer.line("up", text)
@@ -167,6 +172,7 @@ class _Cluster:
     def run(self) -> int:
         self._check_ports()
         tokens, token_source = self._admin_tokens()
+        self.secrets = self._secrets_key()
         supervisor = Supervisor(
             self.printer, self.stop, stop_timeout=self.options.stop_timeout, log_dir=self.data.logs
         )
@@ -182,7 +188,8 @@ class _Cluster:
         self.stack.callback(self._stop_children, supervisor)
         dataplanes = self._start_dataplanes(supervisor, nats_url)
         self._migrate(supervisor, database_url)
-        controlplane_url = self._start_controlplane(supervisor, database_url, nats_url, tokens)
+        controlplane_urls = self._start_controlplanes(supervisor, database_url, nats_url, tokens)
+        controlplane_url = controlplane_urls[0]
         revision = self._configure_demo(supervisor, sims, controlplane_url, tokens[0]) if sims else 0
         for child, url in dataplanes:
             supervisor.wait_ready(
@@ -192,17 +199,22 @@ class _Cluster:
                 accept=lambda response: _revision(response) >= revision,
             )
         dataplane_urls = [url for _, url in dataplanes]
-        self._print_ready(controlplane_url, dataplane_urls, database_url, nats_url, tokens[0], token_source)
+        self._print_ready(controlplane_urls, dataplane_urls, database_url, nats_url, tokens[0], token_source)
         self._print_logs(supervisor)
-        self.say(
-            f"ready: {len(dataplane_urls)} data plane(s) and the control plane answer; press Ctrl-C to stop"
+        planes = (
+            "the control plane answer"
+            if len(controlplane_urls) == 1
+            else (f"{len(controlplane_urls)} control planes answer")
         )
+        self.say(f"ready: {len(dataplane_urls)} data plane(s) and {planes}; press Ctrl-C to stop")
         return self._watch(supervisor, sims=[child for child, _ in sims])
 
     def _check_ports(self) -> None:
         options = self.options
         if options.dataplanes < 1:
             raise StartupError("--dataplanes must be at least 1")
+        if options.controlplanes < 1:
+            raise StartupError("--controlplanes must be at least 1")
         wanted = {options.controlplane_port: "--controlplane-port"}
         for index, port in enumerate(self.ports, start=1):
             wanted[port] = "--port" if index == 1 else f"data plane {index}, counting up from --port"
@@ -219,6 +231,13 @@ class _Cluster:
         if given:
             return given, "from OLLAMAFLOW_ADMIN_TOKENS"
         return [self.data.admin_token()], f"stored in {self.data.admin_token_file}"
+
+    def _secrets_key(self) -> dict[str, str]:
+        """What gives both planes the same secrets key: the user's (OLLAMAFLOW_SECRETS_KEY or _FILE, passed
+        through as it is), else the key file in the data directory, made on the first run."""
+        if any(self.environ.get(f"OLLAMAFLOW_SECRETS_KEY{tail}", "").strip() for tail in ("", "_FILE")):
+            return {}
+        return {"OLLAMAFLOW_SECRETS_KEY_FILE": str(self.data.secrets_key())}
 
     def _start_postgres(self) -> str:
         server = EmbeddedPostgres(self.data.postgres, durable=True)
@@ -300,21 +319,31 @@ class _Cluster:
         self.say(f"demo: backends on simulators at ports {', '.join(map(str, ports))}, frontend 'demo'")
         return revision
 
-    def _start_controlplane(
+    def _start_controlplanes(
         self, supervisor: Supervisor, database_url: str, nats_url: str, tokens: list[str]
-    ) -> str:
-        port = self.options.controlplane_port
-        env = self._env(
-            plane_secrets=True,
-            OLLAMAFLOW_DATABASE_URL=database_url,
-            OLLAMAFLOW_NATS_URL=nats_url,
-            OLLAMAFLOW_ADMIN_TOKENS=",".join(tokens),
-        )
-        argv = [*CLI, "controlplane", "--host", self.options.host, "--port", str(port)]
-        child = supervisor.start("controlplane", argv, env, stage=_STAGE_CONTROLPLANE)
-        url = f"http://{_url_host(self.local_host)}:{port}"
-        supervisor.wait_ready(child, url + "/readyz", timeout=self.options.ready_timeout)
-        return url
+    ) -> list[str]:
+        """Start every control plane (the first on --controlplane-port, further ones on free ports),
+        then wait for all of them; their admin URLs, the first's first. One of them holds the lease."""
+        started = []
+        for index in range(1, self.options.controlplanes + 1):
+            port = self.options.controlplane_port if index == 1 else free_port()
+            name = "controlplane" if index == 1 else f"controlplane-{index}"
+            url = f"http://{_url_host(self.local_host)}:{port}"
+            env = self._env(
+                plane_secrets=True,
+                OLLAMAFLOW_DATABASE_URL=database_url,
+                OLLAMAFLOW_NATS_URL=nats_url,
+                OLLAMAFLOW_ADMIN_TOKENS=",".join(tokens),
+                # A restarted replica finds its own id in the lease and takes it back at once.
+                OLLAMAFLOW_CONTROLPLANE_ID=name,
+                OLLAMAFLOW_CONTROLPLANE_URL=url,
+                **self.secrets,
+            )
+            argv = [*CLI, "controlplane", "--host", self.options.host, "--port", str(port)]
+            started.append((supervisor.start(name, argv, env, stage=_STAGE_CONTROLPLANE), url))
+        for child, url in started:
+            supervisor.wait_ready(child, url + "/readyz", timeout=self.options.ready_timeout)
+        return [url for _, url in started]
 
     def _start_dataplanes(self, supervisor: Supervisor, nats_url: str) -> list[tuple[Child, str]]:
         started = []
@@ -323,6 +352,7 @@ class _Cluster:
                 OLLAMAFLOW_NATS_URL=nats_url,
                 OLLAMAFLOW_SNAPSHOT_CACHE=str(self.data.snapshot_cache(index)),
                 OLLAMAFLOW_DATAPLANE_ID=f"dataplane-{index}",
+                **self.secrets,
             )
             argv = [*CLI, "dataplane", "--host", self.options.host, "--port", str(port)]
             stop_timeout = dataplane_stop_timeout(env, self.options.stop_timeout)
@@ -334,7 +364,7 @@ class _Cluster:
 
     def _print_ready(
         self,
-        controlplane_url: str,
+        controlplane_urls: list[str],
         dataplane_urls: list[str],
         database_url: str,
         nats_url: str,
@@ -343,7 +373,8 @@ class _Cluster:
     ) -> None:
         for url in dataplane_urls:
             self.say(f"data plane:    {url}  (Ollama API /api/*, OpenAI API /v1/*)")
-        self.say(f"control plane: {controlplane_url}  (admin API /v1.0/*)")
+        for url in controlplane_urls:
+            self.say(f"control plane: {url}  (admin API /v1.0/*)")
         if token_source.startswith("from "):
             self.say(f"admin token:   {token_source}")
         else:
@@ -353,6 +384,8 @@ class _Cluster:
         self.say(f"postgres:      {_hide_password(database_url)}{pg_note}")
         self.say(f"nats:          {nats_url}{nats_note}")
         self.say(f"data dir:      {self.data.root}")
+        if self.secrets:
+            self.say(f"secrets key:   {self.secrets['OLLAMAFLOW_SECRETS_KEY_FILE']}  (seals backend secrets)")
 
     def _print_logs(self, supervisor: Supervisor) -> None:
         logs = [(server.name, server.log_path) for server in self.embedded]

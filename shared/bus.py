@@ -1,12 +1,21 @@
 """The bus between the planes: every NATS subject, bucket and key name lives here.
 
-- Snapshots: JetStream KV bucket ``<namespace>`` (file storage), key ``snapshot.v<major>``; the control
-  plane writes with compare-and-set on the KV sequence so that racing replicas never go backwards.
+- Snapshots: JetStream KV bucket ``<namespace>`` (file storage, direct gets), key ``snapshot.v<major>``;
+  the control plane writes with compare-and-set on the KV sequence so that racing replicas never go
+  backwards. A snapshot larger than one NATS message (the server's ``max_payload`` less some headroom)
+  travels in pieces under ``snapshot.v<major>.<revision>.<index>``, written first; the snapshot key
+  then holds a small manifest (``shared.pieces``), written last with the same compare-and-set. Readers
+  fetch the pieces in parallel and check them against the manifest. After each write the pieces of all
+  but the new revision and the one before it (a reader may still be fetching that) are purged.
 - Reports: core NATS subject ``<namespace>.reports.dataplane``, fire-and-forget, about once a second.
 - Requests between the planes (core NATS request/reply, answered by one member of a queue group):
   ``<namespace>.dataplane.explain`` (the control plane asks a data plane to dry-run a routing
   decision) and ``<namespace>.controlplane.models`` (a data plane asks the control plane to pull,
   delete or copy a model for a frontend). Pull progress is published on ``<namespace>.pulls.progress``.
+- Control-plane replicas: the lease naming the one that probes, syncs and publishes is the key
+  ``lease.controlplane`` of the same KV bucket (compare-and-set on its revision, like the snapshot);
+  a replica that committed an admin change says so on ``<namespace>.controlplane.changed`` so that
+  the leader publishes it at once.
 
 A ``namespace`` other than the default keeps test runs and side-by-side clusters apart on one server.
 """
@@ -27,7 +36,9 @@ from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
-from shared.errors import BusError, BusNoResponder, SnapshotConflict
+from shared.errors import BusError, BusNoResponder, LeaseConflict, SnapshotConflict, SnapshotRejected
+from shared.pieces import decode_manifest, is_manifest
+from shared.pieces_kv import fetch_pieces, purge_pieces, store_pieces
 from shared.snapshot import SCHEMA_MAJOR
 
 __all__ = ["DEFAULT_NAMESPACE", "Bus", "BusNames"]
@@ -35,6 +46,11 @@ __all__ = ["DEFAULT_NAMESPACE", "Bus", "BusNames"]
 log = logging.getLogger("ollamaflow.bus")
 
 DEFAULT_NAMESPACE = "ollamaflow"
+# What a snapshot piece leaves of max_payload for the KV message's own headers.
+PIECE_HEADROOM = 16 * 1024
+MIN_PIECE_SIZE = 1024
+# JetStream's error codes for a compare-and-set that lost (nats-py maps them for updates, not deletes).
+_WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +64,24 @@ class BusNames:
     @property
     def snapshot_key(self) -> str:
         return f"snapshot.v{SCHEMA_MAJOR}"
+
+    def snapshot_piece_key(self, revision: int, index: int) -> str:
+        """The KV key of one piece of a snapshot too large for one message."""
+        return f"{self.snapshot_key}.{revision}.{index}"
+
+    @property
+    def snapshot_pieces_keys(self) -> str:
+        """A KV key wildcard matching every snapshot piece (and nothing else)."""
+        return f"{self.snapshot_key}.>"
+
+    @property
+    def bucket_stream(self) -> str:
+        """The JetStream stream that holds the KV bucket (NATS names it so)."""
+        return f"KV_{self.bucket}"
+
+    def bucket_subject(self, key: str) -> str:
+        """The subject a KV key (or key wildcard) of the bucket is stored under."""
+        return f"$KV.{self.bucket}.{key}"
 
     @property
     def reports_subject(self) -> str:
@@ -65,16 +99,35 @@ class BusNames:
     def pulls_subject(self) -> str:
         return f"{self.namespace}.pulls.progress"
 
+    @property
+    def lease_key(self) -> str:
+        return "lease.controlplane"
+
+    @property
+    def changes_subject(self) -> str:
+        return f"{self.namespace}.controlplane.changed"
+
 
 class Bus:
     """One NATS connection and the few operations the planes need from it."""
 
-    def __init__(self, url: str, names: BusNames | None = None, *, client_name: str = "ollamaflow") -> None:
+    def __init__(
+        self,
+        url: str,
+        names: BusNames | None = None,
+        *,
+        client_name: str = "ollamaflow",
+        piece_size: int | None = None,
+    ) -> None:
         self.url = url
         self.names = names or BusNames()
         self._client_name = client_name
         self._nc: Client | None = None
         self._kv: KeyValue | None = None
+        self._piece_size = piece_size
+        self._direct_tried = False
+        # Pieces may be stored that a write should purge (so far as this writer knows).
+        self._pieces_seen = True
 
     @property
     def connected(self) -> bool:
@@ -140,18 +193,41 @@ class Bus:
             raise BusError(f"not connected to NATS at {self.url}")
         return self._nc
 
-    async def _bucket(self) -> KeyValue:
+    def piece_size(self) -> int:
+        """The largest snapshot stored as one value; larger ones go in pieces of this size."""
+        if self._piece_size is not None:
+            return self._piece_size
+        return max(MIN_PIECE_SIZE, self._client().max_payload - PIECE_HEADROOM)
+
+    async def _bucket(self, *, writer: bool = False) -> KeyValue:
         if self._kv is None:
             js = self._client().jetstream(timeout=2.0)
             try:
                 self._kv = await js.key_value(self.names.bucket)
             except nats.js.errors.BucketNotFoundError:
-                config = KeyValueConfig(bucket=self.names.bucket, history=5, storage=StorageType.FILE)
+                config = KeyValueConfig(
+                    bucket=self.names.bucket, history=5, storage=StorageType.FILE, direct=True
+                )
                 self._kv = await js.create_key_value(config)
+        if writer and not self._kv._direct and not self._direct_tried:
+            self._direct_tried = True
+            try:
+                self._kv = await self._allow_direct(self._client().jetstream(timeout=2.0))
+            except nats.errors.Error as exc:  # e.g. not permitted: readers take the slower way
+                log.warning("cannot switch on direct gets for bucket %s: %s", self.names.bucket, exc)
         return self._kv
 
-    async def read_snapshot(self) -> tuple[bytes, int] | None:
-        """The stored snapshot bytes and their KV sequence, or None if there is none."""
+    async def _allow_direct(self, js: nats.js.JetStreamContext) -> KeyValue:
+        """Switch on direct gets for a bucket made before they were used: a reader then fetches a
+        value in one request, without the JetStream API's base64 round trip (several times faster
+        for large pieces). Readers that opened the bucket earlier keep working the slower way."""
+        info = await js.stream_info(self.names.bucket_stream)
+        await js.update_stream(info.config.evolve(allow_direct=True))
+        return await js.key_value(self.names.bucket)
+
+    async def read_snapshot_head(self) -> tuple[bytes, int] | None:
+        """What the snapshot key holds (the snapshot, or the manifest of its pieces) and its KV
+        sequence, or None if there is none."""
         try:
             kv = await self._bucket()
             entry = await kv.get(self.names.snapshot_key)
@@ -160,23 +236,89 @@ class Bus:
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             self._kv = None
             raise BusError(f"cannot read the snapshot: {exc}") from exc
-        return (entry.value or b"", entry.revision or 0)
+        head = entry.value or b""
+        self._pieces_seen = self._pieces_seen or is_manifest(head)
+        return (head, entry.revision or 0)
 
-    async def write_snapshot(self, data: bytes, *, last: int | None) -> int:
-        """Store a snapshot if the KV sequence is still ``last`` (None: the key must not exist)."""
+    async def expand_snapshot(self, head: bytes) -> bytes:
+        """The snapshot bytes ``head`` stands for: itself, or its pieces joined and checked.
+
+        Raises SnapshotRejected for a bad manifest or pieces that do not match it (or are gone: a
+        newer snapshot replaced them), BusError when NATS fails.
+        """
+        if not is_manifest(head):
+            return head
+        manifest = decode_manifest(head)
         try:
-            kv = await self._bucket()
-            if last is None:
-                return await kv.create(self.names.snapshot_key, data)
-            return await kv.update(self.names.snapshot_key, data, last=last)
-        except nats.js.errors.KeyWrongLastSequenceError as exc:
-            raise SnapshotConflict("another writer stored a snapshot first") from exc
+            return await fetch_pieces(await self._bucket(), self.names, manifest)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            self._kv = None
+            raise BusError(f"cannot read the snapshot pieces: {exc}") from exc
+
+    async def read_snapshot(self) -> tuple[bytes, int] | None:
+        """The stored snapshot bytes (joined from pieces if need be) and the KV sequence of the
+        snapshot key, or None if there is none. SnapshotRejected as for ``expand_snapshot``."""
+        stored = await self.read_snapshot_head()
+        if stored is None:
+            return None
+        return await self.expand_snapshot(stored[0]), stored[1]
+
+    async def write_snapshot(
+        self, data: bytes, *, last: int | None, revision: int = 0, content_hash: str = "", replaces: int = 0
+    ) -> int:
+        """Store a snapshot if the KV sequence is still ``last`` (None: the key must not exist).
+
+        ``revision`` and ``content_hash`` are the snapshot's own: a snapshot too large for one
+        message is stored as pieces of that revision, named by a manifest that repeats both.
+        ``replaces``: the revision stored at ``last``, whose pieces (if any) are kept for readers that
+        may still fetch them; older pieces are purged.
+        """
+        try:
+            kv = await self._bucket(writer=True)
+            size = self.piece_size()
+            head = data
+            if len(data) > size:
+                self._pieces_seen = True
+                head = await store_pieces(
+                    kv,
+                    self.names,
+                    data,
+                    size,
+                    schema=SCHEMA_MAJOR,
+                    revision=revision,
+                    content_hash=content_hash,
+                )
+            try:
+                if last is None:
+                    sequence = await kv.create(self.names.snapshot_key, head)
+                else:
+                    sequence = await kv.update(self.names.snapshot_key, head, last=last)
+            except nats.js.errors.KeyWrongLastSequenceError as exc:
+                if head is not data:
+                    await self._purge_pieces(lambda r: r == revision)
+                raise SnapshotConflict("another writer stored a snapshot first") from exc
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             self._kv = None
             raise BusError(f"cannot store the snapshot: {exc}") from exc
+        if self._pieces_seen:
+            await self._purge_pieces(lambda r: r < revision and r != replaces)
+        return sequence
+
+    async def _purge_pieces(self, doomed: Callable[[int], bool]) -> None:
+        """Purge the pieces of every ``doomed`` revision (newer ones may be a racing writer's). Best
+        effort: a failure leaves them for the next write."""
+        try:
+            # Once no pieces are left, inline writes need not look again.
+            self._pieces_seen = await purge_pieces(self._client().jetstream(timeout=2.0), self.names, doomed)
+        except (nats.errors.Error, OSError, TimeoutError, BusError) as exc:
+            log.debug("old snapshot pieces not purged yet: %s", exc)
 
     async def watch_snapshot(self) -> AsyncIterator[bytes]:
-        """Yield the current snapshot bytes, then each new one; raise BusError when the watch breaks."""
+        """Yield the current snapshot bytes, then each new one; raise BusError when the watch breaks.
+
+        A snapshot whose pieces cannot be fetched or do not match is skipped (logged): a newer one
+        replaced it, or the periodic re-read meets it again and reports it.
+        """
         try:
             kv = await self._bucket()
             watcher = await kv.watch(self.names.snapshot_key)
@@ -190,12 +332,58 @@ class Bus:
                 except nats.errors.TimeoutError:
                     continue
                 if entry is not None and entry.value and entry.operation is None:
-                    yield entry.value
+                    try:
+                        data = await self.expand_snapshot(entry.value)
+                    except SnapshotRejected as exc:
+                        log.info("skipped a snapshot from the watch: %s", exc.message)
+                        continue
+                    yield data
         except (nats.errors.Error, OSError) as exc:
             raise BusError(f"snapshot watch ended: {exc}") from exc
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()
+
+    async def read_lease(self) -> tuple[bytes, int] | None:
+        """The control-plane lease and its KV revision, or None if nobody holds it (never taken, or
+        released)."""
+        try:
+            kv = await self._bucket()
+            entry = await kv.get(self.names.lease_key)
+        except nats.js.errors.KeyNotFoundError:  # also a released (deleted) lease
+            return None
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            self._kv = None
+            raise BusError(f"cannot read the control-plane lease: {exc}") from exc
+        return (entry.value or b"", entry.revision or 0)
+
+    async def write_lease(self, data: bytes, *, last: int | None) -> int:
+        """Store the lease if its revision is still ``last`` (None: nobody may hold it); its new
+        revision. Raises LeaseConflict when another replica wrote it first."""
+        try:
+            kv = await self._bucket()
+            if last is None:
+                return await kv.create(self.names.lease_key, data)  # also over a released lease
+            return await kv.update(self.names.lease_key, data, last=last)
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise LeaseConflict("another control plane wrote the lease first") from exc
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            self._kv = None
+            raise BusError(f"cannot write the control-plane lease: {exc}") from exc
+
+    async def release_lease(self, *, last: int) -> None:
+        """Delete the lease if its revision is still ``last`` (so that nobody else's is deleted)."""
+        try:
+            kv = await self._bucket()
+            await kv.delete(self.names.lease_key, last=last)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code not in _WRONG_LAST_SEQUENCE:
+                self._kv = None
+                raise BusError(f"cannot release the control-plane lease: {exc}") from exc
+            raise LeaseConflict("the lease changed hands before it was released") from exc
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            self._kv = None
+            raise BusError(f"cannot release the control-plane lease: {exc}") from exc
 
     async def publish_report(self, data: bytes) -> None:
         try:

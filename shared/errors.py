@@ -4,7 +4,8 @@
     ├── ConfigError              bad settings; the process should not start
     ├── SnapshotRejected         a snapshot a data plane will not apply (keeps its last good one)
     ├── BusError                 NATS unreachable or a bucket operation failed
-    │   └── SnapshotConflict     another writer stored a snapshot first (compare-and-set lost)
+    │   ├── SnapshotConflict     another writer stored a snapshot first (compare-and-set lost)
+    │   └── LeaseConflict        another control plane wrote the lease first (compare-and-set lost)
     ├── RoutingError             the request cannot be placed           (status: 4xx/5xx to the client)
     │   ├── NoFrontendMatch      no frontend for the Host header         404
     │   ├── RequestNotAllowed    the frontend forbids this request type  403
@@ -26,6 +27,7 @@ __all__ = [
     "BusError",
     "BusNoResponder",
     "ConfigError",
+    "LeaseConflict",
     "NoBackendAvailable",
     "NoFrontendMatch",
     "OllamaFlowError",
@@ -71,6 +73,10 @@ class BusError(OllamaFlowError):
 
 
 class SnapshotConflict(BusError):
+    pass
+
+
+class LeaseConflict(BusError):
     pass
 
 

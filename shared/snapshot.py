@@ -68,7 +68,8 @@ class BackendView(msgspec.Struct, frozen=True, kw_only=True):
     allow_completions: bool = True
     pinned_embeddings_properties: dict[str, object] = {}
     pinned_completions_properties: dict[str, object] = {}
-    # Credentials travel in the snapshot: protect the bus (NATS auth/TLS) in production.
+    # Credentials in clear: control planes leave these empty and publish ``sealed_secrets`` instead;
+    # a data plane fills them in memory when it applies the snapshot (``shared.secret_box``).
     bearer_token: str | None = None
     querystring: str | None = None
     headers: dict[str, str] = {}
@@ -81,6 +82,12 @@ class BackendView(msgspec.Struct, frozen=True, kw_only=True):
     # The OpenAI-compatible server's kind as its model list shows it ("vllm"), or "" when plain or
     # unknown: a vLLM backend also takes the sampling options OpenAI lacks (top_k, min_p, ...).
     dialect: str = ""
+    # The bearer token, query string and headers, sealed with the fleet's secrets key
+    # (``shared.secret_box``: ``v1.<key id>.<ciphertext>``); "" when the backend has none.
+    sealed_secrets: str = ""
+    # True: the backend has secrets but the control plane had no secrets key to seal them, so they were
+    # left out. A data plane must not send it requests (they would go without their credentials).
+    secrets_withheld: bool = False
 
 
 class FrontendView(msgspec.Struct, frozen=True, kw_only=True):
@@ -218,7 +225,8 @@ def seal(content: SnapshotContent, *, revision: int, generated_at: str) -> Snaps
     content = _content_decoder.decode(_encoder.encode(canonical(content)))
     return Snapshot(
         revision=revision,
-        content_hash=content_hash(content),
+        # Decoded from the canonical encoding, it is in canonical order already: no second sort.
+        content_hash=hashlib.sha256(_encoder.encode(content)).hexdigest(),
         generated_at=generated_at,
         content=content,
     )
@@ -230,20 +238,26 @@ def encode(snapshot: Snapshot) -> bytes:
 
 def decode(data: bytes) -> Snapshot:
     """Decode and verify a snapshot; raise SnapshotRejected for any flaw."""
-    try:
-        header = _header_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise SnapshotRejected(f"undecodable snapshot: {exc}") from exc
-    if header.schema != SCHEMA_MAJOR:
-        raise SnapshotRejected(
-            f"unknown snapshot schema major {header.schema} (this build reads {SCHEMA_MAJOR})"
-        )
+    # One pass over the bytes when all is well (large snapshots take milliseconds to parse); only a
+    # snapshot that does not decode is read again, for its header, to say why.
     try:
         snapshot = _decoder.decode(data)
-    except msgspec.ValidationError as exc:
+    except msgspec.DecodeError as exc:
+        try:
+            header = _header_decoder.decode(data)
+        except msgspec.DecodeError:
+            raise SnapshotRejected(f"undecodable snapshot: {exc}") from exc
+        if header.schema != SCHEMA_MAJOR:
+            raise SnapshotRejected(
+                f"unknown snapshot schema major {header.schema} (this build reads {SCHEMA_MAJOR})"
+            ) from exc
         raise SnapshotRejected(f"invalid snapshot revision {header.revision}: {exc}") from exc
+    if snapshot.schema != SCHEMA_MAJOR:
+        raise SnapshotRejected(
+            f"unknown snapshot schema major {snapshot.schema} (this build reads {SCHEMA_MAJOR})"
+        )
     if content_hash(snapshot.content) != snapshot.content_hash:
-        raise SnapshotRejected(f"snapshot revision {header.revision} fails its content hash")
+        raise SnapshotRejected(f"snapshot revision {snapshot.revision} fails its content hash")
     return snapshot
 
 

@@ -16,7 +16,11 @@ from typing import Any
 
 import pytest
 
-SECRETS = {"OLLAMAFLOW_ADMIN_TOKENS": "compose-test-token", "OLLAMAFLOW_POSTGRES_PASSWORD": "composetestpw"}
+SECRETS = {
+    "OLLAMAFLOW_ADMIN_TOKENS": "compose-test-token",
+    "OLLAMAFLOW_POSTGRES_PASSWORD": "composetestpw",
+    "OLLAMAFLOW_SECRETS_KEY": "compose-test-secrets-key",
+}
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +64,27 @@ def test_services_and_their_order(config: dict[str, Any]) -> None:
     assert services["migrate"]["command"] == ["ollamaflow", "migrate"]
 
 
+def test_two_control_planes_with_the_admin_port_published_once(config: dict[str, Any]) -> None:
+    services = config["services"]
+    first, second = services["controlplane"], services["controlplane-2"]
+    for cp in (first, second):
+        assert cp["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert cp["build"]["target"] == "controlplane" and cp["command"] == first["command"]
+        assert "/readyz" in " ".join(cp["healthcheck"]["test"])
+    ids = {cp["environment"]["OLLAMAFLOW_CONTROLPLANE_ID"] for cp in (first, second)}
+    assert len(ids) == 2  # each its own name in the lease
+    same = ("OLLAMAFLOW_DATABASE_URL", "OLLAMAFLOW_NATS_URL", "OLLAMAFLOW_ADMIN_TOKENS")
+    assert all(first["environment"][key] == second["environment"][key] for key in same)
+    assert second["environment"]["OLLAMAFLOW_CONTROLPLANE_URL"] == "http://controlplane-2:43412"
+    published = [
+        (name, p.get("published"))
+        for name in ("controlplane", "controlplane-2")
+        for p in services[name]["ports"]
+    ]
+    assert [name for name, port in published if port] == ["controlplane"], published
+    assert published[0][1] == "43412"
+
+
 def test_secrets_reach_the_services(config: dict[str, Any]) -> None:
     services = config["services"]
     assert services["controlplane"]["environment"]["OLLAMAFLOW_ADMIN_TOKENS"] == "compose-test-token"
@@ -69,6 +94,10 @@ def test_secrets_reach_the_services(config: dict[str, Any]) -> None:
     # The data plane gets neither the database nor the admin tokens.
     dp_env = services["dataplane"]["environment"]
     assert not {"OLLAMAFLOW_DATABASE_URL", "OLLAMAFLOW_ADMIN_TOKENS"} & set(dp_env)
+    # Both planes hold the same secrets key (it seals backend secrets in the snapshot); NATS does not.
+    for service in ("controlplane", "controlplane-2", "dataplane"):
+        assert services[service]["environment"]["OLLAMAFLOW_SECRETS_KEY"] == "compose-test-secrets-key"
+    assert "OLLAMAFLOW_SECRETS_KEY" not in json.dumps(services["nats"])
 
 
 def test_dataplane_can_scale(config: dict[str, Any]) -> None:

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 
 import msgspec
-from litestar import get
+from litestar import Response, get
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 
+from controlplane.admin.secrets import REDACTED, redact_headers, redact_querystring
 from controlplane.errors import ApiError, error_responses
+from controlplane.publish.publisher import PublishStatus
 from controlplane.reports import DataPlaneRegistry, Sighting
 from shared.bus import Bus
 from shared.errors import BusError, SnapshotRejected
-from shared.snapshot import Snapshot, SnapshotContent, decode
+from shared.secret_box import BackendSecrets, Keyring, SealError, open_secrets
+from shared.snapshot import BackendView, Snapshot, SnapshotContent, decode
 
-__all__ = ["DataPlaneOut", "SnapshotOut", "current_snapshot", "list_dataplanes"]
+__all__ = ["PUBLISH_ERROR_HEADER", "DataPlaneOut", "SnapshotOut", "current_snapshot", "list_dataplanes"]
 
-REDACTED = "<redacted>"
+# On ``/v1.0/dataplanes`` while publishing fails (also when no data plane is listed): why.
+PUBLISH_ERROR_HEADER = "X-OllamaFlow-Publish-Error"
 
 
 class DataPlaneOut(msgspec.Struct, kw_only=True, rename="pascal"):
@@ -38,11 +44,14 @@ class DataPlaneOut(msgspec.Struct, kw_only=True, rename="pascal"):
     live: bool
     draining: bool  # stopping: takes no new connections, finishes what it runs; its shares went to others
     stopped: bool  # said goodbye after its drain (so no longer live)
+    published_revision: int  # the revision on the bus at the leader's last publish (0: none yet)
+    publish_error: str  # why the leader's last publish failed ("" when it worked)
 
 
 class SnapshotOut(msgspec.Struct, kw_only=True, rename="pascal"):
-    """The snapshot the data planes read, with backend bearer tokens and the digests of API keys and
-    admin tokens redacted.
+    """The snapshot the data planes read, with backend secrets and the digests of API keys and admin
+    tokens redacted: a backend's ``bearer_token`` and ``sealed_secrets`` are "<redacted>" when set, its
+    ``headers`` and ``querystring`` show names only, each value "<redacted>".
 
     ``Content`` is shown exactly as on the bus (the snapshot schema's own snake_case names).
     """
@@ -54,7 +63,7 @@ class SnapshotOut(msgspec.Struct, kw_only=True, rename="pascal"):
     content: SnapshotContent
 
 
-def _dataplane_out(registry: DataPlaneRegistry, sighting: Sighting) -> DataPlaneOut:
+def _dataplane_out(registry: DataPlaneRegistry, sighting: Sighting, publisher: PublishStatus) -> DataPlaneOut:
     report = sighting.report
     return DataPlaneOut(
         id=report.id,
@@ -73,14 +82,33 @@ def _dataplane_out(registry: DataPlaneRegistry, sighting: Sighting) -> DataPlane
         live=registry.is_live(sighting),
         draining=report.draining,
         stopped=report.stopped,
+        published_revision=publisher.revision,
+        publish_error=publisher.last_error,
     )
 
 
-def _redacted(snapshot: Snapshot) -> SnapshotOut:
-    backends = tuple(
-        msgspec.structs.replace(b, bearer_token=REDACTED) if b.bearer_token else b
-        for b in snapshot.content.backends
+def _redacted_backend(backend: BackendView, keyring: Keyring) -> BackendView:
+    """``backend`` with its secrets shown as names only: sealed ones are opened (when this control
+    plane holds their key) to list the header and parameter names, and the sealed text is hidden too."""
+    secrets = BackendSecrets(
+        bearer_token=backend.bearer_token, querystring=backend.querystring, headers=dict(backend.headers)
     )
+    if backend.sealed_secrets:
+        with contextlib.suppress(SealError):  # not ours to open: show no names
+            secrets = open_secrets(keyring, backend.id, backend.sealed_secrets)
+    if not secrets and not backend.sealed_secrets:
+        return backend
+    return msgspec.structs.replace(
+        backend,
+        bearer_token=REDACTED if secrets.bearer_token else None,
+        headers=redact_headers(secrets.headers),
+        querystring=redact_querystring(secrets.querystring),
+        sealed_secrets=REDACTED if backend.sealed_secrets else "",
+    )
+
+
+def _redacted(snapshot: Snapshot, keyring: Keyring) -> SnapshotOut:
+    backends = tuple(_redacted_backend(b, keyring) for b in snapshot.content.backends)
     content = snapshot.content
     keys = tuple(msgspec.structs.replace(k, digest=REDACTED) for k in content.api_keys)
     admins = tuple(REDACTED for _ in content.cluster.admin_token_digests)
@@ -99,26 +127,40 @@ def _redacted(snapshot: Snapshot) -> SnapshotOut:
     responses=error_responses(401),
     tags=["Cluster"],
     summary="Data planes heard from, with the revision each applied",
+    response_headers=[
+        ResponseHeader(
+            name=PUBLISH_ERROR_HEADER,
+            description="Present while the control plane cannot publish the snapshot: why.",
+            documentation_only=True,
+        )
+    ],
     sync_to_thread=False,
 )
-def list_dataplanes(registry: NamedDependency[DataPlaneRegistry]) -> list[DataPlaneOut]:
-    return [_dataplane_out(registry, s) for s in registry.sightings()]
+def list_dataplanes(
+    registry: NamedDependency[DataPlaneRegistry], publisher: NamedDependency[PublishStatus]
+) -> Response[list[DataPlaneOut]]:
+    planes = [_dataplane_out(registry, s, publisher) for s in registry.sightings()]
+    # A header too, so that an empty list still says it (ASCII only: reasons are log-style text).
+    error = "".join(c if c.isprintable() and c.isascii() else "?" for c in publisher.last_error[:500])
+    return Response(planes, headers={PUBLISH_ERROR_HEADER: error} if error else None)
 
 
 @get(
     "/snapshot",
     responses=error_responses(401, 404, 503),
     tags=["Cluster"],
-    summary="The snapshot on the bus now (bearer tokens and digests redacted)",
+    summary="The snapshot on the bus now (backend secrets and digests redacted)",
 )
-async def current_snapshot(bus: NamedDependency[Bus]) -> SnapshotOut:
+async def current_snapshot(bus: NamedDependency[Bus], secrets: NamedDependency[Keyring]) -> SnapshotOut:
     try:
         stored = await bus.read_snapshot()
     except BusError:
         raise ApiError("ServiceUnavailable", "NATS is unavailable, so the snapshot cannot be read") from None
+    except SnapshotRejected as exc:
+        raise ApiError("InternalError", f"the stored snapshot is unreadable: {exc}") from None
     if stored is None:
         raise ApiError("NotFound", "no snapshot has been published yet")
     try:
-        return _redacted(decode(stored[0]))
+        return _redacted(decode(stored[0]), secrets)
     except SnapshotRejected as exc:
         raise ApiError("InternalError", f"the stored snapshot is unreadable: {exc}") from None

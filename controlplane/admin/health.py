@@ -6,7 +6,8 @@ the probe counters and last error, the backend's models, and the passive observa
 names the live data planes whose circuit breaker ejected it, and why. ``/v1.0/models`` shows which backend
 has, has loaded and lacks which model; ``/v1.0/pulls`` the model pulls and ``/v1.0/pulls/stream``
 their progress live (NDJSON, one PullOut per line: the current state first, then every change).
-All of it is what this replica observed.
+All of it is what the leading control-plane replica observes: another replica answers these views
+with 503 naming the leader (``controlplane.admin.leadership``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class BackendHealthOut(BackendOut, kw_only=True):
     models_loaded: list[LoadedOut] = []
     models_refreshed_utc: datetime | None = None
     models_error: str = ""
+    models_dropped: int = 0
+    """Model names the last inventory read left out: beyond 4,096 per backend or over 256 characters."""
     dialect: str = ""
     """"vllm" when an OpenAI-format backend's /v1/models says so; it then gets vLLM's extra options."""
 
@@ -147,6 +150,7 @@ def backend_health(
         ],
         models_refreshed_utc=inventory.refreshed,
         models_error=inventory.error,
+        models_dropped=inventory.dropped,
         dialect=inventory.dialect if backend.api_format == "OpenAI" else "",
     )
 
@@ -201,7 +205,7 @@ def cluster_models(monitor: Monitor, sync: Synchroniser) -> list[ModelOut]:
 
 @get(
     "/models",
-    responses=error_responses(401),
+    responses=error_responses(401, 503),
     tags=["Cluster"],
     summary="Every model in the cluster: which backends have it, have it loaded, require and lack it",
     sync_to_thread=False,
@@ -212,7 +216,7 @@ def list_models(monitor: NamedDependency[Monitor], sync: NamedDependency[Synchro
 
 @get(
     "/pulls",
-    responses=error_responses(401),
+    responses=error_responses(401, 503),
     tags=["Cluster"],
     summary="Model pulls and their progress",
     sync_to_thread=False,
@@ -223,7 +227,7 @@ def list_pulls(sync: NamedDependency[Synchroniser]) -> list[PullOut]:
 
 @get(
     "/pulls/stream",
-    responses=error_responses(401),
+    responses=error_responses(401, 503),
     tags=["Cluster"],
     summary="Live pull progress as NDJSON: every current pull, then every change",
     media_type="application/x-ndjson",

@@ -2,7 +2,9 @@
 
 Defaults and ranges are OllamaFlow's; msgspec enforces them while decoding, so a bad value is a 400
 naming the field. Unknown properties (``CreatedUtc``, ``Uptime``… sent back by OllamaFlow tooling) are
-ignored. ``BearerToken`` is write-only: responses carry ``HasBearerToken`` instead.
+ignored. Backend secrets are write-only (``controlplane.admin.secrets``): responses carry
+``HasBearerToken`` instead of ``BearerToken``, and ``Headers`` and ``Querystring`` with their values
+replaced by ``"<redacted>"``, which a write takes as "keep the stored value".
 
 PATCH bodies are derived from the PUT bodies (every field optional), so the two can never drift.
 """
@@ -105,9 +107,54 @@ HeaderName = Annotated[
 ]
 HeaderValue = Annotated[str, Meta(max_length=limits.HEADER_VALUE_LENGTH, pattern=whole(r"[^\r\n\x00]*"))]
 Headers = Annotated[dict[HeaderName, HeaderValue], Meta(max_length=limits.HEADERS_COUNT)]
-Secret = Annotated[str, Meta(max_length=limits.BEARER_TOKEN_LENGTH, pattern=whole(r"[^\r\n\x00]*"))]
-Querystring = Annotated[
-    str, Meta(max_length=limits.QUERYSTRING_LENGTH, pattern=whole(rf"[^{limits.NO_SPACE}#]*"))
+_KEEPS = '"<redacted>" keeps the stored value'
+_NO_BREAK = whole(r"[^\r\n\x00]*")
+SecretToken = Annotated[
+    str,
+    Meta(
+        max_length=limits.BEARER_TOKEN_LENGTH,
+        pattern=_NO_BREAK,
+        description=f"write-only, never shown; {_KEEPS}",
+    ),
+]
+SecretHeaderValue = Annotated[
+    str,
+    Meta(
+        max_length=limits.HEADER_VALUE_LENGTH,
+        pattern=_NO_BREAK,
+        description=f'write-only, shown as "<redacted>"; {_KEEPS}',
+    ),
+]
+SecretHeaders = Annotated[
+    dict[HeaderName, SecretHeaderValue],
+    Meta(
+        max_length=limits.HEADERS_COUNT,
+        description='header name -> value; values are write-only, shown as "<redacted>"; a value '
+        '"<redacted>" keeps the stored value of the header of that name (case-insensitive)',
+    ),
+]
+SecretQuerystring = Annotated[
+    str,
+    Meta(
+        max_length=limits.QUERYSTRING_LENGTH,
+        pattern=whole(rf"[^{limits.NO_SPACE}#]*"),
+        description="name=value pairs joined by '&'; values are write-only, shown as \"<redacted>\"; "
+        'a value "<redacted>" keeps the stored value of that parameter',
+    ),
+]
+RedactedValue = Annotated[
+    str, Meta(description='"<redacted>" for a value that is set, "" for an empty one: never the value')
+]
+RedactedHeaders = Annotated[
+    dict[HeaderName, RedactedValue],
+    Meta(description='header name -> "<redacted>" ("" for an empty value): never the values'),
+]
+RedactedQuerystring = Annotated[
+    str,
+    Meta(
+        description='the parameter names, each value "<redacted>" (a parameter without "=" all '
+        '"<redacted>"): never the values'
+    ),
 ]
 Pinned = Annotated[
     dict[str, Any],
@@ -219,19 +266,23 @@ class _BackendFields(_Body, kw_only=True):
     pinned_completions_properties: Pinned = {}
     allow_embeddings: bool = True
     allow_completions: bool = True
-    querystring: Querystring | None = None
-    headers: Headers = {}
     active: bool = True
 
 
 class BackendIn(_BackendFields, kw_only=True):
     """A backend as written with PUT.
 
-    BearerToken: omitted keeps the stored token (so a full replace from a UI that never saw it does not
-    erase it); null or "" removes it.
+    BearerToken, Headers values and Querystring values are secrets: write-only (reads show names only,
+    each value as "<redacted>"). BearerToken omitted or "<redacted>" keeps the stored token (so a full
+    replace from a UI that never saw it does not erase it); null or "" removes it. A Headers value or a
+    Querystring parameter value "<redacted>" keeps the stored value of that header or parameter; the
+    rest of Headers and Querystring replace the stored ones like any other field. Without a secrets key
+    on the control plane (OLLAMAFLOW_SECRETS_KEY) new secret values are refused (400).
     """
 
-    bearer_token: Secret | UnsetType | None = UNSET
+    bearer_token: SecretToken | UnsetType | None = UNSET
+    querystring: SecretQuerystring | None = None
+    headers: SecretHeaders = {}
 
 
 class BackendCreate(BackendIn, kw_only=True):
@@ -241,8 +292,11 @@ class BackendCreate(BackendIn, kw_only=True):
 
 
 class BackendOut(_BackendFields, kw_only=True):
-    """A backend as stored, without its bearer token."""
+    """A backend as stored: secret values never shown (no BearerToken, Headers and Querystring values
+    replaced by "<redacted>")."""
 
+    querystring: RedactedQuerystring | None = None
+    headers: RedactedHeaders = {}
     has_bearer_token: bool = False
     url_prefix: str = ""
     created_utc: datetime

@@ -7,33 +7,55 @@
   in the same transaction.
 - A frontend's Hostname is unique among frontends, ignoring case (409): checked here with a clear
   message, and by a unique index for writes that race.
-- A backend's BearerToken is write-only: omitted keeps the stored token, null or "" clears it.
+- A backend's BearerToken, Headers values and Querystring values are write-only
+  (``controlplane.admin.secrets``: reads show names, "<redacted>" in a write keeps the stored value).
+- ``FrontendService.edit_required`` adds a model to (or takes it out of) RequiredModels in one
+  transaction holding the row lock, so that concurrent pulls, PATCHes and PUTs, through any number of
+  control-plane replicas, never lose an edit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import msgspec
 import sqlalchemy as sa
-from msgspec import UNSET
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from controlplane.admin.crud import Service, constraint_name, field_names, given, require_rows
+from controlplane.admin.crud import Cap, Service, constraint_name, field_names, given, require_rows
+from controlplane.admin.limits import check_fields
 from controlplane.admin.schemas import BackendIn, BackendOut, FrontendIn, FrontendOut
+from controlplane.admin.secrets import (
+    REDACTED,
+    carries_new_secret,
+    keep_headers,
+    keep_querystring,
+    redact_headers,
+    redact_querystring,
+)
+from controlplane.clock import Clock
+from controlplane.db import Database
 from controlplane.errors import ApiError
 from controlplane.publish.builder import backend_base_url
 from controlplane.tables import FRONTEND_HOSTNAME_INDEX, ApiKeyRow, BackendRow, FrontendRow
+from shared.models import model_key
 
 __all__ = ["BackendService", "FrontendService"]
 
 _FRONTEND_FIELDS = field_names(FrontendIn, without=["identifier"])
-_BACKEND_FIELDS = field_names(BackendIn, without=["identifier", "bearer_token"])
+_SECRET_FIELDS = ["bearer_token", "querystring", "headers"]
+_BACKEND_FIELDS = field_names(BackendIn, without=["identifier", *_SECRET_FIELDS])
 _FRONTEND_OUT = field_names(FrontendOut)
-_BACKEND_OUT = field_names(BackendOut, without=["has_bearer_token", "url_prefix"])
+_BACKEND_OUT = field_names(BackendOut, without=["has_bearer_token", "url_prefix", *_SECRET_FIELDS])
+_NO_KEY = (
+    "BearerToken, Headers and Querystring values are secrets, and this control plane has no secrets key to "
+    "seal them with for the data planes: set OLLAMAFLOW_SECRETS_KEY or OLLAMAFLOW_SECRETS_KEY_FILE "
+    "(the same key on every control plane and data plane)"
+)
 
 
 def _frontend_fields(body: msgspec.Struct) -> dict[str, Any]:
@@ -53,6 +75,8 @@ def backend_out(row: BackendRow) -> BackendOut:
     return BackendOut(
         **{name: getattr(row, name) for name in _BACKEND_OUT},
         has_bearer_token=bool(row.bearer_token),
+        headers=redact_headers(row.headers),
+        querystring=redact_querystring(row.querystring),
         url_prefix=backend_base_url(row.hostname, row.port, row.ssl),
     )
 
@@ -77,6 +101,23 @@ class FrontendService(Service[FrontendRow, FrontendOut]):
 
     def _out(self, row: FrontendRow) -> FrontendOut:
         return frontend_out(row)
+
+    async def edit_required(self, identifier: str, model: str, *, present: bool) -> bool:
+        """Add ``model`` to the frontend's RequiredModels (or take every spelling of it out), reading
+        and writing the list under the row lock; whether the list had it before."""
+        key = model_key(model)
+        async with self._db.session() as session:
+            row = await self._row(session, identifier, lock=True)
+            current = list(row.required_models)
+            had = any(model_key(name) == key for name in current)
+            if present == had:
+                return had
+            changed = [*current, model] if present else [name for name in current if model_key(name) != key]
+            check_fields({"required_models": changed})  # a pull may not grow it past its limits
+            row.required_models = changed
+            row.last_update_utc = self._clock.now()
+            await self._commit(session, identifier)
+        return had
 
     def _conflict(self, exc: IntegrityError, identifier: str) -> ApiError:
         if constraint_name(exc) == FRONTEND_HOSTNAME_INDEX:  # a concurrent write took the Hostname first
@@ -118,17 +159,39 @@ async def _unlist_frontend(session: AsyncSession, identifier: str, now: datetime
 
 
 class BackendService(Service[BackendRow, BackendOut]):
-    """CRUD of backends. The bearer token is write-only."""
+    """CRUD of backends. Their secrets are write-only (``controlplane.admin.secrets``); new secret values
+    are refused when the control plane cannot seal them (``can_seal`` False: no secrets key)."""
 
     table = BackendRow
     what = "backend"
     a_what = "a backend"
 
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock,
+        on_change: Callable[[], None],
+        cap: Cap | None = None,
+        can_seal: bool = True,
+    ) -> None:
+        super().__init__(db, clock=clock, on_change=on_change, cap=cap)
+        self._can_seal = can_seal
+
     def _apply(self, row: BackendRow, body: msgspec.Struct) -> None:
+        secrets = given(body, _SECRET_FIELDS)
+        if not self._can_seal and carries_new_secret(
+            secrets.get("bearer_token"), secrets.get("headers"), secrets.get("querystring")
+        ):
+            raise ApiError.bad_request(_NO_KEY)
         for name, value in given(body, _BACKEND_FIELDS).items():
             setattr(row, name, value)
-        token = getattr(body, "bearer_token", UNSET)
-        if token is not UNSET:  # omitted keeps the stored token; null or "" clears it
+        if "headers" in secrets:
+            row.headers = keep_headers(secrets["headers"], row.headers or {})
+        if "querystring" in secrets:
+            row.querystring = keep_querystring(secrets["querystring"], row.querystring)
+        token = secrets.get("bearer_token", REDACTED)
+        if token != REDACTED:  # omitted or "<redacted>" keeps the stored token; null or "" clears it
             row.bearer_token = token or None
 
     async def _before_delete(self, session: AsyncSession, row: BackendRow) -> None:

@@ -9,11 +9,31 @@ import msgspec
 
 from shared.snapshot import LoadedModel
 
-__all__ = ["VLLM", "Inventory", "parse_loaded", "parse_openai_listing", "parse_openai_models", "parse_tags"]
+__all__ = [
+    "MAX_INVENTORY_BYTES",
+    "MAX_MODELS",
+    "MAX_MODEL_NAME",
+    "VLLM",
+    "Inventory",
+    "cap_loaded",
+    "cap_models",
+    "parse_loaded",
+    "parse_openai_listing",
+    "parse_openai_models",
+    "parse_tags",
+]
 
 # The dialect of a backend whose /v1/models says ``"owned_by": "vllm"``: it takes vLLM's extra
 # sampling options (top_k, min_p, repetition_penalty, chat_template_kwargs).
 VLLM = "vllm"
+
+# Bounds on what one backend's model lists may put into the snapshot (every data plane receives it):
+# at most MAX_MODELS names (the first ones in sorted order), none longer than MAX_MODEL_NAME
+# characters; the rest is dropped and counted (the admin health view shows how many). A listing body
+# larger than MAX_INVENTORY_BYTES is not read at all.
+MAX_MODELS = 4096
+MAX_MODEL_NAME = 256
+MAX_INVENTORY_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -27,6 +47,7 @@ class Inventory:
     error: str = ""
     sizes: dict[str, int] = field(default_factory=dict)
     dialect: str = ""  # VLLM or "" (plain OpenAI-compatible, Ollama, or not read yet)
+    dropped: int = 0  # names the last read left out (over MAX_MODELS or longer than MAX_MODEL_NAME)
 
 
 class _Tag(msgspec.Struct):
@@ -99,3 +120,17 @@ def parse_openai_listing(body: bytes) -> tuple[tuple[str, ...], str]:
 def parse_openai_models(body: bytes) -> tuple[str, ...]:
     """Model ids from an OpenAI-compatible ``/v1/models`` body, sorted."""
     return parse_openai_listing(body)[0]
+
+
+def cap_models(names: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
+    """The sorted ``names`` within the bounds, and how many were left out."""
+    fitting = [n for n in names if len(n) <= MAX_MODEL_NAME]
+    kept = tuple(fitting[:MAX_MODELS])
+    return kept, len(names) - len(kept)
+
+
+def cap_loaded(loaded: tuple[LoadedModel, ...]) -> tuple[tuple[LoadedModel, ...], int]:
+    """The sorted loaded models within the same bounds, and how many were left out."""
+    fitting = [m for m in loaded if len(m.name) <= MAX_MODEL_NAME and len(m.expires_at) <= MAX_MODEL_NAME]
+    kept = tuple(fitting[:MAX_MODELS])
+    return kept, len(loaded) - len(kept)

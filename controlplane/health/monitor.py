@@ -28,10 +28,19 @@ from typing import Protocol
 import httpx
 
 from controlplane.clock import Clock
-from controlplane.health.inventory import Inventory, parse_loaded, parse_openai_listing, parse_tags
+from controlplane.health.inventory import (
+    MAX_INVENTORY_BYTES,
+    Inventory,
+    cap_loaded,
+    cap_models,
+    parse_loaded,
+    parse_openai_listing,
+    parse_tags,
+)
 from controlplane.health.state import Health
 from controlplane.health.targets import BackendTarget
 from controlplane.publish.builder import UNPROBED, BackendRuntime
+from shared.tls import backend_ssl_context
 
 __all__ = ["REQUEST_ERRORS", "Monitor", "ProbeObserver", "describe_error"]
 
@@ -93,19 +102,28 @@ class Monitor:
         self._last_wake: dict[str, float] = {}
         self._suspect: set[str] = set()
         self._seed: dict[str, bool] = {}
+        self._seed_inventory: dict[str, Inventory] = {}
         self.observer: ProbeObserver | None = None
-        self.client = httpx.AsyncClient(
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
-            verify=ssl_context if ssl_context is not None else True,
+        # One TLS context for every client (building one per client would reload the CA store).
+        self._verify: ssl.SSLContext = ssl_context if ssl_context is not None else backend_ssl_context()
+        self.client = self._new_client(httpx.Limits(max_connections=None, max_keepalive_connections=200))
+
+    def _new_client(self, limits: httpx.Limits) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=self._timeout,
+            limits=limits,
+            verify=self._verify,
             trust_env=False,  # backends are reached directly: HTTP(S)_PROXY and friends are not read
         )
 
     # -- configuration -----------------------------------------------------------------------------
 
-    def seed(self, healthy: Mapping[str, bool]) -> None:
-        """Health carried over from the last published snapshot, used for backends not yet applied."""
+    def seed(self, healthy: Mapping[str, bool], inventory: Mapping[str, Inventory] | None = None) -> None:
+        """Health (and model lists) carried over from the last published snapshot, used for backends
+        not yet applied: a restarted or newly leading control plane publishes what was known until
+        its own probes and reads say otherwise."""
         self._seed = dict(healthy)
+        self._seed_inventory = dict(inventory or {})
 
     def apply(self, targets: Iterable[BackendTarget]) -> None:
         """Make the probing match the configuration."""
@@ -134,11 +152,13 @@ class Monitor:
                 now = self._clock.now()
                 seeded = self._seed.pop(ident, None) if old is None else None
                 self.health[ident] = Health.seeded(seeded, now) if seeded is not None else Health()
-                self.inventory[ident] = Inventory()
+                known = self._seed_inventory.pop(ident, None) if old is None else None
+                self.inventory[ident] = known if known is not None else Inventory()
                 changed = True
             if self.enabled and target.active:
                 self._start(ident)
         self._seed.clear()
+        self._seed_inventory.clear()
         if changed:
             self._on_change()
 
@@ -202,9 +222,15 @@ class Monitor:
 
     async def _watch(self, ident: str) -> None:
         refresh = self._refresh[ident]
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._probe_loop(ident, refresh, self._wake[ident]))
-            group.create_task(self._inventory_loop(ident, refresh))
+        # Each backend's probes and inventory reads get a small pool of their own: httpx scans every
+        # connection of a pool on each request, so one pool shared by a thousand backends made each
+        # probe cost in proportion to all of them (most of the control plane's CPU at that scale).
+        async with (
+            self._new_client(httpx.Limits(max_connections=4, max_keepalive_connections=2)) as client,
+            asyncio.TaskGroup() as group,
+        ):
+            group.create_task(self._probe_loop(ident, refresh, self._wake[ident], client))
+            group.create_task(self._inventory_loop(ident, refresh, client))
 
     def _current(self, ident: str, refresh: asyncio.Event) -> bool:
         """Whether the loops holding ``refresh`` still watch ``ident``. A stop cancels them, but a
@@ -212,14 +238,16 @@ class Monitor:
         also check before each round instead of trusting that they were stopped."""
         return self._refresh.get(ident) is refresh
 
-    async def _probe_loop(self, ident: str, refresh: asyncio.Event, wake: asyncio.Event) -> None:
+    async def _probe_loop(
+        self, ident: str, refresh: asyncio.Event, wake: asyncio.Event, client: httpx.AsyncClient
+    ) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time()
         while self._current(ident, refresh):
             wake.clear()
             target = self.targets[ident]
             started = time.perf_counter()
-            ok, error = await self._probe(target)
+            ok, error = await self._probe(client, target)
             if not self._current(ident, refresh):
                 return  # stopped (deleted, deactivated, readdressed) while the probe ran
             observer = self.observer
@@ -246,9 +274,9 @@ class Monitor:
                 await asyncio.wait_for(wake.wait(), due - loop.time())
                 due = loop.time()  # woken by probe_now: the schedule starts again from here
 
-    async def _probe(self, target: BackendTarget) -> tuple[bool, str]:
+    async def _probe(self, client: httpx.AsyncClient, target: BackendTarget) -> tuple[bool, str]:
         try:
-            response = await self.client.request(
+            response = await client.request(
                 target.method,
                 target.url(target.health_path),
                 headers=list(target.headers),
@@ -260,26 +288,26 @@ class Monitor:
             return True, ""
         return False, f"{target.method} {target.health_path} answered HTTP {response.status_code}"
 
-    async def _inventory_loop(self, ident: str, refresh: asyncio.Event) -> None:
+    async def _inventory_loop(self, ident: str, refresh: asyncio.Event, client: httpx.AsyncClient) -> None:
         while self._current(ident, refresh):
             refresh.clear()
             health = self.health[ident]
             if health.healthy or not health.checked:
-                await self._read_inventory(self.targets[ident])
+                await self._read_inventory(client, self.targets[ident])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(refresh.wait(), self._inventory_interval)
 
-    async def _read_inventory(self, target: BackendTarget) -> None:
+    async def _read_inventory(self, client: httpx.AsyncClient, target: BackendTarget) -> None:
         inventory = self.inventory[target.id]
         try:
             dialect = ""
             if target.ollama:
-                tags = await self._get(target, "/api/tags")
-                ps = await self._get(target, "/api/ps")
+                tags = await self._get(client, target, "/api/tags")
+                ps = await self._get(client, target, "/api/ps")
                 models, sizes = parse_tags(tags)
                 loaded = parse_loaded(ps)
             else:
-                models, dialect = parse_openai_listing(await self._get(target, "/v1/models"))
+                models, dialect = parse_openai_listing(await self._get(client, target, "/v1/models"))
                 sizes, loaded = {}, ()
         except (*REQUEST_ERRORS, ValueError) as exc:
             error = describe_error(exc) if isinstance(exc, REQUEST_ERRORS) else str(exc)
@@ -287,6 +315,16 @@ class Monitor:
                 log.warning("cannot read the models of backend %s: %s", target.id, error)
             inventory.error = error
             return
+        models, dropped = cap_models(models)
+        loaded, dropped_loaded = cap_loaded(loaded)
+        if dropped + dropped_loaded and dropped + dropped_loaded != inventory.dropped:
+            log.warning(
+                "backend %s lists %d model names beyond the bounds; they are left out",
+                target.id,
+                dropped + dropped_loaded,
+            )
+        inventory.dropped = dropped + dropped_loaded
+        sizes = {name: sizes[name] for name in models if name in sizes}
         inventory.error = ""
         inventory.refreshed = self._clock.now()
         inventory.sizes = sizes
@@ -300,13 +338,22 @@ class Monitor:
             inventory.dialect = dialect
             self._on_change()
 
-    async def _get(self, target: BackendTarget, path: str) -> bytes:
-        response = await self.client.get(
-            target.url(path), headers=list(target.headers), timeout=max(self._timeout, 10.0)
-        )
-        if response.status_code != 200:
-            raise ValueError(f"GET {path} answered HTTP {response.status_code}")
-        return response.content
+    async def _get(self, client: httpx.AsyncClient, target: BackendTarget, path: str) -> bytes:
+        """The body of a model listing, read up to MAX_INVENTORY_BYTES (ValueError beyond)."""
+        async with client.stream(
+            "GET", target.url(path), headers=list(target.headers), timeout=max(self._timeout, 10.0)
+        ) as response:
+            if response.status_code != 200:
+                raise ValueError(f"GET {path} answered HTTP {response.status_code}")
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_INVENTORY_BYTES:
+                raise ValueError(f"GET {path} answered {int(declared)} bytes, over {MAX_INVENTORY_BYTES}")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_INVENTORY_BYTES:
+                    raise ValueError(f"GET {path} answered more than {MAX_INVENTORY_BYTES} bytes")
+            return bytes(body)
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

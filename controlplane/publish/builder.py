@@ -8,7 +8,8 @@ decides what an inactive one means. Each backend's runtime state (health, models
 Each live data plane carries its share of every backend's limits (``controlplane.publish.shares``)
 and of every API key's rate (``controlplane.publish.key_rates``); a draining one keeps only what it
 still runs. Active API keys are published as their digests only, and the admin tokens as theirs (data
-planes honour route explanations for them).
+planes honour route explanations for them). Backend secrets are sealed with the fleet's secrets key
+(``shared.secret_box``, deterministic, so equal rows still give equal content), never put in clear.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from controlplane.publish.key_rates import split_key_rates
-from controlplane.publish.shares import Limits, split_shares
+from controlplane.publish.shares import Limits, ShareMemo, split_shares
+from shared.secret_box import BackendSecrets
 from shared.snapshot import (
     ApiKeyView,
     BackendShare,
@@ -36,7 +38,9 @@ __all__ = [
     "BackendRecord",
     "BackendRuntime",
     "FrontendRecord",
+    "ViewMemo",
     "backend_base_url",
+    "backend_secrets",
     "build_content",
     "key_rates_of",
     "shares_of",
@@ -162,7 +166,14 @@ def api_key_view(row: ApiKeyRecord) -> ApiKeyView:
     )
 
 
-def backend_view(row: BackendRecord, runtime: BackendRuntime = UNPROBED) -> BackendView:
+# Seals one backend's secrets for the snapshot: (backend id, secrets) -> sealed text
+# (``shared.secret_box.seal_secrets`` with a key; deterministic, so a kept view keeps its text).
+Seal = Callable[[str, BackendSecrets], str]
+
+
+def backend_view(
+    row: BackendRecord, runtime: BackendRuntime = UNPROBED, seal: Seal | None = None
+) -> BackendView:
     return BackendView(
         id=row.identifier,
         name=row.name or "",
@@ -183,10 +194,59 @@ def backend_view(row: BackendRecord, runtime: BackendRuntime = UNPROBED) -> Back
         allow_completions=row.allow_completions,
         pinned_embeddings_properties=dict(row.pinned_embeddings_properties),
         pinned_completions_properties=dict(row.pinned_completions_properties),
-        bearer_token=row.bearer_token or None,
-        querystring=row.querystring or None,
-        headers=dict(row.headers),
+        **_sealed(row, seal),
     )
+
+
+def backend_secrets(row: BackendRecord) -> BackendSecrets:
+    """The secret fields of ``row`` (empty ones as None / {})."""
+    return BackendSecrets(
+        bearer_token=row.bearer_token or None, querystring=row.querystring or None, headers=dict(row.headers)
+    )
+
+
+def _sealed(row: BackendRecord, seal: Seal | None) -> dict[str, Any]:
+    """The snapshot fields that carry ``row``'s secrets: sealed, never in clear; withheld (and so
+    flagged) when there is nothing to seal them with (no secrets key)."""
+    secrets = backend_secrets(row)
+    if not secrets:
+        return {}
+    if seal is None:
+        return {"secrets_withheld": True}
+    return {"sealed_secrets": seal(row.identifier, secrets)}
+
+
+class ViewMemo:
+    """The views built for the last rows seen, so that a row object met again (the row cache hands
+    back the same object while the row is unchanged) with the same runtime state is not rebuilt."""
+
+    def __init__(self, seal: Seal | None = None) -> None:
+        self.seal = seal  # seals each backend's secrets; None withholds them
+        self._backends: dict[str, tuple[BackendRecord, BackendRuntime, BackendView]] = {}
+        self._frontends: dict[str, tuple[FrontendRecord, FrontendView]] = {}
+        self.shares = ShareMemo()
+
+    def backend(self, row: BackendRecord, runtime: BackendRuntime) -> BackendView:
+        cached = self._backends.get(row.identifier)
+        if cached is not None and cached[0] is row and cached[1] == runtime:
+            return cached[2]
+        view = backend_view(row, runtime, self.seal)
+        self._backends[row.identifier] = (row, runtime, view)
+        return view
+
+    def frontend(self, row: FrontendRecord) -> FrontendView:
+        cached = self._frontends.get(row.identifier)
+        if cached is not None and cached[0] is row:
+            return cached[1]
+        view = frontend_view(row)
+        self._frontends[row.identifier] = (row, view)
+        return view
+
+    def forget_others(self, backends: Iterable[str], frontends: Iterable[str]) -> None:
+        """Drop the views of rows that no longer exist."""
+        for memo, keep in ((self._backends, set(backends)), (self._frontends, set(frontends))):
+            for gone in memo.keys() - keep:
+                del memo[gone]
 
 
 def build_content(
@@ -202,6 +262,8 @@ def build_content(
     previous_key_rates: Mapping[str, Mapping[str, float]] | None = None,
     admin_token_digests: Iterable[str] = (),
     draining: Iterable[str] = (),
+    memo: ViewMemo | None = None,
+    seal: Seal | None = None,
 ) -> SnapshotContent:
     """The snapshot content for these rows, live data-plane ids and the backends' runtime state
     (order is canonicalised by seal).
@@ -211,21 +273,32 @@ def build_content(
     ``key_demand``: live data plane id -> API key id -> its requests per second there;
     ``previous_key_rates``: the key rates of the stored snapshot (hysteresis likewise).
     ``draining``: live data planes that are stopping; their shares go to the others.
+    ``memo``: views kept from the previous build, for rows and runtime states met again (its ``seal``
+    seals the secrets).
+    ``seal``: without a memo, seals each backend's secrets; None withholds them
+    (``BackendView.secrets_withheld``).
     """
     state = runtime or (lambda _id: UNPROBED)
     backend_rows = list(backends)
+    frontend_rows = list(frontends)
+    if memo is None:
+        memo = ViewMemo(seal)
+    else:
+        memo.forget_others((b.identifier for b in backend_rows), (f.identifier for f in frontend_rows))
     keys = [k for k in api_keys if k.active]
     live = set(dataplanes)
     leaving = frozenset(draining) & live
     load = demand or {}
+    backend_views = tuple(memo.backend(b, state(b.identifier)) for b in backend_rows)
     shares = split_shares(
         {
-            b.identifier: Limits(b.max_parallel_requests, float(b.rate_limit_requests_threshold))
-            for b in backend_rows
+            b.id: Limits(b.max_parallel_requests, float(b.rate_limit_requests_threshold))
+            for b in backend_views
         },
         {d: load.get(d, {}) for d in live},
         previous_shares,
         leaving,
+        memo.shares,
     )
     key_load = key_demand or {}
     rates = split_key_rates(
@@ -236,8 +309,8 @@ def build_content(
     )
     planes = tuple(DataPlaneView(id=d, shares=shares[d], key_rates=rates[d]) for d in sorted(shares))
     return SnapshotContent(
-        frontends=tuple(frontend_view(f) for f in frontends),
-        backends=tuple(backend_view(b, state(b.identifier)) for b in backend_rows),
+        frontends=tuple(memo.frontend(f) for f in frontend_rows),
+        backends=backend_views,
         cluster=ClusterView(dataplanes=planes, admin_token_digests=tuple(sorted(admin_token_digests))),
         api_keys=tuple(api_key_view(k) for k in keys),
     )

@@ -9,6 +9,14 @@ configuration, take the next revision from the Postgres sequence but never below
 with compare-and-set on the KV sequence. Losing the race (SnapshotConflict) means another writer
 stored a snapshot after our read, so we read everything again and retry. Any other failure (NATS or
 the database down) keeps the request pending and retries after ``retry_after``.
+
+What "the stored snapshot" is may come from memory: after a successful write this publisher knows the
+KV sequence, revision and content hash it left, and the next publish starts from them instead of a
+read (a snapshot key holding a whole snapshot is up to a megabyte). That is safe because the write
+is a compare-and-set on that very sequence: if anyone wrote since, it fails, and the retry reads the
+bus. Only a publish that would be skipped as unchanged reads first, since the skip writes nothing
+that could fail. The content of our last write is handed to the source as the stored content, so the
+shares are not read back from the bus either.
 """
 
 from __future__ import annotations
@@ -18,15 +26,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import msgspec
 
 from controlplane.clock import Clock, rfc3339
 from shared.bus import Bus
 from shared.errors import BusError, SnapshotConflict
-from shared.snapshot import Snapshot, SnapshotContent, content_hash, encode, seal
+from shared.snapshot import Snapshot, SnapshotContent, encode, seal
 
-__all__ = ["Publisher"]
+__all__ = ["PublishStatus", "Publisher"]
 
 log = logging.getLogger("ollamaflow.controlplane.publisher")
 
@@ -39,6 +48,7 @@ class _Stored(msgspec.Struct):
 
 
 _stored_decoder = msgspec.json.Decoder(_Stored)
+_stored_encoder = msgspec.json.Encoder()
 
 
 def _stored_header(data: bytes) -> _Stored:
@@ -48,6 +58,16 @@ def _stored_header(data: bytes) -> _Stored:
         return _Stored()  # unreadable: overwrite it (the CAS still guards against a racing writer)
 
 
+@dataclass(frozen=True, slots=True)
+class PublishStatus:
+    """How snapshot publishing goes, for /readyz and /v1.0/dataplanes on any replica."""
+
+    revision: int = 0
+    """The revision on the bus as of the leader's last publish (0: none yet or no leader known)."""
+    last_error: str = ""
+    """Why the leader's last publish failed; empty after a success."""
+
+
 class Publisher:
     """Publishes snapshot revisions of the content ``content()`` returns."""
 
@@ -55,7 +75,7 @@ class Publisher:
         self,
         bus: Bus,
         *,
-        content: Callable[[], Awaitable[SnapshotContent]],
+        content: Callable[[SnapshotContent | None], Awaitable[SnapshotContent]],
         next_revision: Callable[..., Awaitable[int]],
         clock: Clock,
         interval: float,
@@ -77,8 +97,12 @@ class Publisher:
         """The last snapshot this publisher stored."""
         self.last_error = ""
         """Why the last publish failed; empty after a success."""
+        self.revision = 0
+        """The revision on the bus as of this publisher's last publish (or skip); 0 before."""
+        self._written: tuple[bytes, int] | None = None  # (stored header, KV sequence) of our last write
         # For the metrics (controlplane.metrics), read when scraped: publishes stored, skipped
-        # (content unchanged) and failed, their time in all, and the last one's encoded size.
+        # (content unchanged) and failed, their time in all, and the last stored one's
+        # encoded size (set in publish(), which has the bytes at hand).
         self.published = self.skipped = self.failed = 0
         self.seconds = 0.0
         self.last_size = 0
@@ -91,22 +115,59 @@ class Publisher:
     async def publish(self, *, force: bool = False) -> Snapshot | None:
         """Store a new revision now; None if skipped because the stored content is already current."""
         for attempt in range(self._max_attempts):
-            stored = await self._bus.read_snapshot()
+            began = time.perf_counter()
+            stored = self._written if attempt == 0 else None
+            if stored is None:
+                stored = await self._bus.read_snapshot_head()  # the snapshot, or its manifest
             header = _stored_header(stored[0]) if stored else _Stored()
-            content = await self._content()
-            digest = content_hash(content)
+            last = self.last
+            previous = last.content if last is not None and last.revision == header.revision else None
+            content = await self._content(previous)
+            built = time.perf_counter()
+            # Sealed once, with a provisional revision: the hash decides whether to publish at all.
+            sealed = seal(content, revision=0, generated_at=rfc3339(self._clock.now()))
             # After a lost race the winner may already have stored exactly our content.
-            if digest == header.content_hash and (not force or attempt > 0):
+            if sealed.content_hash == header.content_hash and (not force or attempt > 0):
+                if stored is self._written:  # known from memory only: make sure before skipping
+                    self._written = None
+                    continue
+                self.revision = header.revision
                 return None
+            sealed_at = time.perf_counter()
             revision = await self._next_revision(at_least=header.revision + 1)
-            snapshot = seal(content, revision=revision, generated_at=rfc3339(self._clock.now()))
+            snapshot = msgspec.structs.replace(sealed, revision=revision)
+            data = encode(snapshot)
             try:
-                await self._bus.write_snapshot(encode(snapshot), last=stored[1] if stored else None)
+                sequence = await self._bus.write_snapshot(
+                    data,
+                    last=stored[1] if stored else None,
+                    revision=revision,
+                    content_hash=snapshot.content_hash,
+                    replaces=header.revision,
+                )
             except SnapshotConflict:
+                self._written = None
                 log.debug("snapshot revision %d lost a race; retrying", revision)
                 continue
+            except BaseException:
+                self._written = None
+                raise
+            self._written = (_stored_encoder.encode(_Stored(revision, snapshot.content_hash)), sequence)
             self.last = snapshot
-            log.info("published snapshot revision %d (%s)", revision, digest[:12])
+            self.revision = revision
+            self.last_size = len(data)
+            done = time.perf_counter()
+            log.info(
+                "published snapshot revision %d (%s, %d bytes) in %.1f ms: content %.1f, seal %.1f, "
+                "revision and write %.1f",
+                revision,
+                snapshot.content_hash[:12],
+                len(data),
+                (done - began) * 1000,
+                (built - began) * 1000,
+                (sealed_at - built) * 1000,
+                (done - sealed_at) * 1000,
+            )
             return snapshot
         raise SnapshotConflict(f"gave up after {self._max_attempts} conflicting snapshot writes")
 
@@ -133,7 +194,6 @@ class Publisher:
                     self.skipped += 1
                 else:
                     self.published += 1
-                    self.last_size = len(encode(snapshot))
                 if self.last_error:
                     log.info("snapshot publishing works again")
                 self.last_error = ""

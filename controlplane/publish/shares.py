@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from shared.snapshot import BackendShare
 
-__all__ = ["RATE_STEPS", "Limits", "demand_level", "split_shares", "tiebreak"]
+__all__ = ["RATE_STEPS", "Limits", "ShareMemo", "demand_level", "split_shares", "tiebreak"]
 
 RATE_STEPS = 1000  # rates are multiples of 1/1000 request per second
 
@@ -113,8 +113,8 @@ def _keeps(previous: list[int] | None, target: list[int], limit: int, demand: Se
 def _previous_slots(
     previous: Mapping[str, Mapping[str, BackendShare]], backend: str, planes: Sequence[str]
 ) -> list[int] | None:
-    if set(previous) != set(planes):
-        return None
+    """The previous slots of ``backend`` per plane; the caller checked that ``previous`` has the same
+    planes."""
     found = [previous[p].get(backend) for p in planes]
     if any(share is None or share.max_parallel < 0 for share in found):
         return None
@@ -133,18 +133,41 @@ def _held_slots(limit: int, staying: int, demand: Sequence[int]) -> list[int]:
     return held
 
 
+class ShareMemo:
+    """The shares of each backend from the last split, by everything they depend on, so that a split
+    in which most backends' inputs did not change (the usual case) computes only the others."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[object, ...], tuple[BackendShare, ...]] = {}
+        # The inputs and the result of the last split: the same inputs again (an admin write that
+        # touches no limit, a health change, no new load) give the same result without a loop.
+        self.last: tuple[object, ...] | None = None
+        self.result: dict[str, dict[str, BackendShare]] = {}
+
+
 def split_shares(
     limits: Mapping[str, Limits],
     demand: Mapping[str, Mapping[str, int]],
     previous: Mapping[str, Mapping[str, BackendShare]] | None = None,
     draining: Set[str] = frozenset(),
+    memo: ShareMemo | None = None,
 ) -> dict[str, dict[str, BackendShare]]:
     """Data plane id -> backend id -> its share, both in sorted order.
 
     ``demand``: every live data plane (the keys) with its in-flight + queued requests per backend.
     ``previous``: the shares published before, kept when still close (see the module doc).
     ``draining``: the live planes that are stopping; they keep only their demand (see the module doc).
+    ``memo``: the results of the last split, reused where a backend's inputs are the same.
     """
+    # Copies: a caller may change its mappings later, and the memo must hold what this split saw.
+    inputs = (
+        dict(limits),
+        {plane: dict(load) for plane, load in demand.items()},
+        {plane: dict(shares) for plane, shares in previous.items()} if previous is not None else None,
+        frozenset(draining),
+    )
+    if memo is not None and memo.last == inputs:
+        return {plane: dict(shares) for plane, shares in memo.result.items()}
     planes = sorted(demand)
     result: dict[str, dict[str, BackendShare]] = {p: {} for p in planes}
     if not planes:
@@ -153,23 +176,55 @@ def split_shares(
     staying = [p for p in planes if p not in draining]
     if not staying:  # everyone drains: nobody to hand the slots to
         leaving, staying = [], planes
+    if previous is not None and set(previous) != set(planes):
+        previous = None  # other planes: nothing to keep
+    known = memo.entries if memo is not None else {}
+    seen: dict[tuple[object, ...], tuple[BackendShare, ...]] = {}
+    who = (tuple(planes), tuple(leaving))
     for backend in sorted(limits):
         limit = limits[backend]
-        held = _held_slots(limit.max_parallel, len(staying), [demand[p].get(backend, 0) for p in leaving])
-        rest = max(limit.max_parallel, 0) - sum(held)
-        levels = [demand_level(demand[p].get(backend, 0)) for p in staying]
-        slots = _split_slots(backend, rest, staying, levels)
+        leaving_demand = tuple(demand[p].get(backend, 0) for p in leaving)
+        levels = tuple(demand_level(demand[p].get(backend, 0)) for p in staying)
         before = _previous_slots(previous, backend, planes) if previous else None
-        if before is not None:
-            kept = dict(zip(planes, before, strict=True))
-            before_staying = [kept[p] for p in staying]
-            if [kept[p] for p in leaving] == held and _keeps(before_staying, slots, rest, levels):
-                slots = before_staying
-        counts = dict(zip(staying, slots, strict=True)) | dict(zip(leaving, held, strict=True))
-        total = sum(counts.values())
-        rate_steps = max(int(limit.rate_per_second * RATE_STEPS), 0)
-        for plane in planes:
-            count = counts[plane]
-            steps = rate_steps * count // total if total else 0
-            result[plane][backend] = BackendShare(max_parallel=count, rate_per_second=steps / RATE_STEPS)
-    return result
+        key = (backend, limit, who, leaving_demand, levels, before and tuple(before))
+        shares = known.get(key)
+        if shares is None:
+            shares = _shares(backend, limit, planes, staying, leaving, leaving_demand, levels, before)
+        seen[key] = shares
+        for plane, share in zip(planes, shares, strict=True):
+            result[plane][backend] = share
+    if memo is not None:
+        memo.entries = seen  # only this split's: the memo never outgrows the backends
+        memo.last, memo.result = inputs, result
+    return {plane: dict(shares) for plane, shares in result.items()} if memo is not None else result
+
+
+def _shares(
+    backend: str,
+    limit: Limits,
+    planes: Sequence[str],
+    staying: Sequence[str],
+    leaving: Sequence[str],
+    leaving_demand: Sequence[int],
+    levels: Sequence[int],
+    before: list[int] | None,
+) -> tuple[BackendShare, ...]:
+    """One backend's share per plane (in ``planes`` order)."""
+    held = _held_slots(limit.max_parallel, len(staying), leaving_demand)
+    rest = max(limit.max_parallel, 0) - sum(held)
+    slots = _split_slots(backend, rest, staying, levels)
+    if before is not None:
+        kept = dict(zip(planes, before, strict=True))
+        before_staying = [kept[p] for p in staying]
+        if [kept[p] for p in leaving] == held and _keeps(before_staying, slots, rest, levels):
+            slots = before_staying
+    counts = dict(zip(staying, slots, strict=True)) | dict(zip(leaving, held, strict=True))
+    total = sum(counts.values())
+    rate_steps = max(int(limit.rate_per_second * RATE_STEPS), 0)
+    return tuple(
+        BackendShare(
+            max_parallel=counts[plane],
+            rate_per_second=(rate_steps * counts[plane] // total if total else 0) / RATE_STEPS,
+        )
+        for plane in planes
+    )

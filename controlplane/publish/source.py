@@ -1,30 +1,45 @@
 """Where snapshot content comes from: every configuration row (one consistent read), live data planes
 with their demand (and which of them drain), what the monitor observed of each backend, and the admin
-tokens' digests.
+tokens' digests. Backend secrets are sealed with the secrets key; without one they are withheld, which
+is logged as an error.
 
 The limit shares and key rates of the stored snapshot are handed to the builder as the previous
 split, so that small load changes keep them (no new revision) and racing replicas settle on the same.
+
+Rows are read incrementally (``controlplane.publish.rows``) and views of unchanged rows are kept
+(``ViewMemo``): a publish after one admin write reads and builds about one row, not thousands.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable
 
-from sqlmodel import select
-
 from controlplane.db import Database
-from controlplane.publish.builder import BackendRuntime, build_content, key_rates_of, shares_of
+from controlplane.publish.builder import (
+    BackendRuntime,
+    ViewMemo,
+    backend_secrets,
+    build_content,
+    key_rates_of,
+    shares_of,
+)
+from controlplane.publish.rows import RowCache
 from controlplane.reports import DataPlaneRegistry
 from controlplane.tables import ApiKeyRow, BackendRow, FrontendRow
 from shared.bus import Bus
 from shared.credentials import digest
 from shared.errors import BusError, SnapshotRejected
+from shared.logs import KnownSecrets
+from shared.secret_box import SecretsKey, seal_secrets, secret_values
 from shared.snapshot import SnapshotContent, decode
 
 __all__ = ["ConfigSource"]
 
 log = logging.getLogger("ollamaflow.controlplane.publisher")
+
+_NAMED = 10  # backends named in the log line about withheld secrets
 
 
 class ConfigSource:
@@ -38,23 +53,39 @@ class ConfigSource:
         *,
         bus: Bus | None = None,
         admin_tokens: Iterable[str] = (),
+        secrets_key: SecretsKey | None = None,
+        known_secrets: KnownSecrets | None = None,
     ) -> None:
         self._db = db
         self._registry = registry
         self._runtime = runtime
         self._bus = bus
         self._admin_digests = tuple(sorted({digest(token) for token in admin_tokens}))
+        self._known_secrets = known_secrets
+        self._withheld: tuple[str, ...] = ()
+        self._frontends = RowCache(FrontendRow)
+        self._backends = RowCache(BackendRow)
+        self._api_keys = RowCache(ApiKeyRow)
+        # Sealing is deterministic, so a view kept for an unchanged row keeps its sealed text too.
+        self._memo = ViewMemo(
+            functools.partial(seal_secrets, secrets_key) if secrets_key is not None else None
+        )
 
-    async def content(self) -> SnapshotContent:
-        previous = await self._stored_content()
+    async def content(self, previous: SnapshotContent | None = None) -> SnapshotContent:
+        """The content to publish now. ``previous``: the stored snapshot's content if the caller has
+        it at hand (else it is read from the bus), for the shares and key rates to keep."""
+        if previous is None:
+            previous = await self._stored_content()
         async with self._db.session() as session:
             # One REPEATABLE READ transaction: frontends, backends and keys from the same moment, so a
             # frontend never names a backend the snapshot lacks.
             await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            frontends = (await session.exec(select(FrontendRow))).all()
-            backends = (await session.exec(select(BackendRow))).all()
-            api_keys = (await session.exec(select(ApiKeyRow))).all()
-        return build_content(
+            frontends = await self._frontends.read(session)
+            backends = await self._backends.read(session)
+            api_keys = await self._api_keys.read(session)
+        if self._known_secrets is not None:
+            self._known_secrets.replace(secret_values(backend_secrets(b) for b in backends))
+        content = build_content(
             frontends,
             backends,
             self._registry.live_ids(),
@@ -66,7 +97,28 @@ class ConfigSource:
             previous_key_rates=key_rates_of(previous) if previous is not None else None,
             admin_token_digests=self._admin_digests,
             draining=self._registry.draining_ids(),
+            memo=self._memo,
         )
+        self._say_withheld(tuple(b.id for b in content.backends if b.secrets_withheld))
+        return content
+
+    def _say_withheld(self, withheld: tuple[str, ...]) -> None:
+        """Loudly, once per change: backends published without their secrets (no secrets key here),
+        which data planes therefore refuse to use."""
+        if withheld == self._withheld:
+            return
+        self._withheld = withheld
+        if withheld:
+            more = f" and {len(withheld) - _NAMED} more" if len(withheld) > _NAMED else ""
+            log.error(
+                "backends %s%s have a BearerToken, Headers or Querystring but this control plane has no "
+                "secrets key (OLLAMAFLOW_SECRETS_KEY or OLLAMAFLOW_SECRETS_KEY_FILE): they are published "
+                "without them and data planes will not use them",
+                ", ".join(withheld[:_NAMED]),
+                more,
+            )
+        else:
+            log.info("no backend is published without its secrets any more")
 
     async def _stored_content(self) -> SnapshotContent | None:
         """The content of the snapshot on the bus; None when there is none or it cannot be read."""

@@ -68,9 +68,14 @@ async def _publish(nats_url: str, namespace: str, content: SnapshotContent) -> N
     bus = Bus(nats_url, BusNames(namespace), client_name="ollamaflow-bench")
     await bus.connect()
     try:
-        stored = await bus.read_snapshot()
+        stored = await bus.read_snapshot_head()
         snapshot = seal(content, revision=1, generated_at="1970-01-01T00:00:00Z")
-        await bus.write_snapshot(encode(snapshot), last=stored[1] if stored else None)
+        await bus.write_snapshot(
+            encode(snapshot),
+            last=stored[1] if stored else None,
+            revision=1,
+            content_hash=snapshot.content_hash,
+        )
     finally:
         await bus.close()
 

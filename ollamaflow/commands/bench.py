@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,7 +13,8 @@ def bench(
         str,
         typer.Option(
             help="overhead: the same load direct and through a data plane. saturation: more load than "
-            "the backends' limits, reporting queue wait, rejections and each simulator's peak concurrency."
+            "the backends' limits, reporting queue wait, rejections and each simulator's peak concurrency. "
+            "propagation: how long admin writes and health changes take to be applied on every data plane."
         ),
     ] = "overhead",
     duration: Annotated[
@@ -37,7 +39,10 @@ def bench(
             min=1, help="Alternate direct and through runs this often per scenario; show the median round."
         ),
     ] = 1,
-    backends: Annotated[int, typer.Option(min=1, help="saturation: simulated backends.")] = 2,
+    backends: Annotated[
+        int | None,
+        typer.Option(min=1, help="saturation: simulated backends [2]. propagation: backends [1000]."),
+    ] = None,
     max_parallel: Annotated[
         int, typer.Option(min=1, help="saturation: MaxParallelRequests of each backend (cluster-wide).")
     ] = 2,
@@ -46,9 +51,33 @@ def bench(
         typer.Option(min=0, help="saturation: RateLimitRequestsThreshold, requests/s per backend (0: none)."),
     ] = 0,
     dataplanes: Annotated[
-        int,
-        typer.Option(min=1, help="saturation: data planes sharing the limits (clients spread over them)."),
-    ] = 1,
+        int | None,
+        typer.Option(
+            min=1,
+            help="saturation: data planes sharing the limits, clients spread over them [1]. "
+            "propagation: data planes that must all apply each change [4].",
+        ),
+    ] = None,
+    samples: Annotated[int, typer.Option(min=1, help="propagation: admin writes timed.")] = 50,
+    health_samples: Annotated[
+        int, typer.Option(min=0, help="propagation: health changes timed (one backend down, up, ...).")
+    ] = 20,
+    sims: Annotated[
+        int, typer.Option(min=1, help="propagation: simulator processes the backends are spread over.")
+    ] = 4,
+    health_interval: Annotated[
+        float, typer.Option(min=0.1, help="propagation: the control plane's probe interval, seconds.")
+    ] = 5.0,
+    logs: Annotated[
+        Path | None,
+        typer.Option(
+            help="propagation: keep every process's log (INFO) in this directory; show each sample."
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="propagation: use this PostgreSQL instead of starting an embedded one."),
+    ] = None,
     sim_latency_ms: Annotated[
         float, typer.Option(min=0, help="saturation: each simulator's delay before it answers.")
     ] = 100.0,
@@ -83,9 +112,17 @@ def bench(
     percentiles, how many answers waited in the queue and for how long, the requests turned away
     (503 for Ollama clients, 429 for OpenAI clients), other errors, and each simulator's peak
     concurrency beside its limit.
+
+    --scenario propagation starts NATS and PostgreSQL (embedded unless --nats-url / --database-url),
+    --sims simulators, a control plane probing every backend and --dataplanes data planes, creates
+    --backends backends through the admin API (in frontends of 100), then times, one at a time on a
+    quiet cluster, --samples admin writes (PATCH of a backend's Name: from the request until every data
+    plane reported applying a revision holding it) and --health-samples health changes of one backend
+    (from the moment the control plane recorded the change until every data plane applied it). Prints
+    p50/p99/max of each and the snapshot's size.
     """
-    if scenario not in ("overhead", "saturation"):
-        raise typer.BadParameter("must be overhead or saturation", param_hint="--scenario")
+    if scenario not in ("overhead", "saturation", "propagation"):
+        raise typer.BadParameter("must be overhead, saturation or propagation", param_hint="--scenario")
     if generator not in ("auto", "wrk", "python"):
         raise typer.BadParameter("must be auto, wrk or python", param_hint="--generator")
     if scenario == "saturation" and generator == "wrk":
@@ -98,7 +135,26 @@ def bench(
 
     report: msgspec.Struct
     try:
-        if scenario == "saturation":
+        if scenario == "propagation":
+            from ollamaflow.bench.propagation import PropagationOptions
+            from ollamaflow.bench.propagation_run import run_propagation
+            from ollamaflow.bench.propagation_table import render_propagation
+
+            report = run_propagation(
+                PropagationOptions(
+                    backends=backends or 1000,
+                    dataplanes=dataplanes or 4,
+                    samples=samples,
+                    health_samples=health_samples,
+                    sims=sims,
+                    health_interval=health_interval,
+                    nats_url=nats_url,
+                    database_url=database_url,
+                    logs=logs,
+                )
+            )
+            shown = render_propagation(report)
+        elif scenario == "saturation":
             from ollamaflow.bench.saturation import SaturationOptions, run_saturation
             from ollamaflow.bench.saturation_table import render_saturation
 
@@ -107,10 +163,10 @@ def bench(
                     duration_s=duration,
                     warmup_s=warmup,
                     concurrency=concurrency,
-                    backends=backends,
+                    backends=backends or 2,
                     max_parallel=max_parallel,
                     rate_limit=rate_limit,
-                    dataplanes=dataplanes,
+                    dataplanes=dataplanes or 1,
                     sim_latency_ms=sim_latency_ms,
                     queue_size=queue_size,
                     queue_timeout_ms=queue_timeout_ms,

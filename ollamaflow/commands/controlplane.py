@@ -30,7 +30,11 @@ def controlplane(
 ) -> None:
     """Run the control plane: admin API on /v1.0, migrations at start-up, snapshot publishing to NATS.
 
-    Needs OLLAMAFLOW_DATABASE_URL and OLLAMAFLOW_ADMIN_TOKENS (comma-separated bearer tokens).
+    Needs OLLAMAFLOW_DATABASE_URL and OLLAMAFLOW_ADMIN_TOKENS (comma-separated bearer tokens), and
+    OLLAMAFLOW_SECRETS_KEY (or _FILE) for backends with a BearerToken, Headers or Querystring: it seals
+    them in the snapshot, and the data planes need the same key. Run as many as you like on one
+    database and bus: all serve the admin API, and the one holding the lease on the bus probes, syncs
+    models and publishes (OLLAMAFLOW_CONTROLPLANE_ID names each replica).
     """
     from controlplane.server import serve
     from shared.errors import ConfigError

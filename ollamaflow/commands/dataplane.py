@@ -34,6 +34,7 @@ def dataplane(
     OLLAMAFLOW_BUS_NAMESPACE), keeps serving its last good snapshot while NATS is away, and can start
     from a copy on disk (OLLAMAFLOW_SNAPSHOT_CACHE). Stops cleanly on SIGTERM/SIGINT. What one client
     may make it hold is bounded by the OLLAMAFLOW_CLIENT_* settings and OLLAMAFLOW_MAX_JSON_BODY.
+    Backend secrets arrive sealed: OLLAMAFLOW_SECRETS_KEY (or _FILE) must be the control plane's key.
     """
     from dataplane.server import serve
     from shared.errors import ConfigError

@@ -14,6 +14,13 @@ def up(
     dataplanes: int = typer.Option(
         1, "--dataplanes", min=1, help="Number of data planes: the first on --port, the next ones after it."
     ),
+    controlplanes: int = typer.Option(
+        1,
+        "--controlplanes",
+        min=1,
+        help="Number of control planes: the first on --controlplane-port, the others on free ports; "
+        "one at a time leads (probes, syncs models, publishes), all serve the admin API.",
+    ),
     data_dir: Path = typer.Option(
         Path(".ollamaflow"),
         "--data-dir",
@@ -40,7 +47,8 @@ def up(
 
     Data planes listen on --port, then the following ports, skipping --controlplane-port (43411,
     43413, 43414, ... by default). OLLAMAFLOW_ADMIN_TOKENS in the environment sets the admin tokens;
-    otherwise a token is generated once and kept in the file admin-token in --data-dir.
+    otherwise a token is generated once and kept in the file admin-token in --data-dir. Likewise the
+    secrets key that seals backend secrets: OLLAMAFLOW_SECRETS_KEY or _FILE, else the file secrets-key.
     """
     import sys
 
@@ -50,6 +58,7 @@ def up(
         data_dir=data_dir,
         demo=demo,
         dataplanes=dataplanes,
+        controlplanes=controlplanes,
         database_url=database_url,
         nats_url=nats_url,
         port=port,

@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from controlplane.migrate import upgrade
 from controlplane.settings import Settings
 from tests.controlplane.harness import RunningControlPlane, fresh_database, running_controlplane
+from tests.support.secrets import TEST_KEYRING
 
 TOKEN = "test-admin-token"
 OTHER_TOKEN = "second-admin-token"
@@ -57,6 +58,7 @@ def settings(clean_database_url: str, nats_url: str, bus_namespace: str) -> Sett
         nats_url=nats_url,
         bus_namespace=bus_namespace,
         monitor_backends=False,
+        secrets=TEST_KEYRING,
     )
 
 
@@ -69,6 +71,7 @@ def controlplane(cp_database_url: str, nats_url: str) -> Iterator[RunningControl
         nats_url=nats_url,
         bus_namespace="t" + uuid.uuid4().hex[:12],
         monitor_backends=False,
+        secrets=TEST_KEYRING,
     )
     with running_controlplane(settings) as running:
         yield running

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from controlplane.publish.builder import backend_base_url, build_content
+from shared.secret_box import BackendSecrets, SealError, open_secrets, seal_secrets
 from shared.snapshot import (
     BackendShare,
     ClusterView,
@@ -19,6 +21,10 @@ from shared.snapshot import (
     encode,
     seal,
 )
+from tests.support.secrets import TEST_KEYRING
+
+assert TEST_KEYRING.current is not None
+SEAL = functools.partial(seal_secrets, TEST_KEYRING.current)
 
 
 @dataclass
@@ -119,7 +125,10 @@ def test_rows_become_views_with_every_routing_field() -> None:
         active=False,
     )
     content = build_content(
-        [frontend], [backend, Backend(identifier="b2", name="two")], ["dp2", "dp1", "dp2"]
+        [frontend],
+        [backend, Backend(identifier="b2", name="two")],
+        ["dp2", "dp1", "dp2"],
+        seal=SEAL,
     )
 
     (view,) = content.frontends
@@ -137,7 +146,12 @@ def test_rows_become_views_with_every_routing_field() -> None:
         False,
         True,
     )
-    assert (b1.bearer_token, b1.querystring, b1.headers) == ("tok", "k=v", {"X-A": "1"})
+    # Secrets travel sealed only, never in clear.
+    assert (b1.bearer_token, b1.querystring, b1.headers, b1.secrets_withheld) == (None, None, {}, False)
+    assert open_secrets(TEST_KEYRING, "b1", b1.sealed_secrets) == BackendSecrets(
+        bearer_token="tok", querystring="k=v", headers={"X-A": "1"}
+    )
+    assert "tok" not in b1.sealed_secrets and b2.sealed_secrets == ""
     assert (b2.name, b2.bearer_token, b2.querystring) == ("two", None, None)
     assert [d.id for d in content.cluster.dataplanes] == ["dp1", "dp2"]
 
@@ -213,9 +227,7 @@ def test_frontend_access_settings_reach_the_view() -> None:
     assert (view.pull_adds_required_models, view.allow_route_explain) == (True, True)
     assert (view.block_http10, view.require_api_keys) == (False, True)
     (default,) = build_content([Frontend("f2")], [], []).frontends
-    assert not any(
-        (default.allow_model_management, default.allow_route_explain, default.require_api_keys)
-    )
+    assert not any((default.allow_model_management, default.allow_route_explain, default.require_api_keys))
     assert default.block_http10
 
 
@@ -252,3 +264,24 @@ def test_active_api_keys_go_out_as_digests_with_their_rates_split_over_the_data_
         admin_token_digests=reversed(admins),
     )
     assert content_hash(kept) == content_hash(content)
+
+
+def test_sealing_is_deterministic_and_bound_to_the_backend() -> None:
+    """Equal rows give an equal content hash (the publisher skips unchanged content), and a sealed value
+    copied to another backend does not open."""
+    rows = [Backend(identifier="b1", bearer_token="tok", headers={"X-A": "1"}), Backend(identifier="b2")]
+    first, again = build_content([], rows, seal=SEAL), build_content([], rows, seal=SEAL)
+    assert content_hash(first) == content_hash(again)
+    changed = build_content(
+        [], [Backend(identifier="b1", bearer_token="tok2", headers={"X-A": "1"})], seal=SEAL
+    )
+    assert changed.backends[0].sealed_secrets != first.backends[0].sealed_secrets
+    with pytest.raises(SealError, match="fail authentication"):
+        open_secrets(TEST_KEYRING, "b2", first.backends[0].sealed_secrets)
+
+
+def test_without_a_secrets_key_secrets_are_withheld_never_clear() -> None:
+    rows = [Backend(identifier="b1", querystring="api_key=k"), Backend(identifier="b2")]
+    b1, b2 = build_content([], rows).backends
+    assert (b1.querystring, b1.sealed_secrets, b1.secrets_withheld) == (None, "", True)
+    assert b2.secrets_withheld is False

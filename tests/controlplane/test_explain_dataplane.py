@@ -15,6 +15,7 @@ from shared.snapshot import Snapshot
 from tests.controlplane.conftest import TOKEN
 from tests.controlplane.harness import eventually, running_controlplane, watch_snapshots
 from tests.dataplane.harness import running_dataplane
+from tests.support.secrets import TEST_KEYRING
 
 
 def _dataplane_settings(settings: Settings) -> DataPlaneSettings:
@@ -24,6 +25,7 @@ def _dataplane_settings(settings: Settings) -> DataPlaneSettings:
         dataplane_id="dp-" + uuid.uuid4().hex[:8],
         report_interval=0.2,
         snapshot_poll_interval=0.5,
+        secrets=TEST_KEYRING,
     )
 
 

@@ -3,6 +3,7 @@ read with prometheus_client's own parser."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import httpx
@@ -118,3 +119,65 @@ async def test_the_token_guards_the_route_on_the_api_port(settings: Settings) ->
         samples = await _scrape(running.url, token="scrape-secret")
     assert refused.status_code == 401 and admin_token.status_code == 401
     assert value(samples, "ollamaflow_controlplane_snapshot_publishes_total", result="failed") == 0
+
+
+def _replica(settings: Settings, name: str) -> Settings:
+    # A long lease: leadership moves only when the test stops the leader (a clean, immediate handover).
+    return dataclasses.replace(settings, replica_id=name, lease_ttl=10.0, lease_renew=1.0)
+
+
+async def test_the_leader_s_figures_follow_the_lease(monitoring: Settings) -> None:
+    """Only the leader probes and publishes: a follower exports no backend or publish-round figures
+    but the leader's revision; once it takes over, its new term's probes are counted."""
+    async with running_sim() as sim:
+        with contextlib.ExitStack() as leader_running:
+            first = leader_running.enter_context(running_controlplane(_replica(monitoring, "a")))
+            await eventually(lambda: first.plane.lease.is_leader, what="a leading")
+            async with httpx.AsyncClient(
+                base_url=first.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+            ) as admin:
+                body = {"Identifier": "up", "Hostname": "127.0.0.1", "Port": port_of(sim)}
+                assert (await admin.put("/v1.0/backends", json=body)).status_code == 201
+            with running_controlplane(_replica(monitoring, "b")) as second:
+
+                async def leader_probed_and_published() -> bool:
+                    samples = await _scrape(first.url)
+                    return (
+                        value(samples, "ollamaflow_controlplane_probes_total", backend="up") >= 1
+                        and value(samples, "ollamaflow_controlplane_snapshot_revision") >= 1
+                    )
+
+                await eventually(leader_probed_and_published, what="a probing and publishing")
+                revision = value(await _scrape(first.url), "ollamaflow_controlplane_snapshot_revision")
+
+                async def follower_knows_the_revision() -> bool:
+                    samples = await _scrape(second.url)
+                    return value(samples, "ollamaflow_controlplane_snapshot_revision") >= revision
+
+                await eventually(follower_knows_the_revision, what="b reading the leader's revision")
+                leading, following = await _scrape(first.url), await _scrape(second.url)
+                assert value(leading, "ollamaflow_controlplane_leader") == 1
+                assert value(following, "ollamaflow_controlplane_leader") == 0
+                assert value(following, "ollamaflow_controlplane_snapshot_publish_failing") == 0
+                for name in (
+                    "ollamaflow_controlplane_probes_total",
+                    "ollamaflow_controlplane_backend_healthy",
+                    "ollamaflow_controlplane_snapshot_publishes_total",
+                    "ollamaflow_controlplane_snapshot_bytes",
+                    "ollamaflow_controlplane_pulls",
+                ):
+                    assert not any(n == name for n, _ in following), name
+                leader_running.close()  # "a" stops cleanly: "b" takes the lease at once
+                await eventually(lambda: second.plane.lease.is_leader, within=5, what="b leading")
+
+                async def new_leader_probed() -> bool:
+                    samples = await _scrape(second.url)
+                    return (
+                        value(samples, "ollamaflow_controlplane_probes_total", backend="up", result="ok") >= 1
+                        and value(samples, "ollamaflow_controlplane_backend_healthy", backend="up") == 1
+                    )
+
+                await eventually(new_leader_probed, what="b's own probes counted")
+                taken_over = await _scrape(second.url)
+    assert value(taken_over, "ollamaflow_controlplane_leader") == 1
+    assert value(taken_over, "ollamaflow_controlplane_probe_duration_seconds_count", backend="up") >= 1

@@ -161,4 +161,7 @@ async def test_pulls_respect_the_per_backend_parallelism(monitoring: Settings) -
                         break
             assert most_at_once == 1
             assert (await sim_stats(sim))["by_path"]["/api/pull"] == 3
-            await eventually(lambda: plane.plane.sync.watchers == 0, what="the stream's subscription to end")
+            await eventually(
+                lambda: (sync := plane.plane.sync) is not None and sync.watchers == 0,
+                what="the stream's subscription to end",
+            )

@@ -24,6 +24,7 @@ from dataplane.settings import DataPlaneSettings
 from tests.controlplane.conftest import TOKEN
 from tests.controlplane.harness import eventually, running_controlplane
 from tests.dataplane.harness import running_dataplane
+from tests.support.secrets import TEST_KEYRING
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +38,7 @@ async def test_the_admin_api_answers_as_its_published_schema_says(settings: Sett
         bus_namespace=settings.bus_namespace,
         dataplane_id="dp-" + uuid.uuid4().hex[:8],
         report_interval=0.5,
+        secrets=TEST_KEYRING,
     )
     with running_controlplane(dataclasses.replace(settings, dataplane_ttl=30.0)) as plane:
         async with (

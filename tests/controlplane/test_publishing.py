@@ -15,6 +15,7 @@ from controlplane.publish.publisher import Publisher
 from controlplane.settings import Settings
 from ollamaflow.embedded import EmbeddedNats
 from shared.bus import Bus, BusNames
+from shared.secret_box import BackendSecrets, open_secrets
 from shared.snapshot import BackendView, Snapshot, SnapshotContent, encode, seal
 from tests.controlplane.conftest import TOKEN
 from tests.controlplane.harness import RunningControlPlane, eventually, running_controlplane, watch_snapshots
@@ -94,26 +95,40 @@ async def test_every_committed_change_publishes_a_higher_revision(
         assert revisions == sorted(set(revisions))
 
 
-async def test_the_snapshot_carries_credentials_and_the_admin_view_redacts_them(
+async def test_the_snapshot_carries_credentials_sealed_and_the_admin_view_redacts_them(
     own_controlplane: RunningControlPlane, settings: Settings
 ) -> None:
-    secret = "tok-for-the-data-plane-only"
+    secret, header, query = "tok-for-the-data-plane-only", "hdr-s3cret-value", "q-s3cret-value"
     async with (
         watch_snapshots(settings.nats_url, settings.bus_namespace) as watch,
         httpx.AsyncClient(
             base_url=own_controlplane.url, headers={"Authorization": f"Bearer {TOKEN}"}
         ) as admin,
     ):
-        body = {"Identifier": "b1", "BearerToken": secret, "Querystring": "key=1", "Headers": {"X-Team": "a"}}
+        body = {
+            "Identifier": "b1",
+            "BearerToken": secret,
+            "Querystring": f"key={query}",
+            "Headers": {"X-Team": header},
+        }
         await admin.put("/v1.0/backends", json=body)
         published = await watch.next(lambda s: _backend_ids(s) == {"b1"})
         backend = published.content.backends[0]
-        # The data plane needs these to reach the backend.
-        assert (backend.bearer_token, backend.querystring, backend.headers) == (
-            secret,
-            "key=1",
-            {"X-Team": "a"},
+        # The data plane needs these to reach the backend: sealed with the fleet's key, never in clear.
+        assert (backend.bearer_token, backend.querystring, backend.headers) == (None, None, {})
+        assert open_secrets(settings.secrets, "b1", backend.sealed_secrets) == BackendSecrets(
+            bearer_token=secret, querystring=f"key={query}", headers={"X-Team": header}
         )
+        # What NATS keeps (with its history, on its disk) holds none of them.
+        bus = Bus(settings.nats_url, BusNames(settings.bus_namespace), client_name="test-raw")
+        await bus.connect()
+        try:
+            stored = await bus.read_snapshot()
+        finally:
+            await bus.close()
+        assert stored is not None
+        for value in (secret, header, query):
+            assert value.encode() not in stored[0]
 
         async def shows_it() -> bool:
             view = (await admin.get("/v1.0/snapshot")).json()
@@ -121,10 +136,13 @@ async def test_the_snapshot_carries_credentials_and_the_admin_view_redacts_them(
 
         await eventually(shows_it)
         resp = await admin.get("/v1.0/snapshot")
-        assert secret not in resp.text
+        for value in (secret, header, query, backend.sealed_secrets):
+            assert value not in resp.text
         view = resp.json()
         assert view["ContentHash"] == published.content_hash
-        assert view["Content"]["backends"][0]["bearer_token"] == "<redacted>"
+        shown = view["Content"]["backends"][0]
+        assert (shown["bearer_token"], shown["sealed_secrets"]) == ("<redacted>", "<redacted>")
+        assert (shown["headers"], shown["querystring"]) == ({"X-Team": "<redacted>"}, "key=<redacted>")
 
 
 def _content(tag: str) -> SnapshotContent:
@@ -134,7 +152,7 @@ def _content(tag: str) -> SnapshotContent:
 async def _publisher(
     settings: Settings, bus: Bus, db: Database, contents: list[SnapshotContent]
 ) -> Publisher:
-    async def content() -> SnapshotContent:
+    async def content(_previous: SnapshotContent | None) -> SnapshotContent:
         return contents[-1]
 
     return Publisher(bus, content=content, next_revision=db.next_revision, clock=Clock(), interval=30)
@@ -241,3 +259,37 @@ async def test_publishing_catches_up_once_nats_comes_up(settings: Settings, tmp_
                     return (await admin.get("/readyz")).status_code == 200
 
                 await eventually(ready, within=20)
+
+
+async def test_a_publisher_that_remembers_its_last_write_still_notices_another_writer(
+    settings: Settings,
+) -> None:
+    """After its own write a publisher starts from memory, not a read; a write by anyone else in between
+    must still win neither a lower revision nor a skipped publish."""
+    names = BusNames(settings.bus_namespace)
+    bus, other = Bus(settings.nats_url, names), Bus(settings.nats_url, names)
+    db = Database(settings.database_url)
+    await bus.connect()
+    await other.connect()
+    try:
+        contents = [_content("mine")]
+        publisher = await _publisher(settings, bus, db, contents)
+        first = await publisher.publish()
+        assert first is not None
+        # Another replica stores a far higher revision with other content.
+        stored = await other.read_snapshot_head()
+        assert stored is not None
+        theirs = seal(_content("theirs"), revision=first.revision + 1000, generated_at="2030-01-01T00:00:00Z")
+        await other.write_snapshot(encode(theirs), last=stored[1], revision=theirs.revision)
+        # Our content is unchanged since our last write, yet the stored one is not ours: publish it.
+        again = await publisher.publish()
+        assert again is not None and again.revision > theirs.revision
+        assert again.content_hash == first.content_hash
+        current = await other.read_snapshot()
+        assert current is not None and current[0] == encode(again)
+        # And with nobody in between, unchanged content is skipped.
+        assert await publisher.publish() is None
+    finally:
+        await bus.close()
+        await other.close()
+        await db.close()

@@ -165,3 +165,54 @@ def test_backend_tls_settings(tmp_path: Path) -> None:
     assert (settings.backend_ca_file, settings.backend_tls_verify) == (tmp_path / "ca.pem", False)
     with pytest.raises(ConfigError, match="OLLAMAFLOW_BACKEND_TLS_VERIFY"):
         load_settings(env={**REQUIRED, "OLLAMAFLOW_BACKEND_TLS_VERIFY": "perhaps"})
+
+
+def test_the_secrets_key_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    key, old = "a" * 64, "b" * 64
+    assert not load_settings(env=REQUIRED).secrets  # none: the admin API then refuses backend secrets
+    settings = load_settings(
+        env={**REQUIRED, "OLLAMAFLOW_SECRETS_KEY": key, "OLLAMAFLOW_SECRETS_PREVIOUS_KEYS": old}
+    )
+    assert len(settings.secrets.ids()) == 2
+    assert key not in repr(settings) and settings.secrets.ids()[0] in repr(settings)
+    key_file = tmp_path / "secrets-key"
+    key_file.write_text(key + "\n")
+    from_file = load_settings(env={**REQUIRED, "OLLAMAFLOW_SECRETS_KEY_FILE": str(key_file)})
+    assert from_file.secrets.ids() == settings.secrets.ids()[:1]
+    with pytest.raises(ConfigError, match="OLLAMAFLOW_SECRETS_KEY"):
+        load_settings(env={**REQUIRED, "OLLAMAFLOW_SECRETS_KEY": "too-short"})
+
+
+def test_replica_and_lease_settings(tmp_path: Path) -> None:
+    defaults = load_settings(env=REQUIRED)
+    assert (defaults.replica_id, defaults.advertise_url) == ("", "")
+    assert (defaults.lease_ttl, defaults.lease_renew) == (3.0, 1.0)
+    settings = load_settings(
+        env={
+            **REQUIRED,
+            "OLLAMAFLOW_CONTROLPLANE_ID": "cp-2",
+            "OLLAMAFLOW_CONTROLPLANE_URL": "http://cp-2:43412",
+            "OLLAMAFLOW_LEASE_TTL": "10",
+            "OLLAMAFLOW_LEASE_RENEW": "2.5",
+        }
+    )
+    assert (settings.replica_id, settings.advertise_url) == ("cp-2", "http://cp-2:43412")
+    assert (settings.lease_ttl, settings.lease_renew) == (10.0, 2.5)
+    config = tmp_path / "cp.toml"
+    config.write_text('controlplane_id = "from-file"\nlease_ttl = 6\n')
+    assert load_settings(config, env=REQUIRED).replica_id == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"OLLAMAFLOW_LEASE_TTL": "0"}, "OLLAMAFLOW_LEASE_TTL"),
+        ({"OLLAMAFLOW_LEASE_RENEW": "soon"}, "OLLAMAFLOW_LEASE_RENEW"),
+        # The holder must get two tries to renew before its lease runs out.
+        ({"OLLAMAFLOW_LEASE_TTL": "3", "OLLAMAFLOW_LEASE_RENEW": "2"}, "at most half"),
+        ({"OLLAMAFLOW_LEASE_TTL": "1"}, "at most half"),
+    ],
+)
+def test_bad_lease_settings_are_refused(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(env={**REQUIRED, **env})

@@ -275,3 +275,31 @@ def test_generated_cases_with_draining_planes_hold_the_limit() -> None:
                 assert held == wanted, (case, backend, slots)
         # Fed back as previous: a fixed point, as without draining planes.
         assert split_shares(limits, demand, split, draining=draining) == split, case
+
+
+def test_a_memo_gives_the_same_shares_as_a_fresh_split_whatever_changed() -> None:
+    from controlplane.publish.shares import ShareMemo
+
+    limits = {f"b{i}": Limits(4 + i % 3, 10.0 + i) for i in range(30)}
+    planes = {"dp-a": {}, "dp-b": {}, "dp-c": {}}
+    memo = ShareMemo()
+    steps = [
+        (limits, planes, None, frozenset()),
+        (limits, planes, None, frozenset()),  # the same again: the whole result is reused
+        (limits | {"b3": Limits(9, 1.0)}, planes, None, frozenset()),  # one backend changed
+        (limits, {**planes, "dp-a": {"b1": 5, "b2": 7}}, None, frozenset()),  # new load
+        (limits, planes, None, frozenset({"dp-b"})),  # a plane drains
+        (limits, {"dp-a": {}, "dp-c": {}}, None, frozenset()),  # a plane left
+    ]
+    previous = None
+    for limit, demand, _, draining in steps:
+        fresh = split_shares(limit, demand, previous, draining)
+        memoised = split_shares(limit, demand, previous, draining, memo)
+        assert memoised == fresh
+        previous = fresh
+    # A caller changing its own mappings afterwards does not fool the memo.
+    load = {"dp-a": {}, "dp-b": {}}
+    first = split_shares(limits, load, None, frozenset(), memo)
+    load["dp-a"]["b0"] = 12
+    assert split_shares(limits, load, None, frozenset(), memo) == split_shares(limits, load)
+    assert first != split_shares(limits, load)

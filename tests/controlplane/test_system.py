@@ -15,7 +15,9 @@ from tests.controlplane.harness import drop_database, fresh_database, running_co
 async def test_healthz_and_readyz(anonymous: httpx.AsyncClient) -> None:
     assert (await anonymous.get("/healthz")).json() == {"status": "ok"}
     resp = await anonymous.get("/readyz")
-    assert resp.status_code == 200 and resp.json() == {"status": "ok"}
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["status"] == "ok" and body["replica"] and body["role"] in ("leader", "follower")
 
 
 async def test_openapi_schema_and_docs_pages(anonymous: httpx.AsyncClient) -> None:
@@ -30,6 +32,11 @@ async def test_openapi_schema_and_docs_pages(anonymous: httpx.AsyncClient) -> No
     backend_out = schema["components"]["schemas"]["BackendOut"]["properties"]
     assert "HasBearerToken" in backend_out and "BearerToken" not in backend_out
     assert "BearerToken" in schema["components"]["schemas"]["BackendIn"]["properties"]
+    # Header and query-string values are write-only too, and the schema says so on both sides.
+    backend_in = schema["components"]["schemas"]["BackendIn"]["properties"]
+    for field in ("Headers", "Querystring"):  # the description may sit in the non-null branch
+        assert "never the values" in json.dumps(backend_out[field])
+        assert '\\"<redacted>\\" keeps the stored value' in json.dumps(backend_in[field])
     port = schema["components"]["schemas"]["BackendIn"]["properties"]["Port"]
     assert (port["minimum"], port["maximum"]) == (1, 65535)
 

@@ -24,6 +24,7 @@ from tests.controlplane.conftest import TOKEN
 from tests.controlplane.harness import eventually, running_controlplane
 from tests.dataplane.conftest import bus, writer
 from tests.dataplane.harness import SnapshotWriter, running_dataplane, serve_frontend
+from tests.support.secrets import TEST_KEYRING
 
 __all__ = ["bus", "writer"]  # the data-plane tests' bus and snapshot writer, as fixtures here
 
@@ -64,6 +65,7 @@ def _dataplane_settings(settings: Settings, ca_file: Path | None) -> DataPlaneSe
         report_interval=0.2,
         snapshot_poll_interval=0.5,
         backend_ca_file=ca_file,
+        secrets=TEST_KEYRING,
     )
 
 

@@ -13,6 +13,7 @@ from dataplane.settings import DataPlaneSettings
 from ollamaflow.sim import running_sim
 from shared.bus import Bus, BusNames
 from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, running_dataplane
+from tests.support.secrets import TEST_KEYRING
 
 
 @pytest.fixture
@@ -39,6 +40,7 @@ def dp_settings(nats_url: str, bus_namespace: str) -> DataPlaneSettings:
         report_interval=0.2,
         snapshot_poll_interval=0.5,
         upstream_connect_timeout=2.0,
+        secrets=TEST_KEYRING,
     )
 
 

@@ -15,13 +15,16 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 
 import httpx
+import msgspec
 
 from dataplane.app import DataPlane
 from dataplane.server import DataPlaneServer, uvicorn_config
 from dataplane.settings import DataPlaneSettings
 from shared.bus import Bus
+from shared.secret_box import BackendSecrets, seal_secrets
 from shared.snapshot import BackendView, FrontendView, SnapshotContent, encode, seal
 from shared.wire.reports import DataPlaneReport, decode_report
+from tests.support.secrets import TEST_KEYRING
 
 __all__ = [
     "RunningDataPlane",
@@ -29,6 +32,7 @@ __all__ = [
     "content",
     "eventually",
     "running_dataplane",
+    "sealed",
     "snapshot_bytes",
 ]
 
@@ -47,18 +51,34 @@ def content(
     return SnapshotContent(frontends=tuple(frontends), backends=views)
 
 
+def sealed(view: BackendView) -> BackendView:
+    """``view`` as a control plane publishes it: its secrets sealed with the test key, none in clear."""
+    assert TEST_KEYRING.current is not None
+    secrets = BackendSecrets(
+        bearer_token=view.bearer_token, querystring=view.querystring, headers=dict(view.headers)
+    )
+    return msgspec.structs.replace(
+        view,
+        bearer_token=None,
+        querystring=None,
+        headers={},
+        sealed_secrets=seal_secrets(TEST_KEYRING.current, view.id, secrets),
+    )
+
+
 class SnapshotWriter:
     """What the control plane does, reduced to writing the KV key (tests only)."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
-    async def write(self, data: bytes) -> None:
-        stored = await self.bus.read_snapshot()
-        await self.bus.write_snapshot(data, last=stored[1] if stored else None)
+    async def write(self, data: bytes, revision: int = 0) -> None:
+        """Store ``data`` (in pieces of ``revision`` if it is larger than the bus's piece size)."""
+        stored = await self.bus.read_snapshot_head()
+        await self.bus.write_snapshot(data, last=stored[1] if stored else None, revision=revision)
 
     async def publish(self, content: SnapshotContent, revision: int) -> None:
-        await self.write(snapshot_bytes(content, revision))
+        await self.write(snapshot_bytes(content, revision), revision)
 
 
 @dataclass

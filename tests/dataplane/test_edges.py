@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from shared.snapshot import BackendView, FrontendView, SnapshotContent
-from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, content
+from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, content, sealed
 from tests.dataplane.recorder import Recorder, recorder
 
 
@@ -36,8 +36,9 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.parametrize("published", ["sealed", "clear"])  # clear: as control planes before sealing
 async def test_upstream_request_carries_backend_settings_and_forwarding_headers(
-    rec: Recorder, dp: RunningDataPlane, writer: SnapshotWriter
+    rec: Recorder, dp: RunningDataPlane, writer: SnapshotWriter, published: str
 ) -> None:
     backend = BackendView(
         id="rec",
@@ -46,6 +47,8 @@ async def test_upstream_request_carries_backend_settings_and_forwarding_headers(
         headers={"X-Team": "blue"},
         bearer_token="backend-secret",
     )
+    if published == "sealed":
+        backend = sealed(backend)
     frontend = FrontendView(id="f", hostname="*", backends=("rec",))
     await _publish(writer, dp, SnapshotContent(frontends=(frontend,), backends=(backend,)))
     body = b'{"model":"echo",  "prompt":"caf\xc3\xa9",\n "stream":false, "extra":{"kept":[1,2.50]}}'

@@ -225,3 +225,43 @@ def test_unusable_urls_and_headers_are_caught_when_the_snapshot_arrives() -> Non
 def test_empty_table_matches_nothing() -> None:
     with pytest.raises(NoFrontendMatch):
         RoutingTable().frontend_for("x")
+
+
+def test_a_new_snapshot_keeps_what_did_not_change_and_rebuilds_what_did() -> None:
+    frontends = [
+        FrontendView(id="f1", hostname="one.test", backends=("a", "b")),
+        FrontendView(id="f2", hostname="two.test", backends=("c",)),
+        FrontendView(id="f3", hostname="three.test", backends=("b", "d")),
+    ]
+    first = _table(frontends, [*THREE, _backend("d")])
+    f1, f2, f3 = (first.frontend_for(h) for h in ("one.test", "two.test", "three.test"))
+    f1.pool(COMPLETIONS).pick()  # moves its rotation
+
+    # c gains a model, d is removed: f1 (a, b) is kept whole, f2 and f3 are rebuilt.
+    second = _table(
+        frontends,
+        [*THREE[:2], _backend("c", models=("m:latest",), models_known=True)],
+        revision=2,
+        previous=first,
+    )
+    assert second.frontend_for("one.test") is f1
+    assert second.targets["a"] is first.targets["a"] and second.targets["c"] is not first.targets["c"]
+    rebuilt_two = second.frontend_for("two.test")
+    assert rebuilt_two is not f2 and rebuilt_two.pool(COMPLETIONS).choices("m") == (second.targets["c"],)
+    rebuilt_three = second.frontend_for("three.test")
+    assert rebuilt_three is not f3 and [t.id for t in rebuilt_three.pool(COMPLETIONS).targets] == ["b"]
+
+    # A changed frontend is rebuilt, its rotation carried over.
+    turned = [
+        FrontendView(id="f1", hostname="one.test", backends=("a", "b"), allow_retries=False),
+        *frontends[1:],
+    ]
+    third = _table(
+        turned,
+        [*THREE[:2], _backend("c", models=("m:latest",), models_known=True)],
+        revision=3,
+        previous=second,
+    )
+    route = third.frontend_for("one.test")
+    assert route is not f1 and not route.frontend.allow_retries
+    assert route.pool(COMPLETIONS).turn == f1.pool(COMPLETIONS).turn == 1

@@ -129,3 +129,19 @@ def test_an_unreadable_ca_file_is_a_config_error(tmp_path: Path) -> None:
     bad.write_text("not a certificate")
     with pytest.raises(ConfigError, match="OLLAMAFLOW_BACKEND_CA_FILE"):
         DataPlane(load_settings(environ={"OLLAMAFLOW_BACKEND_CA_FILE": str(bad)}))
+
+
+def test_the_secrets_key_from_file_environment_or_key_file(tmp_path: Path) -> None:
+    key, old = "c" * 64, "d" * 64
+    assert not load_settings(environ={}).secrets
+    config = tmp_path / "c.toml"
+    config.write_text(f'secrets_key = "{key}"\n')
+    from_config = load_settings(environ={"OLLAMAFLOW_CONFIG": str(config)})
+    key_file = tmp_path / "secrets-key"
+    key_file.write_text(key)
+    env = {"OLLAMAFLOW_SECRETS_KEY_FILE": str(key_file), "OLLAMAFLOW_SECRETS_PREVIOUS_KEYS": old}
+    from_env = load_settings(environ=env)
+    assert from_config.secrets.ids() == from_env.secrets.ids()[:1] and len(from_env.secrets.ids()) == 2
+    assert key not in repr(from_env)
+    with pytest.raises(ConfigError, match="OLLAMAFLOW_SECRETS_KEY_FILE"):
+        load_settings(environ={"OLLAMAFLOW_SECRETS_KEY_FILE": str(tmp_path / "none")})

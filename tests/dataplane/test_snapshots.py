@@ -4,7 +4,9 @@ and a NATS restart."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
+import stat
 from pathlib import Path
 
 import httpx
@@ -12,6 +14,7 @@ import msgspec
 import pytest
 
 from dataplane.settings import DataPlaneSettings
+from dataplane.state import SnapshotState
 from ollamaflow.embedded import EmbeddedNats
 from shared.bus import Bus, BusNames
 from tests.dataplane.harness import (
@@ -168,3 +171,21 @@ async def test_keeps_serving_through_a_nats_restart_and_takes_the_next_snapshot(
             assert await _served_by(dp, 2) == ["b", "b"]
     finally:
         nats.stop()
+
+
+def test_the_cache_is_the_owners_only_and_an_open_one_is_closed(tmp_path: Path) -> None:
+    """Written 0600 whatever the umask; a cache an older version left readable by others is made
+    owner-only when it is loaded."""
+    cache = tmp_path / "dp.snapshot"
+    data = snapshot_bytes(content({"a": "http://127.0.0.1:1"}), 1)
+    old_umask = os.umask(0)
+    try:
+        SnapshotState(cache_path=cache).apply(data, source="test")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["dp.snapshot"]  # no temporary file left
+    cache.chmod(0o644)
+    state = SnapshotState(cache_path=cache)
+    assert state.load_cache() and state.revision == 1
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600

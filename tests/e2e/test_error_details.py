@@ -19,6 +19,7 @@ from dataplane.settings import DataPlaneSettings
 from ollamaflow.sim import running_sim
 from tests.controlplane.harness import drop_database, fresh_database, running_controlplane
 from tests.dataplane.harness import RunningDataPlane, eventually, running_dataplane
+from tests.support.secrets import TEST_KEYRING
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,11 @@ async def cut_off(database_url: str, nats_url: str) -> AsyncIterator[tuple[Runni
     async with AsyncExitStack() as stack:
         url = stack.enter_context(fresh_database(database_url))
         settings = Settings(
-            database_url=url, admin_tokens=(TOKEN,), nats_url=nats_url, bus_namespace=namespace
+            database_url=url,
+            admin_tokens=(TOKEN,),
+            nats_url=nats_url,
+            bus_namespace=namespace,
+            secrets=TEST_KEYRING,
         )
         sim = await stack.enter_async_context(running_sim())
         plane = stack.enter_context(running_controlplane(settings))
@@ -44,10 +49,16 @@ async def cut_off(database_url: str, nats_url: str) -> AsyncIterator[tuple[Runni
             assert (await admin.put("/v1.0/backends", json=body)).status_code == 201
             body = {"Identifier": "f", "Hostname": "*", "Backends": ["b"], "AllowModelManagement": True}
             assert (await admin.put("/v1.0/frontends", json=body)).status_code == 201
-        dp_settings = DataPlaneSettings(nats_url=nats_url, bus_namespace=namespace, dataplane_id="dp-errors")
+        dp_settings = DataPlaneSettings(
+            nats_url=nats_url, bus_namespace=namespace, dataplane_id="dp-errors", secrets=TEST_KEYRING
+        )
         dataplane = await stack.enter_async_context(running_dataplane(dp_settings))
-        await eventually(lambda: dataplane.app.state.table.routes != [], 30, "the frontend in the data plane")
-        await eventually(lambda: plane.plane.models.serving, 30, "the control plane serving model requests")
+        await eventually(lambda: bool(dataplane.app.state.table.routes()), 30, "the frontend applied")
+        await eventually(
+            lambda: (models := plane.plane.models) is not None and models.serving,
+            30,
+            "the control plane serving model requests",
+        )
         drop_database(url)
         yield dataplane, url
 

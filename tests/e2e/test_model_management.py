@@ -28,6 +28,7 @@ from shared.models import model_key
 from shared.wire.models import ModelRequest, decode_reply, encode
 from tests.controlplane.harness import fresh_database, running_controlplane
 from tests.dataplane.harness import RunningDataPlane, eventually, running_dataplane
+from tests.support.secrets import TEST_KEYRING
 
 pytestmark = pytest.mark.slow
 
@@ -100,6 +101,7 @@ async def cluster(migrated_url: str, nats_url: str) -> AsyncIterator[Cluster]:
         inventory_interval=5.0,
         sync_retry_delay=0.2,
         sync_max_attempts=2,
+        secrets=TEST_KEYRING,
     )
     dp_settings = DataPlaneSettings(
         nats_url=nats_url,
@@ -107,6 +109,7 @@ async def cluster(migrated_url: str, nats_url: str) -> AsyncIterator[Cluster]:
         dataplane_id="dp-" + uuid.uuid4().hex[:8],
         report_interval=0.3,
         snapshot_poll_interval=0.5,
+        secrets=TEST_KEYRING,
     )
     async with AsyncExitStack() as stack:
         # Slow enough that a pull shows progress between its first and its last line.
@@ -140,7 +143,11 @@ async def cluster(migrated_url: str, nats_url: str) -> AsyncIterator[Cluster]:
             return len(views) == 2 and all(v.healthy and v.models_known for v in views)
 
         await eventually(ready, 30, "both backends healthy with their models read, in the data plane")
-        await eventually(lambda: plane.plane.models.serving, 30, "the control plane serving model requests")
+        await eventually(
+            lambda: (models := plane.plane.models) is not None and models.serving,
+            30,
+            "the control plane serving model requests",
+        )
         yield cluster
 
 

@@ -1,9 +1,9 @@
 """No backend secret reaches a log line, at DEBUG, in either plane, on success or failure.
 
-A backend is configured with a bearer token, a key header and a query-string key; the control plane
-probes it and reads its models, clients chat, list, upload a blob and create a model through a data
-plane (the authoring path logs its httpx requests), then the backend dies and requests fail. Every
-line both processes wrote must be free of the three secrets.
+A backend is configured with a bearer token, a key header, a header of its own and a query-string
+key; the control plane probes it and reads its models, clients chat, list, upload a blob and create a
+model through a data plane (the authoring path logs its httpx requests), then the backend dies and
+requests fail. Every line both processes wrote must be free of the four secrets.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import ollama
 import pytest
 
 from tests.support.processes import free_port, ollamaflow, stop, wait_ready
+from tests.support.secrets import secrets_env
 from tests.support.services import fresh_database
 
 pytestmark = pytest.mark.slow
@@ -26,6 +27,7 @@ TOKEN = "secrets-test-admin-token-0123456789"
 SECRETS = {
     "BearerToken": "bearer-s3cret-7f3a9c",
     "Headers": "header-s3cret-41d2e8",
+    "Custom header": "custom-s3cret-c0ffee",  # a header name no pattern knows as a credential
     "Querystring": "query-s3cret-90b7aa",
 }
 
@@ -50,6 +52,7 @@ def test_backend_secrets_never_reach_a_log_line(
             "OLLAMAFLOW_REPORT_INTERVAL": "0.3",
             "OLLAMAFLOW_HEALTH_INTERVAL": "0.3",
             "OLLAMAFLOW_HEALTH_TIMEOUT": "0.5",
+            **secrets_env(),
         }
         sim_port, cp_port, dp_port = free_port(), free_port(), free_port()
         sim = stack.enter_context(ollamaflow(["sim", "--port", str(sim_port)], tmp_path / "sim.log"))
@@ -69,7 +72,7 @@ def test_backend_secrets_never_reach_a_log_line(
             "Hostname": "127.0.0.1",
             "Port": sim_port,
             "BearerToken": SECRETS["BearerToken"],
-            "Headers": {"X-Api-Key": SECRETS["Headers"]},
+            "Headers": {"X-Api-Key": SECRETS["Headers"], "X-Team-Route": SECRETS["Custom header"]},
             "Querystring": f"api_key={SECRETS['Querystring']}",
         }
         assert admin.put("/v1.0/backends", json=backend).status_code == 201

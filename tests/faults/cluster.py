@@ -29,6 +29,7 @@ from ollamaflow.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedServerEr
 from ollamaflow.embedded.child import ChildServer
 from tests.faults.harness import GENERATE, eventually
 from tests.support.processes import CLI, free_port, stop, wait_ready
+from tests.support.secrets import secrets_env
 from tests.up.harness import UpProcess, child_pid, free_port_pair, start_up
 
 __all__ = [
@@ -217,6 +218,13 @@ class Processes:
         args = ["sim", "--host", host, "--port", str(port), "--format", api_format, *SIM_ARGS]
         return Part(name, args, {}, self.tmp / f"{name}.log", f"http://{host}:{port}{SIM_READY}")
 
+    def controlplane_replica(self, name: str) -> Part:
+        """One more control plane (not started) on the same database and bus, with id ``name``."""
+        port = free_port()
+        env = {**self.controlplane.env, "OLLAMAFLOW_CONTROLPLANE_ID": name}
+        args = ["controlplane", "--port", str(port)]
+        return Part(name, args, env, self.tmp / f"{name}.log", f"http://127.0.0.1:{port}/readyz")
+
     def dataplane(self, name: str, *, host: str, port: int, nats_url: str, prefix: list[str]) -> Part:
         """One more data plane (not started), listening on ``host`` (e.g. in another network namespace)."""
         env = {
@@ -241,7 +249,7 @@ def running_processes(tmp: Path) -> Iterator[Processes]:
         database_url = postgres.start()
         stack.callback(postgres.stop)
         namespace = "faults" + uuid.uuid4().hex[:8]
-        common = {"OLLAMAFLOW_NATS_URL": nats_url, "OLLAMAFLOW_BUS_NAMESPACE": namespace}
+        common = {"OLLAMAFLOW_NATS_URL": nats_url, "OLLAMAFLOW_BUS_NAMESPACE": namespace, **secrets_env()}
         cp_port = free_port()
         cp_env = {
             **common,

@@ -5,7 +5,11 @@ directory."""
 from __future__ import annotations
 
 import os
+import re
+import secrets
+import signal
 import stat
+import time
 from pathlib import Path
 
 import httpx
@@ -13,7 +17,7 @@ import ollama
 import pytest
 
 from ollamaflow.processes import free_port, process_is_live
-from tests.up.harness import UpProcess, descendants, free_port_pair, start_up
+from tests.up.harness import UpProcess, child_pid, descendants, free_port_pair, start_up
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +39,37 @@ def _ask(dataplane: str) -> None:
     assert "".join(p.message.content or "" for p in parts).strip()
     assert client.generate(model="llama3.2", prompt="hi").response.strip()
     assert len(client.embed(model="all-minilm", input=["a", "b"]).embeddings) == 2
+
+
+SEALED = "up-bearer-s3cret-6e1f"
+
+
+def _serve_through_sealed_secrets(admin: httpx.Client, dataplane: str) -> None:
+    """A backend with a bearer token and a key header answers through the data plane: the data plane
+    opened its sealed secrets with the key ``up`` gave it (else the backend would not be used)."""
+    sim = admin.get("/v1.0/backends/demo-sim-1").json()
+    backend = {
+        "Identifier": "sealed",
+        "Hostname": sim["Hostname"],
+        "Port": sim["Port"],
+        "BearerToken": SEALED,
+    }
+    backend["Headers"] = {"X-Api-Key": SEALED}
+    assert admin.put("/v1.0/backends", json=backend).status_code == 201
+    frontend = {"Identifier": "sealed", "Hostname": "sealed.example", "Backends": ["sealed"]}
+    assert admin.put("/v1.0/frontends", json=frontend).status_code == 201
+    deadline = time.monotonic() + 30
+    while True:
+        answer = httpx.post(
+            dataplane + "/api/generate",
+            json={"model": "llama3.2", "prompt": "hi", "stream": False},
+            headers={"Host": "sealed.example"},
+            timeout=30,
+        )
+        if answer.status_code == 200 and answer.headers.get("x-ollamaflow-backend") == "sealed":
+            return
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.2)
 
 
 def _stop_and_check_nothing_left(up: UpProcess) -> None:
@@ -77,7 +112,13 @@ def test_up_demo_answers_stops_cleanly_and_keeps_state(tmp_path: Path) -> None:
                 },
             )
             assert created.status_code == 201, created.text
+            _serve_through_sealed_secrets(admin, dataplane)
         assert httpx.get(f"http://127.0.0.1:{cp_port}/v1.0/frontends").status_code == 401
+        # Both planes got the key made in the data directory; the caches hold the secrets sealed only.
+        assert stat.S_IMODE(os.stat(data_dir / "secrets-key").st_mode) == 0o600
+        cache = data_dir / "dataplane-1.snapshot"
+        assert stat.S_IMODE(os.stat(cache).st_mode) == 0o600
+        assert SEALED.encode() not in cache.read_bytes() and b"sealed_secrets" in cache.read_bytes()
         _stop_and_check_nothing_left(up)
     finally:
         if up.proc.poll() is None:
@@ -117,16 +158,39 @@ def test_up_two_dataplanes_with_tokens_from_the_environment(tmp_path: Path) -> N
         str(cp_port),
     ]
 
-    up = start_up(args, tmp_path / "up.log", env={"OLLAMAFLOW_ADMIN_TOKENS": "env-token-1,env-token-2"})
+    key = secrets.token_urlsafe(32)
+    env = {"OLLAMAFLOW_ADMIN_TOKENS": "env-token-1,env-token-2", "OLLAMAFLOW_SECRETS_KEY": key}
+    up = start_up(args, tmp_path / "up.log", env=env)
     try:
         up.wait_for(READY)
         assert "admin token:   from OLLAMAFLOW_ADMIN_TOKENS" in up.output
         assert "env-token-1" not in up.output
         assert not (data_dir / "admin-token").exists()
+        # The secrets key from the environment reaches both planes as it is: no key file, never printed.
+        assert not (data_dir / "secrets-key").exists() and key not in up.output
         for dp_port in (port, port + 1):
             assert httpx.get(f"http://127.0.0.1:{dp_port}/readyz").status_code == 200
         with _admin(cp_port, "env-token-2") as admin:
             assert admin.get("/v1.0/frontends").status_code == 200
+            # Both planes hold it: the control plane takes a secret, both data planes open it.
+            backend = {"Identifier": "keyed", "Hostname": "127.0.0.1", "Port": 9, "BearerToken": "t0ken"}
+            assert admin.put("/v1.0/backends", json=backend).status_code == 201
+            deadline = time.monotonic() + 30
+            while True:
+                snapshot = admin.get("/v1.0/snapshot").json()
+                if any(b["id"] == "keyed" for b in snapshot["Content"]["backends"]):
+                    break
+                assert time.monotonic() < deadline, snapshot
+                time.sleep(0.1)
+            revision = snapshot["Revision"]
+            while True:
+                planes = admin.get("/v1.0/dataplanes").json()
+                applied = [p for p in planes if p["Live"] and p["AppliedRevision"] >= revision]
+                if len(applied) == 2:
+                    break
+                assert time.monotonic() < deadline, planes
+                time.sleep(0.2)
+            assert [p["SnapshotError"] for p in applied] == ["", ""]
         _stop_and_check_nothing_left(up)
     finally:
         if up.proc.poll() is None:
@@ -143,3 +207,67 @@ def test_up_exits_non_zero_when_a_child_fails_at_start_up(tmp_path: Path) -> Non
     assert up.proc.wait(timeout=120) == 1
     assert "error: migrate exited with code" in up.output
     assert not (tmp_path / "data" / "postgres").exists()  # given URLs: no embedded server
+
+
+def _cluster(url: str, token: str) -> dict[str, object]:
+    """The control plane's /v1.0/cluster; empty while it does not answer (e.g. restarting)."""
+    try:
+        response = httpx.get(url + "/v1.0/cluster", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    except httpx.HTTPError:
+        return {}
+    return response.json() if response.status_code == 200 else {}
+
+
+def test_up_two_controlplanes_one_leads_and_the_other_takes_over_when_it_is_killed(tmp_path: Path) -> None:
+    port = free_port()
+    args = ["--demo", "--controlplanes", "2", "--data-dir", str(tmp_path / "data"), "--port", str(port)]
+    args += ["--controlplane-port", str(free_port())]
+    up = start_up(args, tmp_path / "up.log")
+    try:
+        up.wait_for(READY)
+        assert "and 2 control planes answer" in up.output
+        token = up.wait_for(TOKEN).group(1)
+        urls = re.findall(r"^up\s+\| control plane: (\S+)", up.output, re.MULTILINE)
+        assert len(urls) == 2
+        views = {url: _cluster(url, token) for url in urls}
+        assert {v["Replica"] for v in views.values()} == {"controlplane", "controlplane-2"}
+        leaders = {v["Leader"] for v in views.values()}
+        assert len(leaders) == 1 and sum(bool(v["IsLeader"]) for v in views.values()) == 1
+        leader_url = next(url for url, v in views.items() if v["IsLeader"])
+        other_url = next(url for url in urls if url != leader_url)
+
+        leader_port = leader_url.rsplit(":", 1)[1]
+        pid = child_pid(up.proc.pid, "controlplane", "--port", leader_port)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while not _cluster(other_url, token).get("IsLeader"):
+            assert time.monotonic() < deadline, up.output[-4000:]
+            time.sleep(0.1)
+        with httpx.Client(
+            base_url=other_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        ) as admin:
+            body = {"Identifier": "after", "Hostname": "after.example", "Backends": ["demo-sim-1"]}
+            assert admin.put("/v1.0/frontends", json=body).status_code == 201
+        dataplane = f"http://127.0.0.1:{port}"
+        while True:
+            answer = httpx.post(
+                dataplane + "/api/generate",
+                json={"model": "llama3.2", "prompt": "hi", "stream": False},
+                headers={"Host": "after.example"},
+                timeout=30,
+            )
+            if answer.status_code == 200 and answer.headers.get("x-ollamaflow-backend") == "demo-sim-1":
+                break
+            assert time.monotonic() < deadline + 20, answer.text
+            time.sleep(0.1)
+        # up started the killed replica again; it follows now.
+        up.wait_for(r"controlplane\S* exited with code -9; restarting")
+        deadline = time.monotonic() + 30
+        while _cluster(leader_url, token).get("Leader") != _cluster(other_url, token).get("Replica"):
+            assert time.monotonic() < deadline, up.output[-4000:]
+            time.sleep(0.2)
+        _stop_and_check_nothing_left(up)
+    finally:
+        if up.proc.poll() is None:
+            up.proc.kill()
