@@ -34,6 +34,7 @@ from controlplane.sync.manager import Synchroniser
 from shared.bus import Bus
 from shared.errors import BusError
 from shared.logs import KnownSecrets
+from shared.signing import SnapshotSigner
 from shared.tls import backend_ssl_context
 
 __all__ = ["ChangeNotice", "LeaderWork", "cancel_and_wait"]
@@ -62,6 +63,7 @@ class LeaderWork:
         clock: Clock,
         known_secrets: KnownSecrets | None = None,
         probe_observer: ProbeObserver | None = None,
+        signer: SnapshotSigner | None = None,
     ) -> None:
         self._replica = replica
         self._bus = bus
@@ -102,6 +104,7 @@ class LeaderWork:
             next_revision=db.next_revision,
             clock=clock,
             interval=settings.publish_interval,
+            signer=signer,
         )
         # Data planes' /api/pull, /api/delete, /api/copy; pull progress goes out on the bus.
         self.models = ModelRequests(bus, frontends, self.fleet, self.sync, self.monitor)

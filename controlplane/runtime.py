@@ -37,8 +37,11 @@ from controlplane.reports import DataPlaneRegistry
 from controlplane.settings import Settings
 from controlplane.sync.manager import Synchroniser
 from shared.bus import Bus, BusNames
+from shared.bus_connect import BusLogin
 from shared.errors import BusError
 from shared.logs import KnownSecrets
+from shared.signing import SnapshotSigner
+from shared.signing_keys import load_signer
 
 __all__ = ["ControlPlane"]
 
@@ -50,6 +53,20 @@ _RETRY_LOG_GAP = 5.0
 _WORK_RESTART_DELAY = 1.0
 
 
+def _signer(settings: Settings) -> SnapshotSigner | None:
+    """The key that signs published snapshots (ConfigError if the file is unusable)."""
+    if settings.snapshot_signing_key_file is None:
+        log.warning(
+            "OLLAMAFLOW_SNAPSHOT_SIGNING_KEY_FILE is not set: snapshots are published unsigned, and data "
+            "planes refuse them unless OLLAMAFLOW_ALLOW_UNSIGNED_SNAPSHOTS=true (make a key pair with "
+            "`ollamaflow keys`)"
+        )
+        return None
+    signer = load_signer(settings.snapshot_signing_key_file)
+    log.info("snapshots are signed with key %s", signer.key_id)
+    return signer
+
+
 class ControlPlane:
     """One control-plane replica."""
 
@@ -59,10 +76,22 @@ class ControlPlane:
         self._migrate_retry = migrate_retry
         self.replica = settings.replica_id or f"{socket.gethostname()}-{settings.port}"
         self.db = Database(settings.database_url)
+        self.signer = _signer(settings)  # checked and announced once, at start
         # Backend secret values, kept out of log lines (``shared.logs``); the config source refreshes it.
         self.known_secrets = KnownSecrets()
+        names = BusNames(settings.bus_namespace)
         self.bus = Bus(
-            settings.nats_url, BusNames(settings.bus_namespace), client_name="ollamaflow-controlplane"
+            settings.nats_url,
+            names,
+            client_name="ollamaflow-controlplane",
+            login=BusLogin(
+                user=settings.nats_user,
+                password=settings.nats_password,
+                ca_file=settings.nats_ca_file,
+                cert_file=settings.nats_cert_file,
+                key_file=settings.nats_key_file,
+                inbox_prefix=names.inbox_prefix("controlplane"),
+            ),
         )
         self.lease = Lease(
             self.bus,
@@ -228,6 +257,7 @@ class ControlPlane:
                 clock=self.clock,
                 known_secrets=self.known_secrets,
                 probe_observer=self.probe_observer,
+                signer=self.signer,
             )
             self.work = work
             running = _task(work.run(), "leader-work")

@@ -100,13 +100,25 @@ class Settings:
     secrets: Keyring = dataclasses.field(default_factory=Keyring)
     """The fleet's secrets key, which seals backend secrets in the snapshot (``shared.secret_box``), and
     previous keys (a rotation). Without one, the admin API refuses backend secrets."""
+    nats_user: str = ""
+    """This plane's NATS user (``shared.bus_connect``); empty: none, or the one in the URL."""
+    nats_password: str = ""
+    nats_ca_file: Path | None = None
+    """A PEM bundle of CAs to verify the NATS server with; setting it (or a tls:// URL) turns TLS on."""
+    nats_cert_file: Path | None = None
+    """A client certificate for NATS servers that verify clients (with ``nats_key_file``)."""
+    nats_key_file: Path | None = None
+    snapshot_signing_key_file: Path | None = None
+    """The ed25519 private key (PEM) that signs every published snapshot (``shared.signing``).
+    None: snapshots go out unsigned, which data planes refuse unless they allow unsigned ones."""
 
     def __repr__(self) -> str:
         # Keep credentials out of logs and tracebacks.
         return (
             f"Settings(database_url={_redact_url(self.database_url)!r}, "
             f"admin_tokens=<{len(self.admin_tokens)} tokens>, "
-            f"nats_url={self.nats_url!r}, bus_namespace={self.bus_namespace!r}, host={self.host!r}, "
+            f"nats_url={_redact_url(self.nats_url)!r}, nats_user={self.nats_user!r}, "
+            f"bus_namespace={self.bus_namespace!r}, host={self.host!r}, "
             f"port={self.port}, publish_interval={self.publish_interval}, "
             f"dataplane_ttl={self.dataplane_ttl}, "
             f"monitor_backends={self.monitor_backends}, health_interval={self.health_interval}, "
@@ -203,8 +215,14 @@ def load_settings(
         values["metrics_port"] = int(_number(merged, "metrics_port", low=0, high=65535, integer=True))
     if "metrics_token" in merged:
         values["metrics_token"] = _text(merged, "metrics_token")
-    if "backend_ca_file" in merged:
-        values["backend_ca_file"] = Path(_text(merged, "backend_ca_file")).expanduser()
+    files = ("backend_ca_file", "nats_ca_file", "nats_cert_file", "nats_key_file")
+    files += ("snapshot_signing_key_file",)
+    for field in files:
+        if field in merged:
+            values[field] = Path(_text(merged, field)).expanduser()
+    for field in ("nats_user", "nats_password"):
+        if field in merged:
+            values[field] = _text(merged, field)
     values["secrets"] = load_keyring(
         _text(merged, "secrets_key") if "secrets_key" in merged else "",
         Path(_text(merged, "secrets_key_file")).expanduser() if "secrets_key_file" in merged else None,
@@ -279,6 +297,12 @@ _KEYS = {
     "secrets_key": "secrets_key",
     "secrets_key_file": "secrets_key_file",
     "secrets_previous_keys": "secrets_previous_keys",
+    "nats_user": "nats_user",
+    "nats_password": "nats_password",
+    "nats_ca_file": "nats_ca_file",
+    "nats_cert_file": "nats_cert_file",
+    "nats_key_file": "nats_key_file",
+    "snapshot_signing_key_file": "snapshot_signing_key_file",
 }
 
 

@@ -52,8 +52,11 @@ from dataplane.translate.exchanges import Translations
 from dataplane.transport import Transport
 from dataplane.upstream import Upstream
 from shared.bus import Bus, BusNames
+from shared.bus_connect import BusLogin
 from shared.errors import ConfigError
 from shared.metrics_http import CONTENT_TYPE, MetricsExposition
+from shared.signing import SnapshotTrust
+from shared.signing_keys import load_trust
 from shared.snapshot import ApiFormat
 from shared.tls import backend_ssl_context
 
@@ -121,20 +124,42 @@ def _version() -> str:
         return ""
 
 
+def snapshot_trust(settings: DataPlaneSettings) -> SnapshotTrust:
+    """The keys whose snapshots this data plane accepts (ConfigError if it could accept none)."""
+    trust = load_trust(settings.snapshot_public_key_files, allow_unsigned=settings.allow_unsigned_snapshots)
+    if trust.allow_unsigned:
+        log.warning(
+            "OLLAMAFLOW_ALLOW_UNSIGNED_SNAPSHOTS is on: unsigned snapshots are accepted, so anyone who "
+            "can write to the bus can route this data plane (development only)"
+        )
+    return trust
+
+
 class DataPlane:
     """The ASGI callable. Built once at start-up; everything it uses hangs off it."""
 
     def __init__(self, settings: DataPlaneSettings) -> None:
         self.settings = settings
-        self.state = SnapshotState(cache_path=settings.snapshot_cache, keyring=settings.secrets)
+        self.state = SnapshotState(
+            cache_path=settings.snapshot_cache, keyring=settings.secrets, trust=snapshot_trust(settings)
+        )
         self.traffic = Traffic()
         self.drain = Drain()
         tls = backend_ssl_context(settings.backend_ca_file, settings.backend_tls_verify)
         self.upstream = upstream_client(settings, tls)
+        names = BusNames(settings.bus_namespace)
         self.bus = Bus(
             settings.nats_url,
-            BusNames(settings.bus_namespace),
+            names,
             client_name=f"dataplane-{settings.dataplane_id}",
+            login=BusLogin(
+                user=settings.nats_user,
+                password=settings.nats_password,
+                ca_file=settings.nats_ca_file,
+                cert_file=settings.nats_cert_file,
+                key_file=settings.nats_key_file,
+                inbox_prefix=names.inbox_prefix("dataplane"),
+            ),
         )
         identity = ReportIdentity(
             id=settings.dataplane_id,

@@ -81,10 +81,24 @@ class DataPlaneSettings:
     # Opens the backend secrets sealed in the snapshot (shared.secret_box): OLLAMAFLOW_SECRETS_KEY or
     # OLLAMAFLOW_SECRETS_KEY_FILE, and OLLAMAFLOW_SECRETS_PREVIOUS_KEYS during a rotation.
     secrets: Keyring = field(default_factory=Keyring)
+    # How this plane logs in to NATS (shared.bus_connect): its user, TLS trust and client certificate.
+    nats_user: str = ""
+    nats_password: str = field(default="", repr=False)
+    nats_ca_file: Path | None = None
+    nats_cert_file: Path | None = None
+    nats_key_file: Path | None = None
+    # Snapshot signatures (shared.signing): the control plane's public key(s), several during a key
+    # rotation. Without any, nothing is accepted unless allow_unsigned_snapshots (development only).
+    snapshot_public_key_files: tuple[Path, ...] = ()
+    allow_unsigned_snapshots: bool = False
 
 
 def _path(value: str) -> Path | None:
     return Path(value).expanduser() if value else None
+
+
+def _paths(value: str) -> tuple[Path, ...]:
+    return tuple(Path(part.strip()).expanduser() for part in value.split(",") if part.strip())
 
 
 def _flag(value: str) -> bool:
@@ -173,6 +187,11 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "metrics": _flag,
     "dataplane_metrics_port": _port,
     "metrics_max_models": _positive(int),
+    "nats_ca_file": _path,
+    "nats_cert_file": _path,
+    "nats_key_file": _path,
+    "snapshot_public_key_files": _paths,
+    "allow_unsigned_snapshots": _flag,
 }
 
 
@@ -186,6 +205,8 @@ def _parse(values: Mapping[str, object], origin: str) -> dict[str, Any]:
     for key, raw in values.items():
         if key not in known:
             continue
+        if isinstance(raw, list):  # a TOML list, e.g. snapshot_public_key_files = ["a.pem", "b.pem"]
+            raw = ",".join(str(item) for item in raw)
         try:
             parsed[key] = _PARSERS.get(key, str)(str(raw))
         except ValueError as exc:

@@ -1,7 +1,8 @@
 """The snapshot this data plane routes by, its routing table, and the copy on disk.
 
 ``apply`` is the one way in: it takes snapshot bytes from any source (the bus watch, the periodic
-re-read, the disk cache), keeps the last good snapshot when the new one is rejected and remembers why,
+re-read, the disk cache), checks them the same way (content hash, the control plane's signature,
+revision), keeps the last good snapshot when the new one is rejected and remembers why,
 and swaps the routing table in one assignment, so a request sees either the old table or the new one.
 Backend secrets are opened into memory here (``dataplane.unseal``); the disk copy keeps the bus's bytes,
 sealed, in an owner-only file.
@@ -22,6 +23,7 @@ from dataplane.unseal import Opened, open_backends
 from shared.errors import SnapshotRejected
 from shared.logs import KnownSecrets
 from shared.secret_box import BackendSecrets, Keyring, secret_values
+from shared.signing import SnapshotTrust
 from shared.snapshot import Snapshot, accept
 
 __all__ = ["SnapshotState"]
@@ -39,6 +41,8 @@ class SnapshotState:
     keyring: Keyring = field(default_factory=Keyring)  # opens the backends' sealed secrets
     # The opened secret values, kept out of log lines (``shared.logs``).
     known_secrets: KnownSecrets = field(default_factory=KnownSecrets)
+    # Whose signatures make a snapshot acceptable; the default trusts nobody (accepts nothing).
+    trust: SnapshotTrust = field(default_factory=SnapshotTrust)
     rng: random.Random = field(default_factory=random.Random)
     snapshot: Snapshot | None = None
     table: RoutingTable = field(default_factory=RoutingTable)
@@ -61,7 +65,7 @@ class SnapshotState:
         began = time.perf_counter()
         self._last_data = data
         try:
-            snapshot = accept(self.snapshot, data)
+            snapshot = accept(self.snapshot, data, trust=self.trust)
         except SnapshotRejected as exc:
             self.reject(exc.message, source=source)
             return False

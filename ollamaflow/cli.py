@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from ollamaflow.commands import bench, controlplane, dataplane, migrate, sim, up
+from ollamaflow.commands import bench, bus, controlplane, dataplane, migrate, sim, up
 
 __all__ = ["app", "main"]
 
@@ -26,6 +26,8 @@ app.command("dataplane")(dataplane.dataplane)
 app.command("migrate")(migrate.migrate)
 app.command("sim")(sim.sim)
 app.command("bench")(bench.bench)
+app.command("keys")(bus.keys)
+app.command("nats-config")(bus.nats_config)
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """The data directory of ``ollamaflow up``: what lives where, the lock that keeps it to one ``up`` at a
-time, and the admin token and secrets key that are generated once and reused."""
+time, and the secrets generated once and reused (admin token, secrets key, NATS passwords; the
+snapshot signing keys live in ``keys/``), each readable by the owner only."""
 
 from __future__ import annotations
 
@@ -41,6 +42,18 @@ class DataDir:
     def admin_token_file(self) -> Path:
         return self.root / "admin-token"
 
+    @property
+    def keys(self) -> Path:
+        """The snapshot signing key pair (``shared.signing_keys``)."""
+        return self.root / "keys"
+
+    def nats_password_file(self, role: str) -> Path:
+        return self.root / f"nats-{role}.password"
+
+    def nats_password(self, role: str) -> str:
+        """The embedded NATS's password for the planes of ``role``, made once and reused."""
+        return _secret(self.nats_password_file(role))
+
     def snapshot_cache(self, index: int) -> Path:
         return self.root / f"dataplane-{index}.snapshot"
 
@@ -67,17 +80,7 @@ class DataDir:
 
     def admin_token(self) -> str:
         """The token in ``admin-token``, or a new random one written there readable by the owner only."""
-        path = self.admin_token_file
-        if path.exists():
-            token = path.read_text().strip()
-            if token:
-                return token
-            path.unlink()
-        token = secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(token + "\n")
-        return token
+        return _secret(self.admin_token_file)
 
     @property
     def secrets_key_file(self) -> Path:
@@ -87,11 +90,19 @@ class DataDir:
         """``secrets-key``, holding the fleet's secrets key (``shared.secret_box``): created once with a new
         random key, readable by the owner only. Losing it loses nothing stored: the control plane seals
         the secrets again with whatever key it gets next."""
-        path = self.secrets_key_file
-        if path.exists() and path.read_text().strip():
-            return path
-        path.unlink(missing_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
-        return path
+        _secret(self.secrets_key_file)
+        return self.secrets_key_file
+
+
+def _secret(path: Path) -> str:
+    """The secret in ``path``, or a new random one written there readable by the owner only."""
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            return token
+        path.unlink()
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token

@@ -8,7 +8,8 @@ Ctrl-C or SIGTERM stops the data planes (each drains: it finishes what it runs, 
 and gets that long plus ``DRAIN_STOP_MARGIN`` before SIGKILL), then the control plane, then the
 simulators, then the embedded servers. State stays in the data directory: the database, the JetStream
 store, the admin token, the secrets key (both planes get it: it seals backend secrets in the snapshot),
-the data planes' snapshot caches and a log file per child.
+the embedded NATS's per-role passwords, the snapshot signing key pair, the data planes' snapshot caches
+and a log file per child.
 """
 
 from __future__ import annotations
@@ -33,11 +34,15 @@ from dataplane.settings import load_settings as load_dataplane_settings
 from ollamaflow.datadir import DEFAULT_DATA_DIR, DataDir, DataDirBusy
 from ollamaflow.demo import DemoError, configure_demo, demo_revision
 from ollamaflow.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedServerError
+from ollamaflow.nats_config import ROLE_USERS, NatsUser, literal_password, render_authorization, write_private
 from ollamaflow.processes import free_port, port_is_free
 from ollamaflow.restarts import BACKEND_POLICY, PART_POLICY
 from ollamaflow.supervisor import Child, LinePrinter, StartupError, StopRequested, Supervisor
 from ollamaflow.watch import ChildUnit, ServerUnit, Watch
+from shared.bus import BusNames
+from shared.bus_permissions import ROLES, Role
 from shared.errors import ConfigError
+from shared.signing_keys import ensure_key_pair
 
 __all__ = ["UpOptions", "dataplane_ports", "dataplane_stop_timeout", "run"]
 
@@ -55,7 +60,11 @@ _DECIDED_BY_UP = (
     "OLLAMAFLOW_CONTROLPLANE_ID",
     "OLLAMAFLOW_CONTROLPLANE_URL",
     "OLLAMAFLOW_CONTROLPLANE_PORT",
+    "OLLAMAFLOW_SNAPSHOT_SIGNING_KEY_FILE",
+    "OLLAMAFLOW_SNAPSHOT_PUBLIC_KEY_FILES",
 )
+# Decided by `up` only when it runs the embedded NATS (it made the users); else they pass through.
+_DECIDED_WITH_EMBEDDED_NATS = ("OLLAMAFLOW_NATS_USER", "OLLAMAFLOW_NATS_PASSWORD")
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 _STARTUP_ERRORS = (StartupError, EmbeddedServerError, DemoError, httpx.HTTPError, OSError)
 _STAGE_SIMS, _STAGE_CONTROLPLANE, _STAGE_DATAPLANES = 0, 1, 2
@@ -165,6 +174,8 @@ class _Cluster:
         self.ports = dataplane_ports(options.port, options.dataplanes, options.controlplane_port)
         self.embedded: list[EmbeddedPostgres | EmbeddedNats] = []
         self.secrets: dict[str, str] = {}  # the secrets key's setting for both planes (run() decides)
+        # Per role: the settings a plane needs to log in to the bus and to sign or check snapshots.
+        self.bus_env: dict[Role, dict[str, str]] = {"controlplane": {}, "dataplane": {}}
 
     def say(self, text: str) -> None:
         self.printer.line("up", text)
@@ -181,6 +192,7 @@ class _Cluster:
         # Everything starts as soon as what it needs is there, and is waited for only when needed:
         # the simulators need nothing, the data planes only NATS.
         sims = self._start_simulators(supervisor) if self.options.demo else []
+        self._signing_keys()
         database_url = self.options.database_url or self._start_postgres()
         nats_url = self.options.nats_url or self._start_nats()
         # Once more, now after the embedded servers: the stack unwinds in reverse, so the children
@@ -247,8 +259,24 @@ class _Cluster:
         self.embedded.append(server)
         return url
 
+    def _signing_keys(self) -> None:
+        """The snapshot signing key pair, made once in the data directory (the private key owner-only)."""
+        private, public = ensure_key_pair(self.data.keys)
+        self.bus_env["controlplane"]["OLLAMAFLOW_SNAPSHOT_SIGNING_KEY_FILE"] = str(private)
+        self.bus_env["dataplane"]["OLLAMAFLOW_SNAPSHOT_PUBLIC_KEY_FILES"] = str(public)
+
     def _start_nats(self) -> str:
-        server = EmbeddedNats(self.data.nats)
+        """The embedded NATS with one user per role and its permissions; nothing anonymous gets in."""
+        names = BusNames(_namespace(self.environ))
+        users = []
+        for role in ROLES:
+            password = self.data.nats_password(role)
+            users.append(NatsUser(ROLE_USERS[role], role, literal_password(password)))
+            login = {"OLLAMAFLOW_NATS_USER": ROLE_USERS[role], "OLLAMAFLOW_NATS_PASSWORD": password}
+            self.bus_env[role] |= login
+        config = self.data.nats / "ollamaflow-auth.conf"
+        write_private(config, render_authorization(names, users))
+        server = EmbeddedNats(self.data.nats, config_file=config)
         self.say(f"starting embedded NATS (JetStream) in {self.data.nats} (log: {server.log_path})")
         url = server.start()
         self.stack.callback(self._stop_embedded, server)
@@ -264,9 +292,14 @@ class _Cluster:
             self.say("stopping child processes")
         supervisor.stop_all()
 
-    def _env(self, *, plane_secrets: bool = False, **settings: str) -> dict[str, str]:
-        env = {k: v for k, v in self.environ.items() if k not in _DECIDED_BY_UP}
+    def _env(
+        self, *, plane_secrets: bool = False, role: Role | None = None, **settings: str
+    ) -> dict[str, str]:
+        decided = _DECIDED_BY_UP + (_DECIDED_WITH_EMBEDDED_NATS if self.options.nats_url is None else ())
+        env = {k: v for k, v in self.environ.items() if k not in decided}
         env["PYTHONUNBUFFERED"] = "1"
+        if role is not None:
+            env.update(self.bus_env[role])
         env.update(settings)
         if not plane_secrets:
             env.pop("OLLAMAFLOW_DATABASE_URL", None)
@@ -331,6 +364,7 @@ class _Cluster:
             url = f"http://{_url_host(self.local_host)}:{port}"
             env = self._env(
                 plane_secrets=True,
+                role="controlplane",
                 OLLAMAFLOW_DATABASE_URL=database_url,
                 OLLAMAFLOW_NATS_URL=nats_url,
                 OLLAMAFLOW_ADMIN_TOKENS=",".join(tokens),
@@ -349,6 +383,7 @@ class _Cluster:
         started = []
         for index, port in enumerate(self.ports, start=1):
             env = self._env(
+                role="dataplane",
                 OLLAMAFLOW_NATS_URL=nats_url,
                 OLLAMAFLOW_SNAPSHOT_CACHE=str(self.data.snapshot_cache(index)),
                 OLLAMAFLOW_DATAPLANE_ID=f"dataplane-{index}",
@@ -380,7 +415,7 @@ class _Cluster:
         else:
             self.say(f"admin token:   {token}  ({token_source})")
         pg_note = "" if self.options.database_url else " (embedded)"
-        nats_note = "" if self.options.nats_url else " (embedded)"
+        nats_note = "" if self.options.nats_url else " (embedded; users controlplane and dataplane)"
         self.say(f"postgres:      {_hide_password(database_url)}{pg_note}")
         self.say(f"nats:          {nats_url}{nats_note}")
         self.say(f"data dir:      {self.data.root}")
@@ -405,6 +440,14 @@ class _Cluster:
                 policy = BACKEND_POLICY if child.name in backends else PART_POLICY
                 watch.add(ChildUnit(supervisor, child), policy)
         return watch.run()
+
+
+def _namespace(environ: Mapping[str, str]) -> str:
+    """The bus namespace the planes will use (OLLAMAFLOW_BUS_NAMESPACE, or from their config file)."""
+    try:
+        return load_dataplane_settings(environ=environ).bus_namespace
+    except ConfigError:  # the data plane itself will say what is wrong
+        return DataPlaneSettings().bus_namespace
 
 
 def _revision(response: httpx.Response) -> int:

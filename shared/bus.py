@@ -18,6 +18,10 @@
   the leader publishes it at once.
 
 A ``namespace`` other than the default keeps test runs and side-by-side clusters apart on one server.
+
+Who may use which name is in ``shared.bus_permissions`` (a name added here needs its role there);
+how a plane logs in (user, TLS, its role's reply inbox ``_INBOX.<namespace>.<role>``) is
+``shared.bus_connect``. Only writers create the bucket: readers wait for the first snapshot.
 """
 
 from __future__ import annotations
@@ -36,7 +40,15 @@ from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
-from shared.errors import BusError, BusNoResponder, LeaseConflict, SnapshotConflict, SnapshotRejected
+from shared.bus_connect import BusLogin, connect_options
+from shared.errors import (
+    BusAuthError,
+    BusError,
+    BusNoResponder,
+    LeaseConflict,
+    SnapshotConflict,
+    SnapshotRejected,
+)
 from shared.pieces import decode_manifest, is_manifest
 from shared.pieces_kv import fetch_pieces, purge_pieces, store_pieces
 from shared.snapshot import SCHEMA_MAJOR
@@ -107,6 +119,11 @@ class BusNames:
     def changes_subject(self) -> str:
         return f"{self.namespace}.controlplane.changed"
 
+    def inbox_prefix(self, role: str) -> str:
+        """Where a plane of ``role`` receives its replies: one prefix per role, so that the bus's
+        permissions (``shared.bus_permissions``) keep each role's answers from the other."""
+        return f"_INBOX.{self.namespace}.{role}"
+
 
 class Bus:
     """One NATS connection and the few operations the planes need from it."""
@@ -118,16 +135,20 @@ class Bus:
         *,
         client_name: str = "ollamaflow",
         piece_size: int | None = None,
+        login: BusLogin | None = None,
     ) -> None:
         self.url = url
         self.names = names or BusNames()
         self._client_name = client_name
+        # Built here so that an unreadable CA or client certificate is a ConfigError at start-up.
+        self._login_options = connect_options(url, login or BusLogin())
         self._nc: Client | None = None
         self._kv: KeyValue | None = None
         self._piece_size = piece_size
         self._direct_tried = False
         # Pieces may be stored that a write should purge (so far as this writer knows).
         self._pieces_seen = True
+        self._said: dict[str, float] = {}  # bus errors logged recently, by text (rate limit)
 
     @property
     def connected(self) -> bool:
@@ -146,21 +167,30 @@ class Bus:
                 self.url,
                 name=self._client_name,
                 connect_timeout=connect_timeout,
-                allow_reconnect=True,
+                # Off for the first connection: with it on, nats-py retries refused credentials
+                # forever inside connect() and nobody hears why. Switched on once connected.
+                allow_reconnect=False,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 ping_interval=5,
                 max_outstanding_pings=2,
                 error_cb=self._on_error,
+                **self._login_options,
             )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             if _cancel_requested():
                 raise asyncio.CancelledError from exc
+            if _is_auth_error(exc):
+                raise BusAuthError(
+                    f"NATS at {self.url} refused this plane's credentials ({exc}): check "
+                    "OLLAMAFLOW_NATS_USER and OLLAMAFLOW_NATS_PASSWORD"
+                ) from exc
             raise BusError(f"cannot connect to NATS at {self.url}: {exc}") from exc
         if _cancel_requested():
             with contextlib.suppress(Exception):
                 await nc.close()
             raise asyncio.CancelledError
+        nc.options["allow_reconnect"] = True  # read live by nats-py's reconnect logic
         self._nc = nc
 
     async def connect_forever(self, *, retry_every: float = 1.0, log_every: float = 5.0) -> None:
@@ -174,7 +204,8 @@ class Bus:
             except BusError as exc:
                 now = time.monotonic()
                 if logged_at is None or now - logged_at >= log_every:
-                    log.warning("%s; retrying every %gs", exc, retry_every)
+                    level = logging.ERROR if isinstance(exc, BusAuthError) else logging.WARNING
+                    log.log(level, "%s; retrying every %gs", exc, retry_every)
                     logged_at = now
                 await asyncio.sleep(retry_every)
 
@@ -186,7 +217,24 @@ class Bus:
         self._kv = None
 
     async def _on_error(self, exc: Exception) -> None:
-        log.debug("nats: %s", exc)
+        """nats-py reports denials only here (the denied call itself just times out): say them."""
+        text = str(exc)
+        lowered = text.lower()
+        if "permissions violation" in lowered:
+            self._say(logging.ERROR, f"NATS denied this plane ({self._client_name}): {text}")
+        elif _is_auth_error(exc):
+            self._say(logging.ERROR, f"NATS at {self.url} refused this plane's credentials: {text}")
+        else:
+            log.debug("nats: %s", text)
+
+    def _say(self, level: int, text: str, *, every: float = 30.0) -> None:
+        now = time.monotonic()
+        if now - self._said.get(text, -every) < every:
+            return
+        if len(self._said) >= 64:  # bounded: forget the oldest
+            self._said.pop(next(iter(self._said)))
+        self._said[text] = now
+        log.log(level, "%s", text)
 
     def _client(self) -> Client:
         if self._nc is None or not self._nc.is_connected:
@@ -200,11 +248,14 @@ class Bus:
         return max(MIN_PIECE_SIZE, self._client().max_payload - PIECE_HEADROOM)
 
     async def _bucket(self, *, writer: bool = False) -> KeyValue:
+        """The KV bucket; made if missing only for a writer (data planes may not create it)."""
         if self._kv is None:
             js = self._client().jetstream(timeout=2.0)
             try:
                 self._kv = await js.key_value(self.names.bucket)
             except nats.js.errors.BucketNotFoundError:
+                if not writer:
+                    raise
                 config = KeyValueConfig(
                     bucket=self.names.bucket, history=5, storage=StorageType.FILE, direct=True
                 )
@@ -231,7 +282,7 @@ class Bus:
         try:
             kv = await self._bucket()
             entry = await kv.get(self.names.snapshot_key)
-        except nats.js.errors.KeyNotFoundError:
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.BucketNotFoundError):
             return None
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             self._kv = None
@@ -313,24 +364,30 @@ class Bus:
         except (nats.errors.Error, OSError, TimeoutError, BusError) as exc:
             log.debug("old snapshot pieces not purged yet: %s", exc)
 
-    async def watch_snapshot(self) -> AsyncIterator[bytes]:
+    async def watch_snapshot(self, *, bucket_poll: float = 1.0) -> AsyncIterator[bytes]:
         """Yield the current snapshot bytes, then each new one; raise BusError when the watch breaks.
 
-        A snapshot whose pieces cannot be fetched or do not match is skipped (logged): a newer one
-        replaced it, or the periodic re-read meets it again and reports it.
+        Before any snapshot was ever stored the bucket does not exist, and only writers may create it:
+        the watch waits for it, checking every ``bucket_poll`` seconds. A snapshot whose pieces cannot
+        be fetched or do not match is skipped (logged): a newer one replaced it, or the periodic
+        re-read meets it again and reports it.
         """
         try:
-            kv = await self._bucket()
+            while True:
+                try:
+                    kv = await self._bucket()
+                    break
+                except nats.js.errors.BucketNotFoundError:
+                    await asyncio.sleep(bucket_poll)
             watcher = await kv.watch(self.names.snapshot_key)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             self._kv = None
             raise BusError(f"cannot watch the snapshot: {exc}") from exc
         try:
-            while True:
-                try:
-                    entry = await watcher.updates(timeout=30.0)
-                except nats.errors.TimeoutError:
-                    continue
+            # Not watcher.updates(timeout): on Python 3.11 its asyncio.wait_for loses a cancellation
+            # that lands as an entry arrives (e.g. the end-of-history marker right after the current
+            # value), and the task cancelled to stop this watch then waits on forever.
+            async for entry in watcher:
                 if entry is not None and entry.value and entry.operation is None:
                     try:
                         data = await self.expand_snapshot(entry.value)
@@ -338,6 +395,7 @@ class Bus:
                         log.info("skipped a snapshot from the watch: %s", exc.message)
                         continue
                     yield data
+            raise BusError("snapshot watch ended: the watcher stopped")
         except (nats.errors.Error, OSError) as exc:
             raise BusError(f"snapshot watch ended: {exc}") from exc
         finally:
@@ -350,7 +408,7 @@ class Bus:
         try:
             kv = await self._bucket()
             entry = await kv.get(self.names.lease_key)
-        except nats.js.errors.KeyNotFoundError:  # also a released (deleted) lease
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.BucketNotFoundError):  # also released
             return None
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             self._kv = None
@@ -361,7 +419,7 @@ class Bus:
         """Store the lease if its revision is still ``last`` (None: nobody may hold it); its new
         revision. Raises LeaseConflict when another replica wrote it first."""
         try:
-            kv = await self._bucket()
+            kv = await self._bucket(writer=True)  # the first lease may come before any snapshot
             if last is None:
                 return await kv.create(self.names.lease_key, data)  # also over a released lease
             return await kv.update(self.names.lease_key, data, last=last)
@@ -374,7 +432,7 @@ class Bus:
     async def release_lease(self, *, last: int) -> None:
         """Delete the lease if its revision is still ``last`` (so that nobody else's is deleted)."""
         try:
-            kv = await self._bucket()
+            kv = await self._bucket(writer=True)
             await kv.delete(self.names.lease_key, last=last)
         except nats.js.errors.APIError as exc:
             if exc.err_code not in _WRONG_LAST_SEQUENCE:
@@ -478,6 +536,10 @@ class Bus:
                 task.cancel()
 
         return stop
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    return "authorization violation" in str(exc).lower()
 
 
 def _cancel_requested() -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "BusAuthError",
     "BusError",
     "BusNoResponder",
     "ConfigError",
@@ -78,6 +79,8 @@ class SnapshotConflict(BusError):
 
 class LeaseConflict(BusError):
     pass
+class BusAuthError(BusError):
+    """NATS refused the plane's credentials (wrong user or password, or none given)."""
 
 
 class BusNoResponder(BusError):

@@ -1,7 +1,9 @@
 """The versioned snapshot: the one document the control plane publishes and data planes route by.
 
 Schema evolution rule: within a major version only add fields with defaults; never change a type or
-reuse a name. The major is also in the bus key (``snapshot.v1``).
+reuse a name. The major is also in the bus key (``snapshot.v1``). The control plane's signature
+(``signature``, made and checked by ``shared.signing``) covers the header; the content hash covers
+the content.
 
 Pure: no I/O and no clock reads; callers pass ``generated_at``.
 """
@@ -9,11 +11,14 @@ Pure: no I/O and no clock reads; callers pass ``generated_at``.
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
 from shared.errors import SnapshotRejected
+
+if TYPE_CHECKING:
+    from shared.signing import SnapshotTrust
 
 __all__ = [
     "DEFAULT_STICKY_HEADERS",
@@ -29,6 +34,7 @@ __all__ = [
     "LoadedModel",
     "Snapshot",
     "SnapshotContent",
+    "SnapshotSignature",
     "accept",
     "content_hash",
     "decode",
@@ -173,6 +179,13 @@ class SnapshotContent(msgspec.Struct, frozen=True, kw_only=True):
     api_keys: tuple[ApiKeyView, ...] = ()
 
 
+class SnapshotSignature(msgspec.Struct, frozen=True, kw_only=True):
+    """The control plane's ed25519 signature over the snapshot's header (``shared.signing``)."""
+
+    key_id: str  # the first 16 hex digits of the SHA-256 of the raw public key
+    value: str  # base64 of the 64-byte signature
+
+
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     """One immutable, versioned snapshot."""
 
@@ -181,6 +194,8 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     content_hash: str
     generated_at: str  # RFC 3339, UTC
     content: SnapshotContent
+    # None: unsigned (a data plane takes it only when configured to allow unsigned snapshots).
+    signature: SnapshotSignature | None = None
 
 
 class _Header(msgspec.Struct):
@@ -261,13 +276,15 @@ def decode(data: bytes) -> Snapshot:
     return snapshot
 
 
-def accept(current: Snapshot | None, data: bytes) -> Snapshot:
+def accept(current: Snapshot | None, data: bytes, *, trust: SnapshotTrust) -> Snapshot:
     """Decide whether a data plane takes ``data`` over ``current``.
 
-    Returns the new snapshot, or raises SnapshotRejected (the caller keeps ``current``).
+    Returns the new snapshot, or raises SnapshotRejected (the caller keeps ``current``): undecodable,
+    a bad content hash, not signed by a key ``trust`` holds, or older than ``current``.
     A same-revision copy is not an error: it returns ``current`` unchanged.
     """
     snapshot = decode(data)
+    trust.verify(snapshot)
     if current is not None:
         if snapshot.revision < current.revision:
             raise SnapshotRejected(

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.services import nats_server, postgres_database
+from tests.support.signing import SnapshotKeys, write_test_keys
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +47,9 @@ def bus_namespace() -> str:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def snapshot_keys(tmp_path_factory: pytest.TempPathFactory) -> SnapshotKeys:
+    """The test signing key pair as PEM files: control planes sign with it, data planes trust it."""
+    return write_test_keys(tmp_path_factory.mktemp("keys"))

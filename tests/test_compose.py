@@ -20,6 +20,8 @@ SECRETS = {
     "OLLAMAFLOW_ADMIN_TOKENS": "compose-test-token",
     "OLLAMAFLOW_POSTGRES_PASSWORD": "composetestpw",
     "OLLAMAFLOW_SECRETS_KEY": "compose-test-secrets-key",
+    "OLLAMAFLOW_NATS_CONTROLPLANE_PASSWORD": "ncptestpw",
+    "OLLAMAFLOW_NATS_DATAPLANE_PASSWORD": "ndptestpw",
 }
 
 
@@ -182,3 +184,45 @@ def test_edge_config_is_mounted_from_the_repository(config: dict[str, Any], repo
     for source in mounts:
         assert Path(source).is_file(), source
         assert Path(source).is_relative_to(repo_root)
+
+
+def test_nats_lets_in_only_the_two_roles_with_their_own_passwords(
+    config: dict[str, Any], repo_root: Path
+) -> None:
+    services = config["services"]
+    nats = services["nats"]
+    mounts = {v["target"]: v for v in nats["volumes"]}
+    conf = mounts["/etc/nats/ollamaflow.conf"]
+    assert conf["type"] == "bind" and Path(conf["source"]) == repo_root / "deploy" / "nats.conf"
+    assert nats["command"][:2] == ["--config", "/etc/nats/ollamaflow.conf"]
+    assert nats["environment"]["OLLAMAFLOW_NATS_CONTROLPLANE_PASSWORD"] == "ncptestpw"
+    assert nats["environment"]["OLLAMAFLOW_NATS_DATAPLANE_PASSWORD"] == "ndptestpw"
+    cp, dp = services["controlplane"]["environment"], services["dataplane"]["environment"]
+    assert (cp["OLLAMAFLOW_NATS_USER"], cp["OLLAMAFLOW_NATS_PASSWORD"]) == ("controlplane", "ncptestpw")
+    assert (dp["OLLAMAFLOW_NATS_USER"], dp["OLLAMAFLOW_NATS_PASSWORD"]) == ("dataplane", "ndptestpw")
+    text = (repo_root / "deploy" / "nats.conf").read_text()
+    assert "$OLLAMAFLOW_NATS_CONTROLPLANE_PASSWORD" in text and "$OLLAMAFLOW_NATS_DATAPLANE_PASSWORD" in text
+
+
+def test_the_private_signing_key_reaches_only_the_control_plane(config: dict[str, Any]) -> None:
+    services = config["services"]
+    keys = services["keys"]
+    assert keys["command"][:2] == ["ollamaflow", "keys"]
+
+    def volumes(name: str) -> dict[str, dict[str, Any]]:
+        return {v["source"]: v for v in services[name].get("volumes", []) if v["type"] == "volume"}
+
+    for name in services:
+        if name not in ("keys", "controlplane", "controlplane-2"):
+            assert "signing-key" not in volumes(name), name
+    for name in ("controlplane", "controlplane-2"):
+        assert volumes(name)["signing-key"]["read_only"]
+    assert volumes("dataplane")["snapshot-trust"]["read_only"]
+    cp, dp = services["controlplane"], services["dataplane"]
+    signing = cp["environment"]["OLLAMAFLOW_SNAPSHOT_SIGNING_KEY_FILE"]
+    assert signing.startswith(volumes("controlplane")["signing-key"]["target"] + "/")
+    public = dp["environment"]["OLLAMAFLOW_SNAPSHOT_PUBLIC_KEY_FILES"]
+    assert public.startswith(volumes("dataplane")["snapshot-trust"]["target"] + "/")
+    assert "OLLAMAFLOW_SNAPSHOT_SIGNING_KEY_FILE" not in dp["environment"]
+    for plane in (cp, dp):
+        assert plane["depends_on"]["keys"]["condition"] == "service_completed_successfully"

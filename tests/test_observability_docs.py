@@ -17,15 +17,16 @@ from controlplane.settings import Settings
 from dataplane.app import DataPlane
 from dataplane.settings import DataPlaneSettings
 from tests.dataplane.harness import content, snapshot_bytes
+from tests.support.signing import SnapshotKeys
 from tests.test_compose import SECRETS, _compose
 
 _NAME = re.compile(r"ollamaflow_(?:dataplane|controlplane)_[a-z_]+")
 _SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created")
 
 
-def _exported() -> dict[str, str]:
+def _exported(keys: SnapshotKeys) -> dict[str, str]:
     """Family name -> its type, for both planes, from registries built in this process (nothing runs)."""
-    dataplane = DataPlane(DataPlaneSettings(dataplane_id="docs"))
+    dataplane = DataPlane(DataPlaneSettings(dataplane_id="docs", snapshot_public_key_files=(keys.public,)))
     assert dataplane.metrics is not None
     # With a snapshot applied, so that its age and time of application are exported too.
     assert dataplane.state.apply(
@@ -47,9 +48,9 @@ def _base(name: str) -> str:
     return name
 
 
-def test_every_exported_metric_is_documented(repo_root: Path) -> None:
+def test_every_exported_metric_is_documented(repo_root: Path, snapshot_keys: SnapshotKeys) -> None:
     readme = (repo_root / "README.md").read_text()
-    families = _exported()
+    families = _exported(snapshot_keys)
     assert len(families) > 40
     missing = []
     for name, kind in families.items():
@@ -60,9 +61,9 @@ def test_every_exported_metric_is_documented(repo_root: Path) -> None:
     assert not missing, f"metrics missing from the README's tables: {missing}"
 
 
-def test_the_dashboard_uses_only_exported_metrics(repo_root: Path) -> None:
+def test_the_dashboard_uses_only_exported_metrics(repo_root: Path, snapshot_keys: SnapshotKeys) -> None:
     dashboard = json.loads((repo_root / "deploy/grafana/ollamaflow.json").read_text())
-    families = _exported()
+    families = _exported(snapshot_keys)
     used = {
         _base(name)
         for panel in dashboard["panels"]

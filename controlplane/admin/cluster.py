@@ -60,6 +60,8 @@ class SnapshotOut(msgspec.Struct, kw_only=True, rename="pascal"):
     revision: int
     content_hash: str
     generated_at: str
+    # The id of the key that signed it ("" if unsigned): after a key rotation, the new key's id.
+    signing_key_id: str = ""
     content: SnapshotContent
 
 
@@ -118,6 +120,7 @@ def _redacted(snapshot: Snapshot, keyring: Keyring) -> SnapshotOut:
         revision=snapshot.revision,
         content_hash=snapshot.content_hash,
         generated_at=snapshot.generated_at,
+        signing_key_id=snapshot.signature.key_id if snapshot.signature is not None else "",
         content=msgspec.structs.replace(content, backends=backends, api_keys=keys, cluster=cluster),
     )
 

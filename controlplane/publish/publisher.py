@@ -2,12 +2,14 @@
 
 When it publishes: promptly after a committed change (``request(force=True)``, bursts coalesced by a
 short debounce), when the live data-plane set changes, at start, and every ``interval`` seconds. All
-but change-triggered publishes are skipped when the content hash equals the stored one.
+but change-triggered publishes are skipped when the content hash equals the stored one and the stored
+snapshot carries this publisher's signature (so a new signing key is in use from the start).
 
 How it stays monotonic: read the stored snapshot (revision and KV sequence) *before* reading the
 configuration, take the next revision from the Postgres sequence but never below stored + 1, and write
 with compare-and-set on the KV sequence. Losing the race (SnapshotConflict) means another writer
-stored a snapshot after our read, so we read everything again and retry. Any other failure (NATS or
+stored a snapshot after our read, so we read everything again and retry. With a signer, every
+snapshot is signed (``shared.signing``) before it is stored. Any other failure (NATS or
 the database down) keeps the request pending and retries after ``retry_after``.
 
 What "the stored snapshot" is may come from memory: after a successful write this publisher knows the
@@ -33,6 +35,7 @@ import msgspec
 from controlplane.clock import Clock, rfc3339
 from shared.bus import Bus
 from shared.errors import BusError, SnapshotConflict
+from shared.signing import SnapshotSigner, sign
 from shared.snapshot import Snapshot, SnapshotContent, encode, seal
 
 __all__ = ["PublishStatus", "Publisher"]
@@ -40,11 +43,16 @@ __all__ = ["PublishStatus", "Publisher"]
 log = logging.getLogger("ollamaflow.controlplane.publisher")
 
 
+class _StoredSignature(msgspec.Struct):
+    key_id: str = ""
+
+
 class _Stored(msgspec.Struct):
     """What we need of the stored snapshot; tolerant of anything else in it."""
 
     revision: int = 0
     content_hash: str = ""
+    signature: _StoredSignature | None = None
 
 
 _stored_decoder = msgspec.json.Decoder(_Stored)
@@ -82,8 +90,10 @@ class Publisher:
         debounce: float = 0.005,
         retry_after: float = 1.0,
         max_attempts: int = 20,
+        signer: SnapshotSigner | None = None,
     ) -> None:
         self._bus = bus
+        self._signer = signer
         self._content = content
         self._next_revision = next_revision
         self._clock = clock
@@ -126,8 +136,10 @@ class Publisher:
             built = time.perf_counter()
             # Sealed once, with a provisional revision: the hash decides whether to publish at all.
             sealed = seal(content, revision=0, generated_at=rfc3339(self._clock.now()))
-            # After a lost race the winner may already have stored exactly our content.
-            if sealed.content_hash == header.content_hash and (not force or attempt > 0):
+            # After a lost race the winner may already have stored exactly our content. Signed by
+            # another key (a rotation) it is published again, so that data planes get our signature.
+            current = sealed.content_hash == header.content_hash and self._signed_by_us(header)
+            if current and (not force or attempt > 0):
                 if stored is self._written:  # known from memory only: make sure before skipping
                     self._written = None
                     continue
@@ -136,6 +148,8 @@ class Publisher:
             sealed_at = time.perf_counter()
             revision = await self._next_revision(at_least=header.revision + 1)
             snapshot = msgspec.structs.replace(sealed, revision=revision)
+            if self._signer is not None:
+                snapshot = sign(snapshot, self._signer)
             data = encode(snapshot)
             try:
                 sequence = await self._bus.write_snapshot(
@@ -152,7 +166,9 @@ class Publisher:
             except BaseException:
                 self._written = None
                 raise
-            self._written = (_stored_encoder.encode(_Stored(revision, snapshot.content_hash)), sequence)
+            signed = _StoredSignature(self._signer.key_id) if self._signer is not None else None
+            written = _Stored(revision, snapshot.content_hash, signed)
+            self._written = (_stored_encoder.encode(written), sequence)
             self.last = snapshot
             self.revision = revision
             self.last_size = len(data)
@@ -170,6 +186,10 @@ class Publisher:
             )
             return snapshot
         raise SnapshotConflict(f"gave up after {self._max_attempts} conflicting snapshot writes")
+
+    def _signed_by_us(self, header: _Stored) -> bool:
+        stored_key = header.signature.key_id if header.signature is not None else None
+        return stored_key == (self._signer.key_id if self._signer is not None else None)
 
     async def run(self) -> None:
         """Publish whenever asked and every ``interval`` seconds, until cancelled."""

@@ -20,7 +20,9 @@ from pathlib import Path
 import httpx
 
 from shared.bus import Bus, BusNames
-from shared.snapshot import SnapshotContent, encode, seal
+from shared.signing import sign
+from shared.signing_keys import ensure_key_pair, load_signer
+from shared.snapshot import Snapshot, SnapshotContent, encode, seal
 
 __all__ = ["CLI", "free_port", "nats", "process", "publish", "wait_ready"]
 
@@ -64,25 +66,28 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, what: str, ti
     raise RuntimeError(f"{what} did not become ready at {url}")
 
 
-async def _publish(nats_url: str, namespace: str, content: SnapshotContent) -> None:
+async def _publish(nats_url: str, namespace: str, snapshot: Snapshot) -> None:
     bus = Bus(nats_url, BusNames(namespace), client_name="ollamaflow-bench")
     await bus.connect()
     try:
         stored = await bus.read_snapshot_head()
-        snapshot = seal(content, revision=1, generated_at="1970-01-01T00:00:00Z")
         await bus.write_snapshot(
             encode(snapshot),
             last=stored[1] if stored else None,
-            revision=1,
+            revision=snapshot.revision,
             content_hash=snapshot.content_hash,
         )
     finally:
         await bus.close()
 
 
-def publish(nats_url: str, namespace: str, content: SnapshotContent) -> None:
-    """Write ``content`` as revision 1 of the snapshot in ``namespace``."""
-    asyncio.run(_publish(nats_url, namespace, content))
+def publish(nats_url: str, namespace: str, content: SnapshotContent, keys: Path) -> dict[str, str]:
+    """Write ``content`` as revision 1 of the snapshot in ``namespace``, signed with a key pair made
+    in the directory ``keys``; returns the settings a data plane needs to trust it."""
+    private, public = ensure_key_pair(keys)
+    snapshot = seal(content, revision=1, generated_at="1970-01-01T00:00:00Z")
+    asyncio.run(_publish(nats_url, namespace, sign(snapshot, load_signer(private))))
+    return {"OLLAMAFLOW_SNAPSHOT_PUBLIC_KEY_FILES": str(public)}
 
 
 @contextlib.contextmanager

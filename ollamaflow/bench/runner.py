@@ -131,9 +131,9 @@ def run(options: BenchOptions) -> BenchReport:
         tempfile.TemporaryDirectory(prefix="ollamaflow-bench-") as tmp,
         nats(options.nats_url, Path(tmp)) as nats_url,
     ):
-        publish(nats_url, namespace, _overhead_content(sim_url))
+        trusting = publish(nats_url, namespace, _overhead_content(sim_url), Path(tmp) / "keys")
         sim_log, dp_log = Path(tmp) / "sim.log", Path(tmp) / "dataplane.log"
-        env = {
+        env = trusting | {
             "OLLAMAFLOW_NATS_URL": nats_url,
             "OLLAMAFLOW_BUS_NAMESPACE": namespace,
             "OLLAMAFLOW_LOG_LEVEL": "WARNING",

@@ -125,8 +125,8 @@ def _cluster(options: SaturationOptions, tmp: Path) -> Iterator[tuple[list[str],
     dp_ids = [f"bench-dp-{i + 1}" for i in range(options.dataplanes)]
     with contextlib.ExitStack() as stack:
         nats_url = stack.enter_context(nats(options.nats_url, tmp))
-        publish(nats_url, namespace, saturation_content(options, sim_urls, dp_ids))
-        env = {
+        trusting = publish(nats_url, namespace, saturation_content(options, sim_urls, dp_ids), tmp / "keys")
+        env = trusting | {
             "OLLAMAFLOW_NATS_URL": nats_url,
             "OLLAMAFLOW_BUS_NAMESPACE": namespace,
             "OLLAMAFLOW_LOG_LEVEL": "WARNING",

@@ -24,13 +24,17 @@ def up(
     data_dir: Path = typer.Option(
         Path(".ollamaflow"),
         "--data-dir",
-        help="Where the database, the JetStream store, the admin token and snapshot caches are kept.",
+        help="Where the database, the JetStream store, the admin token, the NATS passwords, the snapshot "
+        "signing keys and snapshot caches are kept.",
     ),
     database_url: str | None = typer.Option(
         None, "--database-url", help="Use this PostgreSQL instead of starting the embedded one."
     ),
     nats_url: str | None = typer.Option(
-        None, "--nats-url", help="Use this NATS (with JetStream) instead of starting the embedded one."
+        None,
+        "--nats-url",
+        help="Use this NATS (with JetStream) instead of starting the embedded one (its login: "
+        "OLLAMAFLOW_NATS_USER/OLLAMAFLOW_NATS_PASSWORD in the environment).",
     ),
     port: int = typer.Option(43411, "--port", min=1, max=65535, help="Port of the first data plane."),
     controlplane_port: int = typer.Option(

@@ -28,6 +28,7 @@ class EmbeddedNats(ChildServer):
 
     It listens on 127.0.0.1 unless ``host`` is ``0.0.0.0`` (every address, monitoring included: for
     clients in other network namespaces or on other machines); ``url`` names 127.0.0.1 either way.
+    With ``config_file`` it also reads that NATS configuration (e.g. users and permissions).
     """
 
     name = "nats"
@@ -39,10 +40,12 @@ class EmbeddedNats(ChildServer):
         *,
         monitor_port: int | None = None,
         host: str = "127.0.0.1",
+        config_file: Path | None = None,
     ) -> None:
         super().__init__(data_dir, port)
         self.monitor_port = monitor_port
         self.host = host
+        self.config_file = config_file
 
     def _url(self, port: int) -> str:
         return f"nats://127.0.0.1:{port}"
@@ -68,6 +71,9 @@ class EmbeddedNats(ChildServer):
             # A stable name keeps the JetStream identity the same across restarts.
             "--server_name", "ollamaflow-embedded",
         ]  # fmt: skip
+        if self.config_file is not None:
+            # Users and permissions (``ollamaflow.nats_config``); the options above override the file's.
+            argv += ["--config", str(self.config_file)]
         return self._spawn(argv, death_signal=signal.SIGTERM)
 
     def stop(self) -> None:

@@ -16,6 +16,7 @@ from controlplane.migrate import upgrade
 from controlplane.settings import Settings
 from tests.controlplane.harness import RunningControlPlane, fresh_database, running_controlplane
 from tests.support.secrets import TEST_KEYRING
+from tests.support.signing import SnapshotKeys
 
 TOKEN = "test-admin-token"
 OTHER_TOKEN = "second-admin-token"
@@ -46,7 +47,9 @@ def clean_database_url(cp_database_url: str) -> str:
 
 
 @pytest.fixture
-def settings(clean_database_url: str, nats_url: str, bus_namespace: str) -> Settings:
+def settings(
+    clean_database_url: str, nats_url: str, bus_namespace: str, snapshot_keys: SnapshotKeys
+) -> Settings:
     """Settings for a control plane a test starts itself (its own bus namespace).
 
     Backend monitoring is off: these tests configure backends at addresses nothing listens on, and
@@ -59,11 +62,14 @@ def settings(clean_database_url: str, nats_url: str, bus_namespace: str) -> Sett
         bus_namespace=bus_namespace,
         monitor_backends=False,
         secrets=TEST_KEYRING,
+        snapshot_signing_key_file=snapshot_keys.private,
     )
 
 
 @pytest.fixture(scope="module")
-def controlplane(cp_database_url: str, nats_url: str) -> Iterator[RunningControlPlane]:
+def controlplane(
+    cp_database_url: str, nats_url: str, snapshot_keys: SnapshotKeys
+) -> Iterator[RunningControlPlane]:
     """One control plane for a whole test module (the admin clients empty the tables before each test)."""
     settings = Settings(
         database_url=cp_database_url,
@@ -72,6 +78,7 @@ def controlplane(cp_database_url: str, nats_url: str) -> Iterator[RunningControl
         bus_namespace="t" + uuid.uuid4().hex[:12],
         monitor_backends=False,
         secrets=TEST_KEYRING,
+        snapshot_signing_key_file=snapshot_keys.private,
     )
     with running_controlplane(settings) as running:
         yield running

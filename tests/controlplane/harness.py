@@ -119,7 +119,8 @@ class SnapshotWatch:
         self._new = asyncio.Condition()
 
     async def _collect(self, bus: Bus) -> None:
-        async for data in bus.watch_snapshot():
+        # The bucket appears with the first publish; the watch waits for it.
+        async for data in bus.watch_snapshot(bucket_poll=0.05):
             async with self._new:
                 self.seen.append(decode(data))
                 self._new.notify_all()

@@ -22,6 +22,7 @@ from shared.snapshot import (
     seal,
 )
 from tests.support.secrets import TEST_KEYRING
+from tests.support.signing import fixed_trust, sign_for_tests
 
 assert TEST_KEYRING.current is not None
 SEAL = functools.partial(seal_secrets, TEST_KEYRING.current)
@@ -209,7 +210,8 @@ def test_a_sealed_snapshot_passes_its_own_hash_check_even_with_ints_in_float_fie
     share = BackendShare(max_parallel=2, rate_per_second=5)  # type: ignore[arg-type]
     content = SnapshotContent(cluster=ClusterView(dataplanes=(DataPlaneView(id="dp", shares={"b": share}),)))
     sealed = seal(content, revision=3, generated_at="2030-01-01T00:00:00Z")
-    assert accept(None, encode(sealed)).content.cluster.dataplanes[0].shares["b"].rate_per_second == 5.0
+    accepted = accept(None, encode(sign_for_tests(sealed)), trust=fixed_trust())
+    assert accepted.content.cluster.dataplanes[0].shares["b"].rate_per_second == 5.0
 
 
 def test_frontend_access_settings_reach_the_view() -> None:

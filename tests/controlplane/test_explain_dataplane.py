@@ -16,10 +16,12 @@ from tests.controlplane.conftest import TOKEN
 from tests.controlplane.harness import eventually, running_controlplane, watch_snapshots
 from tests.dataplane.harness import running_dataplane
 from tests.support.secrets import TEST_KEYRING
+from tests.support.signing import SnapshotKeys
 
 
-def _dataplane_settings(settings: Settings) -> DataPlaneSettings:
+def _dataplane_settings(settings: Settings, keys: SnapshotKeys) -> DataPlaneSettings:
     return DataPlaneSettings(
+        snapshot_public_key_files=(keys.public,),
         nats_url=settings.nats_url,
         bus_namespace=settings.bus_namespace,
         dataplane_id="dp-" + uuid.uuid4().hex[:8],
@@ -35,10 +37,12 @@ def _b1_slots(snapshot: Snapshot) -> dict[str, int]:
     }
 
 
-async def test_two_data_planes_share_the_limit_and_answer_dry_runs(settings: Settings) -> None:
+async def test_two_data_planes_share_the_limit_and_answer_dry_runs(
+    settings: Settings, snapshot_keys: SnapshotKeys
+) -> None:
     # Data planes report every 0.2 s here; a short TTL keeps the test's view of them current.
     cp_settings = dataclasses.replace(settings, dataplane_ttl=3.0)
-    one, two = _dataplane_settings(settings), _dataplane_settings(settings)
+    one, two = _dataplane_settings(settings, snapshot_keys), _dataplane_settings(settings, snapshot_keys)
     with running_controlplane(cp_settings) as running:
         async with (
             httpx.AsyncClient(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from controlplane.runtime import ControlPlane
 from controlplane.server import configure_logging
 from controlplane.settings import Settings
+from tests.support.signing import SnapshotKeys
 
 
 def test_httpx_request_lines_show_only_at_debug() -> None:
@@ -24,10 +26,14 @@ def test_httpx_request_lines_show_only_at_debug() -> None:
 
 
 async def test_a_short_admin_token_is_warned_about_at_start_without_showing_it(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, snapshot_keys: SnapshotKeys
 ) -> None:
     short, long = "short-token-123", "a-long-enough-random-admin-token-0123456789"
-    settings = Settings(database_url="postgresql+psycopg://u@127.0.0.1:1/db", admin_tokens=(short, long))
+    settings = Settings(
+        database_url="postgresql+psycopg://u@127.0.0.1:1/db",
+        admin_tokens=(short, long),
+        snapshot_signing_key_file=snapshot_keys.private,
+    )
     with caplog.at_level(logging.WARNING, logger="ollamaflow.controlplane"):
         plane = ControlPlane(settings)
     await plane.db.close()
@@ -36,6 +42,19 @@ async def test_a_short_admin_token_is_warned_about_at_start_without_showing_it(
     assert short not in caplog.text and long not in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="ollamaflow.controlplane"):
-        quiet = ControlPlane(Settings(database_url=settings.database_url, admin_tokens=(long,)))
+        quiet = ControlPlane(dataclasses.replace(settings, admin_tokens=(long,)))
     await quiet.db.close()
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+async def test_a_control_plane_without_a_signing_key_says_its_snapshots_go_out_unsigned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = "a-long-enough-random-admin-token-0123456789"
+    with caplog.at_level(logging.WARNING, logger="ollamaflow.controlplane"):
+        plane = ControlPlane(
+            Settings(database_url="postgresql+psycopg://u@127.0.0.1:1/db", admin_tokens=(token,))
+        )
+    await plane.db.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "published unsigned" in warnings[0]

@@ -16,10 +16,12 @@ from controlplane.settings import Settings
 from ollamaflow.embedded import EmbeddedNats
 from shared.bus import Bus, BusNames
 from shared.secret_box import BackendSecrets, open_secrets
+from shared.signing import SnapshotSigner
 from shared.snapshot import BackendView, Snapshot, SnapshotContent, encode, seal
 from tests.controlplane.conftest import TOKEN
 from tests.controlplane.harness import RunningControlPlane, eventually, running_controlplane, watch_snapshots
 from tests.support.processes import free_port
+from tests.support.signing import fixed_signer, fixed_trust, other_signer
 
 
 @pytest.fixture
@@ -48,6 +50,9 @@ async def test_every_committed_change_publishes_a_higher_revision(
     ):
         start = await watch.next()  # the start-up snapshot
         assert start.content.frontends == () and start.content.backends == ()
+        # Signed with the configured key: a data plane trusting its public half takes it.
+        assert start.signature is not None and start.signature.key_id == fixed_signer().key_id
+        fixed_trust().verify(start)
 
         steps = [
             (
@@ -140,6 +145,7 @@ async def test_the_snapshot_carries_credentials_sealed_and_the_admin_view_redact
             assert value not in resp.text
         view = resp.json()
         assert view["ContentHash"] == published.content_hash
+        assert view["SigningKeyId"] == fixed_signer().key_id  # which key signed it (e.g. after a rotation)
         shown = view["Content"]["backends"][0]
         assert (shown["bearer_token"], shown["sealed_secrets"]) == ("<redacted>", "<redacted>")
         assert (shown["headers"], shown["querystring"]) == ({"X-Team": "<redacted>"}, "key=<redacted>")
@@ -150,12 +156,19 @@ def _content(tag: str) -> SnapshotContent:
 
 
 async def _publisher(
-    settings: Settings, bus: Bus, db: Database, contents: list[SnapshotContent]
+    settings: Settings,
+    bus: Bus,
+    db: Database,
+    contents: list[SnapshotContent],
+    *,
+    signer: SnapshotSigner | None = None,
 ) -> Publisher:
     async def content(_previous: SnapshotContent | None) -> SnapshotContent:
         return contents[-1]
 
-    return Publisher(bus, content=content, next_revision=db.next_revision, clock=Clock(), interval=30)
+    return Publisher(
+        bus, content=content, next_revision=db.next_revision, clock=Clock(), interval=30, signer=signer
+    )
 
 
 async def test_racing_publishers_never_store_a_lower_revision(settings: Settings) -> None:
@@ -292,4 +305,28 @@ async def test_a_publisher_that_remembers_its_last_write_still_notices_another_w
     finally:
         await bus.close()
         await other.close()
+
+
+async def test_a_new_signing_key_republishes_unchanged_content(settings: Settings) -> None:
+    """Key rotation: a control plane with a new key signs the current content again at once, so that
+    data planes can drop the old key; with its own signature stored, it skips the same content."""
+    bus = Bus(settings.nats_url, BusNames(settings.bus_namespace))
+    db = Database(settings.database_url)
+    await bus.connect()
+    try:
+        contents = [_content("a0")]
+        old = await _publisher(settings, bus, db, contents, signer=fixed_signer())
+        first = await old.publish()
+        assert first is not None and first.signature is not None
+        assert await old.publish() is None  # unchanged, ours
+
+        new_key = other_signer()
+        new = await _publisher(settings, bus, db, contents, signer=new_key)
+        rotated = await new.publish()
+        assert rotated is not None and rotated.signature is not None
+        assert rotated.signature.key_id == new_key.key_id != first.signature.key_id
+        assert rotated.content_hash == first.content_hash and rotated.revision > first.revision
+        assert await new.publish() is None
+    finally:
+        await bus.close()
         await db.close()

@@ -25,6 +25,7 @@ from tests.controlplane.harness import RunningControlPlane, eventually, running_
 from tests.dataplane.harness import RunningDataPlane, running_dataplane
 from tests.dataplane.recorder import Recorder, recorder
 from tests.support.secrets import TEST_KEYRING, TEST_SECRETS_KEY
+from tests.support.signing import public_key_beside
 
 BEARER, HEADER, QUERY = "bearer-s3cret-51c9", "header-s3cret-0d7e", "query-s3cret-a4b2"
 SECRETS = (BEARER, HEADER, QUERY)
@@ -39,6 +40,7 @@ def _dp_settings(settings: Settings, **changes: object) -> DataPlaneSettings:
         report_interval=0.2,
         snapshot_poll_interval=0.5,
         secrets=TEST_KEYRING,
+        snapshot_public_key_files=(public_key_beside(settings.snapshot_signing_key_file),),
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 

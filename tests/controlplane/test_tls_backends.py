@@ -25,6 +25,7 @@ from tests.controlplane.harness import eventually, running_controlplane
 from tests.dataplane.conftest import bus, writer
 from tests.dataplane.harness import SnapshotWriter, running_dataplane, serve_frontend
 from tests.support.secrets import TEST_KEYRING
+from tests.support.signing import public_key_beside
 
 __all__ = ["bus", "writer"]  # the data-plane tests' bus and snapshot writer, as fixtures here
 
@@ -58,7 +59,10 @@ async def tls_sim(tls_files: TlsFiles) -> AsyncIterator[str]:
 
 
 def _dataplane_settings(settings: Settings, ca_file: Path | None) -> DataPlaneSettings:
+    # The control plane's signing key sits beside its public half (tests.support.signing).
+    assert settings.snapshot_signing_key_file is not None
     return DataPlaneSettings(
+        snapshot_public_key_files=(public_key_beside(settings.snapshot_signing_key_file),),
         nats_url=settings.nats_url,
         bus_namespace=settings.bus_namespace,
         dataplane_id="dp-" + uuid.uuid4().hex[:8],

@@ -14,6 +14,7 @@ from ollamaflow.sim import running_sim
 from shared.bus import Bus, BusNames
 from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, running_dataplane
 from tests.support.secrets import TEST_KEYRING
+from tests.support.signing import SnapshotKeys
 
 
 @pytest.fixture
@@ -32,8 +33,9 @@ def writer(bus: Bus) -> SnapshotWriter:
 
 
 @pytest.fixture
-def dp_settings(nats_url: str, bus_namespace: str) -> DataPlaneSettings:
+def dp_settings(nats_url: str, bus_namespace: str, snapshot_keys: SnapshotKeys) -> DataPlaneSettings:
     return DataPlaneSettings(
+        snapshot_public_key_files=(snapshot_keys.public,),
         nats_url=nats_url,
         bus_namespace=bus_namespace,
         dataplane_id="dp-" + uuid.uuid4().hex[:8],

@@ -25,6 +25,7 @@ from shared.secret_box import BackendSecrets, seal_secrets
 from shared.snapshot import BackendView, FrontendView, SnapshotContent, encode, seal
 from shared.wire.reports import DataPlaneReport, decode_report
 from tests.support.secrets import TEST_KEYRING
+from tests.support.signing import sign_for_tests
 
 __all__ = [
     "RunningDataPlane",
@@ -38,7 +39,8 @@ __all__ = [
 
 
 def snapshot_bytes(content: SnapshotContent, revision: int) -> bytes:
-    return encode(seal(content, revision=revision, generated_at="2025-01-01T00:00:00Z"))
+    """A snapshot as the control plane publishes it: sealed and signed with the tests' key."""
+    return encode(sign_for_tests(seal(content, revision=revision, generated_at="2025-01-01T00:00:00Z")))
 
 
 def content(

@@ -20,6 +20,7 @@ import pytest
 from shared.snapshot import BackendView, FrontendView, SnapshotContent
 from tests.dataplane.harness import snapshot_bytes
 from tests.support.processes import free_port, ollamaflow, wait_ready
+from tests.support.signing import SnapshotKeys
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ class Plane:
 
 
 @pytest.fixture
-def plane(tmp_path: Path) -> Iterator[Plane]:
+def plane(tmp_path: Path, snapshot_keys: SnapshotKeys) -> Iterator[Plane]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < SOCKETS + 512:
         if hard != resource.RLIM_INFINITY and hard < SOCKETS + 512:
@@ -56,7 +57,7 @@ def plane(tmp_path: Path) -> Iterator[Plane]:
         )
         cache = tmp_path / "snapshot.json"
         cache.write_bytes(snapshot_bytes(content, 1))
-        env |= {
+        env |= snapshot_keys.env() | {
             "OLLAMAFLOW_SNAPSHOT_CACHE": str(cache),
             "OLLAMAFLOW_NATS_URL": f"nats://127.0.0.1:{free_port()}",  # nobody: it serves from the cache
             "OLLAMAFLOW_CLIENT_HEADER_TIMEOUT": str(TIMEOUT),

@@ -13,6 +13,7 @@ import pytest
 from shared.snapshot import BackendView, FrontendView, SnapshotContent
 from tests.dataplane.harness import snapshot_bytes
 from tests.support.processes import free_port, ollamaflow, stop, wait_ready
+from tests.support.signing import SnapshotKeys
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +29,9 @@ def test_help_names_the_options() -> None:
         assert option in done.stdout
 
 
-def test_serves_from_the_cache_named_in_its_config_file_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+def test_serves_from_the_cache_named_in_its_config_file_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, snapshot_keys: SnapshotKeys
+) -> None:
     cache = tmp_path / "snapshot.json"
     content = SnapshotContent(
         frontends=(FrontendView(id="f", backends=("b",)),),
@@ -36,7 +39,10 @@ def test_serves_from_the_cache_named_in_its_config_file_and_stops_cleanly_on_sig
     )
     cache.write_bytes(snapshot_bytes(content, 4))
     config = tmp_path / "dataplane.toml"
-    config.write_text(f'snapshot_cache = "{cache}"\nnats_url = "nats://127.0.0.1:{free_port()}"\n')
+    config.write_text(
+        f'snapshot_cache = "{cache}"\nnats_url = "nats://127.0.0.1:{free_port()}"\n'
+        f'snapshot_public_key_files = ["{snapshot_keys.public}"]\n'
+    )
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMAFLOW_")}
     args = [

@@ -22,6 +22,7 @@ from ollamaflow.sim import running_sim
 from shared.snapshot import BackendView, FrontendView, SnapshotContent
 from tests.dataplane.harness import SnapshotWriter
 from tests.support.processes import CLI, free_port, stop, wait_ready
+from tests.support.signing import SnapshotKeys
 
 pytestmark = pytest.mark.slow
 
@@ -141,10 +142,10 @@ async def _load(balancer: RoundRobin, tally: Tally) -> AsyncIterator[None]:
 
 
 async def test_rolling_restarts_under_load_lose_no_request(
-    tmp_path: Path, nats_url: str, bus_namespace: str, writer: SnapshotWriter
+    tmp_path: Path, nats_url: str, bus_namespace: str, writer: SnapshotWriter, snapshot_keys: SnapshotKeys
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMAFLOW_")}
-    env |= {
+    env |= snapshot_keys.env() | {
         "OLLAMAFLOW_NATS_URL": nats_url,
         "OLLAMAFLOW_BUS_NAMESPACE": bus_namespace,
         "OLLAMAFLOW_DRAIN_TIMEOUT": "20",

@@ -12,6 +12,9 @@ from dataplane.settings import load_settings
 from dataplane.upstream import Upstream
 from shared.errors import ConfigError
 
+# Settings for data planes built only to inspect them (they never see a snapshot).
+UNSIGNED = {"OLLAMAFLOW_ALLOW_UNSIGNED_SNAPSHOTS": "true"}
+
 
 def test_defaults_and_generated_id() -> None:
     settings = load_settings(environ={})
@@ -117,18 +120,20 @@ def test_the_aiohttp_client_is_imported_only_when_chosen(monkeypatch: pytest.Mon
     """The data plane runs without aiohttp installed unless it is asked for, then says what is missing."""
     monkeypatch.setitem(sys.modules, "aiohttp", None)  # as if it were not installed
     monkeypatch.delitem(sys.modules, "dataplane.upstream_aiohttp", raising=False)
-    assert isinstance(DataPlane(load_settings(environ={})).upstream, Upstream)
+    assert isinstance(DataPlane(load_settings(environ=UNSIGNED)).upstream, Upstream)
     with pytest.raises(ConfigError, match=r"OLLAMAFLOW_UPSTREAM_CLIENT=aiohttp needs the aiohttp package"):
-        DataPlane(load_settings(environ={"OLLAMAFLOW_UPSTREAM_CLIENT": "aiohttp"}))
+        DataPlane(load_settings(environ={**UNSIGNED, "OLLAMAFLOW_UPSTREAM_CLIENT": "aiohttp"}))
 
 
 def test_an_unreadable_ca_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="OLLAMAFLOW_BACKEND_CA_FILE"):
-        DataPlane(load_settings(environ={"OLLAMAFLOW_BACKEND_CA_FILE": str(tmp_path / "none.pem")}))
+        DataPlane(
+            load_settings(environ={**UNSIGNED, "OLLAMAFLOW_BACKEND_CA_FILE": str(tmp_path / "none.pem")})
+        )
     bad = tmp_path / "bad.pem"
     bad.write_text("not a certificate")
     with pytest.raises(ConfigError, match="OLLAMAFLOW_BACKEND_CA_FILE"):
-        DataPlane(load_settings(environ={"OLLAMAFLOW_BACKEND_CA_FILE": str(bad)}))
+        DataPlane(load_settings(environ={**UNSIGNED, "OLLAMAFLOW_BACKEND_CA_FILE": str(bad)}))
 
 
 def test_the_secrets_key_from_file_environment_or_key_file(tmp_path: Path) -> None:
@@ -145,3 +150,29 @@ def test_the_secrets_key_from_file_environment_or_key_file(tmp_path: Path) -> No
     assert key not in repr(from_env)
     with pytest.raises(ConfigError, match="OLLAMAFLOW_SECRETS_KEY_FILE"):
         load_settings(environ={"OLLAMAFLOW_SECRETS_KEY_FILE": str(tmp_path / "none")})
+
+
+def test_bus_login_and_snapshot_keys_come_from_the_environment_or_the_file(tmp_path: Path) -> None:
+    env = {
+        "OLLAMAFLOW_NATS_USER": "dataplane",
+        "OLLAMAFLOW_NATS_PASSWORD": "s3cret",
+        "OLLAMAFLOW_NATS_CA_FILE": "/etc/ca.pem",
+        "OLLAMAFLOW_SNAPSHOT_PUBLIC_KEY_FILES": "/k/old.pem, /k/new.pem",
+    }
+    settings = load_settings(environ=env)
+    assert (settings.nats_user, settings.nats_password) == ("dataplane", "s3cret")
+    assert settings.nats_ca_file == Path("/etc/ca.pem")
+    assert settings.snapshot_public_key_files == (Path("/k/old.pem"), Path("/k/new.pem"))
+    assert not settings.allow_unsigned_snapshots
+    assert "s3cret" not in repr(settings)
+    config = tmp_path / "dp.toml"
+    config.write_text('snapshot_public_key_files = ["/a.pem", "/b.pem"]\nallow_unsigned_snapshots = true\n')
+    from_file = load_settings(config_file=config, environ={})
+    assert from_file.snapshot_public_key_files == (Path("/a.pem"), Path("/b.pem"))
+    assert from_file.allow_unsigned_snapshots
+
+
+def test_a_data_plane_without_a_public_key_refuses_to_start_unless_unsigned_is_allowed() -> None:
+    with pytest.raises(ConfigError, match="OLLAMAFLOW_SNAPSHOT_PUBLIC_KEY_FILES is required"):
+        DataPlane(load_settings(environ={}))
+    assert DataPlane(load_settings(environ=UNSIGNED)).state.trust.allow_unsigned

@@ -25,6 +25,7 @@ from ollamaflow.sim import running_sim
 from shared.snapshot import BackendView, FrontendView, SnapshotContent
 from tests.dataplane.harness import snapshot_bytes
 from tests.support.processes import free_port, ollamaflow, wait_ready
+from tests.support.signing import SnapshotKeys
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +72,9 @@ def _read_slowly_then_all(port: int, rss: list[int], pid: int) -> tuple[int, int
 
 
 @pytest.mark.timeout(300)
-async def test_a_slow_client_of_a_fast_stream_costs_bounded_memory(tmp_path: Path) -> None:
+async def test_a_slow_client_of_a_fast_stream_costs_bounded_memory(
+    tmp_path: Path, snapshot_keys: SnapshotKeys
+) -> None:
     async with running_sim(answer_tokens=100_000) as sim:
         cache = tmp_path / "snapshot.json"
         content = SnapshotContent(
@@ -81,7 +84,11 @@ async def test_a_slow_client_of_a_fast_stream_costs_bounded_memory(tmp_path: Pat
         cache.write_bytes(snapshot_bytes(content, 1))
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMAFLOW_")}
-        env |= {"OLLAMAFLOW_SNAPSHOT_CACHE": str(cache), "OLLAMAFLOW_NATS_URL": f"nats://127.0.0.1:{free_port()}"}
+        env |= snapshot_keys.env()
+        env |= {
+            "OLLAMAFLOW_SNAPSHOT_CACHE": str(cache),
+            "OLLAMAFLOW_NATS_URL": f"nats://127.0.0.1:{free_port()}",
+        }
         args = ["dataplane", "--host", "127.0.0.1", "--port", str(port)]
         log = tmp_path / "dp.log"
         with ollamaflow(args, log, env) as proc:

@@ -17,6 +17,8 @@ from dataplane.settings import DataPlaneSettings
 from dataplane.state import SnapshotState
 from ollamaflow.embedded import EmbeddedNats
 from shared.bus import Bus, BusNames
+from shared.signing import sign
+from shared.snapshot import Snapshot, encode, seal
 from tests.dataplane.harness import (
     RunningDataPlane,
     SnapshotWriter,
@@ -25,6 +27,7 @@ from tests.dataplane.harness import (
     running_dataplane,
     snapshot_bytes,
 )
+from tests.support.signing import other_signer, sign_for_tests
 
 GENERATE = {"model": "llama3.2", "prompt": "x", "stream": False}
 
@@ -96,6 +99,44 @@ async def test_flawed_snapshots_are_rejected_and_reported_while_the_last_good_on
         await dp.wait_revision(8)
         assert dp.app.state.error == ""
         assert await _served_by(dp, 2) == ["b", "b"]
+
+
+async def test_forged_snapshots_in_the_bucket_are_refused_and_the_real_one_keeps_routing(
+    backend_urls: list[str], dp_settings: DataPlaneSettings, writer: SnapshotWriter, bus: Bus
+) -> None:
+    """Anyone who can write the KV bucket (shared.snapshot.seal is public) still cannot route: an
+    unsigned snapshot and one signed by a stranger's key are refused, said in the report and /readyz."""
+    a, b, _ = backend_urls
+    async with running_dataplane(dp_settings, listen_reports=bus) as dp:
+        await writer.publish(content({"a": a}), 5)
+        await dp.wait_revision(5)
+        forged = seal(content({"b": b}), revision=50, generated_at="2025-01-01T00:00:00Z")
+        for data, reason in [
+            (encode(forged), "unsigned"),
+            (encode(sign(forged, other_signer())), "not trusted"),
+            (
+                encode(msgspec.structs.replace(forged, signature=sign_for_tests(_sealed_a(a)).signature)),
+                "forged",
+            ),
+        ]:
+            await writer.write(data)
+            await eventually(lambda r=reason: r in dp.app.state.error, what=f"rejection ({reason})")
+            await eventually(
+                lambda r=reason: bool(dp.reports) and r in dp.reports[-1].snapshot_error, what="reported"
+            )
+            assert dp.reports[-1].applied_revision == 5
+            assert await _served_by(dp, 2) == ["a", "a"]
+            ready = (await dp.readyz()).json()
+            assert ready["revision"] == 5 and reason in ready["snapshot_error"]
+
+        await writer.publish(content({"b": b}), 51)  # the real control plane's next one applies
+        await dp.wait_revision(51)
+        assert await _served_by(dp, 2) == ["b", "b"]
+
+
+def _sealed_a(a: str) -> Snapshot:
+    """A genuine revision 50 whose signature a forger copies onto other content."""
+    return seal(content({"a": a}), revision=50, generated_at="2025-01-01T00:00:00Z")
 
 
 async def test_reports_carry_revision_and_traffic(

@@ -8,6 +8,7 @@ import msgspec
 
 from dataplane.state import SnapshotState
 from shared.snapshot import BackendView, FrontendView, SnapshotContent, encode, seal
+from tests.support.signing import fixed_trust, sign_for_tests
 
 
 def snapshot_bytes(revision: int, backends: tuple[str, ...] = ("a",), *, schema: int | None = None) -> bytes:
@@ -15,7 +16,7 @@ def snapshot_bytes(revision: int, backends: tuple[str, ...] = ("a",), *, schema:
         frontends=(FrontendView(id="f", backends=backends),),
         backends=tuple(BackendView(id=b, base_url=f"http://{b}:1") for b in backends),
     )
-    data = encode(seal(content, revision=revision, generated_at="2025-01-01T00:00:00Z"))
+    data = encode(sign_for_tests(seal(content, revision=revision, generated_at="2025-01-01T00:00:00Z")))
     if schema is not None:
         raw = msgspec.json.decode(data)
         raw["schema"] = schema
@@ -36,7 +37,7 @@ def _pick(state: SnapshotState) -> str:
 
 
 def test_newer_snapshots_apply_and_flawed_ones_are_rejected_keeping_the_last_good() -> None:
-    state = SnapshotState()
+    state = SnapshotState(trust=fixed_trust())
     assert state.apply(snapshot_bytes(2), source="t")
     assert (state.revision, state.error, _pick(state)) == (2, "", "a")
 
@@ -56,17 +57,17 @@ def test_newer_snapshots_apply_and_flawed_ones_are_rejected_keeping_the_last_goo
 
 def test_cache_is_written_atomically_and_loaded_at_start(tmp_path: Path) -> None:
     cache = tmp_path / "sub" / "snapshot.json"
-    first = SnapshotState(cache_path=cache)
+    first = SnapshotState(cache_path=cache, trust=fixed_trust())
     assert not first.load_cache()  # nothing cached yet
     first.apply(snapshot_bytes(7), source="t")
     assert cache.read_bytes() == snapshot_bytes(7)
     assert [p.name for p in cache.parent.iterdir()] == ["snapshot.json"]
 
-    second = SnapshotState(cache_path=cache)
+    second = SnapshotState(cache_path=cache, trust=fixed_trust())
     assert second.load_cache()
     assert second.revision == 7
 
     cache.write_bytes(b"garbage")
-    third = SnapshotState(cache_path=cache)
+    third = SnapshotState(cache_path=cache, trust=fixed_trust())
     assert not third.load_cache()
     assert third.snapshot is None and third.error

@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.processes import free_port, ollamaflow, wait_ready
 from tests.support.services import fresh_database
+from tests.support.signing import SnapshotKeys
 
 pytestmark = pytest.mark.slow
 
@@ -35,9 +36,11 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, database_url: str, nats_url: str, bus_namespace: str) -> Iterator[Cluster]:
+def cluster(
+    tmp_path: Path, database_url: str, nats_url: str, bus_namespace: str, snapshot_keys: SnapshotKeys
+) -> Iterator[Cluster]:
     stack = ExitStack()
-    env = {
+    env = snapshot_keys.env() | {
         "OLLAMAFLOW_DATABASE_URL": stack.enter_context(fresh_database(database_url)),
         "OLLAMAFLOW_NATS_URL": nats_url,
         "OLLAMAFLOW_BUS_NAMESPACE": bus_namespace,

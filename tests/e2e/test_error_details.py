@@ -20,6 +20,7 @@ from ollamaflow.sim import running_sim
 from tests.controlplane.harness import drop_database, fresh_database, running_controlplane
 from tests.dataplane.harness import RunningDataPlane, eventually, running_dataplane
 from tests.support.secrets import TEST_KEYRING
+from tests.support.signing import SnapshotKeys
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,9 @@ TOKEN = "error-details-admin-token"
 
 
 @pytest.fixture
-async def cut_off(database_url: str, nats_url: str) -> AsyncIterator[tuple[RunningDataPlane, str]]:
+async def cut_off(
+    database_url: str, nats_url: str, snapshot_keys: SnapshotKeys
+) -> AsyncIterator[tuple[RunningDataPlane, str]]:
     """A frontend served by a data plane whose control plane has just lost its database."""
     namespace = "t" + uuid.uuid4().hex[:12]
     async with AsyncExitStack() as stack:
@@ -38,6 +41,7 @@ async def cut_off(database_url: str, nats_url: str) -> AsyncIterator[tuple[Runni
             nats_url=nats_url,
             bus_namespace=namespace,
             secrets=TEST_KEYRING,
+            snapshot_signing_key_file=snapshot_keys.private,
         )
         sim = await stack.enter_async_context(running_sim())
         plane = stack.enter_context(running_controlplane(settings))
@@ -50,7 +54,11 @@ async def cut_off(database_url: str, nats_url: str) -> AsyncIterator[tuple[Runni
             body = {"Identifier": "f", "Hostname": "*", "Backends": ["b"], "AllowModelManagement": True}
             assert (await admin.put("/v1.0/frontends", json=body)).status_code == 201
         dp_settings = DataPlaneSettings(
-            nats_url=nats_url, bus_namespace=namespace, dataplane_id="dp-errors", secrets=TEST_KEYRING
+            nats_url=nats_url,
+            bus_namespace=namespace,
+            dataplane_id="dp-errors",
+            snapshot_public_key_files=(snapshot_keys.public,),
+            secrets=TEST_KEYRING,
         )
         dataplane = await stack.enter_async_context(running_dataplane(dp_settings))
         await eventually(lambda: bool(dataplane.app.state.table.routes()), 30, "the frontend applied")

@@ -28,6 +28,7 @@ from shared.snapshot import (
 from tests.dataplane.harness import SnapshotWriter
 from tests.support.processes import free_port, ollamaflow, wait_ready
 from tests.support.services import fresh_database
+from tests.support.signing import SnapshotKeys
 
 pytestmark = pytest.mark.slow
 
@@ -61,9 +62,9 @@ def _dataplanes(stack: ExitStack, tmp_path: Path, env: dict[str, str]) -> list[s
 
 @pytest.fixture
 def processes(
-    tmp_path: Path, nats_url: str, bus_namespace: str
+    tmp_path: Path, nats_url: str, bus_namespace: str, snapshot_keys: SnapshotKeys
 ) -> Iterator[tuple[ExitStack, Path, dict[str, str]]]:
-    env = {"OLLAMAFLOW_NATS_URL": nats_url, "OLLAMAFLOW_BUS_NAMESPACE": bus_namespace}
+    env = snapshot_keys.env() | {"OLLAMAFLOW_NATS_URL": nats_url, "OLLAMAFLOW_BUS_NAMESPACE": bus_namespace}
     with ExitStack() as stack:
         yield stack, tmp_path, env
 

@@ -29,6 +29,7 @@ from shared.wire.models import ModelRequest, decode_reply, encode
 from tests.controlplane.harness import fresh_database, running_controlplane
 from tests.dataplane.harness import RunningDataPlane, eventually, running_dataplane
 from tests.support.secrets import TEST_KEYRING
+from tests.support.signing import SnapshotKeys
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +90,7 @@ def migrated_url(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-async def cluster(migrated_url: str, nats_url: str) -> AsyncIterator[Cluster]:
+async def cluster(migrated_url: str, nats_url: str, snapshot_keys: SnapshotKeys) -> AsyncIterator[Cluster]:
     namespace = "t" + uuid.uuid4().hex[:12]
     settings = Settings(
         database_url=migrated_url,
@@ -102,8 +103,10 @@ async def cluster(migrated_url: str, nats_url: str) -> AsyncIterator[Cluster]:
         sync_retry_delay=0.2,
         sync_max_attempts=2,
         secrets=TEST_KEYRING,
+        snapshot_signing_key_file=snapshot_keys.private,
     )
     dp_settings = DataPlaneSettings(
+        snapshot_public_key_files=(snapshot_keys.public,),
         nats_url=nats_url,
         bus_namespace=namespace,
         dataplane_id="dp-" + uuid.uuid4().hex[:8],

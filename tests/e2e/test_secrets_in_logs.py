@@ -20,6 +20,7 @@ import pytest
 from tests.support.processes import free_port, ollamaflow, stop, wait_ready
 from tests.support.secrets import secrets_env
 from tests.support.services import fresh_database
+from tests.support.signing import SnapshotKeys
 
 pytestmark = pytest.mark.slow
 
@@ -40,10 +41,10 @@ def _wait(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-
 
 
 def test_backend_secrets_never_reach_a_log_line(
-    tmp_path: Path, database_url: str, nats_url: str, bus_namespace: str
+    tmp_path: Path, database_url: str, nats_url: str, bus_namespace: str, snapshot_keys: SnapshotKeys
 ) -> None:
     with ExitStack() as stack:
-        env = {
+        env = snapshot_keys.env() | {
             "OLLAMAFLOW_DATABASE_URL": stack.enter_context(fresh_database(database_url)),
             "OLLAMAFLOW_NATS_URL": nats_url,
             "OLLAMAFLOW_BUS_NAMESPACE": bus_namespace,

@@ -24,6 +24,7 @@ from shared.snapshot import BackendView, FrontendView, SnapshotContent
 from shared.wire.explain import ExplainRequest, decode_reply, encode
 from tests.dataplane.harness import SnapshotWriter
 from tests.support.processes import free_port, ollamaflow, stop, wait_ready
+from tests.support.signing import SnapshotKeys
 
 pytestmark = pytest.mark.slow
 
@@ -40,8 +41,10 @@ class Replicas:
 
 
 @pytest.fixture
-async def replicas(tmp_path: Path, nats_url: str, bus_namespace: str) -> AsyncIterator[Replicas]:
-    env = {
+async def replicas(
+    tmp_path: Path, nats_url: str, bus_namespace: str, snapshot_keys: SnapshotKeys
+) -> AsyncIterator[Replicas]:
+    env = snapshot_keys.env() | {
         "OLLAMAFLOW_NATS_URL": nats_url,
         "OLLAMAFLOW_BUS_NAMESPACE": bus_namespace,
         "OLLAMAFLOW_SNAPSHOT_POLL_INTERVAL": "0.5",

@@ -30,6 +30,7 @@ from ollamaflow.embedded.child import ChildServer
 from tests.faults.harness import GENERATE, eventually
 from tests.support.processes import CLI, free_port, stop, wait_ready
 from tests.support.secrets import secrets_env
+from tests.support.signing import write_test_keys
 from tests.up.harness import UpProcess, child_pid, free_port_pair, start_up
 
 __all__ = [
@@ -250,6 +251,7 @@ def running_processes(tmp: Path) -> Iterator[Processes]:
         stack.callback(postgres.stop)
         namespace = "faults" + uuid.uuid4().hex[:8]
         common = {"OLLAMAFLOW_NATS_URL": nats_url, "OLLAMAFLOW_BUS_NAMESPACE": namespace, **secrets_env()}
+        common |= write_test_keys(tmp / "keys").env()
         cp_port = free_port()
         cp_env = {
             **common,

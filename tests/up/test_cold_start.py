@@ -18,6 +18,7 @@ from ollamaflow.sim.server import running_sim
 from shared.bus import Bus, BusNames
 from tests.dataplane.harness import SnapshotWriter, content, snapshot_bytes
 from tests.support.processes import free_port, ollamaflow
+from tests.support.signing import SnapshotKeys
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +65,7 @@ async def _publish(url: str, namespace: str, revision: int, backends: dict[str, 
 
 
 async def test_a_data_plane_started_without_nats_serves_from_its_cache_and_catches_up(
-    tmp_path: Path, bus_namespace: str
+    tmp_path: Path, bus_namespace: str, snapshot_keys: SnapshotKeys
 ) -> None:
     cache = tmp_path / "dataplane.snapshot"
     nats_port, port = free_port(), free_port()
@@ -75,6 +76,7 @@ async def test_a_data_plane_started_without_nats_serves_from_its_cache_and_catch
         snapshot_cache=str(cache),
         bus_namespace=bus_namespace,
         snapshot_poll_interval="0.5",
+        snapshot_public_key_files=str(snapshot_keys.public),
     )
     async with running_sim() as sim_a, running_sim() as sim_b, httpx.AsyncClient(timeout=30) as client:
         cache.write_bytes(snapshot_bytes(content({"a": sim_a}), 5))

@@ -4,6 +4,7 @@ directory."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
@@ -17,12 +18,22 @@ import ollama
 import pytest
 
 from ollamaflow.processes import free_port, process_is_live
+from shared.bus import Bus
+from shared.errors import BusAuthError
 from tests.up.harness import UpProcess, child_pid, descendants, free_port_pair, start_up
 
 pytestmark = pytest.mark.slow
 
 READY = r"^up\s+\| ready: "
 TOKEN = r"^up\s+\| admin token:\s+(\S+)"
+NATS = r"^up\s+\| nats:\s+(\S+) \(embedded"
+# Secrets `up` keeps in its data directory, each readable by the owner only.
+SECRETS = (
+    "admin-token",
+    "nats-controlplane.password",
+    "nats-dataplane.password",
+    "keys/snapshot-signing.pem",
+)
 
 
 def _admin(port: int, token: str) -> httpx.Client:
@@ -96,6 +107,12 @@ def test_up_demo_answers_stops_cleanly_and_keeps_state(tmp_path: Path) -> None:
         assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
 
         _ask(dataplane)
+        for secret in SECRETS:
+            assert stat.S_IMODE(os.stat(data_dir / secret).st_mode) == 0o600, secret
+        secrets = {name: (data_dir / name).read_bytes() for name in SECRETS}
+        # The embedded NATS lets nobody in without a password (the planes got theirs from `up`).
+        with pytest.raises(BusAuthError):
+            asyncio.run(Bus(up.wait_for(NATS).group(1)).connect())
         with _admin(cp_port, token) as admin:
             frontends = admin.get("/v1.0/frontends")
             assert frontends.status_code == 200, frontends.text
@@ -130,6 +147,7 @@ def test_up_demo_answers_stops_cleanly_and_keeps_state(tmp_path: Path) -> None:
     try:
         again.wait_for(READY)
         assert again.wait_for(TOKEN).group(1) == token
+        assert {name: (data_dir / name).read_bytes() for name in SECRETS} == secrets  # reused
         with _admin(cp_port, token) as admin:
             kept = admin.get("/v1.0/frontends/kept")
             assert kept.status_code == 200, kept.text
