@@ -165,7 +165,7 @@ class DataPlaneState(Collector):
             GaugeMetricFamily,
             "snapshot_rejected",
             "1 while the last snapshot offered was rejected (the data plane keeps its last good one)",
-            1 if self._state.error else 0,
+            1 if self._state.rejected else 0,  # not a secrets problem of an applied one
         )
         yield _single(
             GaugeMetricFamily,

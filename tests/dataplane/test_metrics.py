@@ -11,19 +11,29 @@ from dataclasses import replace
 import httpx
 import ollama
 import pytest
+from msgspec.json import encode
+from msgspec.structs import replace as replace_struct
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dataplane.app import DataPlane
 from dataplane.settings import DataPlaneSettings
 from ollamaflow.sim import running_sim
-from shared.snapshot import BackendView
+from shared.secret_box import load_keyring
+from shared.signing import sign
+from shared.snapshot import BackendView, seal
 from tests.dataplane.harness import (
     RunningDataPlane,
     SnapshotWriter,
+    content,
     eventually,
     running_dataplane,
+    sealed,
     serve_frontend,
+    snapshot_bytes,
 )
 from tests.dataplane.recorder import recorder
+from tests.support.signing import other_signer
 
 MESSAGES = [{"role": "user", "content": "Count to three."}]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -193,3 +203,26 @@ async def test_metrics_can_be_turned_off(dp_settings: DataPlaneSettings, enabled
     async with running_dataplane(replace(dp_settings, metrics=enabled)) as running, httpx.AsyncClient() as c:
         response = await c.get(running.url + "/metrics")
     assert response.status_code == 404
+
+
+def test_snapshot_rejected_is_a_refused_snapshot_not_an_unopened_secret(
+    dp_settings: DataPlaneSettings,
+) -> None:
+    """A snapshot signed by a stranger is rejected (1); one applied whose backend secrets this data
+    plane cannot open is not (0), though its report names the problem; a good one clears it."""
+    plane = DataPlane(replace(dp_settings, secrets=load_keyring()))  # no secrets key here
+    assert plane.metrics is not None
+    registry = plane.metrics.registry
+
+    def rejected() -> float:
+        return value(parse(generate_latest(registry).decode()), "ollamaflow_dataplane_snapshot_rejected")
+
+    good = content({"b": "http://127.0.0.1:1"})
+    assert plane.state.apply(snapshot_bytes(good, 1), source="test", save=False) and rejected() == 0
+    stranger = sign(seal(good, revision=2, generated_at="2025-01-01T00:00:00Z"), other_signer())
+    assert not plane.state.apply(encode(stranger), source="test", save=False)
+    assert plane.state.error and rejected() == 1
+    unopened = content({"b": "http://127.0.0.1:1"}, bearer_token="tok")
+    unopened = replace_struct(unopened, backends=tuple(sealed(b) for b in unopened.backends))
+    assert plane.state.apply(snapshot_bytes(unopened, 3), source="test", save=False)
+    assert "secrets" in plane.state.error and rejected() == 0
