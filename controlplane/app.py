@@ -31,6 +31,7 @@ from controlplane.auth import admin_guard
 from controlplane.clock import Clock
 from controlplane.errors import ApiError, exception_handlers
 from controlplane.health.monitor import Monitor
+from controlplane.metrics import metrics_parts
 from controlplane.runtime import ControlPlane
 from controlplane.settings import Settings
 from controlplane.sync.manager import Synchroniser
@@ -90,8 +91,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
         before_request=strict_json_body,
         security=[{"BearerToken": []}],
     )
+    observed = metrics_parts(plane, settings)  # Prometheus /metrics (controlplane.metrics)
     app = Litestar(
-        route_handlers=[admin, healthz, readyz],
+        route_handlers=[admin, healthz, readyz, *observed.routes],
         dependencies={
             "frontends": Provide(lambda: plane.frontends, sync_to_thread=False),
             "backends": Provide(lambda: plane.backends, sync_to_thread=False),
@@ -106,9 +108,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
             "lease": Provide(lambda: plane.lease, sync_to_thread=False),
             "clock": Provide(lambda: plane.clock, sync_to_thread=False),
         },
-        lifespan=[plane.lifespan],
+        lifespan=[plane.lifespan, *observed.lifespans],
         exception_handlers=exception_handlers(),
-        middleware=[complete_allow],
+        middleware=[complete_allow, *observed.middleware],
         openapi_config=OpenAPIConfig(
             title="OllamaFlow control plane",
             version=_version(),

@@ -24,7 +24,7 @@ from controlplane.admin.service import FrontendService
 from controlplane.clock import Clock
 from controlplane.db import Database
 from controlplane.fleet import Fleet
-from controlplane.health.monitor import Monitor
+from controlplane.health.monitor import Monitor, ProbeObserver
 from controlplane.models_requests import ModelRequests
 from controlplane.publish.publisher import Publisher
 from controlplane.publish.source import ConfigSource
@@ -62,6 +62,7 @@ class LeaderWork:
         frontends: FrontendService,
         clock: Clock,
         known_secrets: KnownSecrets | None = None,
+        probe_observer: ProbeObserver | None = None,
         signer: SnapshotSigner | None = None,
     ) -> None:
         self._replica = replica
@@ -76,6 +77,8 @@ class LeaderWork:
             urgent_gap=settings.ejected_probe_gap,
             ssl_context=backend_ssl_context(settings.backend_ca_file, settings.backend_tls_verify),
         )
+        # Told of every probe of this term (the metrics); a new term's monitor gets it again.
+        self.monitor.observer = probe_observer
         self.sync = Synchroniser(
             self.monitor,
             clock=clock,

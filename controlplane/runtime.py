@@ -26,7 +26,7 @@ from controlplane.admin.service import BackendService, FrontendService
 from controlplane.apikey_usage import KeyUsageRecorder, source_of
 from controlplane.clock import Clock
 from controlplane.db import Database
-from controlplane.health.monitor import Monitor
+from controlplane.health.monitor import Monitor, ProbeObserver
 from controlplane.leader_work import ChangeNotice, LeaderWork, cancel_and_wait
 from controlplane.lease import Lease
 from controlplane.migrate import upgrade
@@ -129,6 +129,8 @@ class ControlPlane:
         self.readiness = Readiness(self.db, self.bus, publish_error=lambda: self.publish_status.last_error)
         self.work: LeaderWork | None = None
         """What this replica does while it holds the lease; None while it does not."""
+        self.probe_observer: ProbeObserver | None = None
+        """Told of the probes of every term this replica leads (the metrics, ``controlplane.metrics``)."""
         self._notices: set[asyncio.Task[None]] = set()
         self._leading: asyncio.Task[None] | None = None
         self._resigning: asyncio.Future[None] | None = None
@@ -254,6 +256,7 @@ class ControlPlane:
                 frontends=self.frontends,
                 clock=self.clock,
                 known_secrets=self.known_secrets,
+                probe_observer=self.probe_observer,
                 signer=self.signer,
             )
             self.work = work

@@ -13,6 +13,7 @@ import uvicorn
 
 from controlplane.app import create_app
 from controlplane.settings import load_settings
+from shared import logformat
 from shared.logs import install_redaction
 
 __all__ = ["configure_logging", "serve"]
@@ -59,14 +60,15 @@ class _Server(uvicorn.Server):
             self._stopping = asyncio.get_running_loop().create_task(self._on_stop())
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(level: str, log_format: str = "text", syslog: str = "") -> None:
+    # Text or JSON on stderr, optionally syslog; every handler redacts credentials (probes call URLs
+    # with backends' query strings: no credential in any line).
+    logformat.configure_logging(level, log_format, syslog)
     # Alembic announces every plugin it loads; keep its migration messages only.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     # httpx logs every request at INFO: with probes every few seconds per backend that buries what
     # matters (health changes, pulls, publishes), which our own loggers say. Shown at DEBUG.
     logging.getLogger("httpx").setLevel(logging.NOTSET if level.upper() == "DEBUG" else logging.WARNING)
-    install_redaction()  # probes call URLs with backends' query strings: no credential in any line
 
 
 def _loop() -> str:
@@ -80,7 +82,7 @@ def _loop() -> str:
 def serve(host: str | None = None, port: int | None = None, config_file: str | Path | None = None) -> None:
     """Serve until SIGTERM/SIGINT. Raises ConfigError before binding anything if the settings are bad."""
     settings = load_settings(config_file, overrides={"host": host, "port": port})
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, settings.log_syslog)
     log.info(
         "control plane starting on http://%s:%d (bus namespace %r)",
         settings.host,

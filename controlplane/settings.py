@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import ConfigError
+from shared.logformat import LOG_FORMATS, syslog_address
 from shared.secret_box import Keyring, load_keyring
 
 __all__ = ["Settings", "env_name", "load_database_url", "load_settings", "sqlalchemy_url"]
@@ -86,6 +87,16 @@ class Settings:
     """Backends the admin API lets the cluster hold."""
     max_apikeys: int = 50_000
     """Client API keys the admin API lets the cluster hold."""
+    log_format: str = "text"
+    """Log lines on stderr: ``text`` or ``json`` (one object per line, ``shared.logformat``)."""
+    log_syslog: str = ""
+    """Also send the logs to syslog: ``host:port`` (UDP) or a Unix socket path such as ``/dev/log``."""
+    metrics: bool = True
+    """Serve Prometheus metrics (``controlplane.metrics``)."""
+    metrics_port: int = 0
+    """0: ``/metrics`` on the control plane's port; another port: there only."""
+    metrics_token: str = ""
+    """A bearer token ``/metrics`` requires; empty: open like ``/healthz``."""
     secrets: Keyring = dataclasses.field(default_factory=Keyring)
     """The fleet's secrets key, which seals backend secrets in the snapshot (``shared.secret_box``), and
     previous keys (a rotation). Without one, the admin API refuses backend secrets."""
@@ -188,6 +199,22 @@ def load_settings(
     for field in ("monitor_backends", "sync_remove_unrequired", "backend_tls_verify"):
         if field in merged:
             values[field] = _flag(merged, field)
+    if "log_format" in merged:
+        values["log_format"] = _text(merged, "log_format").lower()
+        if values["log_format"] not in LOG_FORMATS:
+            raise ConfigError(f"{_env_name('log_format')} must be one of {', '.join(LOG_FORMATS)}")
+    if "log_syslog" in merged:
+        values["log_syslog"] = _text(merged, "log_syslog")
+        try:
+            syslog_address(values["log_syslog"])
+        except ValueError as exc:
+            raise ConfigError(f"{_env_name('log_syslog')}: {exc}") from None
+    if "metrics" in merged:
+        values["metrics"] = _flag(merged, "metrics")
+    if "metrics_port" in merged:
+        values["metrics_port"] = int(_number(merged, "metrics_port", low=0, high=65535, integer=True))
+    if "metrics_token" in merged:
+        values["metrics_token"] = _text(merged, "metrics_token")
     files = ("backend_ca_file", "nats_ca_file", "nats_cert_file", "nats_key_file")
     files += ("snapshot_signing_key_file",)
     for field in files:
@@ -262,6 +289,11 @@ _KEYS = {
     "max_frontends": "max_frontends",
     "max_backends": "max_backends",
     "max_apikeys": "max_apikeys",
+    "log_format": "log_format",
+    "log_syslog": "log_syslog",
+    "metrics": "metrics",
+    "metrics_port": "controlplane_metrics_port",
+    "metrics_token": "metrics_token",
     "secrets_key": "secrets_key",
     "secrets_key_file": "secrets_key_file",
     "secrets_previous_keys": "secrets_previous_keys",

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dataplane.access import Access, Guard
+from dataplane.access_log import AccessLog
 from dataplane.admission import Admission
 from dataplane.breaker import Breakers
 from dataplane.drain import Answer, Drain, drained_message, end_answer
@@ -33,13 +34,18 @@ from dataplane.incoming import BodyReader, Receive
 from dataplane.listing import Listing
 from dataplane.manage import ModelManagement
 from dataplane.manage_proxy import Authoring
+from dataplane.meter import Meter
+from dataplane.metrics import DataPlaneMetrics
+from dataplane.metrics_state import DataPlaneState
 from dataplane.paths import BLOB_PREFIX, MODEL_PREFIX, raw_path
 from dataplane.proxy import Endpoint, Proxy
+from dataplane.request_log import RequestLog
 from dataplane.responses import JSON, OLLAMA_VERSION, TEXT, Send, send_bytes, send_error, send_json
 from dataplane.routing import RequestKind
 from dataplane.settings import DataPlaneSettings
 from dataplane.state import SnapshotState
 from dataplane.sync import BusSync, ReportIdentity
+from dataplane.tracing import Tracing
 from dataplane.traffic import Traffic
 from dataplane.translate.common import random_id
 from dataplane.translate.exchanges import Translations
@@ -48,6 +54,7 @@ from dataplane.upstream import Upstream
 from shared.bus import Bus, BusNames
 from shared.bus_connect import BusLogin
 from shared.errors import ConfigError
+from shared.metrics_http import CONTENT_TYPE, MetricsExposition
 from shared.signing import SnapshotTrust
 from shared.signing_keys import load_trust
 from shared.snapshot import ApiFormat
@@ -184,6 +191,32 @@ class DataPlane:
         )
         self.drain.on_begin.append(self.sync.report_now)  # the control plane hears it at once
         translations = Translations(random_id)
+        self.metrics = DataPlaneMetrics(max_models=settings.metrics_max_models) if settings.metrics else None
+        self.exposition: MetricsExposition | None = None
+        live: set[Meter] = set()
+        if self.metrics is not None:
+            live = self.metrics.live
+            self.metrics.registry.register(
+                DataPlaneState(
+                    dataplane_id=settings.dataplane_id,
+                    version=identity.version,
+                    traffic=self.traffic,
+                    admission=self.admission,
+                    breakers=self.breakers,
+                    state=self.state,
+                    drain=self.drain,
+                    live=live,
+                )
+            )
+            self.exposition = MetricsExposition(self.metrics.registry, settings.metrics_token)
+        # Traces only when an OTLP endpoint is named: nothing of OpenTelemetry is imported otherwise.
+        self.tracing: Tracing | None = None
+        if settings.otel_endpoint:
+            self.tracing = Tracing.exporting(settings.otel_endpoint, settings.dataplane_id)
+        measured = self.metrics is not None or settings.access_log or self.tracing is not None
+        self.access_log = AccessLog(settings.log_format) if settings.access_log else None
+        observe = RequestLog(self.metrics, self.access_log) if measured else None
+        self._metrics_server: asyncio.Server | None = None
         bodies = BodyReader(
             max_json=settings.max_json_body,
             piece_timeout=settings.client_body_timeout,
@@ -200,6 +233,9 @@ class DataPlane:
             bodies=bodies,
             max_translated_body=settings.max_translated_body,
             drain=self.drain,
+            observe=observe,
+            live=live,
+            tracing=self.tracing,
         )
         get_head, get, post = frozenset({"GET", "HEAD"}), frozenset({"GET"}), frozenset({"POST"})
         probe, serve, manages = Guard.PROTOCOL, Guard.SERVE, Guard.MANAGE
@@ -209,6 +245,10 @@ class DataPlane:
             "/healthz": Route(get_head, self._healthz),
             "/readyz": Route(get_head, self._readyz),
         }
+        if self.exposition is not None and not settings.dataplane_metrics_port:
+            # The data plane's own path, like /healthz: no client API uses it, and it answers
+            # whatever the Host (frontends are matched by Host only on the proxied paths).
+            self._routes["/metrics"] = Route(get_head, self._metrics)
         for endpoint in PROXIED:
             handler = functools.partial(proxy.handle, endpoint=endpoint)
             route = Route(post, handler, endpoint.api_format, serve, endable=True, own_answer=True)
@@ -329,7 +369,20 @@ class DataPlane:
             body["snapshot_error"] = self.state.error
         await send_json(send, 200, body)
 
+    async def _metrics(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        exposition = self.exposition
+        assert exposition is not None
+        if not exposition.authorized(scope["headers"]):
+            message = b"a bearer token is required (OLLAMAFLOW_METRICS_TOKEN)\n"
+            await send_bytes(send, 401, message, TEXT, [(b"www-authenticate", b"Bearer")])
+            return
+        await send_bytes(send, 200, exposition.body(), CONTENT_TYPE)
+
     async def startup(self) -> None:
+        if self.exposition is not None and self.settings.dataplane_metrics_port:
+            self._metrics_server = await self.exposition.serve(
+                self.settings.dataplane_host, self.settings.dataplane_metrics_port
+            )
         await self.upstream.start()
         await self.authoring.start()
         self.state.load_cache()
@@ -348,6 +401,10 @@ class DataPlane:
         return gate.max_parallel if gate is not None else None
 
     async def shutdown(self) -> None:
+        if self.access_log is not None:
+            self.access_log.flush()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         if self._explain_task is not None:
             self._explain_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -358,6 +415,8 @@ class DataPlane:
                 await self._sync_task
         await self.authoring.close()
         await self.upstream.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # exports the spans still batched
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

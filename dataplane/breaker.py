@@ -32,6 +32,8 @@ class Breakers:
     cooldown: float = 10.0  # seconds an ejected backend rests before a trial request
     _errors: dict[str, int] = field(default_factory=dict)  # consecutive server errors, closed breakers
     _ejected: dict[str, _Ejection] = field(default_factory=dict)
+    # Ejections so far per backend (for the metrics; a failed trial counts as a new one).
+    ejections: dict[str, int] = field(default_factory=dict)
 
     def allows(self, backend: str) -> bool:
         """May a new request go to ``backend``? After the cool-down, True once: the trial request."""
@@ -81,4 +83,5 @@ class Breakers:
 
     def _eject(self, backend: str, reason: str) -> None:
         self._errors.pop(backend, None)
+        self.ejections[backend] = self.ejections.get(backend, 0) + 1
         self._ejected[backend] = _Ejection(reason, self.clock() + self.cooldown)

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 from dataplane.crossing import Crossing
 from dataplane.disconnect import DisconnectGuard
+from dataplane.meter import Meter
 from dataplane.pins import apply_pins, with_model
 from dataplane.routing import Decision, FrontendRoute, Pool, RequestKind, Target
+from dataplane.tracing import RequestTrace
 from shared.snapshot import ApiFormat
 
 __all__ = ["Call", "Endpoint", "own_lines", "upstream_request"]
@@ -56,6 +58,10 @@ class Call:
     sticky_key: str | None = None  # a sticky frontend's session key, if the client sent one
     explain: bool = False  # the client asked for X-OllamaFlow-Route
     decision: Decision[Target] | None = None  # kept only when explain
+    served: Target | None = None  # the backend of the answer (or of the last attempt)
+    relay: str = ""  # how the answer went: "passthrough", "translated" or "local" (metrics, access log)
+    meter: Meter | None = None  # what went out, when measured (dataplane.meter)
+    trace: RequestTrace | None = None  # its spans, when traces are on (dataplane.tracing)
 
     @property
     def request_id(self) -> str:
@@ -97,5 +103,9 @@ def upstream_request(call: Call, target: Target, crossing: Crossing | None) -> t
             body = apply_pins(body, pins)
     if target.header_names:  # the backend's configured headers win over the client's
         forward = [h for h in forward if h[0] not in target.header_names]
+    own = call.own_lines
+    if call.trace is not None and call.trace.header:  # our attempt's traceparent replaces the client's
+        forward = [h for h in forward if h[0] != b"traceparent"]
+        own += call.trace.header
     lines = b"".join([b"%s: %s\r\n" % h for h in forward])
-    return target.head(call.method, path, call.query, lines + call.own_lines, len(body)), body
+    return target.head(call.method, path, call.query, lines + own, len(body)), body

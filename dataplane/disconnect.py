@@ -29,7 +29,20 @@ class DisconnectGuard:
     a drain that must end the request can end it in its format.
     """
 
-    __slots__ = ("_receive", "_task", "_watch", "_watcher", "client_gone", "finishing", "framing", "last")
+    __slots__ = (
+        "_receive",
+        "_task",
+        "_watch",
+        "_watcher",
+        "client_gone",
+        "finishing",
+        "first_at",
+        "framing",
+        "last",
+        "previous",
+        "sent",
+        "status",
+    )
 
     def __init__(self, receive: Receive, task: asyncio.Task[Any], watch: DisconnectWatch) -> None:
         self._receive = receive
@@ -40,6 +53,13 @@ class DisconnectGuard:
         self.client_gone = False
         self.framing = NOT_STARTED  # until the answer's head went out
         self.last = b""  # the last chunk of a streamed answer that went out
+        # What a passed-through answer sent, for the metrics and the access log (dataplane.meter):
+        # its status once the head went out, body bytes, the chunk before the last, the first byte's
+        # perf_counter() time.
+        self.status = 0
+        self.sent = 0
+        self.previous = b""
+        self.first_at = 0.0
 
     def start(self) -> None:
         self._watcher = self._task.get_loop().create_task(self._wait_for_disconnect())

@@ -318,6 +318,10 @@ class Gates:
         """Backend id -> waiting requests that have it among their candidates."""
         return {backend_id: len(gate.waiters) for backend_id, gate in self._gates.items() if gate.waiters}
 
+    def queued_by_frontend(self) -> dict[str, int]:
+        """Frontend id -> its waiting requests."""
+        return dict(self._queued)
+
     def retry_after(self, candidates: Sequence[Target]) -> int:
         """Whole seconds after which trying again is likely to find room, from the rates: the
         longest queue among the candidates drained at their combined rate."""

@@ -8,10 +8,11 @@ passes).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["ClientHeaders", "read_client_headers", "response_headers"]
+__all__ = ["ClientHeaders", "read_client_headers", "request_id_of", "response_headers"]
 
 HOP_BY_HOP = frozenset(
     {
@@ -44,6 +45,27 @@ _REPLACED_UPSTREAM = frozenset(
 _REPLACED_DOWNSTREAM = frozenset({b"date", b"x-ollamaflow-request", b"x-ollamaflow-backend"})
 
 
+# A client's X-Request-ID becomes the request's id when it is short and plain; otherwise it is dropped
+# (it would end up in log lines and response headers).
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:/+=@-]{1,128}")
+# W3C traceparent: version-traceid-parentid-flags; its trace id names the request when no X-Request-ID.
+_TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+_ZERO_TRACE = b"0" * 32
+
+
+def request_id_of(value: bytes) -> str:
+    """An X-Request-ID value when it may name the request (1-128 of ``A-Za-z0-9._~:/+=@-``), else ""."""
+    value = value.strip()
+    return value.decode("ascii") if _REQUEST_ID.fullmatch(value) else ""
+
+
+def _trace_id(value: bytes) -> str:
+    match = _TRACEPARENT.fullmatch(value.strip())
+    if match is None or match.group(1) == b"ff" or match.group(2) == _ZERO_TRACE:
+        return ""
+    return match.group(2).decode("ascii")
+
+
 @dataclass(slots=True)
 class ClientHeaders:
     """The few client headers the proxy reads, plus the ones it forwards as they are."""
@@ -53,6 +75,8 @@ class ClientHeaders:
     forwarded_for: bytes = b""
     label: str = ""  # X-OllamaFlow-Label: only backends with this label may serve the request
     explain: bool = False  # X-OllamaFlow-Explain: 1 asks for X-OllamaFlow-Route on the response
+    # The request's id from a valid X-Request-ID, else a valid traceparent's trace id; "" for neither.
+    request_id: str = ""
     forward: list[tuple[bytes, bytes]] = field(default_factory=list)  # names lower-case, as ASGI gives them
 
 
@@ -77,7 +101,14 @@ def read_client_headers(raw: Iterable[tuple[bytes, bytes]]) -> ClientHeaders:
             out.explain = value.strip().lower() in (b"1", b"true", b"yes")
         elif name == b"connection":
             named_by_connection.update(t.strip().lower() for t in value.split(b","))
+        elif name == b"x-request-id":  # passed on only when valid: it is the request's id then
+            request_id = request_id_of(value)
+            if request_id:
+                out.request_id = request_id
+                kept.append((name, value))
         elif name not in HOP_BY_HOP and name not in _REPLACED_UPSTREAM:
+            if name == b"traceparent" and not out.request_id:
+                out.request_id = _trace_id(value)
             kept.append((name, value))
     out.forward = [h for h in kept if h[0] not in named_by_connection] if named_by_connection else kept
     return out

@@ -12,6 +12,7 @@ event, never a faked end.
 from __future__ import annotations
 
 import logging
+from time import perf_counter
 
 from dataplane.disconnect import DisconnectGuard
 from dataplane.framing import error_tail, framing_of
@@ -49,13 +50,20 @@ async def pass_through(
             raise upstream_error(backend, exc) from exc
         guard.finishing = True
         await send(start)
+        guard.status = response.status
         await send({"type": "http.response.body", "body": data})
+        guard.last, guard.sent, guard.first_at = data, len(data), perf_counter()
         return True
     await send(start)
+    guard.status = response.status
     guard.framing = framing_of(response.content_type)  # what a drain that must end it can say
     try:
         async for chunk in response.iter_chunks():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if not guard.sent:
+                guard.first_at = perf_counter()
+            guard.sent += len(chunk)
+            guard.previous = guard.last
             guard.last = chunk
     except CLIENT_ERRORS as error:
         exc = upstream_error(backend, error)

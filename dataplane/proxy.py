@@ -23,7 +23,8 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
+from time import perf_counter
 from typing import Any
 
 from dataplane.access import Access
@@ -36,6 +37,7 @@ from dataplane.drain import Drain, drained_message, end_answer
 from dataplane.explain import route_header
 from dataplane.headers import read_client_headers
 from dataplane.incoming import BodyReader, ClientGone, Receive, read_model_request
+from dataplane.meter import Meter
 from dataplane.model_errors import Unservable
 from dataplane.passthrough import pass_through
 from dataplane.pins import with_model
@@ -43,6 +45,7 @@ from dataplane.responses import JSON, Send, send_bytes, send_error, send_failure
 from dataplane.routing import Target
 from dataplane.state import SnapshotState
 from dataplane.sticky import session_key
+from dataplane.tracing import Tracing
 from dataplane.traffic import Traffic
 from dataplane.translate.common import LocalReply
 from dataplane.translate.errors import Untranslatable
@@ -79,7 +82,15 @@ class Proxy:
         bodies: BodyReader,
         max_translated_body: int,
         drain: Drain,
+        observe: Callable[[Meter, Endpoint], None] | None = None,
+        live: set[Meter] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
+        """``observe`` (metrics, access log) gets each request's ``Meter`` when it ended; ``live``
+        holds the meters of requests under way. Without ``observe`` nothing is measured."""
+        self._observe = observe
+        self._tracing = tracing  # spans per request (dataplane.tracing); needs ``observe`` to end them
+        self._live: set[Meter] = live if live is not None else set()
         self._bodies = bodies
         self._access = access
         self._admission = admission
@@ -95,11 +106,43 @@ class Proxy:
     async def handle(
         self, scope: MutableMapping[str, Any], receive: Receive, send: Send, endpoint: Endpoint
     ) -> None:
-        request_id = os.urandom(16).hex()  # uuid4().hex costs ten times as much
-        id_header = (b"x-ollamaflow-request", request_id.encode())
+        observe = self._observe
+        if observe is None:
+            await self._handle(scope, receive, send, endpoint, None)
+            return
+        # Measured: the client's send is wrapped to note what went out, and the request is counted
+        # (and logged) once it ended, however it ended.
+        meter = Meter(send, perf_counter())
+        if self._tracing is not None:
+            meter.trace = self._tracing.start(scope["headers"], endpoint, meter.started)
+        live = self._live
+        live.add(meter)
         try:
-            client = read_client_headers(scope["headers"])
+            await self._handle(scope, receive, meter, endpoint, meter)
+        finally:
+            live.discard(meter)
+            observe(meter, endpoint)
+            meter.call = None  # the call points back at it: no cycle left for the collector to find
+
+    async def _handle(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Receive,
+        send: Send,
+        endpoint: Endpoint,
+        meter: Meter | None,
+    ) -> None:
+        client = read_client_headers(scope["headers"])
+        # The client's X-Request-ID (or traceparent's trace id) when valid; uuid4().hex costs ten times
+        # as much as urandom.
+        request_id = client.request_id or os.urandom(16).hex()
+        id_header = (b"x-ollamaflow-request", request_id.encode())
+        if meter is not None:
+            meter.request_id = request_id
+        try:
             route = self._state.table.frontend_for(client.host)
+            if meter is not None:
+                meter.frontend = route.frontend.id
             pool = route.pool(endpoint.kind)
             body = await self._bodies.json(
                 receive, client.content_length, route.frontend.max_request_body_size
@@ -109,6 +152,8 @@ class Proxy:
                 pinned_model = route.pinned_models.get(endpoint.kind)
                 if pinned_model and pinned_model != model:  # route as if the client had asked for it
                     body, model = with_model(body, pinned_model), pinned_model
+            if meter is not None:
+                meter.model = model
             choices = pool.choices(model)
             if client.label:
                 choices = pool.labelled(choices, client.label)
@@ -153,12 +198,18 @@ class Proxy:
             sticky_key=session_key(client.forward, route.sticky_headers) if route.sticky_headers else None,
             explain=client.explain and self._access.explain_allowed(route, scope["headers"]),
         )
+        if meter is not None:
+            meter.call = call
+            call.meter = meter
+            call.trace = meter.trace
         drain.enter(task, call.guard)  # what went out, should the drain have to end it
         try:
             await self._forward(call, send)
         except QueueRejected as exc:
             call.guard.finishing = True
             self._traffic.rejected_total += 1
+            if meter is not None:
+                meter.rejected = True
             log.debug("request %s: %s", request_id, exc.message)  # counted in the reports instead
             status, body, retry_after = exc.response(endpoint.api_format)
             await send_bytes(send, status, body, JSON, [id_header, retry_after, *self._queue_header(call)])
@@ -317,6 +368,7 @@ class Proxy:
                 target, waited = await admission.wait(candidates, call.route.frontend)
                 call.queued = max(call.queued, 0.0) + waited
             call.attempts -= 1
+            call.served = target
             self._traffic.started(target.id)
             try:
                 crossing = self._crossing(call, target)
@@ -328,6 +380,8 @@ class Proxy:
                 breakers.abandoned(target.id)
                 self._release(target)
                 return target, crossing, None
+            if call.trace is not None:
+                call.trace.attempt(target.id)
             head, body = upstream_request(call, target, crossing)
             try:
                 response = await self._upstream.request(
@@ -351,6 +405,8 @@ class Proxy:
                 self._release(target)
                 breakers.abandoned(target.id)
                 raise
+            if call.trace is not None:
+                call.trace.answered(response.status, perf_counter())
             if response.status < 500:
                 breakers.succeeded(target.id)
                 return target, response, crossing
@@ -368,9 +424,11 @@ class Proxy:
         target, response, crossing = await self._open(call)
         while True:
             if isinstance(response, LocalReply):
+                call.relay = "local"
                 call.guard.finishing = True
                 await send_local(send, response, self._headers(call, target))
                 return
+            call.relay = "passthrough" if crossing is None else "translated"
             try:
                 await self._deliver(call, send, target, response, crossing)
                 return
@@ -402,9 +460,13 @@ class Proxy:
                     crossing, response, send, call.guard, target.id, headers, self._max_translated_body
                 )
             else:
-                complete = await pass_through(
-                    response, send, call.guard, target.id, call.request_id, headers
-                )
+                meter = call.meter  # chunks go to the client's own send; the guard notes them
+                out, guard = (send if meter is None else meter.send), call.guard
+                try:
+                    complete = await pass_through(response, out, guard, target.id, call.request_id, headers)
+                finally:
+                    if meter is not None:
+                        meter.passed(guard)
         finally:
             if complete:
                 response.release()

@@ -1,5 +1,6 @@
-"""Run the data plane under uvicorn (uvloop, httptools bounded by our client limits, no access log) until
-SIGTERM or SIGINT, then drain (``dataplane.drain``)."""
+"""Run the data plane under uvicorn (uvloop, httptools bounded by our client limits, without uvicorn's
+access log: ``dataplane.request_log`` writes ours) until SIGTERM or SIGINT, then drain
+(``dataplane.drain``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import uvloop
 from dataplane.app import DataPlane, create_app
 from dataplane.client_limits import ClientLimits, ClientProtocol, raise_open_files_limit
 from dataplane.settings import DataPlaneSettings, load_settings
+from shared import logformat
 from shared.logs import install_redaction
 
 __all__ = ["END_GRACE", "DataPlaneServer", "configure_logging", "serve", "uvicorn_config"]
@@ -144,11 +146,11 @@ def uvicorn_config(settings: DataPlaneSettings, **overrides: object) -> uvicorn.
     return uvicorn.Config(app, **options)  # type: ignore[arg-type]
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(level: str, log_format: str = "text", syslog: str = "") -> None:
+    # Text or JSON on stderr, optionally syslog; every handler redacts credentials (shared.logformat).
+    logformat.configure_logging(level, log_format, syslog)
     # httpx (model authoring) logs every request at INFO; our own loggers say what matters.
     logging.getLogger("httpx").setLevel(logging.NOTSET if level.upper() == "DEBUG" else logging.WARNING)
-    install_redaction()  # no credential in any line, at any level
 
 
 def serve(
@@ -167,7 +169,7 @@ def serve(
     settings = load_settings(
         config_file=config_file, dataplane_host=host, dataplane_port=port, dataplane_id=dataplane_id
     )
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, settings.log_syslog)
     logging.getLogger("ollamaflow.dataplane").info(
         "data plane %s on %s:%d (NATS %s, namespace %s)",
         settings.dataplane_id,

@@ -18,6 +18,7 @@ from typing import Any
 
 from shared.bus import DEFAULT_NAMESPACE
 from shared.errors import ConfigError
+from shared.logformat import LOG_FORMATS, syslog_address
 from shared.secret_box import Keyring, load_keyring
 
 __all__ = ["DataPlaneSettings", "load_settings"]
@@ -63,6 +64,20 @@ class DataPlaneSettings:
     # TLS to https backends (shared.tls): an extra trusted CA bundle, and whether to verify at all.
     backend_ca_file: Path | None = None
     backend_tls_verify: bool = True
+    # Logs (shared.logformat): "text" or "json" lines on stderr, and a syslog address ("" for none).
+    log_format: str = "text"
+    log_syslog: str = ""
+    # One line per proxied request on the ollamaflow.access logger (dataplane.request_log).
+    access_log: bool = True
+    # Prometheus metrics (dataplane.metrics): served at /metrics on the data plane's port, or on a port
+    # of their own when this is not 0; with a bearer token when metrics_token is set.
+    metrics: bool = True
+    dataplane_metrics_port: int = 0
+    metrics_token: str = field(default="", repr=False)
+    # Model names that get a label of their own; the rest are counted as "other".
+    metrics_max_models: int = 100
+    # OpenTelemetry traces (dataplane.tracing): an OTLP/HTTP traces endpoint; empty: no traces.
+    otel_endpoint: str = ""
     # Opens the backend secrets sealed in the snapshot (shared.secret_box): OLLAMAFLOW_SECRETS_KEY or
     # OLLAMAFLOW_SECRETS_KEY_FILE, and OLLAMAFLOW_SECRETS_PREVIOUS_KEYS during a rotation.
     secrets: Keyring = field(default_factory=Keyring)
@@ -99,6 +114,29 @@ def _client(value: str) -> str:
     if value not in UPSTREAM_CLIENTS:
         raise ValueError(f"must be one of {', '.join(UPSTREAM_CLIENTS)}")
     return value
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        text = value.strip().lower()
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def _syslog(value: str) -> str:
+    if value.strip():
+        syslog_address(value)  # raises ValueError naming the forms it takes
+    return value.strip()
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError("must be a port number (0 to 65535)")
+    return number
 
 
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -143,6 +181,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_translated_body": _positive(int),
     "backend_ca_file": _path,
     "backend_tls_verify": _flag,
+    "log_format": _choice(LOG_FORMATS),
+    "log_syslog": _syslog,
+    "access_log": _flag,
+    "metrics": _flag,
+    "dataplane_metrics_port": _port,
+    "metrics_max_models": _positive(int),
     "nats_ca_file": _path,
     "nats_cert_file": _path,
     "nats_key_file": _path,

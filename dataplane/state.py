@@ -49,6 +49,8 @@ class SnapshotState:
     # The last snapshot problem (for the report): a rejected snapshot, or backends of the applied one
     # whose secrets cannot be opened; replaced when a newer snapshot is applied.
     error: str = ""
+    # Whether the last snapshot offered was refused (``error`` then says why); a newer one clears it.
+    rejected: bool = False
     # Called with each newly applied snapshot, right after the table swap (e.g. admission's limits).
     listeners: list[Callable[[Snapshot], None]] = field(default_factory=list)
     _last_data: bytes = b""
@@ -75,6 +77,7 @@ class SnapshotState:
         self.known_secrets.replace(secret_values(_secrets_of(snapshot)))
         self.table = RoutingTable.build(snapshot, previous=self.table, rng=self.rng)
         self.snapshot = snapshot
+        self.rejected = False
         self.error = secrets_problem(problems)
         if self.error:
             log.error("snapshot revision %d: %s", snapshot.revision, self.error)
@@ -93,6 +96,7 @@ class SnapshotState:
     def reject(self, reason: str, *, source: str) -> None:
         """Keep the applied snapshot and remember why the offered one was refused."""
         self.error = reason
+        self.rejected = True
         log.warning("rejected a snapshot from %s, keeping revision %d: %s", source, self.revision, reason)
 
     def load_cache(self) -> bool:

@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 import httpx
 
@@ -40,7 +42,7 @@ from controlplane.health.targets import BackendTarget
 from controlplane.publish.builder import UNPROBED, BackendRuntime
 from shared.tls import backend_ssl_context
 
-__all__ = ["REQUEST_ERRORS", "Monitor", "describe_error"]
+__all__ = ["REQUEST_ERRORS", "Monitor", "ProbeObserver", "describe_error"]
 
 log = logging.getLogger("ollamaflow.controlplane.health")
 
@@ -59,6 +61,14 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, UnicodeError):
         return f"a header or the URL cannot be sent: {exc}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class ProbeObserver(Protocol):
+    """Told of each probe and each change of health (the metrics, ``controlplane.metrics``)."""
+
+    def probed(self, backend: str, ok: bool, seconds: float) -> None: ...
+
+    def transitioned(self, backend: str, healthy: bool) -> None: ...
 
 
 class Monitor:
@@ -93,6 +103,7 @@ class Monitor:
         self._suspect: set[str] = set()
         self._seed: dict[str, bool] = {}
         self._seed_inventory: dict[str, Inventory] = {}
+        self.observer: ProbeObserver | None = None
         # One TLS context for every client (building one per client would reload the CA store).
         self._verify: ssl.SSLContext = ssl_context if ssl_context is not None else backend_ssl_context()
         self.client = self._new_client(httpx.Limits(max_connections=None, max_keepalive_connections=200))
@@ -235,11 +246,17 @@ class Monitor:
         while self._current(ident, refresh):
             wake.clear()
             target = self.targets[ident]
+            started = time.perf_counter()
             ok, error = await self._probe(client, target)
             if not self._current(ident, refresh):
                 return  # stopped (deleted, deactivated, readdressed) while the probe ran
+            observer = self.observer
+            if observer is not None:
+                observer.probed(ident, ok, time.perf_counter() - started)
             health = self.health[ident]
             if health.record(ok, self._clock.now(), target.thresholds, error):
+                if observer is not None:
+                    observer.transitioned(ident, health.healthy)
                 if health.healthy:
                     log.info("backend %s is healthy", ident)
                     self.refresh_inventory(ident)

@@ -110,6 +110,12 @@ class Publisher:
         self.revision = 0
         """The revision on the bus as of this publisher's last publish (or skip); 0 before."""
         self._written: tuple[bytes, int] | None = None  # (stored header, KV sequence) of our last write
+        # For the metrics (controlplane.metrics), read when scraped: publishes stored, skipped
+        # (content unchanged) and failed, their time in all, and the last stored one's
+        # encoded size (set in publish(), which has the bytes at hand).
+        self.published = self.skipped = self.failed = 0
+        self.seconds = 0.0
+        self.last_size = 0
 
     def request(self, *, force: bool = False) -> None:
         """Ask for a publish soon. ``force``: publish a new revision even if the content is unchanged."""
@@ -165,6 +171,7 @@ class Publisher:
             self._written = (_stored_encoder.encode(written), sequence)
             self.last = snapshot
             self.revision = revision
+            self.last_size = len(data)
             done = time.perf_counter()
             log.info(
                 "published snapshot revision %d (%s, %d bytes) in %.1f ms: content %.1f, seal %.1f, "
@@ -190,16 +197,23 @@ class Publisher:
             await self._wait()
             self._wake.clear()
             force, self._force = self._force, False
+            started = time.perf_counter()
             try:
-                await self.publish(force=force)
+                snapshot = await self.publish(force=force)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.failed += 1
                 self._failed(exc)
                 self._force = self._force or force
                 await asyncio.sleep(self._retry_after)
                 self._wake.set()
             else:
+                self.seconds += time.perf_counter() - started
+                if snapshot is None:
+                    self.skipped += 1
+                else:
+                    self.published += 1
                 if self.last_error:
                     log.info("snapshot publishing works again")
                 self.last_error = ""

@@ -27,7 +27,7 @@ from tests.dataplane.harness import (
     running_dataplane,
     snapshot_bytes,
 )
-from tests.support.signing import other_signer, sign_for_tests
+from tests.support.signing import fixed_trust, other_signer, sign_for_tests
 
 GENERATE = {"model": "llama3.2", "prompt": "x", "stream": False}
 
@@ -221,12 +221,12 @@ def test_the_cache_is_the_owners_only_and_an_open_one_is_closed(tmp_path: Path) 
     data = snapshot_bytes(content({"a": "http://127.0.0.1:1"}), 1)
     old_umask = os.umask(0)
     try:
-        SnapshotState(cache_path=cache).apply(data, source="test")
+        SnapshotState(cache_path=cache, trust=fixed_trust()).apply(data, source="test")
     finally:
         os.umask(old_umask)
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["dp.snapshot"]  # no temporary file left
     cache.chmod(0o644)
-    state = SnapshotState(cache_path=cache)
+    state = SnapshotState(cache_path=cache, trust=fixed_trust())
     assert state.load_cache() and state.revision == 1
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
