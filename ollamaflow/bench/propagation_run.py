@@ -30,6 +30,7 @@ from ollamaflow.bench.propagation import (
     progress,
 )
 from shared.bus import Bus, BusNames
+from shared.signing_keys import ensure_key_pair
 from shared.snapshot import decode
 
 __all__ = ["run_propagation"]
@@ -180,6 +181,8 @@ def run_propagation(options: PropagationOptions) -> PropagationReport:
         contextlib.ExitStack() as stack,
     ):
         work = Path(tmp)
+        # Signed as in production: the signature's cost is part of what is measured.
+        private, public = ensure_key_pair(work / "keys")
         base_env = {
             "OLLAMAFLOW_NATS_URL": nats_url,
             "OLLAMAFLOW_BUS_NAMESPACE": namespace,
@@ -207,6 +210,7 @@ def run_propagation(options: PropagationOptions) -> PropagationReport:
             **base_env,
             "OLLAMAFLOW_DATABASE_URL": database_url,
             "OLLAMAFLOW_ADMIN_TOKENS": TOKEN,
+            "OLLAMAFLOW_SNAPSHOT_SIGNING_KEY_FILE": str(private),
             "OLLAMAFLOW_HEALTH_INTERVAL": str(options.health_interval),
         }
         cp = stack.enter_context(
@@ -216,7 +220,11 @@ def run_propagation(options: PropagationOptions) -> PropagationReport:
         wait_ready(cp_url + "/readyz", cp, cp_log, "control plane", timeout=60)
         for ident, port in zip(dataplane_ids, dp_ports, strict=True):
             log = work / f"{ident}.log"
-            env = {**base_env, "OLLAMAFLOW_DATAPLANE_ID": ident}
+            env = {
+                **base_env,
+                "OLLAMAFLOW_DATAPLANE_ID": ident,
+                "OLLAMAFLOW_SNAPSHOT_PUBLIC_KEY_FILES": str(public),
+            }
             dp = stack.enter_context(
                 process([*CLI, "dataplane", "--host", "127.0.0.1", "--port", str(port)], log, env)
             )

@@ -25,6 +25,7 @@ from tests.controlplane.conftest import TOKEN
 from tests.controlplane.harness import eventually, running_controlplane
 from tests.dataplane.harness import running_dataplane
 from tests.support.secrets import TEST_KEYRING
+from tests.support.signing import public_key_beside
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +40,7 @@ async def test_the_admin_api_answers_as_its_published_schema_says(settings: Sett
         dataplane_id="dp-" + uuid.uuid4().hex[:8],
         report_interval=0.5,
         secrets=TEST_KEYRING,
+        snapshot_public_key_files=(public_key_beside(settings.snapshot_signing_key_file),),
     )
     with running_controlplane(dataclasses.replace(settings, dataplane_ttl=30.0)) as plane:
         async with (

@@ -57,6 +57,7 @@ def plane(tmp_path: Path, snapshot_keys: SnapshotKeys) -> Iterator[Plane]:
         )
         cache = tmp_path / "snapshot.json"
         cache.write_bytes(snapshot_bytes(content, 1))
+        cache.chmod(0o600)  # as a data plane writes its cache (a wider one is tightened with a warning)
         env |= snapshot_keys.env() | {
             "OLLAMAFLOW_SNAPSHOT_CACHE": str(cache),
             "OLLAMAFLOW_NATS_URL": f"nats://127.0.0.1:{free_port()}",  # nobody: it serves from the cache

@@ -24,6 +24,7 @@ from shared.snapshot import Snapshot, decode
 from tests.controlplane.harness import running_controlplane
 from tests.dataplane.harness import RunningDataPlane, running_dataplane
 from tests.support.services import fresh_database
+from tests.support.signing import SnapshotKeys
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +84,7 @@ def _complete(snapshot: Snapshot | None, dataplanes: set[str]) -> bool:
 
 
 async def test_ten_thousand_backends_and_a_thousand_frontends_publish_and_apply(
-    database_url: str, nats_url: str, bus_namespace: str, tmp_path: Path
+    database_url: str, nats_url: str, bus_namespace: str, tmp_path: Path, snapshot_keys: SnapshotKeys
 ) -> None:
     with fresh_database(database_url) as url:
         upgrade(url)
@@ -94,9 +95,14 @@ async def test_ten_thousand_backends_and_a_thousand_frontends_publish_and_apply(
             nats_url=nats_url,
             bus_namespace=bus_namespace,
             monitor_backends=False,
+            snapshot_signing_key_file=snapshot_keys.private,
         )
         dp_settings = DataPlaneSettings(
-            nats_url=nats_url, bus_namespace=bus_namespace, report_interval=0.5, snapshot_poll_interval=1.0
+            nats_url=nats_url,
+            bus_namespace=bus_namespace,
+            report_interval=0.5,
+            snapshot_poll_interval=1.0,
+            snapshot_public_key_files=(snapshot_keys.public,),
         )
         with running_controlplane(settings) as cp:
             async with (

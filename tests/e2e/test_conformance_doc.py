@@ -27,8 +27,8 @@ from shared.snapshot import ApiFormat, BackendView, FrontendView, SnapshotConten
 from tests.dataplane.harness import SnapshotWriter, running_dataplane
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "conformance.md"
-# The data plane's own probes, not part of either API.
-OWN_ROUTES = {"/healthz", "/readyz"}
+# The data plane's own probes and metrics, not part of either API.
+OWN_ROUTES = {"/healthz", "/readyz", "/metrics"}
 HOSTS: dict[ApiFormat, str] = {"Ollama": "ollama.test", "OpenAI": "openai.test"}
 CHAT = [{"role": "user", "content": "Hello"}]
 BLOB = b"conformance blob"
