@@ -1,4 +1,4 @@
-"""The bus between the planes: every NATS subject, bucket and key name lives here.
+"""The bus between the planes: one NATS connection and the operations the planes need of it.
 
 - Snapshots: JetStream KV bucket ``<namespace>`` (file storage, direct gets), key ``snapshot.v<major>``;
   the control plane writes with compare-and-set on the KV sequence so that racing replicas never go
@@ -31,7 +31,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 
 import nats
 import nats.errors
@@ -41,6 +40,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from shared.bus_connect import BusLogin, connect_options
+from shared.bus_names import DEFAULT_NAMESPACE, BusNames
 from shared.errors import (
     BusAuthError,
     BusError,
@@ -57,72 +57,11 @@ __all__ = ["DEFAULT_NAMESPACE", "Bus", "BusNames"]
 
 log = logging.getLogger("ollamaflow.bus")
 
-DEFAULT_NAMESPACE = "ollamaflow"
 # What a snapshot piece leaves of max_payload for the KV message's own headers.
 PIECE_HEADROOM = 16 * 1024
 MIN_PIECE_SIZE = 1024
 # JetStream's error codes for a compare-and-set that lost (nats-py maps them for updates, not deletes).
 _WRONG_LAST_SEQUENCE = (10071, 10164)
-
-
-@dataclass(frozen=True, slots=True)
-class BusNames:
-    namespace: str = DEFAULT_NAMESPACE
-
-    @property
-    def bucket(self) -> str:
-        return self.namespace
-
-    @property
-    def snapshot_key(self) -> str:
-        return f"snapshot.v{SCHEMA_MAJOR}"
-
-    def snapshot_piece_key(self, revision: int, index: int) -> str:
-        """The KV key of one piece of a snapshot too large for one message."""
-        return f"{self.snapshot_key}.{revision}.{index}"
-
-    @property
-    def snapshot_pieces_keys(self) -> str:
-        """A KV key wildcard matching every snapshot piece (and nothing else)."""
-        return f"{self.snapshot_key}.>"
-
-    @property
-    def bucket_stream(self) -> str:
-        """The JetStream stream that holds the KV bucket (NATS names it so)."""
-        return f"KV_{self.bucket}"
-
-    def bucket_subject(self, key: str) -> str:
-        """The subject a KV key (or key wildcard) of the bucket is stored under."""
-        return f"$KV.{self.bucket}.{key}"
-
-    @property
-    def reports_subject(self) -> str:
-        return f"{self.namespace}.reports.dataplane"
-
-    @property
-    def explain_subject(self) -> str:
-        return f"{self.namespace}.dataplane.explain"
-
-    @property
-    def models_subject(self) -> str:
-        return f"{self.namespace}.controlplane.models"
-
-    @property
-    def pulls_subject(self) -> str:
-        return f"{self.namespace}.pulls.progress"
-
-    @property
-    def lease_key(self) -> str:
-        return "lease.controlplane"
-
-    @property
-    def changes_subject(self) -> str:
-        return f"{self.namespace}.controlplane.changed"
-
-    def inbox_prefix(self, role: str) -> str:
-        """Where a plane of ``role`` receives its replies: one prefix per role, so that the bus's
-        permissions (``shared.bus_permissions``) keep each role's answers from the other."""
-        return f"_INBOX.{self.namespace}.{role}"
 
 
 class Bus:
@@ -259,7 +198,11 @@ class Bus:
                 config = KeyValueConfig(
                     bucket=self.names.bucket, history=5, storage=StorageType.FILE, direct=True
                 )
-                self._kv = await js.create_key_value(config)
+                try:
+                    self._kv = await js.create_key_value(config)
+                except nats.js.errors.BadRequestError:
+                    # A racing writer made it first (its stream now holds these subjects): open it.
+                    self._kv = await js.key_value(self.names.bucket)
         if writer and not self._kv._direct and not self._direct_tried:
             self._direct_tried = True
             try:
