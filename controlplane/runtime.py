@@ -84,14 +84,7 @@ class ControlPlane:
             settings.nats_url,
             names,
             client_name="ollamaflow-controlplane",
-            login=BusLogin(
-                user=settings.nats_user,
-                password=settings.nats_password,
-                ca_file=settings.nats_ca_file,
-                cert_file=settings.nats_cert_file,
-                key_file=settings.nats_key_file,
-                inbox_prefix=names.inbox_prefix("controlplane"),
-            ),
+            login=BusLogin.of(settings, inbox_prefix=names.inbox_prefix("controlplane")),
         )
         self.lease = Lease(
             self.bus,

@@ -152,14 +152,7 @@ class DataPlane:
             settings.nats_url,
             names,
             client_name=f"dataplane-{settings.dataplane_id}",
-            login=BusLogin(
-                user=settings.nats_user,
-                password=settings.nats_password,
-                ca_file=settings.nats_ca_file,
-                cert_file=settings.nats_cert_file,
-                key_file=settings.nats_key_file,
-                inbox_prefix=names.inbox_prefix("dataplane"),
-            ),
+            login=BusLogin.of(settings, inbox_prefix=names.inbox_prefix("dataplane")),
         )
         identity = ReportIdentity(
             id=settings.dataplane_id,

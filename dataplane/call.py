@@ -61,7 +61,11 @@ class Call:
     served: Target | None = None  # the backend of the answer (or of the last attempt)
     relay: str = ""  # how the answer went: "passthrough", "translated" or "local" (metrics, access log)
     meter: Meter | None = None  # what went out, when measured (dataplane.meter)
-    trace: RequestTrace | None = None  # its spans, when traces are on (dataplane.tracing)
+
+    @property
+    def trace(self) -> RequestTrace | None:
+        """Its spans, when traces are on (dataplane.tracing): the meter holds them."""
+        return self.meter.trace if self.meter is not None else None
 
     @property
     def request_id(self) -> str:

@@ -201,7 +201,6 @@ class Proxy:
         if meter is not None:
             meter.call = call
             call.meter = meter
-            call.trace = meter.trace
         drain.enter(task, call.guard)  # what went out, should the drain have to end it
         try:
             await self._forward(call, send)

@@ -17,11 +17,21 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from shared.errors import ConfigError
 
-__all__ = ["BusLogin", "connect_options", "uses_tls"]
+__all__ = ["BusLogin", "LoginSettings", "connect_options", "uses_tls"]
+
+
+class LoginSettings(Protocol):
+    """What either plane's settings hold about logging in to NATS."""
+
+    nats_user: str
+    nats_password: str
+    nats_ca_file: Path | None
+    nats_cert_file: Path | None
+    nats_key_file: Path | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +42,18 @@ class BusLogin:
     cert_file: Path | None = None
     key_file: Path | None = None
     inbox_prefix: str = ""  # "": nats-py's default ``_INBOX``
+
+    @classmethod
+    def of(cls, settings: LoginSettings, *, inbox_prefix: str) -> BusLogin:
+        """The login a plane's settings describe (both planes name these settings alike)."""
+        return cls(
+            user=settings.nats_user,
+            password=settings.nats_password,
+            ca_file=settings.nats_ca_file,
+            cert_file=settings.nats_cert_file,
+            key_file=settings.nats_key_file,
+            inbox_prefix=inbox_prefix,
+        )
 
     def __repr__(self) -> str:
         # The password never reaches a log line or a traceback.

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from shared.bus import BusNames
+from shared.bus_names import BusNames
 
 __all__ = ["ROLES", "Role", "RolePermissions", "permissions", "stream_of_bucket"]
 
