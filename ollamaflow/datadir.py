@@ -43,6 +43,11 @@ class DataDir:
         return self.root / "admin-token"
 
     @property
+    def controlplane_url_file(self) -> Path:
+        """The first control plane's admin URL, written by ``up`` for the admin commands to find."""
+        return self.root / "controlplane-url"
+
+    @property
     def keys(self) -> Path:
         """The snapshot signing key pair (``shared.signing_keys``)."""
         return self.root / "keys"

@@ -377,6 +377,8 @@ class _Cluster:
             started.append((supervisor.start(name, argv, env, stage=_STAGE_CONTROLPLANE), url))
         for child, url in started:
             supervisor.wait_ready(child, url + "/readyz", timeout=self.options.ready_timeout)
+        # The admin commands (`ollamaflow backends list`, `apply`, ...) find the cluster here.
+        self.data.controlplane_url_file.write_text(started[0][1] + "\n")
         return [url for _, url in started]
 
     def _start_dataplanes(self, supervisor: Supervisor, nats_url: str) -> list[tuple[Child, str]]:
