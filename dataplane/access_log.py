@@ -15,14 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 import msgspec
 
 from shared.logformat import PREFORMATTED
 from shared.logs import redact
 
-__all__ = ["BATCH", "FLUSH_AFTER", "AccessLog"]
+__all__ = ["BATCH", "FLUSH_AFTER", "AccessLine", "AccessLog"]
 
 FLUSH_AFTER = 0.1
 BATCH = 256
@@ -30,6 +29,32 @@ BATCH = 256
 logger = logging.getLogger("ollamaflow.access")
 _encoder = msgspec.json.Encoder()
 _REDACTED_MODELS = 1024  # model names whose redacted form is remembered
+
+
+class AccessLine(msgspec.Struct, kw_only=True):
+    """One access line's fields in their documented order (``dataplane.request_log``); a Struct, so
+    that a JSON line is one encode and a text line one format, without a dict per request."""
+
+    time: str = ""
+    level: str = "INFO"
+    logger: str = "ollamaflow.access"
+    message: str
+    request_id: str | None
+    frontend: str
+    backend: str
+    model: str
+    endpoint: str
+    client_format: str
+    status: int
+    bytes: int
+    duration_ms: float
+    ttfb_ms: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    retries: int
+    queue_ms: float | None
+    relay: str
+    client_gone: bool
 
 
 class AccessLog:
@@ -42,6 +67,7 @@ class AccessLog:
         self._second = -1
         self._stamp = ""
         self._models: dict[str, str] = {}
+        self._shown: dict[str, str] = {}  # ids and paths as a text line shows them
 
     @property
     def enabled(self) -> bool:
@@ -68,16 +94,24 @@ class AccessLog:
                 self._models[name] = shown
         return shown
 
-    def write(self, message: str, fields: dict[str, Any]) -> None:
-        """One line: ``message`` and ``fields`` (stable names, see ``dataplane.request_log``)."""
+    def write(self, entry: AccessLine) -> None:
+        """One line (its ``time`` is set here)."""
         stamp = self._time(time.time())
         if self._json:
-            entry = {"time": stamp, "level": "INFO", "logger": "ollamaflow.access", "message": message}
-            entry.update(fields)
+            entry.time = stamp
             line = _encoder.encode(entry).decode()
         else:
-            pairs = " ".join(f"{key}={_text(value)}" for key, value in fields.items())
-            line = f"{stamp} INFO ollamaflow.access: {message} {pairs}"
+            shown = self._show
+            line = (
+                f"{stamp} INFO ollamaflow.access: {entry.message} request_id={entry.request_id or '-'} "
+                f"frontend={shown(entry.frontend)} backend={shown(entry.backend)} "
+                f"model={shown(entry.model)} endpoint={shown(entry.endpoint)} "
+                f"client_format={entry.client_format} status={entry.status} bytes={entry.bytes} "
+                f"duration_ms={entry.duration_ms} ttfb_ms={_number(entry.ttfb_ms)} "
+                f"input_tokens={_number(entry.input_tokens)} output_tokens={_number(entry.output_tokens)} "
+                f"retries={entry.retries} queue_ms={_number(entry.queue_ms)} relay={entry.relay} "
+                f"client_gone={entry.client_gone}"
+            )
         pending = self._pending
         pending.append(line)
         if len(pending) >= BATCH:
@@ -94,12 +128,22 @@ class AccessLog:
             lines, self._pending = self._pending, []
             logger.info("\n".join(lines), extra={PREFORMATTED: True})
 
+    def _show(self, value: str) -> str:
+        """``value`` as a text line shows it: in JSON quotes if it holds a space, a quote, ``=`` or a
+        line break (remembered: ids, paths and models repeat)."""
+        shown = self._shown.get(value)
+        if shown is None:
+            shown = _quoted(value)
+            if len(self._shown) < _REDACTED_MODELS:
+                self._shown[value] = shown
+        return shown
 
-def _text(value: object) -> str:
-    if value is None:
-        return "-"
-    if type(value) is not str:
-        return str(value)  # numbers and booleans
+
+def _quoted(value: str) -> str:
     if not value or " " in value or '"' in value or "=" in value or "\n" in value:
         return _encoder.encode(value).decode()
     return value
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else str(value)

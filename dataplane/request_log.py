@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from time import perf_counter
 from typing import Any
 
-from dataplane.access_log import AccessLog
+from dataplane.access_log import AccessLine, AccessLog
 from dataplane.call import Endpoint
 from dataplane.headers import request_id_of
 from dataplane.meter import Meter, token_counts
@@ -61,25 +61,28 @@ class RequestLog:
         served = call.served if call is not None else None
         if tokens is None:
             tokens = _tokens(meter)
-        fields = {
-            "request_id": meter.request_id,
-            "frontend": meter.frontend or NONE,
-            "backend": served.id if served is not None else NONE,
-            "model": access.model(meter.model) if meter.model else NONE,  # the client's own text
-            "endpoint": endpoint.path,
-            "client_format": endpoint.api_format.lower(),
-            "status": meter.status,
-            "bytes": meter.bytes,
-            "duration_ms": round((end - meter.started) * 1000, 3),
-            "ttfb_ms": round((meter.first_byte - meter.started) * 1000, 3) if meter.first_byte else None,
-            "input_tokens": tokens[0] if tokens and tokens[0] else None,
-            "output_tokens": tokens[1] if tokens and tokens[1] else None,
-            "retries": len(call.tried) if call is not None else 0,
-            "queue_ms": round(call.queued * 1000, 3) if call is not None and call.queued >= 0 else None,
-            "relay": call.relay if call is not None and call.relay else NONE,
-            "client_gone": call.guard.client_gone if call is not None else False,
-        }
-        access.write(f"POST {endpoint.path} {meter.status}", fields)
+        status = meter.status
+        path = endpoint.path
+        entry = AccessLine(
+            message=f"POST {path} {status}",
+            request_id=meter.request_id,
+            frontend=meter.frontend or NONE,
+            backend=served.id if served is not None else NONE,
+            model=access.model(meter.model) if meter.model else NONE,  # the client's own text
+            endpoint=path,
+            client_format=endpoint.api_format.lower(),
+            status=status,
+            bytes=meter.bytes,
+            duration_ms=round((end - meter.started) * 1000, 3),
+            ttfb_ms=round((meter.first_byte - meter.started) * 1000, 3) if meter.first_byte else None,
+            input_tokens=tokens[0] or None,
+            output_tokens=tokens[1] or None,
+            retries=len(call.tried) if call is not None else 0,
+            queue_ms=round(call.queued * 1000, 3) if call is not None and call.queued >= 0 else None,
+            relay=call.relay if call is not None and call.relay else NONE,
+            client_gone=call.guard.client_gone if call is not None else False,
+        )
+        access.write(entry)
         return tokens
 
 
@@ -139,22 +142,24 @@ class LoggedAnswer:
 
     def done(self) -> None:
         started = self._started
-        fields = {
-            "request_id": self._request_id or None,
-            "frontend": NONE,
-            "backend": NONE,
-            "model": NONE,
-            "endpoint": self._path,
-            "client_format": self._format,
-            "status": self._status,
-            "bytes": self._bytes,
-            "duration_ms": round((perf_counter() - started) * 1000, 3),
-            "ttfb_ms": round((self._first - started) * 1000, 3) if self._first else None,
-            "input_tokens": None,
-            "output_tokens": None,
-            "retries": 0,
-            "queue_ms": None,
-            "relay": "local",
-            "client_gone": False,
-        }
-        self._access.write(f"{self._method} {self._path} {self._status}", fields)
+        self._access.write(
+            AccessLine(
+                message=f"{self._method} {self._path} {self._status}",
+                request_id=self._request_id or None,
+                frontend=NONE,
+                backend=NONE,
+                model=NONE,
+                endpoint=self._path,
+                client_format=self._format,
+                status=self._status,
+                bytes=self._bytes,
+                duration_ms=round((perf_counter() - started) * 1000, 3),
+                ttfb_ms=round((self._first - started) * 1000, 3) if self._first else None,
+                input_tokens=None,
+                output_tokens=None,
+                retries=0,
+                queue_ms=None,
+                relay="local",
+                client_gone=False,
+            )
+        )

@@ -1,6 +1,11 @@
 """Start a simulator, NATS and a data plane, drive the same load straight and through the data plane,
 and report both with their ratio and the data plane's CPU time per request.
 
+With ``observability`` a second data plane runs beside the first: the first with metrics and the
+access log off, the second with both on (the access log written at INFO to its log file, as a
+deployment writes it), each round driving both in turns (the order alternating), so that their
+ratio is the cost of observing, measured in one run on the same machine.
+
 The load comes from wrk when it is on PATH (a Python generator cannot saturate the simulator), else
 from Python generator processes; the report names which one ran. All of it shares one machine, so
 ratios within one run are the figures to compare, not absolute rates across machines.
@@ -36,6 +41,8 @@ class BenchOptions:
     processes: int = 0
     # Direct and through runs alternate this many times per scenario; the median round is reported.
     rounds: int = 1
+    # A second data plane with metrics and the access log on, the first with both off.
+    observability: bool = False
 
 
 class Row(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,6 +54,12 @@ class Row(msgspec.Struct, frozen=True, kw_only=True):
     rps_ratio: float
     dataplane_cpu_ms_per_request: float
     ratios: list[float] = []
+    # With observability: the same round through the data plane with metrics and the access log on,
+    # its req/s over the bare one's (``through``), and that ratio in every round.
+    observed: Summary | None = None
+    observed_ratio: float = 0.0
+    observed_cpu_ms_per_request: float = 0.0
+    observed_ratios: list[float] = []
 
 
 class BenchReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,26 +107,84 @@ def _overhead_content(sim_url: str) -> SnapshotContent:
     )
 
 
-def _round(generator: LoadGenerator, scenario: Scenario, sim_url: str, dp_url: str, dp_pid: int) -> Row:
-    direct = generator.drive(sim_url, scenario)
-    cpu_before = _cpu_seconds(dp_pid)
-    through = generator.drive(dp_url, scenario)
-    cpu_used = _cpu_seconds(dp_pid) - cpu_before
-    ratio = through.summary.rps / direct.summary.rps if direct.summary.rps else 0.0
-    return Row(
+@dataclass(frozen=True, slots=True)
+class _Target:
+    url: str
+    pid: int
+
+
+def _through(generator: LoadGenerator, scenario: Scenario, target: _Target) -> tuple[Summary, float]:
+    """One run through a data plane: its summary and the plane's CPU milliseconds per request."""
+    cpu_before = _cpu_seconds(target.pid)
+    measured = generator.drive(target.url, scenario)
+    cpu_used = _cpu_seconds(target.pid) - cpu_before
+    return measured.summary, cpu_used * 1000.0 / max(1, measured.sent)
+
+
+def _round(
+    generator: LoadGenerator,
+    scenario: Scenario,
+    sim_url: str,
+    bare: _Target,
+    observed: _Target | None,
+    *,
+    observed_first: bool = False,
+) -> Row:
+    direct = generator.drive(sim_url, scenario).summary
+    seen: tuple[Summary, float] | None = None
+    if observed is not None and observed_first:
+        seen = _through(generator, scenario, observed)
+    through, cpu_ms = _through(generator, scenario, bare)
+    if observed is not None and seen is None:
+        seen = _through(generator, scenario, observed)
+    ratio = through.rps / direct.rps if direct.rps else 0.0
+    row = Row(
         scenario=scenario.name,
-        direct=direct.summary,
-        through=through.summary,
+        direct=direct,
+        through=through,
         rps_ratio=ratio,
-        dataplane_cpu_ms_per_request=cpu_used * 1000.0 / max(1, through.sent),
+        dataplane_cpu_ms_per_request=cpu_ms,
         ratios=[ratio],
+    )
+    if seen is None:
+        return row
+    observed_ratio = seen[0].rps / through.rps if through.rps else 0.0
+    return msgspec.structs.replace(
+        row,
+        observed=seen[0],
+        observed_ratio=observed_ratio,
+        observed_cpu_ms_per_request=seen[1],
+        observed_ratios=[observed_ratio],
     )
 
 
 def _median_round(rounds: list[Row]) -> Row:
-    ranked = sorted(rounds, key=lambda row: row.rps_ratio)
+    """The round with the median through/direct ratio (the median observed/bare one with
+    observability: that is the figure such a run is for), carrying every round's ratios."""
+    observing = rounds[0].observed is not None
+    ranked = sorted(rounds, key=lambda row: row.observed_ratio if observing else row.rps_ratio)
     middle = ranked[(len(ranked) - 1) // 2]
-    return msgspec.structs.replace(middle, ratios=[row.rps_ratio for row in rounds])
+    return msgspec.structs.replace(
+        middle,
+        ratios=[row.rps_ratio for row in rounds],
+        observed_ratios=[row.observed_ratio for row in rounds] if observing else [],
+    )
+
+
+def _observed_dataplane(stack: contextlib.ExitStack, env: dict[str, str], tmp: Path) -> _Target:
+    """A data plane with metrics and the access log on, its INFO log (access lines) in a file."""
+    port = free_port()
+    log = tmp / "dataplane-observed.log"
+    observed_env = env | {
+        "OLLAMAFLOW_METRICS": "true",
+        "OLLAMAFLOW_ACCESS_LOG": "true",
+        "OLLAMAFLOW_LOG_LEVEL": "INFO",
+    }
+    argv = [*CLI, "dataplane", "--host", "127.0.0.1", "--port", str(port)]
+    child = stack.enter_context(process(argv, log, observed_env))
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url + "/readyz", child, log, "data plane (observed)")
+    return _Target(url, child.pid)
 
 
 def run(options: BenchOptions) -> BenchReport:
@@ -138,19 +209,24 @@ def run(options: BenchOptions) -> BenchReport:
             "OLLAMAFLOW_BUS_NAMESPACE": namespace,
             "OLLAMAFLOW_LOG_LEVEL": "WARNING",
         }
-        with (
-            process([*CLI, "sim", "--port", str(sim_port)], sim_log) as sim,
-            process(
-                [*CLI, "dataplane", "--host", "127.0.0.1", "--port", str(dp_port)], dp_log, env
-            ) as dataplane,
-        ):
+        if options.observability:
+            env |= {"OLLAMAFLOW_METRICS": "false", "OLLAMAFLOW_ACCESS_LOG": "false"}
+        with contextlib.ExitStack() as stack:
+            sim = stack.enter_context(process([*CLI, "sim", "--port", str(sim_port)], sim_log))
+            dataplane = stack.enter_context(
+                process([*CLI, "dataplane", "--host", "127.0.0.1", "--port", str(dp_port)], dp_log, env)
+            )
+            observed: _Target | None = None
+            if options.observability:
+                observed = _observed_dataplane(stack, env, Path(tmp))
             wait_ready(sim_url + "/api/version", sim, sim_log, "simulator")
             wait_ready(dp_url + "/readyz", dataplane, dp_log, "data plane")
+            bare = _Target(dp_url, dataplane.pid)
             rows = [
                 _median_round(
                     [
-                        _round(generator, scenario, sim_url, dp_url, dataplane.pid)
-                        for _ in range(max(1, options.rounds))
+                        _round(generator, scenario, sim_url, bare, observed, observed_first=index % 2 == 1)
+                        for index in range(max(1, options.rounds))
                     ]
                 )
                 for scenario in SCENARIOS

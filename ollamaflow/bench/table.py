@@ -16,6 +16,7 @@ _NOTES = (
     "ratio: req/s via the data plane / req/s direct, same run. "
     "DP ms/req: the data plane's CPU time (user+sys, /proc) per request it served."
 )
+_OBSERVED_NOTE = "cost of metrics and access log (observed vs bare data plane, same rounds; median round):"
 
 
 def render(report: BenchReport) -> Group:
@@ -26,20 +27,31 @@ def render(report: BenchReport) -> Group:
     )
     for name in ("scenario", "path", "req/s", "p50 ms", "p99 ms", "errors", "ratio", "DP ms/req"):
         table.add_column(name, justify="left" if name in ("scenario", "path") else "right", no_wrap=True)
+    observing = any(row.observed is not None for row in report.rows)
+    bare = "via DP, bare" if observing else "via DP"
     for row in report.rows:
         table.add_row(row.scenario, "direct", *_figures(row.direct), "", "")
         table.add_row(
             "",
-            "via DP",
+            bare,
             *_figures(row.through),
             f"{row.rps_ratio:.2f}x",
             f"{row.dataplane_cpu_ms_per_request:.3f}",
         )
+        if row.observed is not None:
+            direct_ratio = row.observed.rps / row.direct.rps if row.direct.rps else 0.0
+            table.add_row(
+                "",
+                "via DP, observed",
+                *_figures(row.observed),
+                f"{direct_ratio:.2f}x",
+                f"{row.observed_cpu_ms_per_request:.3f}",
+            )
     errors = [
         f"{row.scenario} {label}: {summary.first_error}"
         for row in report.rows
-        for label, summary in (("direct", row.direct), ("via DP", row.through))
-        if summary.first_error
+        for label, summary in (("direct", row.direct), (bare, row.through), ("observed", row.observed))
+        if summary is not None and summary.first_error
     ]
     lines = [Text(_NOTES, style="dim")]
     if any(len(row.ratios) > 1 for row in report.rows):
@@ -48,8 +60,24 @@ def render(report: BenchReport) -> Group:
             Text(f"  {row.scenario}: " + ", ".join(f"{r:.2f}x" for r in row.ratios), style="dim")
             for row in report.rows
         )
+    if observing:
+        lines.append(Text(_OBSERVED_NOTE, style="dim"))
+        lines.extend(
+            Text(
+                f"  {row.scenario}: {_cost(row.observed_ratio)} req/s, "
+                f"{row.observed_cpu_ms_per_request - row.dataplane_cpu_ms_per_request:+.3f} ms CPU/req; "
+                "by round: " + ", ".join(_cost(r) for r in row.observed_ratios),
+                style="dim",
+            )
+            for row in report.rows
+        )
     lines.extend(Text(f"first error, {e}", style="red") for e in errors)
     return Group(table, *lines)
+
+
+def _cost(ratio: float) -> str:
+    """observed/bare req/s as a change: -1.5% is 1.5% fewer requests per second."""
+    return f"{(ratio - 1.0) * 100:+.1f}%"
 
 
 def _figures(summary: Summary) -> tuple[str, str, str, str]:

@@ -93,6 +93,13 @@ def bench(
     nats_url: Annotated[
         str | None, typer.Option(help="Use this NATS server instead of starting an embedded one.")
     ] = None,
+    observability: Annotated[
+        bool,
+        typer.Option(
+            help="overhead: also run a second data plane with metrics and the access log on (the "
+            "first has both off) and report what they cost, both driven in every round."
+        ),
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Benchmark the data plane against simulators it fronts.
@@ -103,7 +110,8 @@ def bench(
     Python load-generator processes; the output names which. Prints requests/s, p50/p99 latency,
     errors, the through/direct ratio and the data plane's CPU time per request. All processes share
     this machine's cores, so compare ratios, not absolute figures, across machines; on a busy machine,
-    --rounds 3 reports the median of three alternating rounds.
+    --rounds 3 reports the median of three alternating rounds. --observability adds a data plane with
+    metrics and the access log on beside one with both off, and reports what they cost.
 
     --scenario saturation starts --backends simulators that answer after --sim-latency-ms, and
     --dataplanes data planes in front of them with a small --max-parallel per backend, then offers
@@ -189,6 +197,7 @@ def bench(
                     generator=generator,  # type: ignore[arg-type]
                     processes=processes,
                     rounds=rounds,
+                    observability=observability,
                 )
             )
             shown = render(report)
