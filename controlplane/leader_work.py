@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -26,18 +26,18 @@ from controlplane.db import Database
 from controlplane.fleet import Fleet
 from controlplane.health.monitor import Monitor, ProbeObserver
 from controlplane.models_requests import ModelRequests
-from controlplane.publish.publisher import Publisher
+from controlplane.publish.publisher import Publisher, PublishObserver
 from controlplane.publish.source import ConfigSource
 from controlplane.reports import DataPlaneRegistry
 from controlplane.settings import Settings
-from controlplane.sync.manager import Synchroniser
+from controlplane.sync.manager import PullObserver, Synchroniser
 from shared.bus import Bus
 from shared.errors import BusError
 from shared.logs import KnownSecrets
 from shared.signing import SnapshotSigner
 from shared.tls import backend_ssl_context
 
-__all__ = ["ChangeNotice", "LeaderWork", "cancel_and_wait"]
+__all__ = ["ChangeNotice", "LeaderObserver", "LeaderWork", "cancel_and_wait"]
 
 log = logging.getLogger("ollamaflow.controlplane")
 
@@ -46,6 +46,10 @@ class ChangeNotice(msgspec.Struct, kw_only=True):
     """Sent on ``changes_subject`` after an admin change was committed."""
 
     replica: str
+
+
+class LeaderObserver(ProbeObserver, PullObserver, PublishObserver, Protocol):
+    """Told of a term's probes, pull attempts and publish rounds (the metrics)."""
 
 
 class LeaderWork:
@@ -62,7 +66,7 @@ class LeaderWork:
         frontends: FrontendService,
         clock: Clock,
         known_secrets: KnownSecrets | None = None,
-        probe_observer: ProbeObserver | None = None,
+        observer: LeaderObserver | None = None,
         signer: SnapshotSigner | None = None,
     ) -> None:
         self._replica = replica
@@ -77,8 +81,6 @@ class LeaderWork:
             urgent_gap=settings.ejected_probe_gap,
             ssl_context=backend_ssl_context(settings.backend_ca_file, settings.backend_tls_verify),
         )
-        # Told of every probe of this term (the metrics); a new term's monitor gets it again.
-        self.monitor.observer = probe_observer
         self.sync = Synchroniser(
             self.monitor,
             clock=clock,
@@ -109,6 +111,11 @@ class LeaderWork:
         # Data planes' /api/pull, /api/delete, /api/copy; pull progress goes out on the bus.
         self.models = ModelRequests(bus, frontends, self.fleet, self.sync, self.monitor)
         self.sync.on_progress = self.models.progress
+        self.observe(observer)
+
+    def observe(self, observer: LeaderObserver | None) -> None:
+        """Tell ``observer`` of this term's probes, pull attempts and publish rounds."""
+        self.monitor.observer = self.sync.observer = self.publisher.observer = observer
 
     def config_changed(self) -> None:
         self.publisher.request(force=True)

@@ -1,18 +1,19 @@
 """The control plane's Prometheus metrics, served at ``/metrics`` (or on a port of their own).
 
-Counted as they happen: probes by backend and result with their latency, health transitions, and
-admin API requests by method, route template and status. Read at scrape time from what the control
-plane keeps anyway: whether this replica leads, each backend's health and models (available and
-loaded), the pulls under way and their bytes, the snapshot publishes (stored, skipped, failed, time
-spent, the last one's size and revision), and the data planes heard from, with the totals each one
-reports (requests, rejections, in flight, queued), so one scrape of the control plane shows the
-whole fleet.
+Counted as they happen: probes by backend and result with their latency, health transitions, pull
+attempts by result with the bytes they brought, snapshot publish rounds by result with their
+duration, and admin API requests by method, route template and status. Read at scrape time from what
+the control plane keeps anyway: whether this replica leads, each backend's health and models
+(available and loaded), the pulls under way and their bytes so far, the last snapshot's size and
+revision, and the data planes heard from, with the totals each one reports (requests, rejections, in
+flight, queued), so one scrape of the control plane shows the whole fleet.
 
 With several replicas only the leader probes, syncs and publishes (``controlplane.leader_work``),
-and its monitor, synchroniser and publisher are new each term: the probe hooks are handed to every
-term (``ControlPlane.probe_observer``), and a follower's scrape has no backend, pull or publish-round
-figures, only the registry's data planes, its admin requests, and the leader's publish status (the
-revision and whether publishing fails) as the lease carries it.
+and its monitor, synchroniser and publisher are new each term: this object is handed to every term
+as its observer (``ControlPlane.observer``), so the counters run on across terms, and a follower's
+scrape has no backend, pull-under-way or snapshot-size figures, only the registry's data planes, its
+admin requests, the counts of terms it led, and the leader's publish status (the revision and
+whether publishing fails) as the lease carries it.
 
 Labels stay bounded: backend and data-plane ids are the configured or live ones, routes are Litestar's
 path templates (never a raw path), methods and statuses are the few HTTP has.
@@ -44,6 +45,7 @@ __all__ = ["ControlPlaneMetrics", "MetricsParts", "metrics_parts"]
 
 _PREFIX = "ollamaflow_controlplane_"
 PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PUBLISH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 ADMIN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
@@ -85,12 +87,40 @@ class ControlPlaneMetrics:
             buckets=ADMIN_BUCKETS,
             registry=registry,
         )
+        self._pull_attempts = Counter(
+            _PREFIX + "pull_attempts",
+            "Ended model pull attempts by backend and result (done; retrying: tried again later; "
+            "failed: for good; cancelled: no longer required)",
+            ["backend", "result"],
+            registry=registry,
+        )
+        self._pulled_bytes = Counter(
+            _PREFIX + "pulled_bytes",
+            "Bytes pull attempts brought onto each backend (a retried attempt counts what it got)",
+            ["backend"],
+            registry=registry,
+        )
+        self._publishes = Counter(
+            _PREFIX + "snapshot_publishes",
+            "Snapshot publish rounds by result (stored: a new revision; skipped: the content was "
+            "current; failed: NATS or the database did not let it, retried)",
+            ["result"],
+            registry=registry,
+        )
+        self._publish_seconds = Histogram(
+            _PREFIX + "snapshot_publish_duration_seconds",
+            "Time publish rounds took (building, sealing, signing and storing), by result",
+            ["result"],
+            buckets=PUBLISH_BUCKETS,
+            registry=registry,
+        )
         registry.register(_PlaneState(plane))
         self.exposition = MetricsExposition(registry, token)
-        # Every term of leadership builds a new monitor: the runtime hands each one this observer.
-        plane.probe_observer = self
-        if (monitor := plane.monitor) is not None:  # already leading
-            monitor.observer = self
+        # Every term of leadership builds a new monitor, synchroniser and publisher: the runtime
+        # hands each term this observer.
+        plane.observer = self
+        if (work := plane.work) is not None:  # already leading
+            work.observe(self)
 
     # -- the monitor's hooks (controlplane.health.monitor.ProbeObserver) ----------------------------
 
@@ -100,6 +130,17 @@ class ControlPlaneMetrics:
 
     def transitioned(self, backend: str, healthy: bool) -> None:
         self._transitions.labels(backend, "healthy" if healthy else "unhealthy").inc()
+
+    # -- the synchroniser's and the publisher's hooks (controlplane.leader_work.LeaderObserver) ------
+
+    def pull_attempt_ended(self, backend: str, result: str, pulled_bytes: int) -> None:
+        self._pull_attempts.labels(backend, result).inc()
+        if pulled_bytes > 0:
+            self._pulled_bytes.labels(backend).inc(pulled_bytes)
+
+    def publish_round(self, result: str, seconds: float) -> None:
+        self._publishes.labels(result).inc()
+        self._publish_seconds.labels(result).observe(seconds)
 
     # -- HTTP ----------------------------------------------------------------------------------------
 
@@ -262,28 +303,13 @@ class _PlaneState(Collector):
             "1 if the leader's last publish failed (it retries; /readyz says why), 0 if not",
             value=1 if status.last_error else 0,
         )
-        publishes = CounterMetricFamily(
-            _PREFIX + "snapshot_publishes",
-            "Snapshot publish rounds by result (stored: a new revision; skipped: the content was "
-            "current; failed: NATS or the database did not let it, retried), during this replica's "
-            "current term of leadership (none while it follows)",
-            labels=["result"],
-        )
-        seconds = CounterMetricFamily(
-            _PREFIX + "snapshot_publish_seconds",
-            "Time spent in successful publish rounds during this replica's current term of leadership",
-        )
         size = GaugeMetricFamily(
             _PREFIX + "snapshot_bytes",
             "Encoded size of the last snapshot this replica stored in its current term of leadership",
         )
         if publisher is not None:
-            publishes.add_metric(["stored"], publisher.published)
-            publishes.add_metric(["skipped"], publisher.skipped)
-            publishes.add_metric(["failed"], publisher.failed)
-            seconds.add_metric([], publisher.seconds)
             size.add_metric([], publisher.last_size)
-        yield from (publishes, seconds, size)
+        yield size
 
     def _dataplanes(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         registry = self._plane.registry

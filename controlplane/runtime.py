@@ -26,8 +26,8 @@ from controlplane.admin.service import BackendService, FrontendService
 from controlplane.apikey_usage import KeyUsageRecorder, source_of
 from controlplane.clock import Clock
 from controlplane.db import Database
-from controlplane.health.monitor import Monitor, ProbeObserver
-from controlplane.leader_work import ChangeNotice, LeaderWork, cancel_and_wait
+from controlplane.health.monitor import Monitor
+from controlplane.leader_work import ChangeNotice, LeaderObserver, LeaderWork, cancel_and_wait
 from controlplane.lease import Lease
 from controlplane.migrate import upgrade
 from controlplane.models_requests import ModelRequests
@@ -122,8 +122,9 @@ class ControlPlane:
         self.readiness = Readiness(self.db, self.bus, publish_error=lambda: self.publish_status.last_error)
         self.work: LeaderWork | None = None
         """What this replica does while it holds the lease; None while it does not."""
-        self.probe_observer: ProbeObserver | None = None
-        """Told of the probes of every term this replica leads (the metrics, ``controlplane.metrics``)."""
+        self.observer: LeaderObserver | None = None
+        """Told of the probes, pull attempts and publish rounds of every term this replica leads (the
+        metrics, ``controlplane.metrics``)."""
         self._notices: set[asyncio.Task[None]] = set()
         self._leading: asyncio.Task[None] | None = None
         self._resigning: asyncio.Future[None] | None = None
@@ -249,7 +250,7 @@ class ControlPlane:
                 frontends=self.frontends,
                 clock=self.clock,
                 known_secrets=self.known_secrets,
-                probe_observer=self.probe_observer,
+                observer=self.observer,
                 signer=self.signer,
             )
             self.work = work

@@ -40,7 +40,7 @@ from dataplane.metrics import DataPlaneMetrics
 from dataplane.metrics_state import DataPlaneState
 from dataplane.paths import BLOB_PREFIX, MODEL_PREFIX, raw_path
 from dataplane.proxy import Endpoint, Proxy
-from dataplane.request_log import RequestLog
+from dataplane.request_log import UNLOGGED_PATHS, LoggedAnswer, RequestLog
 from dataplane.responses import JSON, OLLAMA_VERSION, TEXT, Send, send_bytes, send_error, send_json
 from dataplane.routing import RequestKind
 from dataplane.settings import DataPlaneSettings
@@ -296,12 +296,37 @@ class DataPlane:
             route = self._routes[MODEL_PREFIX]
         if route is None and path.startswith(BLOB_PREFIX):
             route = self._routes[BLOB_PREFIX]  # its handler accepts only a well-formed digest
+        # The proxy logs the requests it handles (dataplane.request_log); the rest are logged here.
+        logged = None if route is not None and route.own_answer else self._logged(path, route, scope, send)
+        if logged is None:
+            await self._dispatch(path, route, scope, receive, send)
+            return
+        try:
+            await self._dispatch(path, route, scope, receive, logged)
+        finally:
+            logged.done()
+
+    def _logged(
+        self, path: str, route: Route | None, scope: MutableMapping[str, Any], send: Send
+    ) -> LoggedAnswer | None:
+        """``send`` wrapped to write an access-log line, or None where nothing is logged."""
+        access_log = self.access_log
+        if access_log is None or not access_log.enabled or path in UNLOGGED_PATHS:
+            return None
+        logged = LoggedAnswer(access_log, send, scope["method"], path, scope["headers"])
+        if route is not None:
+            logged.speaking(route.api_format)
+        return logged
+
+    async def _dispatch(
+        self, path: str, route: Route | None, scope: MutableMapping[str, Any], receive: Receive, send: Send
+    ) -> None:
         if route is None:
             shown = path if len(path) <= 200 else path[:200] + "..."
             await send_error(send, "Ollama", 404, f"no route for {shown}")
         elif scope["method"] not in route.methods:
             allow = ", ".join(sorted(route.methods)).encode()
-            await send_error(send, route.api_format, 405, "method not allowed", [(b"allow", allow)])
+            await self._refuse(path, route, scope, send, 405, "method not allowed", [(b"allow", allow)])
         else:
             guard = route.guard
             if guard is not None and (
@@ -313,12 +338,34 @@ class DataPlane:
                 if refusal is not None:
                     id_header = (b"x-ollamaflow-request", os.urandom(16).hex().encode())
                     body = refusal.body(route.api_format)
-                    await send_bytes(send, refusal.status, body, JSON, [id_header, *refusal.headers])
+                    answer = self._logged(path, route, scope, send) if route.own_answer else None
+                    await send_bytes(
+                        answer or send, refusal.status, body, JSON, [id_header, *refusal.headers]
+                    )
+                    if answer is not None:
+                        answer.done()
                     return
             if route.endable:
                 await self._endable(route, scope, receive, send)
             else:
                 await route.handler(scope, receive, send)
+
+    async def _refuse(
+        self,
+        path: str,
+        route: Route,
+        scope: MutableMapping[str, Any],
+        send: Send,
+        status: int,
+        message: str,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        """An error before the route's handler: logged here for the proxy's routes, which log
+        only what reaches them."""
+        answer = self._logged(path, route, scope, send) if route.own_answer else None
+        await send_error(answer or send, route.api_format, status, message, headers)
+        if answer is not None:
+            answer.done()
 
     async def _endable(
         self, route: Route, scope: MutableMapping[str, Any], receive: Receive, send: Send

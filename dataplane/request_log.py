@@ -1,8 +1,12 @@
-"""What happens when a proxied request ended: its metrics, and its access-log line.
+"""What happens when a request ended: its metrics (proxied ones), and its access-log line.
 
-The access log is one line per proxied request on the ``ollamaflow.access`` logger at INFO (on by
-default; ``OLLAMAFLOW_ACCESS_LOG=false`` turns it off per data plane), written in batches
-(``dataplane.access_log``). Its message is short (``POST /api/chat 200``); its fields, in this order,
+The access log is one line per request on the ``ollamaflow.access`` logger at INFO (on by default;
+``OLLAMAFLOW_ACCESS_LOG=false`` turns it off per data plane), written in batches
+(``dataplane.access_log``), except the data plane's own probes and scrapes (``/healthz``,
+``/readyz``, ``/metrics``: an orchestrator's polling would drown the traffic). Proxied requests are
+logged from their ``Meter`` (``RequestLog``); every other answer (model lists, model management,
+``/``, 404s, refusals) through a wrapped ``send`` (``LoggedAnswer``), the fields a proxied request
+alone has left null. Its message is short (``POST /api/chat 200``); its fields, in this order,
 are the stable names tools read (JSON keys, or ``key=value`` in text, ``-`` for null):
 ``request_id``, ``frontend``, ``backend``, ``model``, ``endpoint``,
 ``client_format``, ``status`` (0: the client left before any answer), ``bytes`` (body bytes sent),
@@ -13,14 +17,21 @@ never waited), ``relay`` (passthrough, translated, local or none) and ``client_g
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from time import perf_counter
+from typing import Any
 
 from dataplane.access_log import AccessLog
 from dataplane.call import Endpoint
+from dataplane.headers import request_id_of
 from dataplane.meter import Meter, token_counts
 from dataplane.metrics import NONE, DataPlaneMetrics
+from dataplane.responses import Send
 
-__all__ = ["RequestLog"]
+__all__ = ["UNLOGGED_PATHS", "LoggedAnswer", "RequestLog"]
+
+UNLOGGED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+_SHOWN_PATH = 200  # longer raw paths are cut in the line
 
 
 class RequestLog:
@@ -78,3 +89,72 @@ def _tokens(meter: Meter) -> tuple[int, int]:
     if meter.status == 200 and call is not None and call.served is not None:
         return token_counts(meter.last, meter.previous)
     return 0, 0
+
+
+class LoggedAnswer:
+    """A ``send`` that notes the status and body bytes of an answer the proxy does not meter, and
+    writes its access-log line when ``done`` is called."""
+
+    __slots__ = (
+        "_access",
+        "_bytes",
+        "_first",
+        "_format",
+        "_method",
+        "_path",
+        "_request_id",
+        "_send",
+        "_started",
+        "_status",
+    )
+
+    def __init__(
+        self, access: AccessLog, send: Send, method: str, path: str, headers: Iterable[tuple[bytes, bytes]]
+    ) -> None:
+        self._access = access
+        self._send = send
+        self._method = method
+        self._path = path if len(path) <= _SHOWN_PATH else path[:_SHOWN_PATH] + "..."
+        self._request_id = next((request_id_of(v) for k, v in headers if k == b"x-request-id"), "")
+        self._format = "ollama"
+        self._started = perf_counter()
+        self._status = 0
+        self._bytes = 0
+        self._first = 0.0
+
+    def speaking(self, api_format: str) -> None:
+        """The API the route answers in (its errors' format), for ``client_format``."""
+        self._format = api_format.lower()
+
+    async def __call__(self, message: Any) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self._status = message["status"]
+        elif kind == "http.response.body":
+            size = len(message.get("body", b""))
+            if size and not self._first:
+                self._first = perf_counter()
+            self._bytes += size
+        await self._send(message)
+
+    def done(self) -> None:
+        started = self._started
+        fields = {
+            "request_id": self._request_id or None,
+            "frontend": NONE,
+            "backend": NONE,
+            "model": NONE,
+            "endpoint": self._path,
+            "client_format": self._format,
+            "status": self._status,
+            "bytes": self._bytes,
+            "duration_ms": round((perf_counter() - started) * 1000, 3),
+            "ttfb_ms": round((self._first - started) * 1000, 3) if self._first else None,
+            "input_tokens": None,
+            "output_tokens": None,
+            "retries": 0,
+            "queue_ms": None,
+            "relay": "local",
+            "client_gone": False,
+        }
+        self._access.write(f"{self._method} {self._path} {self._status}", fields)

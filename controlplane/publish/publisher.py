@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 
@@ -38,7 +39,7 @@ from shared.errors import BusError, SnapshotConflict
 from shared.signing import SnapshotSigner, sign
 from shared.snapshot import Snapshot, SnapshotContent, encode, seal
 
-__all__ = ["PublishStatus", "Publisher"]
+__all__ = ["PublishObserver", "PublishStatus", "Publisher"]
 
 log = logging.getLogger("ollamaflow.controlplane.publisher")
 
@@ -76,6 +77,13 @@ class PublishStatus:
     """Why the leader's last publish failed; empty after a success."""
 
 
+class PublishObserver(Protocol):
+    """Told of every publish round (the metrics, ``controlplane.metrics``)."""
+
+    def publish_round(self, result: str, seconds: float) -> None:
+        """``result``: stored (a new revision), skipped (content unchanged) or failed."""
+
+
 class Publisher:
     """Publishes snapshot revisions of the content ``content()`` returns."""
 
@@ -110,12 +118,11 @@ class Publisher:
         self.revision = 0
         """The revision on the bus as of this publisher's last publish (or skip); 0 before."""
         self._written: tuple[bytes, int] | None = None  # (stored header, KV sequence) of our last write
-        # For the metrics (controlplane.metrics), read when scraped: publishes stored, skipped
-        # (content unchanged) and failed, their time in all, and the last stored one's
+        # For the metrics (controlplane.metrics), read when scraped: the last stored snapshot's
         # encoded size (set in publish(), which has the bytes at hand).
-        self.published = self.skipped = self.failed = 0
-        self.seconds = 0.0
         self.last_size = 0
+        self.observer: PublishObserver | None = None
+        """Told of every publish round (the metrics' duration histogram, ``controlplane.metrics``)."""
 
     def request(self, *, force: bool = False) -> None:
         """Ask for a publish soon. ``force``: publish a new revision even if the content is unchanged."""
@@ -203,20 +210,20 @@ class Publisher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.failed += 1
+                self._observe("failed", started)
                 self._failed(exc)
                 self._force = self._force or force
                 await asyncio.sleep(self._retry_after)
                 self._wake.set()
             else:
-                self.seconds += time.perf_counter() - started
-                if snapshot is None:
-                    self.skipped += 1
-                else:
-                    self.published += 1
+                self._observe("skipped" if snapshot is None else "stored", started)
                 if self.last_error:
                     log.info("snapshot publishing works again")
                 self.last_error = ""
+
+    def _observe(self, result: str, started: float) -> None:
+        if self.observer is not None:
+            self.observer.publish_round(result, time.perf_counter() - started)
 
     async def _wait(self) -> None:
         with contextlib.suppress(TimeoutError):

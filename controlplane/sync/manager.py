@@ -25,6 +25,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import timedelta
+from typing import Protocol
 
 import httpx
 import msgspec
@@ -36,7 +37,7 @@ from controlplane.sync.plan import PullJob, missing_models, unrequired_models, w
 from shared.models import model_key
 from shared.wire.models import LayerProgress, PullProgress
 
-__all__ = ["PullFailed", "Synchroniser", "backend_error"]
+__all__ = ["PullFailed", "PullObserver", "Synchroniser", "backend_error"]
 
 log = logging.getLogger("ollamaflow.controlplane.sync")
 
@@ -56,6 +57,14 @@ def backend_error(body: bytes) -> str:
     with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
         return msgspec.json.decode(body, type=_Error).error
     return body.decode("utf-8", "replace").strip()[:500]
+
+
+class PullObserver(Protocol):
+    """Told how each pull attempt ends (the metrics, ``controlplane.metrics``)."""
+
+    def pull_attempt_ended(self, backend: str, result: str, pulled_bytes: int) -> None:
+        """``result``: done, retrying (it is tried again), failed (for good) or cancelled (no longer
+        required); ``pulled_bytes``: what this attempt brought."""
 
 
 class Synchroniser:
@@ -95,6 +104,7 @@ class Synchroniser:
         self._seq = 0
         self._seqs: dict[tuple[str, str], int] = {}
         self.on_progress: Callable[[PullProgress], None] | None = None
+        self.observer: PullObserver | None = None
 
     def apply(self, required: Mapping[str, tuple[str, ...]], targets: Mapping[str, BackendTarget]) -> None:
         """New configuration: required models per backend id, and the backends."""
@@ -220,6 +230,10 @@ class Synchroniser:
             if job is not None and job.state == "failed" and key not in self._tasks:
                 del self.jobs[key]
 
+    def _attempt_ended(self, job: PullJob) -> None:
+        if self.observer is not None:
+            self.observer.pull_attempt_ended(job.backend, job.state, job.completed)
+
     def progress_of(self, job: PullJob) -> PullProgress:
         """``job`` as published, numbered with its last update."""
         return PullProgress(
@@ -271,6 +285,9 @@ class Synchroniser:
             if (task := self._tasks.pop(key, None)) is not None:
                 task.cancel()
             job = self.jobs.pop(key)
+            if job.state not in ("done", "failed") and self.observer is not None:
+                pulled = job.completed if job.state == "pulling" else 0  # else counted when it ended
+                self.observer.pull_attempt_ended(job.backend, "cancelled", pulled)
             if job.state not in ("done", "failed") and self.on_progress is not None:
                 # A client streaming this pull must hear that it ends here.
                 job.state, job.error = "failed", "pull cancelled: the model is no longer required there"
@@ -294,6 +311,7 @@ class Synchroniser:
                 else:
                     job.state, job.status = "done", "success"
                     self._held.pop(job.key, None)
+                    self._attempt_ended(job)
                     self._emit(job)
                     log.info("pulled %s onto backend %s", job.model, job.backend)
                     self._monitor.refresh_inventory(job.backend)
@@ -304,10 +322,12 @@ class Synchroniser:
             if job.attempts >= self._max_attempts:
                 job.state = "failed"
                 self._held.pop(job.key, None)
+                self._attempt_ended(job)
                 self._emit(job)
                 return
             delay = min(self._retry_delay * 2 ** (job.attempts - 1), _MAX_BACKOFF)
             job.state, job.next_attempt = "retrying", self._clock.now() + timedelta(seconds=delay)
+            self._attempt_ended(job)
             self._emit(job)
             await asyncio.sleep(delay)
 

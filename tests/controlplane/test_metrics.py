@@ -85,6 +85,9 @@ async def test_probes_health_models_publishes_dataplanes_and_admin_requests(moni
         == 1
     )
     assert value(samples, "ollamaflow_controlplane_snapshot_bytes") > 0
+    stored = value(samples, "ollamaflow_controlplane_snapshot_publishes_total", result="stored")
+    timed = value(samples, "ollamaflow_controlplane_snapshot_publish_duration_seconds_count", result="stored")
+    assert timed == stored >= 1
     assert value(samples, "ollamaflow_controlplane_snapshot_revision") >= 1
     assert value(samples, "ollamaflow_controlplane_dataplanes_live") == 1
     assert value(samples, "ollamaflow_controlplane_dataplane_requests_total", dataplane="dp-1") == 42

@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from controlplane.settings import Settings
 from ollamaflow.sim import running_sim
@@ -61,6 +62,10 @@ async def test_required_models_are_pulled_onto_exactly_the_backends_that_lack_th
 
         pulls = (await probing_admin.get("/v1.0/pulls")).json()
         assert [(p["Backend"], p["State"]) for p in pulls] == [("lacking", "done")]
+        assert await _pull_metrics(probing_admin) == {
+            ("attempts", "lacking", "done"): 1,
+            ("bytes", "lacking", ""): events[-1]["TotalBytes"],
+        }
         assert (await client.get(having + "/_sim/stats")).json()["by_path"].get("/api/pull", 0) == 0
 
         async def arrived() -> bool:
@@ -94,12 +99,29 @@ async def test_a_failing_pull_shows_the_backends_message_and_is_retried(
         assert pull is not None
         assert pull["Attempts"] == 2  # sync_max_attempts
         assert pull["Error"] == "pull model manifest: file does not exist"
+        assert await _pull_metrics(probing_admin) == {
+            ("attempts", "b", "retrying"): 1,
+            ("attempts", "b", "failed"): 1,
+        }
         models = {m["Name"]: m for m in (await probing_admin.get("/v1.0/models")).json()}
         assert models["missing-model"]["MissingOn"] == ["b"]
 
         # Dropping the requirement drops the job.
         await probing_admin.patch("/v1.0/frontends/f", json={"RequiredModels": []})
         await eventually(lambda: _no_pulls(probing_admin), what="the job to go")
+
+
+async def _pull_metrics(admin: httpx.AsyncClient) -> dict[tuple[str, str, str], float]:
+    """The pull counters of the control plane's /metrics: (attempts|bytes, backend, result) -> value."""
+    text = (await admin.get("/metrics")).text
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "ollamaflow_controlplane_pull_attempts_total":
+                found["attempts", sample.labels["backend"], sample.labels["result"]] = sample.value
+            elif sample.name == "ollamaflow_controlplane_pulled_bytes_total":
+                found["bytes", sample.labels["backend"], ""] = sample.value
+    return found
 
 
 async def _no_pulls(admin: httpx.AsyncClient) -> bool:

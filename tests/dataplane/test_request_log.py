@@ -143,3 +143,32 @@ async def test_a_malformed_request_id_is_ignored_and_not_passed_on(
     assert request_id != bad and len(request_id) == 32
     assert "X-Request-ID" not in rec.seen[0].headers
     assert rec.seen[0].headers["X-OllamaFlow-Request"] == request_id
+
+
+async def test_answers_the_proxy_does_not_meter_are_logged_too_but_not_probes(
+    dp_settings: DataPlaneSettings, writer: SnapshotWriter, access_lines: list[str]
+) -> None:
+    settings = replace(dp_settings, log_format="json")
+    async with running_sim() as sim, running_dataplane(settings) as dp:
+        await serve_frontend(writer, dp, [BackendView(id="sim", base_url=sim)])
+        async with httpx.AsyncClient(base_url=dp.url) as client:
+            for path in ("/healthz", "/readyz", "/metrics"):
+                await client.get(path)
+            tags = await client.get("/api/tags", headers={"X-Request-ID": "tags-1"})
+            await client.get("/v1/nothing-here")
+            await client.get("/api/chat")  # a proxied path, but refused before the proxy: 405
+        await eventually(lambda: len(access_lines) == 3, what="three access lines")
+    tags_line, missing, refused = (json.loads(line) for line in access_lines)
+    assert tags_line["message"] == "GET /api/tags 200"
+    assert (tags_line["request_id"], tags_line["bytes"], tags_line["client_format"]) == (
+        "tags-1",
+        len(tags.content),
+        "ollama",
+    )
+    assert tags_line["backend"] == "none" and tags_line["duration_ms"] >= tags_line["ttfb_ms"] > 0
+    assert (missing["message"], missing["status"], missing["request_id"]) == (
+        "GET /v1/nothing-here 404",
+        404,
+        None,
+    )
+    assert (refused["message"], refused["status"]) == ("GET /api/chat 405", 405)
