@@ -1,7 +1,10 @@
 """``create_app()``: the control plane's Litestar application.
 
-Routes: the admin API under ``/v1.0`` (bearer token required), ``/healthz`` and ``/readyz``, and the
-OpenAPI schema with its docs pages under ``/schema`` (``/schema/swagger``, ``/schema/openapi.json``).
+Routes: the admin API under ``/v1.0`` (bearer token required), ``/`` (what this is), ``/healthz`` and
+``/readyz``, and the OpenAPI schema with its docs pages under ``/schema`` (``/schema/swagger``,
+``/schema/openapi.json``). With ``OLLAMAFLOW_CORS_ORIGINS`` set, browser pages on those origins may
+call all of it: Litestar's CORS layer answers preflights before routing and guards, so an ``OPTIONS``
+needs no token (the request that follows does).
 The views of what the leader observes (backend health, models, pulls) answer 503 naming the leader
 on a replica that does not lead.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from litestar import Litestar, Router, route
+from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
@@ -35,11 +39,14 @@ from controlplane.metrics import metrics_parts
 from controlplane.runtime import ControlPlane
 from controlplane.settings import Settings
 from controlplane.sync.manager import Synchroniser
-from controlplane.system import healthz, readyz
+from controlplane.system import healthz, readyz, service_root
 
 __all__ = ["create_app"]
 
 _ALL_METHODS = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"]
+# What a page may send besides the CORS-safelisted headers, and read besides the safelisted ones.
+CORS_REQUEST_HEADERS = ["authorization", "content-type", "x-request-id"]
+CORS_EXPOSED_HEADERS = ["X-OllamaFlow-Publish-Error", "Allow"]
 
 
 @route(["/", "/{path:path}"], http_method=_ALL_METHODS, include_in_schema=False, sync_to_thread=False)
@@ -65,6 +72,21 @@ def _leaders_sync(plane: ControlPlane) -> Synchroniser:
     if (sync := plane.sync) is None:
         raise not_leader(plane.lease, "the model pulls")
     return sync
+
+
+def cors_config(settings: Settings) -> CORSConfig | None:
+    """Litestar's CORS layer for ``OLLAMAFLOW_CORS_ORIGINS``; None (no CORS headers) without origins.
+    No credentials mode: the admin token travels in ``Authorization``, never in a cookie."""
+    if not settings.cors_origins:
+        return None
+    return CORSConfig(
+        allow_origins=list(settings.cors_origins),
+        allow_methods=_ALL_METHODS,  # type: ignore[arg-type]
+        allow_headers=CORS_REQUEST_HEADERS,  # lower case: Litestar compares the browser's names so
+        expose_headers=CORS_EXPOSED_HEADERS,
+        allow_credentials=False,
+        max_age=600,
+    )
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
@@ -93,7 +115,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     )
     observed = metrics_parts(plane, settings)  # Prometheus /metrics (controlplane.metrics)
     app = Litestar(
-        route_handlers=[admin, healthz, readyz, *observed.routes],
+        route_handlers=[admin, service_root(_version()), healthz, readyz, *observed.routes],
+        cors_config=cors_config(settings),
         dependencies={
             "frontends": Provide(lambda: plane.frontends, sync_to_thread=False),
             "backends": Provide(lambda: plane.backends, sync_to_thread=False),

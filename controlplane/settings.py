@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.cors import parse_origins
 from shared.errors import ConfigError
 from shared.logformat import LOG_FORMATS, syslog_address
 from shared.secret_box import Keyring, load_keyring
@@ -111,6 +112,9 @@ class Settings:
     snapshot_signing_key_file: Path | None = None
     """The ed25519 private key (PEM) that signs every published snapshot (``shared.signing``).
     None: snapshots go out unsigned, which data planes refuse unless they allow unsigned ones."""
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins whose pages may call the admin API (``shared.cors``: ``http://localhost:3000``,
+    or ``*``); empty: no CORS headers, so browsers let no other origin read an answer."""
 
     def __repr__(self) -> str:
         # Keep credentials out of logs and tracebacks.
@@ -211,6 +215,12 @@ def load_settings(
             raise ConfigError(f"{_env_name('log_syslog')}: {exc}") from None
     if "metrics" in merged:
         values["metrics"] = _flag(merged, "metrics")
+    if "cors_origins" in merged:
+        raw = merged["cors_origins"]
+        try:
+            values["cors_origins"] = parse_origins(",".join(raw) if isinstance(raw, list) else str(raw))
+        except ValueError as exc:
+            raise ConfigError(f"{_env_name('cors_origins')}: {exc}") from None
     if "metrics_port" in merged:
         values["metrics_port"] = int(_number(merged, "metrics_port", low=0, high=65535, integer=True))
     if "metrics_token" in merged:
@@ -303,6 +313,7 @@ _KEYS = {
     "nats_cert_file": "nats_cert_file",
     "nats_key_file": "nats_key_file",
     "snapshot_signing_key_file": "snapshot_signing_key_file",
+    "cors_origins": "cors_origins",
 }
 
 

@@ -106,8 +106,8 @@ class BackendRow(SQLModel, table=True):
     # None: the control plane's OLLAMAFLOW_HEALTH_INTERVAL / OLLAMAFLOW_HEALTH_TIMEOUT.
     health_check_interval_ms: int | None = None
     health_check_timeout_ms: int | None = None
-    max_parallel_requests: int = 4
-    rate_limit_requests_threshold: int = 10
+    max_parallel_requests: int = 0  # 0: unlimited; rows stored earlier keep their values
+    rate_limit_requests_threshold: int = 0
     log_request_full: bool = False
     log_request_body: bool = False
     log_response_body: bool = False

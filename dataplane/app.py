@@ -28,6 +28,7 @@ from dataplane.access import Access, Guard
 from dataplane.access_log import AccessLog
 from dataplane.admission import Admission
 from dataplane.breaker import Breakers
+from dataplane.cors import Cors, request_origin
 from dataplane.drain import Answer, Drain, drained_message, end_answer
 from dataplane.explainer import Explainer
 from dataplane.incoming import BodyReader, Receive
@@ -272,9 +273,15 @@ class DataPlane:
             settings.dataplane_id, self.state, self.traffic, self.breakers, share_of=self._share_of
         )
         self._explain_task: asyncio.Task[None] | None = None
+        # Browser pages on other origins (dataplane.cors); None: off, and nothing looks for Origin.
+        self.cors = Cors(settings.dataplane_cors_origins) if settings.dataplane_cors_origins else None
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            cors = self.cors
+            if cors is not None and (origin := request_origin(scope["headers"])) is not None:
+                await cors.handle(scope, receive, send, origin, self._http)
+                return
             await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)

@@ -20,6 +20,7 @@ import msgspec
 
 from dataplane.routing import Decision, Pool, RequestKind, RoutingTable, Target
 from dataplane.sticky import session_key, short_hash
+from dataplane.strategies import UNLIMITED
 from shared.errors import OllamaFlowError
 from shared.snapshot import BackendView
 from shared.wire.explain import ExplainCandidate, ExplainReply, ExplainRequest
@@ -44,7 +45,8 @@ def _candidate(target: Target, in_flight: Mapping[str, int], limit: int, warm: f
     notes = " warm" if target.id in warm else ""
     if used >= limit:
         notes += " full"
-    return f"{_clean(target.id)}[{used}/{limit}{notes}]"
+    shown = "unlimited" if limit >= UNLIMITED else limit
+    return f"{_clean(target.id)}[{used}/{shown}{notes}]"
 
 
 def route_header(
@@ -168,7 +170,7 @@ def dry_run(
                 eligible=rank is not None,
                 reason=why,
                 in_flight=used,
-                limit=limit,
+                limit=0 if limit >= UNLIMITED else limit,  # 0: no limit, as in the admin API
                 loaded=backend_id in warm,
             )
         )

@@ -17,6 +17,7 @@ import msgspec
 from dataplane.breaker import Breakers
 from dataplane.explain import dry_run
 from dataplane.state import SnapshotState
+from dataplane.strategies import UNLIMITED
 from dataplane.traffic import Traffic
 from shared.bus import Bus
 from shared.errors import BusError
@@ -52,7 +53,9 @@ class Explainer:
         if share is not None:
             return share
         backend = self._state.table.backends.get(backend_id)
-        return backend.max_parallel_requests if backend is not None else 0
+        if backend is None:
+            return 0
+        return backend.max_parallel_requests or UNLIMITED
 
     async def handle(self, data: bytes) -> bytes:
         try:

@@ -2,6 +2,10 @@
 
 ``Gates`` decides; the caller passes the time in and receives requests for timers through
 ``schedule``. ``dataplane.admission`` runs it on the event loop. The rules are described there.
+
+A backend's limit of 0 means none: MaxParallelRequests 0 gives its gate ``UNLIMITED`` slots, and
+RateLimitRequestsThreshold 0 a bucket of infinite rate that always has a token, whatever share the
+snapshot publishes for it (``controlplane.publish.shares`` publishes none, or placeholders).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from dataplane.routing import Target
+from dataplane.strategies import UNLIMITED
 from shared.errors import OllamaFlowError
 from shared.snapshot import ApiFormat, BackendShare, SnapshotContent
 from shared.wire import ollama, openai
@@ -45,7 +50,8 @@ class QueueRejected(OllamaFlowError):
 
 
 class TokenBucket:
-    """``rate`` tokens a second, holding at most one second's worth (at least one token)."""
+    """``rate`` tokens a second, holding at most one second's worth (at least one token). An infinite
+    rate always has a token (no limit)."""
 
     __slots__ = ("capacity", "rate", "stamp", "tokens")
 
@@ -57,6 +63,7 @@ class TokenBucket:
 
     def _refill(self, now: float) -> None:
         elapsed = now - self.stamp
+        # (inf tokens minus one stay inf: an unlimited bucket never runs dry.)
         if elapsed > 0:
             self.tokens = min(self.capacity, self.tokens + elapsed * self.rate)
             self.stamp = now
@@ -81,7 +88,8 @@ class TokenBucket:
         self._refill(now)
         self.rate = rate
         self.capacity = max(1.0, rate)
-        self.tokens = min(self.tokens, self.capacity)
+        # Into no limit: full at once (an infinite rate refills only once time moves on).
+        self.tokens = self.capacity if math.isinf(rate) else min(self.tokens, self.capacity)
 
 
 class Waiter:
@@ -129,19 +137,24 @@ def _rate(share: BackendShare) -> float:
 
 
 def shares_for(content: SnapshotContent, dataplane_id: str) -> dict[str, BackendShare]:
-    """This data plane's share of every backend: as published, else an even split (see above)."""
+    """This data plane's share of every backend: as published, else an even split (see above); a
+    limit of 0 (none) is ``UNLIMITED`` slots or an infinite rate, whatever was published."""
     planes = content.cluster.dataplanes
     mine = next((plane.shares for plane in planes if plane.id == dataplane_id), {})
     split = sum(1 for plane in planes if plane.id != dataplane_id) + 1
     shares: dict[str, BackendShare] = {}
     for backend in content.backends:
+        total, rate = backend.max_parallel_requests, backend.rate_limit_requests_threshold
         share = mine.get(backend.id)
-        if share is None:
-            share = BackendShare(
-                max_parallel=max(1, backend.max_parallel_requests // split),
-                rate_per_second=backend.rate_limit_requests_threshold / split,
-            )
-        shares[backend.id] = share
+        if total > 0 and rate > 0 and share is not None:
+            shares[backend.id] = share
+            continue
+        slots, per_second = UNLIMITED, math.inf
+        if total > 0:
+            slots = share.max_parallel if share is not None else max(1, total // split)
+        if rate > 0:
+            per_second = share.rate_per_second if share is not None else rate / split
+        shares[backend.id] = BackendShare(max_parallel=slots, rate_per_second=per_second)
     return shares
 
 
@@ -240,6 +253,9 @@ class Gates:
     def _settle(self, gate: Gate) -> None:
         """Raise ``gate`` towards its share as far as the other data planes leave room."""
         if gate.max_parallel < gate.share:
+            if gate.share >= UNLIMITED:  # no limit any more: nothing to overlap
+                gate.max_parallel = gate.share
+                return
             gate.max_parallel = max(gate.max_parallel, min(gate.share, self._room(gate.backend_id)))
 
     def _room(self, backend_id: str) -> int:

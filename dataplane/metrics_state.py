@@ -22,6 +22,7 @@ from dataplane.drain import Drain
 from dataplane.meter import Meter
 from dataplane.metrics import NONE
 from dataplane.state import SnapshotState
+from dataplane.strategies import UNLIMITED
 from dataplane.traffic import Traffic
 
 __all__ = ["DataPlaneState", "snapshot_age"]
@@ -104,9 +105,9 @@ class DataPlaneState(Collector):
         )
         yield _by(
             "backend_slots",
-            "This data plane's share of each backend's MaxParallelRequests",
+            "This data plane's share of each backend's MaxParallelRequests (absent: no limit)",
             "backend",
-            self._admission.gates.limits,
+            {b: slots for b, slots in self._admission.gates.limits.items() if slots < UNLIMITED},
         )
         ejected = GaugeMetricFamily(
             _PREFIX + "backend_ejected",

@@ -25,7 +25,15 @@ from dataplane.model_errors import LabelUnavailable, ModelNotFound, ModelPulling
 from dataplane.origin import BackendHttp, prepare
 from dataplane.pins import deep_merge
 from dataplane.sticky import Sessions, backend_seed, sticky_order
-from dataplane.strategies import COLD, Decision, least_connections, model_aware, rotated, warm_index
+from dataplane.strategies import (
+    COLD,
+    UNLIMITED,
+    Decision,
+    least_connections,
+    model_aware,
+    rotated,
+    warm_index,
+)
 from shared.errors import NoBackendAvailable, NoFrontendMatch, RequestNotAllowed
 from shared.models import model_key
 from shared.snapshot import ApiFormat, BackendView, FrontendView, LoadBalancing, Snapshot
@@ -148,7 +156,7 @@ class Pool:
     seen: dict[str, tuple[Target, ...]] = field(default_factory=dict)
     # Target id -> the frontend's and the backend's pins merged; only targets that have any.
     pins: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
-    # Target id -> its MaxParallelRequests: the limits when the caller knows no share of them.
+    # Target id -> its MaxParallelRequests (UNLIMITED for 0): the limits when the caller knows no share.
     limits: Mapping[str, int] = field(default_factory=dict)
     warm: Mapping[str, frozenset[str]] = field(default_factory=dict)  # model key -> ids with it loaded
     warm_seen: dict[str, frozenset[str]] = field(default_factory=dict)  # by client spelling, bounded
@@ -390,7 +398,7 @@ class RoutingTable:
                         unknown,
                         required,
                         pins=_pool_pins(frontend, chosen, backends, kind),
-                        limits={t.id: backends[t.id].max_parallel_requests for t in chosen},
+                        limits={t.id: backends[t.id].max_parallel_requests or UNLIMITED for t in chosen},
                         warm=warm_index((t.id, backends[t.id].models_loaded) for t in chosen),
                         sessions=sessions,
                         labels=labels,

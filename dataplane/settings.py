@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.bus import DEFAULT_NAMESPACE
+from shared.cors import parse_origins
 from shared.errors import ConfigError
 from shared.logformat import LOG_FORMATS, syslog_address
 from shared.secret_box import Keyring, load_keyring
@@ -91,6 +92,8 @@ class DataPlaneSettings:
     # rotation. Without any, nothing is accepted unless allow_unsigned_snapshots (development only).
     snapshot_public_key_files: tuple[Path, ...] = ()
     allow_unsigned_snapshots: bool = False
+    # Browser origins whose pages may call this data plane (dataplane.cors, shared.cors); (): no CORS.
+    dataplane_cors_origins: tuple[str, ...] = ()
 
 
 def _path(value: str) -> Path | None:
@@ -192,6 +195,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "nats_key_file": _path,
     "snapshot_public_key_files": _paths,
     "allow_unsigned_snapshots": _flag,
+    "dataplane_cors_origins": parse_origins,
 }
 
 

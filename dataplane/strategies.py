@@ -6,7 +6,9 @@ rotation the caller passes in (candidates already rotated by the pool's turn), s
 the traffic in turn instead of the first one in the list getting it all.
 
 Load is "in flight relative to limit": requests this data plane has on a backend divided by this data
-plane's share of the backend's MaxParallelRequests. A backend is *full* at or over its share.
+plane's share of the backend's MaxParallelRequests. A backend is *full* at or over its share. A backend
+without a parallel limit (MaxParallelRequests 0) has ``UNLIMITED`` as its limit: never full, and its load
+is its in-flight count over a number so large that it sorts before any limited backend's with requests.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from shared.snapshot import LoadBalancing, LoadedModel
 
 __all__ = [
     "COLD",
+    "UNLIMITED",
     "Decision",
     "HasId",
     "least_connections",
@@ -37,6 +40,8 @@ class HasId(Protocol):
 T = TypeVar("T", bound=HasId)
 
 COLD: frozenset[str] = frozenset()
+# The limit of a backend without one (MaxParallelRequests 0): more requests than any data plane holds.
+UNLIMITED = 1 << 40
 _TIER = 1e9  # above any in-flight/limit ratio: keeps ModelAware's tiers apart in one float key
 
 

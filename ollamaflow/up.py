@@ -66,6 +66,9 @@ _DECIDED_BY_UP = (
 # Decided by `up` only when it runs the embedded NATS (it made the users); else they pass through.
 _DECIDED_WITH_EMBEDDED_NATS = ("OLLAMAFLOW_NATS_USER", "OLLAMAFLOW_NATS_PASSWORD")
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+# A local cluster works with OllamaFlow's web UI (a Next.js app on port 3000) out of the box: both
+# planes let its pages call them, unless the environment says otherwise (``none``: no CORS).
+UI_ORIGINS = "http://localhost:3000,http://127.0.0.1:3000"
 _STARTUP_ERRORS = (StartupError, EmbeddedServerError, DemoError, httpx.HTTPError, OSError)
 _STAGE_SIMS, _STAGE_CONTROLPLANE, _STAGE_DATAPLANES = 0, 1, 2
 # A data plane's stop takes up to its drain timeout, then a few seconds to end what is left (its
@@ -306,6 +309,10 @@ class _Cluster:
             env.pop("OLLAMAFLOW_ADMIN_TOKENS", None)
         return env
 
+    def _ui_origins(self, variable: str) -> dict[str, str]:
+        """The web UI's origins for ``variable``, unless the environment sets it (then it passes on)."""
+        return {} if self.environ.get(variable, "").strip() else {variable: UI_ORIGINS}
+
     def _migrate(self, supervisor: Supervisor, database_url: str) -> None:
         child = supervisor.start(
             "migrate",
@@ -372,6 +379,7 @@ class _Cluster:
                 OLLAMAFLOW_CONTROLPLANE_ID=name,
                 OLLAMAFLOW_CONTROLPLANE_URL=url,
                 **self.secrets,
+                **self._ui_origins("OLLAMAFLOW_CORS_ORIGINS"),
             )
             argv = [*CLI, "controlplane", "--host", self.options.host, "--port", str(port)]
             started.append((supervisor.start(name, argv, env, stage=_STAGE_CONTROLPLANE), url))
@@ -390,6 +398,7 @@ class _Cluster:
                 OLLAMAFLOW_SNAPSHOT_CACHE=str(self.data.snapshot_cache(index)),
                 OLLAMAFLOW_DATAPLANE_ID=f"dataplane-{index}",
                 **self.secrets,
+                **self._ui_origins("OLLAMAFLOW_DATAPLANE_CORS_ORIGINS"),
             )
             argv = [*CLI, "dataplane", "--host", self.options.host, "--port", str(port)]
             stop_timeout = dataplane_stop_timeout(env, self.options.stop_timeout)

@@ -49,7 +49,7 @@ class ExplainCandidateOut(msgspec.Struct, kw_only=True, rename="pascal"):
     eligible: bool
     reason: str
     in_flight: int
-    limit: int
+    limit: int  # this data plane's share of the backend's MaxParallelRequests; 0: unlimited
     loaded: bool
 
 

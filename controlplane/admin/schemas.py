@@ -76,12 +76,18 @@ Millis = Annotated[int, Meta(ge=0, le=_INT32)]
 # Both limits hold for the whole cluster; the control plane splits them among the live data planes.
 ParallelLimit = Annotated[
     int,
-    Meta(ge=1, le=_INT32, description="requests in flight to this backend at once, all data planes together"),
+    Meta(
+        ge=0,
+        le=_INT32,
+        description="requests in flight to this backend at once, all data planes together; 0: unlimited",
+    ),
 ]
 RateLimit = Annotated[
     int,
     Meta(
-        ge=1, le=_INT32, description="requests per second started on this backend, all data planes together"
+        ge=0,
+        le=_INT32,
+        description="requests per second started on this backend, all data planes together; 0: unlimited",
     ),
 ]
 StickyMillis = Annotated[int, Meta(ge=10000, le=86400000)]
@@ -255,8 +261,9 @@ class _BackendFields(_Body, kw_only=True):
     health_check_url: UrlPath = "/"
     health_check_interval_ms: ProbeMillis | None = None
     health_check_timeout_ms: ProbeMillis | None = None
-    max_parallel_requests: ParallelLimit = 4
-    rate_limit_requests_threshold: RateLimit = 10
+    # 0: unlimited (OllamaFlow stored 4 and 10 without enforcing them; see the README's Limits section).
+    max_parallel_requests: ParallelLimit = 0
+    rate_limit_requests_threshold: RateLimit = 0
     log_request_full: bool = False
     log_request_body: bool = False
     log_response_body: bool = False

@@ -17,6 +17,11 @@ second) hold for all data planes together. Each live data plane gets a ``Backend
   leave: each staying plane keeps one slot while the limit allows), and the rest is split among the
   staying planes as above. So its slots go to the others at once and the sum stays the limit. When
   every plane drains, there is nobody to hand the slots to: they split as if none did.
+- **0 means unlimited.** A backend with neither limit gets no share at all (data planes need none). One
+  with a rate but no parallel limit has its rate split as if it had ``RATE_WEIGHT_SLOTS`` slots per
+  plane (so the rate follows demand, with the same rules and hysteresis); those weights are published
+  in ``max_parallel``, which data planes ignore for such a backend. One with a parallel limit but no
+  rate gets ``rate_per_second`` 0, which data planes ignore likewise.
 
 Stability: demand is quantised (1, 2, 3, 4, 6, 8, 12, 16, …) before use, and ``previous`` shares (the
 ones in the stored snapshot) are kept while they are valid for the same planes and limit and within
@@ -33,17 +38,27 @@ from dataclasses import dataclass
 
 from shared.snapshot import BackendShare
 
-__all__ = ["RATE_STEPS", "Limits", "ShareMemo", "demand_level", "split_shares", "tiebreak"]
+__all__ = [
+    "RATE_STEPS",
+    "RATE_WEIGHT_SLOTS",
+    "Limits",
+    "ShareMemo",
+    "demand_level",
+    "split_shares",
+    "tiebreak",
+]
 
 RATE_STEPS = 1000  # rates are multiples of 1/1000 request per second
+# A backend limited in rate only: its rate is split in proportion to this many weight slots per plane.
+RATE_WEIGHT_SLOTS = 16
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     """One backend's cluster-wide limits."""
 
-    max_parallel: int  # concurrent requests
-    rate_per_second: float  # requests started per second
+    max_parallel: int  # concurrent requests; 0: unlimited
+    rate_per_second: float  # requests started per second; 0: unlimited
 
 
 def demand_level(count: int) -> int:
@@ -183,6 +198,10 @@ def split_shares(
     who = (tuple(planes), tuple(leaving))
     for backend in sorted(limits):
         limit = limits[backend]
+        if limit.max_parallel <= 0:
+            if limit.rate_per_second <= 0:
+                continue  # unlimited both ways: nothing to split
+            limit = Limits(RATE_WEIGHT_SLOTS * len(planes), limit.rate_per_second)
         leaving_demand = tuple(demand[p].get(backend, 0) for p in leaving)
         levels = tuple(demand_level(demand[p].get(backend, 0)) for p in staying)
         before = _previous_slots(previous, backend, planes) if previous else None

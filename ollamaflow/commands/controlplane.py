@@ -34,7 +34,9 @@ def controlplane(
     OLLAMAFLOW_SECRETS_KEY (or _FILE) for backends with a BearerToken, Headers or Querystring: it seals
     them in the snapshot, and the data planes need the same key. Run as many as you like on one
     database and bus: all serve the admin API, and the one holding the lease on the bus probes, syncs
-    models and publishes (OLLAMAFLOW_CONTROLPLANE_ID names each replica).
+    models and publishes (OLLAMAFLOW_CONTROLPLANE_ID names each replica). Browser pages on other
+    origins (a web UI) may call the admin API only from the origins in OLLAMAFLOW_CORS_ORIGINS
+    (comma-separated, e.g. http://localhost:3000; default none). GET / names the service.
     """
     from controlplane.server import serve
     from shared.errors import ConfigError

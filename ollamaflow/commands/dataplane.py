@@ -35,6 +35,8 @@ def dataplane(
     from a copy on disk (OLLAMAFLOW_SNAPSHOT_CACHE). Stops cleanly on SIGTERM/SIGINT. What one client
     may make it hold is bounded by the OLLAMAFLOW_CLIENT_* settings and OLLAMAFLOW_MAX_JSON_BODY.
     Backend secrets arrive sealed: OLLAMAFLOW_SECRETS_KEY (or _FILE) must be the control plane's key.
+    Browser pages on other origins may call it only from the origins in
+    OLLAMAFLOW_DATAPLANE_CORS_ORIGINS (comma-separated, e.g. http://localhost:3000; default none).
     """
     from dataplane.server import serve
     from shared.errors import ConfigError

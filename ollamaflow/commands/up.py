@@ -53,6 +53,8 @@ def up(
     43413, 43414, ... by default). OLLAMAFLOW_ADMIN_TOKENS in the environment sets the admin tokens;
     otherwise a token is generated once and kept in the file admin-token in --data-dir. Likewise the
     secrets key that seals backend secrets: OLLAMAFLOW_SECRETS_KEY or _FILE, else the file secrets-key.
+    Both planes let the web UI on http://localhost:3000 and http://127.0.0.1:3000 call them (CORS);
+    OLLAMAFLOW_CORS_ORIGINS and OLLAMAFLOW_DATAPLANE_CORS_ORIGINS replace that (none: no CORS).
     """
     import sys
 

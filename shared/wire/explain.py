@@ -25,7 +25,7 @@ class ExplainCandidate(msgspec.Struct, frozen=True, kw_only=True):
     eligible: bool  # could take this request now (healthy, allowed, has the model, label matches)
     reason: str = ""  # why not, when not eligible; else what the strategy weighed
     in_flight: int = 0  # this data plane's requests on it now
-    limit: int = 0  # this data plane's share of its MaxParallelRequests
+    limit: int = 0  # this data plane's share of its MaxParallelRequests; 0 when it has none (unlimited)
     loaded: bool = False  # the model is loaded in its memory
 
 

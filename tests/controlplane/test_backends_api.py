@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import httpx
@@ -22,7 +23,8 @@ async def test_create_read_list_and_defaults(admin: httpx.AsyncClient) -> None:
     assert (created["HealthCheckMethod"], created["HealthCheckUrl"]) == ("GET", "/")
     # None: the control plane's OLLAMAFLOW_HEALTH_INTERVAL / _TIMEOUT apply.
     assert (created["HealthCheckIntervalMs"], created["HealthCheckTimeoutMs"]) == (None, None)
-    assert (created["MaxParallelRequests"], created["RateLimitRequestsThreshold"]) == (4, 10)
+    # 0: unlimited (OllamaFlow's 4 and 10 were stored, never enforced; enforcing them throttled at once).
+    assert (created["MaxParallelRequests"], created["RateLimitRequestsThreshold"]) == (0, 0)
     assert (created["Querystring"], created["Headers"], created["Labels"]) == (None, {}, [])
     assert created["UrlPrefix"] == "http://10.0.0.5:8000"
     assert created["HasBearerToken"] is False
@@ -30,6 +32,19 @@ async def test_create_read_list_and_defaults(admin: httpx.AsyncClient) -> None:
     assert (await admin.get("/v1.0/backends")).json() == [created]
     assert (await admin.head("/v1.0/backends/b1")).status_code == 200
     assert (await admin.head("/v1.0/backends/b2")).status_code == 404
+
+
+async def test_zero_limits_mean_unlimited_and_limits_are_set_and_lifted(admin: httpx.AsyncClient) -> None:
+    limited = {"Identifier": "b1", "MaxParallelRequests": 8, "RateLimitRequestsThreshold": 50}
+    created = (await admin.put("/v1.0/backends", json=limited)).json()
+    assert (created["MaxParallelRequests"], created["RateLimitRequestsThreshold"]) == (8, 50)
+    lifted = {"MaxParallelRequests": 0, "RateLimitRequestsThreshold": 0}
+    resp = await admin.patch("/v1.0/backends/b1", json=lifted)
+    assert resp.status_code == 200, resp.text
+    assert (resp.json()["MaxParallelRequests"], resp.json()["RateLimitRequestsThreshold"]) == (0, 0)
+    schema = (await admin.get("/schema/openapi.json")).json()
+    described = json.dumps(schema)
+    assert "0: unlimited" in described
 
 
 async def test_probe_interval_and_timeout_per_backend(admin: httpx.AsyncClient) -> None:
@@ -143,8 +158,9 @@ async def test_a_backend_in_use_cannot_be_deleted(admin: httpx.AsyncClient) -> N
         ("Port", -1),
         ("UnhealthyThreshold", 0),
         ("HealthyThreshold", 0),
-        ("MaxParallelRequests", 0),
-        ("RateLimitRequestsThreshold", 0),
+        ("MaxParallelRequests", -1),
+        ("RateLimitRequestsThreshold", -1),
+        ("MaxParallelRequests", 2**31),
         ("HealthCheckMethod", "POST"),
         ("HealthCheckMethod", "get"),
         ("ApiFormat", "Unknown"),

@@ -303,3 +303,20 @@ def test_a_memo_gives_the_same_shares_as_a_fresh_split_whatever_changed() -> Non
     load["dp-a"]["b0"] = 12
     assert split_shares(limits, load, None, frozenset(), memo) == split_shares(limits, load)
     assert first != split_shares(limits, load)
+
+
+def test_zero_means_unlimited_no_share_or_a_rate_split_by_demand() -> None:
+    limits = {"free": Limits(0, 0.0), "rate": Limits(0, 9.0), "slots": Limits(6, 0.0)}
+    demand = {"dp-a": {"rate": 40}, "dp-b": {}, "dp-c": {}}
+    split = split_shares(limits, demand)
+    # Unlimited both ways: no share to publish (data planes need none).
+    assert all("free" not in shares for shares in split.values())
+    # A rate without a parallel limit is split whole, never above it, and follows demand.
+    millis = _millis(split, "rate")
+    assert sum(millis.values()) <= 9000 and sum(millis.values()) >= 8990
+    assert millis["dp-a"] > millis["dp-b"] > 0 and millis["dp-b"] == millis["dp-c"]
+    # A parallel limit without a rate: slots as usual, rate 0 (which data planes read as none).
+    assert sum(_slots(split, "slots").values()) == 6
+    assert all(shares["slots"].rate_per_second == 0 for shares in split.values())
+    # Fed back, a rate-only split is kept (hysteresis works on its weights).
+    assert split_shares(limits, demand, previous=split) == split

@@ -313,3 +313,63 @@ def test_without_a_listing_or_other_planes_a_raise_applies_at_once() -> None:
     alone = (DataPlaneView(id=ME, shares={"a": BackendShare(max_parallel=7, rate_per_second=1.0)}),)
     gates.configure(_content(_backend("a", 8), planes=alone), 0.0, revision=3)
     assert gates.limits == {"a": 7}
+
+
+# 0 means unlimited (RateLimitRequestsThreshold, MaxParallelRequests).
+
+
+def test_a_backend_without_limits_admits_any_number_at_once_whatever_was_published() -> None:
+    t = _targets("a")
+    # A stale published share (from when it had limits) must not hold it back.
+    stale = (DataPlaneView(id=ME, shares={"a": BackendShare(max_parallel=1, rate_per_second=1.0)}),)
+    for planes in ((), stale):
+        gates, timers = _gates(_content(_backend("a", parallel=0, rate=0), planes=planes))
+        assert all(gates.admit((t["a"],), 0.0) == t["a"] for _ in range(10_000))
+        assert timers.asked == [] and gates.gate("a") is not None
+        assert gates.gate("a").in_flight == 10_000  # type: ignore[union-attr]
+
+
+def test_no_parallel_limit_with_a_rate_limit_holds_only_the_rate() -> None:
+    t = _targets("a")
+    gates, timers = _gates(_content(_backend("a", parallel=0, rate=3)))
+    assert [gates.admit((t["a"],), 0.0) is not None for _ in range(4)] == [True, True, True, False]
+    waiter = Waiter((t["a"],), "f", 0.0)
+    gates.enqueue(waiter, 10, 0.0)
+    assert timers.asked and timers.asked[0][0] == "a"  # woken by a token, not by a slot
+    gates.refill("a", 0.34)
+    assert _granted(gates) == [(waiter, "a")]
+
+
+def test_no_rate_limit_with_a_parallel_limit_holds_only_the_slots() -> None:
+    t = _targets("a")
+    # The control plane publishes rate 0 for a backend without a rate limit: no limit, not "no requests".
+    share = (DataPlaneView(id=ME, shares={"a": BackendShare(max_parallel=2, rate_per_second=0.0)}),)
+    gates, _ = _gates(_content(_backend("a", parallel=2, rate=0), planes=share))
+    assert [gates.admit((t["a"],), 0.0) is not None for _ in range(3)] == [True, True, False]
+    gates.release("a", 0.0)
+    assert gates.admit((t["a"],), 0.0) is not None
+    assert gates.admit((t["a"],), 0.0) is None
+
+
+def test_shares_for_turns_a_zero_limit_into_no_limit() -> None:
+    content = _content(_backend("a", 0, 0), _backend("b", parallel=4, rate=0), _backend("c", 0, 6))
+    shares = shares_for(content, ME)
+    assert shares["a"].max_parallel >= 1 << 40 and shares["a"].rate_per_second == float("inf")
+    assert shares["b"].max_parallel == 4 and shares["b"].rate_per_second == float("inf")
+    assert shares["c"].max_parallel >= 1 << 40 and shares["c"].rate_per_second == 6.0
+
+
+def test_lifting_and_setting_a_limit_apply_at_once_and_wake_waiters() -> None:
+    t = _targets("a")
+    gates, _ = _gates(_content(_backend("a", parallel=1, rate=1000)))
+    assert gates.admit((t["a"],), 0.0) == t["a"]
+    waiter = Waiter((t["a"],), "f", 0.0)
+    gates.enqueue(waiter, 10, 0.0)
+    # Lifted: nothing to overlap, so the waiter goes at once even with other planes listed.
+    peer = (DataPlaneView(id=ME), DataPlaneView(id="peer"))
+    gates.configure(_content(_backend("a", parallel=0, rate=0), planes=peer), 0.0, revision=2)
+    assert _granted(gates) == [(waiter, "a")]
+    assert gates.admit((t["a"],), 0.0) == t["a"]
+    # Set again: a cut applies at once; the three running finish as they are.
+    gates.configure(_content(_backend("a", parallel=2, rate=0)), 0.0, revision=3)
+    assert gates.limits == {"a": 2} and gates.admit((t["a"],), 0.0) is None

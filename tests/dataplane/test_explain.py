@@ -27,11 +27,15 @@ COMPLETIONS = RequestKind.COMPLETIONS
 
 
 def _backend(id: str, *, loaded: tuple[str, ...] = (), **kw: object) -> BackendView:
-    options: dict[str, object] = {"models": ("llama3:latest",), "models_known": True, **kw}
+    options: dict[str, object] = {
+        "models": ("llama3:latest",),
+        "models_known": True,
+        "max_parallel_requests": 2,
+        **kw,
+    }
     return BackendView(
         id=id,
         base_url=f"http://{id}.test:11434",
-        max_parallel_requests=2,
         models_loaded=tuple(LoadedModel(name=n) for n in loaded),
         **options,  # type: ignore[arg-type]
     )
@@ -84,6 +88,34 @@ def test_the_header_shows_the_session_hash_not_the_key_and_stays_one_bounded_lin
     _, value = route_header(pool.order(pool.targets), in_flight={}, limit_of=_limit, served=None)
     assert b"\r" not in value and b"\n" not in value and b"x?y??[0/2]" in value
     assert len(value) <= MAX_HEADER
+
+
+def test_a_backend_without_a_parallel_limit_is_never_full_and_shows_as_unlimited() -> None:
+    backends = [_backend("a", max_parallel_requests=0), _backend("b", loaded=("llama3",))]
+    table = _table(FrontendView(id="f", backends=("a", "b"), load_balancing="ModelAware"), backends=backends)
+    pool = table.frontend_for("x").pool(COMPLETIONS)
+    in_flight = {"a": 50, "b": 2}
+
+    def limit_of(backend_id: str) -> int:
+        return pool.limits[backend_id]  # MaxParallelRequests, UNLIMITED for 0
+
+    decision = pool.order(pool.choices("llama3"), model="llama3", in_flight=in_flight)
+    # b is warm but full (2/2); a, cold with 50 running, is never full: it goes first.
+    assert [t.id for t in decision.order] == ["a", "b"]
+    _, value = route_header(decision, in_flight=in_flight, limit_of=limit_of, served=decision.order[0])
+    assert value.startswith(b"strategy=ModelAware; candidates=a[50/unlimited],b[2/2 warm full]")
+    reply = dry_run(
+        table,
+        ExplainRequest(model="llama3"),
+        dataplane="dp-1",
+        in_flight=in_flight,
+        limit_of=limit_of,
+        ejected={},
+    )
+    assert {c.backend: (c.reason, c.limit) for c in reply.candidates} == {
+        "a": ("choice", 0),
+        "b": ("failover 1, full", 2),
+    }
 
 
 def _ask(table: RoutingTable, **request: object) -> dict[str, object]:

@@ -249,3 +249,21 @@ async def test_the_rate_limit_spaces_requests_instead_of_refusing_them(
     # One token at the start, then one a second: the third cannot start within two seconds of the
     # first being admitted (the second of slack covers the first one's way to the backend).
     assert held.arrived_at[2] - held.arrived_at[0] >= 1.0
+
+
+async def test_zero_limits_are_no_limits_every_parallel_request_runs_at_once(
+    dp: RunningDataPlane, writer: SnapshotWriter, held: Held
+) -> None:
+    # MaxParallelRequests 0 and RateLimitRequestsThreshold 0 (the defaults): no slot, token or queue
+    # holds anything back; with no queue at all (QueueSize 0), a limit would show as a 503 at once.
+    await _serve(writer, dp, held, parallel=0, rate=0, queue_size=0)
+    count = 60
+    limits = httpx.Limits(max_connections=count)
+    async with httpx.AsyncClient(base_url=dp.url, timeout=60, limits=limits) as client:
+        tasks = [_generate(client, f"p{i}") for i in range(count)]
+        await eventually(lambda: held.in_flight == count, 15, f"{count} requests upstream at once")
+        assert dp.app.admission.queued() == {}
+        held.let_go(count)
+        answers = await asyncio.gather(*tasks)
+    assert [a.status_code for a in answers] == [200] * count
+    assert held.peak == count and dp.app.traffic.rejected_total == 0

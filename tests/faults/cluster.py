@@ -181,7 +181,8 @@ def routes_to(url: str, host: str, backend: str) -> bool:
 
 def room_for_streams(admin: httpx.Client, backend: str) -> None:
     """Let ``backend`` take many requests at once: the streams a case cuts must all run together,
-    not wait in a queue for one of its default 4 slots (split among the data planes)."""
+    not wait in a queue for one of a few slots (split among the data planes). New backends have no
+    limit (0), but the limit is set here so that a case does not depend on that default."""
     response = admin.patch(f"/v1.0/backends/{backend}", json={"MaxParallelRequests": 64})
     assert response.status_code == 200, response.text
 

@@ -42,6 +42,25 @@ def _admin(port: int, token: str) -> httpx.Client:
     )
 
 
+def _preflight(url: str, origin: str, method: str) -> httpx.Response:
+    headers = {
+        "Origin": origin,
+        "Access-Control-Request-Method": method,
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    return httpx.options(url, headers=headers, timeout=10)
+
+
+def _cors_allows(cp_port: int, dataplane: str, origin: str) -> tuple[bool, bool]:
+    """Whether a page on ``origin`` may call the admin API and the data plane (by their preflights)."""
+    admin = _preflight(f"http://127.0.0.1:{cp_port}/v1.0/frontends", origin, "PUT")
+    proxy = _preflight(f"{dataplane}/api/chat", origin, "POST")
+    return (
+        admin.status_code == 204 and admin.headers.get("access-control-allow-origin") == origin,
+        proxy.status_code == 204 and proxy.headers.get("access-control-allow-origin") == origin,
+    )
+
+
 def _ask(dataplane: str) -> None:
     """Chat (streamed), generate and embed through the data plane, with the official client."""
     client = ollama.Client(host=dataplane, timeout=30)
@@ -107,6 +126,11 @@ def test_up_demo_answers_stops_cleanly_and_keeps_state(tmp_path: Path) -> None:
         assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
 
         _ask(dataplane)
+        # OllamaFlow's web UI (port 3000) may call both planes out of the box; other pages may not.
+        assert _cors_allows(cp_port, dataplane, "http://localhost:3000") == (True, True)
+        assert _cors_allows(cp_port, dataplane, "http://127.0.0.1:3000") == (True, True)
+        assert _cors_allows(cp_port, dataplane, "http://elsewhere.example") == (False, False)
+        assert httpx.get(f"http://127.0.0.1:{cp_port}/").json()["admin_api"] == "/v1.0"
         for secret in SECRETS:
             assert stat.S_IMODE(os.stat(data_dir / secret).st_mode) == 0o600, secret
         secrets = {name: (data_dir / name).read_bytes() for name in SECRETS}
@@ -178,6 +202,8 @@ def test_up_two_dataplanes_with_tokens_from_the_environment(tmp_path: Path) -> N
 
     key = secrets.token_urlsafe(32)
     env = {"OLLAMAFLOW_ADMIN_TOKENS": "env-token-1,env-token-2", "OLLAMAFLOW_SECRETS_KEY": key}
+    # CORS as the environment says: none for the admin API, another origin for the data planes.
+    env |= {"OLLAMAFLOW_CORS_ORIGINS": "none", "OLLAMAFLOW_DATAPLANE_CORS_ORIGINS": "https://ui.example"}
     up = start_up(args, tmp_path / "up.log", env=env)
     try:
         up.wait_for(READY)
@@ -188,6 +214,9 @@ def test_up_two_dataplanes_with_tokens_from_the_environment(tmp_path: Path) -> N
         assert not (data_dir / "secrets-key").exists() and key not in up.output
         for dp_port in (port, port + 1):
             assert httpx.get(f"http://127.0.0.1:{dp_port}/readyz").status_code == 200
+        dataplane = f"http://127.0.0.1:{port}"
+        assert _cors_allows(cp_port, dataplane, "http://localhost:3000") == (False, False)
+        assert _cors_allows(cp_port, dataplane, "https://ui.example") == (False, True)
         with _admin(cp_port, "env-token-2") as admin:
             assert admin.get("/v1.0/frontends").status_code == 200
             # Both planes hold it: the control plane takes a secret, both data planes open it.
