@@ -1,0 +1,160 @@
+// The console's shell: sign-in, navigation between views, the 2-second poll and the pulls stream.
+import * as api from "./api.js";
+import { backendsView } from "./backends.js";
+import { fill } from "./dom.js";
+import { explainView } from "./explain.js";
+import { frontendsView } from "./frontends.js";
+import { modelsView } from "./models.js";
+import { overviewView } from "./overview.js";
+import { problemBox } from "./problems.js";
+
+const POLL_MS = 2000;
+const $ = (id) => document.getElementById(id);
+
+const state = { pulls: new Map(), pullsStatus: "" };
+const ctx = { refreshNow: () => tick(true) };
+const views = {
+  overview: overviewView(state),
+  backends: backendsView(ctx),
+  frontends: frontendsView(ctx),
+  models: modelsView(ctx, state),
+  explain: explainView(ctx),
+};
+
+let current = null;
+let timer = null;
+let feed = null;
+let running = null;
+
+async function tick(force = false) {
+  if (!current) return;
+  if (running) {
+    if (!force) return;
+    await running; // a user action: refresh again once the poll under way is done
+  }
+  const view = current;
+  running = (async () => {
+    try {
+      await Promise.all([view.refresh(), showReplica()]);
+      fill($("banner"));
+      $("banner").hidden = true;
+      $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    } catch (err) {
+      if (err.status === 401) return; // signed out already, with the reason
+      $("banner").hidden = false;
+      fill($("banner"), problemBox(err));
+    }
+  })();
+  try {
+    await running;
+  } finally {
+    running = null;
+  }
+}
+
+async function showReplica() {
+  const cluster = await api.get("/cluster");
+  $("replica").textContent = `${cluster.Replica} (${cluster.IsLeader ? "leader" : `follower; leader ${cluster.Leader || "none"}`})`;
+}
+
+function show(name) {
+  const view = views[name] || views.overview;
+  current = view;
+  fill($("views"), view.el);
+  for (const link of document.querySelectorAll("#nav a")) link.classList.toggle("current", link.dataset.view === (views[name] ? name : "overview"));
+  tick(true);
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    const id = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(id);
+      resolve();
+    });
+  });
+}
+
+/** Keep following /pulls/stream while signed in; reconnect when it ends or fails. */
+async function followPulls(signal) {
+  while (!signal.aborted) {
+    let wait = 1000;
+    try {
+      state.pullsStatus = "connected";
+      await api.followPulls((pull) => {
+        state.pulls.set(`${pull.Backend}\u0000${pull.Model}`, pull);
+        views.models.onPull(pull);
+      }, signal);
+      state.pullsStatus = "reconnecting";
+    } catch (err) {
+      if (signal.aborted) return;
+      state.pullsStatus = err.notLeader ? "the leader streams pulls; polling here" : `stream failed: ${err.description || err.message}`;
+      wait = 5000;
+    }
+    await sleep(wait, signal);
+  }
+}
+
+function signedIn() {
+  $("sign-in").hidden = true;
+  $("nav").hidden = false;
+  $("sign-out").hidden = false;
+  $("views").hidden = false;
+  feed = new AbortController();
+  followPulls(feed.signal);
+  timer = setInterval(() => tick(false), POLL_MS);
+  show(location.hash.slice(1));
+}
+
+function signOut(message) {
+  api.forgetToken();
+  clearInterval(timer);
+  timer = null;
+  if (feed) feed.abort();
+  feed = null;
+  current = null;
+  state.pulls = new Map();
+  $("nav").hidden = true;
+  $("sign-out").hidden = true;
+  $("views").hidden = true;
+  $("views").replaceChildren();
+  $("replica").textContent = "";
+  $("updated").textContent = "";
+  $("banner").hidden = true;
+  const dialog = $("editor");
+  if (dialog.open) dialog.close();
+  $("sign-in").hidden = false;
+  const error = $("sign-in-error");
+  error.hidden = !message;
+  error.textContent = message || "";
+  $("token").focus();
+}
+
+api.whenUnauthorized((problem) =>
+  signOut(`The control plane did not accept this admin token (401 ${problem.error}). Check it: \`ollamaflow up\` keeps its token in .ollamaflow/admin-token; otherwise it is one of OLLAMAFLOW_ADMIN_TOKENS.`),
+);
+
+$("sign-in-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const token = $("token").value.trim();
+  $("sign-in-error").hidden = true;
+  try {
+    await api.get("/cluster", { token });
+  } catch (err) {
+    if (err.status !== 401) {
+      $("sign-in-error").hidden = false;
+      $("sign-in-error").textContent = `Could not sign in: ${err.description}`;
+    }
+    return;
+  }
+  api.storeToken(token);
+  $("token").value = "";
+  signedIn();
+});
+$("sign-out").addEventListener("click", () => signOut(""));
+window.addEventListener("hashchange", () => {
+  if (timer) show(location.hash.slice(1));
+});
+
+if (api.storedToken()) signedIn();
+else signOut("");
