@@ -228,8 +228,12 @@ async def test_add_a_backend_edit_a_frontend_and_watch_a_pull(browser: Any, clus
             await page.screenshot(path=str(DOCS / "console-models.png"), full_page=True)
             await view(page, "overview")
             await page.wait_for_selector("#dataplanes tr[data-dataplane='dp-console']")
-            await asyncio.sleep(2.5)  # two polls: requests/s has a previous sample
-            await page.screenshot(path=str(DOCS / "console-overview.png"), full_page=True)
+            async with httpx.AsyncClient(base_url=cluster.dataplane.url, timeout=30) as client:
+                body = {"model": "llama3.2", "prompt": "Why is the sky blue?", "stream": False}
+                chats = [asyncio.create_task(client.post("/api/generate", json=body)) for _ in range(6)]
+                await asyncio.sleep(2.5)  # two polls: requests in flight, and a rate from two samples
+                await page.screenshot(path=str(DOCS / "console-overview.png"), full_page=True)
+                await asyncio.gather(*chats)
             await admin.delete("/v1.0/backends/sim-b")
 
         # A backend a frontend lists cannot be deleted: the API says why.

@@ -80,12 +80,12 @@ async function followPulls(signal) {
   while (!signal.aborted) {
     let wait = 1000;
     try {
-      state.pullsStatus = "connected";
+      state.pullsStatus = "stream connected";
       await api.followPulls((pull) => {
         state.pulls.set(`${pull.Backend}\u0000${pull.Model}`, pull);
         views.models.onPull(pull);
       }, signal);
-      state.pullsStatus = "reconnecting";
+      state.pullsStatus = "stream reconnecting";
     } catch (err) {
       if (signal.aborted) return;
       state.pullsStatus = err.notLeader ? "the leader streams pulls; polling here" : `stream failed: ${err.description || err.message}`;

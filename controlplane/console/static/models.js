@@ -74,7 +74,7 @@ export function modelsView(ctx, state) {
     }));
     fill(
       pullsBox,
-      h("p", { class: "muted small" }, `live: ${state.pullsStatus || "connecting"}`),
+      h("p", { class: "muted small" }, state.pullsStatus || "stream connecting"),
       pullsProblem ? problemBox(pullsProblem) : null,
       rows.length ? table(["Model", "Backend", "State", "Progress", "Attempts", "Error", "Updated"], rows, { id: "pulls-table" }) : h("p", { class: "muted" }, "No pull under way or recently finished."),
       note,
