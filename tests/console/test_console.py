@@ -84,7 +84,7 @@ async def test_the_page_assets_and_docs_are_served_without_a_token_and_locally(
         assert (await anonymous.get("/console/assets/../routes.py")).status_code == 404
         # The data needs the token.
         assert (await anonymous.get("/v1.0/backends")).status_code == 401
-        for docs in ("/schema/swagger", "/schema/redoc"):
+        for docs in ("/schema", "/schema/swagger", "/schema/redoc"):
             html = (await anonymous.get(docs)).text
             assert "/schema/assets/" in html and "https://" not in html, docs
         assert (await anonymous.get("/schema/assets/swagger-ui-bundle.js")).status_code == 200
