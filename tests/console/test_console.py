@@ -71,6 +71,7 @@ async def test_the_page_assets_and_docs_are_served_without_a_token_and_locally(
 ) -> None:
     async with httpx.AsyncClient(base_url=cluster.url) as anonymous:
         page = await anonymous.get("/console")
+        assert (await anonymous.get("/console/")).status_code == 200
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         policy = page.headers["content-security-policy"]
         assert (
@@ -98,10 +99,13 @@ async def test_a_wrong_token_is_refused_clearly_and_the_right_one_shows_the_clus
     browser: Any, cluster: ConsoleCluster
 ) -> None:
     async with console(browser, cluster.url, token=None) as page:
-        await page.fill("#token", "not-the-token")
+        await page.fill("#token", "not a token")  # a header cannot carry it: said before any request
         await page.click("#sign-in-form button[type=submit]")
         error = page.locator("#sign-in-error")
-        await error.wait_for(state="visible")
+        await error.get_by_text("printable ASCII without spaces").wait_for()
+        await page.fill("#token", "not-the-token")
+        await page.click("#sign-in-form button[type=submit]")
+        await error.get_by_text("did not accept").wait_for()
         assert "did not accept this admin token (401" in await error.inner_text()
         assert await page.is_hidden("#nav")
 

@@ -9,6 +9,8 @@ import { overviewView } from "./overview.js";
 import { problemBox } from "./problems.js";
 
 const POLL_MS = 2000;
+// A printable ASCII token without spaces, as headers carry it (fetch() refuses anything else).
+const TOKEN_SHAPE = /^[\x21-\x7e]{1,4096}$/;
 const $ = (id) => document.getElementById(id);
 
 const state = { pulls: new Map(), pullsStatus: "" };
@@ -23,6 +25,7 @@ const views = {
 
 let current = null;
 let timer = null;
+let signedInNow = false;
 let feed = null;
 let running = null;
 
@@ -55,6 +58,17 @@ async function tick(force = false) {
 async function showReplica() {
   const cluster = await api.get("/cluster");
   $("replica").textContent = `${cluster.Replica} (${cluster.IsLeader ? "leader" : `follower; leader ${cluster.Leader || "none"}`})`;
+}
+
+/** The next poll: every 2 s, but never more than half the time a refresh takes (a big fleet's lists
+ * are large), and not while the tab is hidden. */
+function schedule(delay) {
+  clearTimeout(timer);
+  timer = setTimeout(async () => {
+    const started = performance.now();
+    if (!document.hidden) await tick(false);
+    if (signedInNow) schedule(Math.max(POLL_MS, 2 * (performance.now() - started)));
+  }, delay);
 }
 
 function show(name) {
@@ -102,13 +116,15 @@ function signedIn() {
   $("views").hidden = false;
   feed = new AbortController();
   followPulls(feed.signal);
-  timer = setInterval(() => tick(false), POLL_MS);
+  signedInNow = true;
+  schedule(POLL_MS);
   show(location.hash.slice(1));
 }
 
 function signOut(message) {
   api.forgetToken();
-  clearInterval(timer);
+  signedInNow = false;
+  clearTimeout(timer);
   timer = null;
   if (feed) feed.abort();
   feed = null;
@@ -138,6 +154,11 @@ $("sign-in-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const token = $("token").value.trim();
   $("sign-in-error").hidden = true;
+  if (!TOKEN_SHAPE.test(token)) {
+    $("sign-in-error").hidden = false;
+    $("sign-in-error").textContent = "An admin token is printable ASCII without spaces (at most 4096 characters).";
+    return;
+  }
   try {
     await api.get("/cluster", { token });
   } catch (err) {
@@ -153,7 +174,7 @@ $("sign-in-form").addEventListener("submit", async (event) => {
 });
 $("sign-out").addEventListener("click", () => signOut(""));
 window.addEventListener("hashchange", () => {
-  if (timer) show(location.hash.slice(1));
+  if (signedInNow) show(location.hash.slice(1));
 });
 
 if (api.storedToken()) signedIn();
