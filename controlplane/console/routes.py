@@ -31,6 +31,10 @@ _HEADERS = {
     "X-Frame-Options": "DENY",
 }
 
+# Revalidated at each load, so that a control plane upgraded in place serves the new
+# console at the next reload.
+_REVALIDATE = CacheControlHeader(no_cache=True)
+
 
 def _with_security_headers(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
@@ -46,20 +50,18 @@ def _with_security_headers(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-@get(
-    "/console", include_in_schema=False, sync_to_thread=False, cache_control=CacheControlHeader(no_cache=True)
-)
-def _console_page() -> Response[bytes]:
-    # Read at each request: the file is small, and an upgrade in place shows at the next reload.
-    return Response((STATIC / "index.html").read_bytes(), media_type="text/html; charset=utf-8")
-
-
 def console_routes() -> Router:
-    """The console's routes, for the control plane's app."""
+    """The console's routes, for the control plane's app. The page is read once, here."""
+    page = (STATIC / "index.html").read_bytes()
+
+    @get(["/console", "/console/"], include_in_schema=False, sync_to_thread=False, cache_control=_REVALIDATE)
+    def console_page() -> Response[bytes]:
+        return Response(page, media_type="text/html; charset=utf-8")
+
     assets = create_static_files_router(
         "/console/assets",
         directories=[STATIC],
         name="console-assets",
-        cache_control=CacheControlHeader(no_cache=True),
+        cache_control=_REVALIDATE,
     )
-    return Router("/", route_handlers=[_console_page, assets], middleware=[_with_security_headers])
+    return Router("/", route_handlers=[console_page, assets], middleware=[_with_security_headers])

@@ -82,7 +82,12 @@ async def test_the_page_assets_and_docs_are_served_without_a_token_and_locally(
         script = await anonymous.get("/console/assets/main.js")
         assert script.status_code == 200 and "javascript" in script.headers["content-type"]
         assert script.headers["content-security-policy"] == policy
-        assert (await anonymous.get("/console/assets/../routes.py")).status_code == 404
+        for outside in (
+            "/console/assets/%2e%2e/routes.py",
+            "/console/assets/..%2froutes.py",
+            "/console/routes.py",
+        ):
+            assert (await anonymous.get(outside)).status_code == 404, outside
         # The data needs the token.
         assert (await anonymous.get("/v1.0/backends")).status_code == 401
         for docs in ("/schema", "/schema/swagger", "/schema/redoc"):
