@@ -38,6 +38,7 @@ async def console(
     """A page of the console at ``url``, signed in with ``token`` (None: not signed in); fails the test
     on any script error or CSP violation."""
     context = await browser.new_context(viewport={"width": 1280, "height": 820}, **context_options)
+    context.set_default_timeout(WAIT)
     page = await context.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
@@ -171,6 +172,18 @@ async def test_add_a_backend_edit_a_frontend_and_watch_a_pull(browser: Any, clus
         )
         assert (await admin.get("/v1.0/backends/sim-a")).json()["Port"] == _port(sim)
 
+        # Edit it: secrets the API shows as "<redacted>" come back unchanged from the replace.
+        secrets = {"BearerToken": "tok-1", "Headers": {"X-Api-Key": "key-1"}}
+        assert (await admin.patch("/v1.0/backends/sim-a", json=secrets)).status_code == 200
+        await page.click("tr[data-backend='sim-a'] button:text('Edit')")
+        await page.fill("#field-MaxParallelRequests", "8")
+        await page.click("#editor button[type=submit]")
+        await page.wait_for_selector("#editor", state="hidden")
+        await page.locator("tr[data-backend='sim-a'] [data-inflight]").get_by_text("/ 8").wait_for()
+        edited = (await admin.get("/v1.0/backends/sim-a")).json()
+        assert edited["MaxParallelRequests"] == 8 and edited["HasBearerToken"] is True
+        assert edited["Headers"] == {"X-Api-Key": "<redacted>"}
+
         # Deactivate (PATCH Active false), then activate again.
         await page.click("tr[data-backend='sim-a'] button:text('Deactivate')")
         await health.get_by_text("inactive", exact=True).wait_for(timeout=WAIT)
@@ -193,6 +206,20 @@ async def test_add_a_backend_edit_a_frontend_and_watch_a_pull(browser: Any, clus
         stored = (await admin.get("/v1.0/frontends/main")).json()
         assert stored["Backends"] == ["sim-a"] and stored["QueueSize"] == 64
         assert stored["AllowRouteExplain"] is True  # a field the form does not show survives the replace
+
+        # A frontend written whole as JSON: text that is not JSON is caught before it is sent.
+        await page.click("#add-frontend")
+        await page.click("#editor summary")
+        json_editor = page.locator("#editor textarea")
+        await json_editor.fill('{"Identifier": "second",')
+        await page.click("#editor button[type=submit]")
+        assert "Not JSON" in await problem.inner_text()
+        await json_editor.fill('{"Identifier": "second", "Hostname": "second.example", "QueueSize": 7}')
+        await page.click("#editor button[type=submit]")
+        await page.wait_for_selector("#editor", state="hidden")
+        await page.locator("tr[data-frontend='second']").wait_for()
+        assert (await admin.get("/v1.0/frontends/second")).json()["QueueSize"] == 7
+        assert (await admin.delete("/v1.0/frontends/second")).status_code == 204
 
         # Start a pull and watch its progress arrive.
         await view(page, "models")

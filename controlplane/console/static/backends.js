@@ -108,7 +108,7 @@ export function backendsView(ctx) {
         cells: [
           h("td", {}, h("strong", {}, b.Identifier), b.Name ? h("div", { class: "muted small" }, b.Name) : null),
           h("td", {}, `${b.Ssl ? "https" : "http"}://${b.Hostname}:${b.Port}`, h("div", { class: "muted small" }, b.ApiFormat)),
-          h("td", { dataset: { health: "" }, title: seen && seen.LastError ? seen.LastError : "" }, healthBadge(seen ? seen : data.health ? null : undefined), seen && seen.LastError ? h("div", { class: "error small" }, seen.LastError) : null),
+          h("td", { dataset: { health: "" }, title: seen && seen.LastError ? seen.LastError : "" }, healthBadge(seen), seen && seen.LastError ? h("div", { class: "error small" }, seen.LastError) : null),
           h("td", { class: "small" }, seen ? ago(seen.LastCheckUtc) : "—", seen && seen.Uptime ? h("div", { class: "muted" }, `up ${seen.Uptime}`) : null),
           h("td", { class: "num", dataset: { inflight: "" } }, `${seen ? seen.ActiveRequests : "—"} / ${b.MaxParallelRequests}`),
           h("td", { class: "models small", dataset: { models: "" } }, seen ? `${seen.Models.length}: ${seen.Models.slice(0, 6).join(", ")}${seen.Models.length > 6 ? ", …" : ""}` : "—", seen && seen.ModelsError ? h("div", { class: "error" }, seen.ModelsError) : null),

@@ -44,7 +44,8 @@ function readField(form, field) {
  * of the body (the API's default applies).
  */
 export function openEditor({ title, fields, base, save, readOnly = [] }) {
-  const form = h("form", { class: "grid", method: "dialog" }, fields.map((f) => input(f, base[f.name])));
+  // novalidate: the API checks the body (and says what is wrong); the JSON text may replace the form.
+  const form = h("form", { class: "grid", method: "dialog", novalidate: true }, fields.map((f) => input(f, base[f.name])));
   const json = h("textarea", { "aria-label": "All fields as JSON", spellcheck: "false" });
   const advanced = h("details", { class: "wide" }, h("summary", {}, "All fields (JSON)"), json);
   const errors = h("div", { class: "errors", "aria-live": "polite" });
