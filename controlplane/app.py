@@ -1,10 +1,12 @@
 """``create_app()``: the control plane's Litestar application.
 
 Routes: the admin API under ``/v1.0`` (bearer token required), ``/`` (what this is), ``/healthz`` and
-``/readyz``, and the OpenAPI schema with its docs pages under ``/schema`` (``/schema/swagger``,
-``/schema/openapi.json``). With ``OLLAMAFLOW_CORS_ORIGINS`` set, browser pages on those origins may
-call all of it: Litestar's CORS layer answers preflights before routing and guards, so an ``OPTIONS``
-needs no token (the request that follows does).
+``/readyz``, the OpenAPI schema with its docs pages under ``/schema`` (``/schema/swagger``,
+``/schema/redoc``, ``/schema/openapi.json``; their scripts served from here too), and the web console
+at ``/console`` (the page needs no token; the data it shows comes from the admin API with the token
+the user enters). With ``OLLAMAFLOW_CORS_ORIGINS`` set, browser pages on those origins may call all
+of it: Litestar's CORS layer answers preflights before routing and guards, so an ``OPTIONS`` needs no
+token (the request that follows does).
 The views of what the leader observes (backend health, models, pulls) answer 503 naming the leader
 on a replica that does not lead.
 """
@@ -17,7 +19,6 @@ from litestar import Litestar, Router, route
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import FromPath
 
@@ -31,8 +32,10 @@ from controlplane.admin.openapi import publish_exact_schemas
 from controlplane.admin.routing import explain_route
 from controlplane.admin.strict import strict_json_body
 from controlplane.allow import complete_allow
+from controlplane.api_docs import docs_assets, docs_pages
 from controlplane.auth import admin_guard
 from controlplane.clock import Clock
+from controlplane.console.routes import console_routes
 from controlplane.errors import ApiError, exception_handlers
 from controlplane.health.monitor import Monitor
 from controlplane.metrics import metrics_parts
@@ -115,7 +118,15 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     )
     observed = metrics_parts(plane, settings)  # Prometheus /metrics (controlplane.metrics)
     app = Litestar(
-        route_handlers=[admin, service_root(_version()), healthz, readyz, *observed.routes],
+        route_handlers=[
+            admin,
+            service_root(_version()),
+            healthz,
+            readyz,
+            console_routes(),
+            docs_assets(),
+            *observed.routes,
+        ],
         cors_config=cors_config(settings),
         dependencies={
             "frontends": Provide(lambda: plane.frontends, sync_to_thread=False),
@@ -140,7 +151,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
             description="OllamaFlow-compatible admin API (PascalCase JSON), plus PATCH, client API keys, "
             "data planes, the published snapshot and routing dry-runs.",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin(path="/swagger"), RedocRenderPlugin(path="/redoc")],
+            render_plugins=docs_pages(),
             components=Components(
                 security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer")}
             ),

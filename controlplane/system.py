@@ -22,6 +22,7 @@ def service_root(version: str) -> HTTPRouteHandler:
         "admin_api": "/v1.0",
         "openapi": "/schema/openapi.json",
         "docs": "/schema/swagger",
+        "console": "/console",
         "health": "/healthz",
         "ready": "/readyz",
     }

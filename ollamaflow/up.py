@@ -420,7 +420,7 @@ class _Cluster:
         for url in dataplane_urls:
             self.say(f"data plane:    {url}  (Ollama API /api/*, OpenAI API /v1/*)")
         for url in controlplane_urls:
-            self.say(f"control plane: {url}  (admin API /v1.0/*)")
+            self.say(f"control plane: {url}  (admin API /v1.0/*, web console {url}/console)")
         if token_source.startswith("from "):
             self.say(f"admin token:   {token_source}")
         else:
