@@ -21,23 +21,26 @@ import msgspec
 from shared.logformat import PREFORMATTED
 from shared.logs import redact
 
-__all__ = ["BATCH", "FLUSH_AFTER", "AccessLine", "AccessLog"]
+__all__ = ["BATCH", "FLUSH_AFTER", "LEVEL", "LOGGER", "AccessLine", "AccessLog", "millis"]
 
 FLUSH_AFTER = 0.1
 BATCH = 256
+LEVEL = "INFO"
+LOGGER = "ollamaflow.access"
 
 logger = logging.getLogger("ollamaflow.access")
 _encoder = msgspec.json.Encoder()
 _REDACTED_MODELS = 1024  # model names whose redacted form is remembered
 
 
-class AccessLine(msgspec.Struct, kw_only=True):
+class AccessLine(msgspec.Struct):
     """One access line's fields in their documented order (``dataplane.request_log``); a Struct, so
-    that a JSON line is one encode and a text line one format, without a dict per request."""
+    that a JSON line is one encode and a text line one format, without a dict per request. Built
+    with positional arguments: keywords made it ten times dearer (3 µs of a request's ~170)."""
 
-    time: str = ""
-    level: str = "INFO"
-    logger: str = "ollamaflow.access"
+    time: str  # set by ``AccessLog.write``
+    level: str
+    logger: str
     message: str
     request_id: str | None
     frontend: str
@@ -147,3 +150,8 @@ def _quoted(value: str) -> str:
 
 def _number(value: float | None) -> str:
     return "-" if value is None else str(value)
+
+
+def millis(seconds: float) -> float:
+    """``seconds`` in milliseconds with three decimals (cut, not rounded: ``round`` costs 0.5 µs)."""
+    return int(seconds * 1_000_000) / 1000

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from time import perf_counter
 from typing import Any
 
-from dataplane.access_log import AccessLine, AccessLog
+from dataplane.access_log import LEVEL, LOGGER, AccessLine, AccessLog, millis
 from dataplane.call import Endpoint
 from dataplane.headers import request_id_of
 from dataplane.meter import Meter, token_counts
@@ -64,23 +64,26 @@ class RequestLog:
         status = meter.status
         path = endpoint.path
         entry = AccessLine(
-            message=f"POST {path} {status}",
-            request_id=meter.request_id,
-            frontend=meter.frontend or NONE,
-            backend=served.id if served is not None else NONE,
-            model=access.model(meter.model) if meter.model else NONE,  # the client's own text
-            endpoint=path,
-            client_format=endpoint.api_format.lower(),
-            status=status,
-            bytes=meter.bytes,
-            duration_ms=round((end - meter.started) * 1000, 3),
-            ttfb_ms=round((meter.first_byte - meter.started) * 1000, 3) if meter.first_byte else None,
-            input_tokens=tokens[0] or None,
-            output_tokens=tokens[1] or None,
-            retries=len(call.tried) if call is not None else 0,
-            queue_ms=round(call.queued * 1000, 3) if call is not None and call.queued >= 0 else None,
-            relay=call.relay if call is not None and call.relay else NONE,
-            client_gone=call.guard.client_gone if call is not None else False,
+            "",
+            LEVEL,
+            LOGGER,
+            f"POST {path} {status}",  # message
+            meter.request_id,
+            meter.frontend or NONE,
+            served.id if served is not None else NONE,  # backend
+            access.model(meter.model) if meter.model else NONE,  # the client's own text
+            path,  # endpoint
+            endpoint.api_format.lower(),  # client_format
+            status,
+            meter.bytes,
+            millis(end - meter.started),  # duration_ms
+            millis(meter.first_byte - meter.started) if meter.first_byte else None,  # ttfb_ms
+            tokens[0] or None,  # input_tokens
+            tokens[1] or None,  # output_tokens
+            len(call.tried) if call is not None else 0,  # retries
+            millis(call.queued) if call is not None and call.queued >= 0 else None,  # queue_ms
+            call.relay if call is not None and call.relay else NONE,
+            call.guard.client_gone if call is not None else False,
         )
         access.write(entry)
         return tokens
@@ -144,22 +147,25 @@ class LoggedAnswer:
         started = self._started
         self._access.write(
             AccessLine(
-                message=f"{self._method} {self._path} {self._status}",
-                request_id=self._request_id or None,
-                frontend=NONE,
-                backend=NONE,
-                model=NONE,
-                endpoint=self._path,
-                client_format=self._format,
-                status=self._status,
-                bytes=self._bytes,
-                duration_ms=round((perf_counter() - started) * 1000, 3),
-                ttfb_ms=round((self._first - started) * 1000, 3) if self._first else None,
-                input_tokens=None,
-                output_tokens=None,
-                retries=0,
-                queue_ms=None,
-                relay="local",
-                client_gone=False,
+                "",
+                LEVEL,
+                LOGGER,
+                f"{self._method} {self._path} {self._status}",  # message
+                self._request_id or None,
+                NONE,  # frontend
+                NONE,  # backend
+                NONE,  # model
+                self._path,  # endpoint
+                self._format,  # client_format
+                self._status,
+                self._bytes,
+                millis(perf_counter() - started),  # duration_ms
+                millis(self._first - started) if self._first else None,  # ttfb_ms
+                None,  # input_tokens
+                None,  # output_tokens
+                0,  # retries
+                None,  # queue_ms
+                "local",  # relay
+                False,  # client_gone
             )
         )

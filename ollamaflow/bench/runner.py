@@ -2,9 +2,9 @@
 and report both with their ratio and the data plane's CPU time per request.
 
 With ``observability`` a second data plane runs beside the first: the first with metrics and the
-access log off, the second with both on (the access log written at INFO to its log file, as a
-deployment writes it), each round driving both in turns (the order alternating), so that their
-ratio is the cost of observing, measured in one run on the same machine.
+access log off, the second with the metrics, the access log or both on (the access log written at
+INFO to its log file, as a deployment writes it), each round driving both in turns (the order
+alternating), so that their ratio is the cost of observing, measured in one run on one machine.
 
 The load comes from wrk when it is on PATH (a Python generator cannot saturate the simulator), else
 from Python generator processes; the report names which one ran. All of it shares one machine, so
@@ -19,6 +19,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -27,7 +28,10 @@ from ollamaflow.bench.generators import GeneratorChoice, LoadGenerator, choose
 from ollamaflow.bench.scenarios import SCENARIOS, Scenario, Summary
 from shared.snapshot import BackendView, FrontendView, SnapshotContent
 
-__all__ = ["BenchOptions", "BenchReport", "Row", "run"]
+__all__ = ["OBSERVED", "BenchOptions", "BenchReport", "Observed", "Row", "run"]
+
+Observed = Literal["", "metrics", "access-log", "both"]
+OBSERVED: tuple[Observed, ...] = ("metrics", "access-log", "both")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +45,9 @@ class BenchOptions:
     processes: int = 0
     # Direct and through runs alternate this many times per scenario; the median round is reported.
     rounds: int = 1
-    # A second data plane with metrics and the access log on, the first with both off.
-    observability: bool = False
+    # What a second data plane observes ("metrics", "access-log" or "both"; "" for no second one),
+    # the first observing nothing.
+    observability: Observed = ""
 
 
 class Row(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,8 +59,8 @@ class Row(msgspec.Struct, frozen=True, kw_only=True):
     rps_ratio: float
     dataplane_cpu_ms_per_request: float
     ratios: list[float] = []
-    # With observability: the same round through the data plane with metrics and the access log on,
-    # its req/s over the bare one's (``through``), and that ratio in every round.
+    # With observability: the same round through the data plane that observes (metrics, the access
+    # log or both), its req/s over the bare one's (``through``), and that ratio in every round.
     observed: Summary | None = None
     observed_ratio: float = 0.0
     observed_cpu_ms_per_request: float = 0.0
@@ -64,6 +69,7 @@ class Row(msgspec.Struct, frozen=True, kw_only=True):
 
 class BenchReport(msgspec.Struct, frozen=True, kw_only=True):
     generator: str  # which load generator ran, e.g. "wrk 4.1.0, 1 thread" or "python/aiohttp, 2 processes"
+    observed: Observed = ""  # what the second data plane observed (BenchOptions.observability)
     connections: int
     duration_s: float
     rows: list[Row]
@@ -171,13 +177,16 @@ def _median_round(rounds: list[Row]) -> Row:
     )
 
 
-def _observed_dataplane(stack: contextlib.ExitStack, env: dict[str, str], tmp: Path) -> _Target:
-    """A data plane with metrics and the access log on, its INFO log (access lines) in a file."""
+def _observed_dataplane(
+    stack: contextlib.ExitStack, env: dict[str, str], tmp: Path, observed: Observed
+) -> _Target:
+    """A data plane with the metrics, the access log or both on, its INFO log (access lines) in a
+    file."""
     port = free_port()
     log = tmp / "dataplane-observed.log"
     observed_env = env | {
-        "OLLAMAFLOW_METRICS": "true",
-        "OLLAMAFLOW_ACCESS_LOG": "true",
+        "OLLAMAFLOW_METRICS": str(observed in ("metrics", "both")).lower(),
+        "OLLAMAFLOW_ACCESS_LOG": str(observed in ("access-log", "both")).lower(),
         "OLLAMAFLOW_LOG_LEVEL": "INFO",
     }
     argv = [*CLI, "dataplane", "--host", "127.0.0.1", "--port", str(port)]
@@ -218,7 +227,7 @@ def run(options: BenchOptions) -> BenchReport:
             )
             observed: _Target | None = None
             if options.observability:
-                observed = _observed_dataplane(stack, env, Path(tmp))
+                observed = _observed_dataplane(stack, env, Path(tmp), options.observability)
             wait_ready(sim_url + "/api/version", sim, sim_log, "simulator")
             wait_ready(dp_url + "/readyz", dataplane, dp_log, "data plane")
             bare = _Target(dp_url, dataplane.pid)
@@ -232,5 +241,9 @@ def run(options: BenchOptions) -> BenchReport:
                 for scenario in SCENARIOS
             ]
     return BenchReport(
-        generator=generator.name, connections=options.concurrency, duration_s=options.duration_s, rows=rows
+        generator=generator.name,
+        connections=options.concurrency,
+        duration_s=options.duration_s,
+        rows=rows,
+        observed=options.observability,
     )

@@ -16,7 +16,10 @@ _NOTES = (
     "ratio: req/s via the data plane / req/s direct, same run. "
     "DP ms/req: the data plane's CPU time (user+sys, /proc) per request it served."
 )
-_OBSERVED_NOTE = "cost of metrics and access log (observed vs bare data plane, same rounds; median round):"
+_OBSERVED_NOTE = (
+    "DP bare observes nothing; DP+{what} has {what} on. Their cost (the second's req/s and CPU "
+    "per request against the first's, same rounds; median round):"
+)
 
 
 def render(report: BenchReport) -> Group:
@@ -28,7 +31,7 @@ def render(report: BenchReport) -> Group:
     for name in ("scenario", "path", "req/s", "p50 ms", "p99 ms", "errors", "ratio", "DP ms/req"):
         table.add_column(name, justify="left" if name in ("scenario", "path") else "right", no_wrap=True)
     observing = any(row.observed is not None for row in report.rows)
-    bare = "via DP, bare" if observing else "via DP"
+    bare = "DP bare" if observing else "via DP"
     for row in report.rows:
         table.add_row(row.scenario, "direct", *_figures(row.direct), "", "")
         table.add_row(
@@ -42,7 +45,7 @@ def render(report: BenchReport) -> Group:
             direct_ratio = row.observed.rps / row.direct.rps if row.direct.rps else 0.0
             table.add_row(
                 "",
-                "via DP, observed",
+                f"DP+{_SHORT[report.observed]}",
                 *_figures(row.observed),
                 f"{direct_ratio:.2f}x",
                 f"{row.observed_cpu_ms_per_request:.3f}",
@@ -61,7 +64,7 @@ def render(report: BenchReport) -> Group:
             for row in report.rows
         )
     if observing:
-        lines.append(Text(_OBSERVED_NOTE, style="dim"))
+        lines.append(Text(_OBSERVED_NOTE.format(what=_SHORT[report.observed]), style="dim"))
         lines.extend(
             Text(
                 f"  {row.scenario}: {_cost(row.observed_ratio)} req/s, "
@@ -73,6 +76,9 @@ def render(report: BenchReport) -> Group:
         )
     lines.extend(Text(f"first error, {e}", style="red") for e in errors)
     return Group(table, *lines)
+
+
+_SHORT = {"metrics": "metrics", "access-log": "log", "both": "both", "": ""}
 
 
 def _cost(ratio: float) -> str:

@@ -94,12 +94,12 @@ def bench(
         str | None, typer.Option(help="Use this NATS server instead of starting an embedded one.")
     ] = None,
     observability: Annotated[
-        bool,
+        str | None,
         typer.Option(
-            help="overhead: also run a second data plane with metrics and the access log on (the "
-            "first has both off) and report what they cost, both driven in every round."
+            help="overhead: also run a second data plane with metrics, access-log or both on (the "
+            "first has both off) and report what that costs, both driven in every round."
         ),
-    ] = False,
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Benchmark the data plane against simulators it fronts.
@@ -110,8 +110,8 @@ def bench(
     Python load-generator processes; the output names which. Prints requests/s, p50/p99 latency,
     errors, the through/direct ratio and the data plane's CPU time per request. All processes share
     this machine's cores, so compare ratios, not absolute figures, across machines; on a busy machine,
-    --rounds 3 reports the median of three alternating rounds. --observability adds a data plane with
-    metrics and the access log on beside one with both off, and reports what they cost.
+    --rounds 3 reports the median of three alternating rounds. --observability metrics|access-log|both
+    adds a data plane observing that beside one observing nothing, and reports what it costs.
 
     --scenario saturation starts --backends simulators that answer after --sim-latency-ms, and
     --dataplanes data planes in front of them with a small --max-parallel per backend, then offers
@@ -131,6 +131,8 @@ def bench(
     """
     if scenario not in ("overhead", "saturation", "propagation"):
         raise typer.BadParameter("must be overhead, saturation or propagation", param_hint="--scenario")
+    if observability is not None and observability not in ("metrics", "access-log", "both"):
+        raise typer.BadParameter("must be metrics, access-log or both", param_hint="--observability")
     if generator not in ("auto", "wrk", "python"):
         raise typer.BadParameter("must be auto, wrk or python", param_hint="--generator")
     if scenario == "saturation" and generator == "wrk":
@@ -197,7 +199,7 @@ def bench(
                     generator=generator,  # type: ignore[arg-type]
                     processes=processes,
                     rounds=rounds,
-                    observability=observability,
+                    observability=observability or "",  # type: ignore[arg-type]
                 )
             )
             shown = render(report)

@@ -40,6 +40,8 @@ def test_bench_reports_both_scenarios_without_errors(nats_url: str, generator: s
             "--nats-url",
             nats_url,
             "--json",
+            # One of the two also runs a data plane observing everything (metrics, access log).
+            *(["--observability", "both"] if generator == "python" else []),
         ],
         capture_output=True,
         timeout=100,
@@ -57,6 +59,12 @@ def test_bench_reports_both_scenarios_without_errors(nats_url: str, generator: s
             assert 0 < summary.p50_ms <= summary.p99_ms
         assert row.rps_ratio > 0
         assert row.dataplane_cpu_ms_per_request > 0
+        if generator == "python":
+            assert report.observed == "both" and row.observed is not None
+            assert row.observed.errors == 0 and row.observed.requests > 0, row.observed.first_error
+            assert row.observed_ratio > 0 and row.observed_cpu_ms_per_request > 0
+        else:
+            assert report.observed == "" and row.observed is None
 
 
 def test_bench_rejects_an_unknown_generator() -> None:
