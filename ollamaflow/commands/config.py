@@ -121,7 +121,7 @@ def _apply_spec(
     from ollamaflow.config_file.run import ApplyError, carry_out, read_state
 
     target = resolve_target(url, token, data_dir)
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     try:
         with AdminClient(target) as client:
             frontends, backends = read_state(client)

@@ -220,7 +220,13 @@ def body(action: Action, spec: ClusterSpec, environ: Mapping[str, str]) -> dict[
     backend = next(b for b in spec.backends if b.identifier == action.identifier)
     view = backend_view(backend)
     sent = action.secrets_sent()
-    values = secrets.resolve(backend.bearer_token, backend.headers, backend.querystring, environ)
+    # Only the secrets sent are resolved: the others' variables need not be set.
+    values = secrets.resolve(
+        backend.bearer_token if "BearerToken" in sent else None,
+        backend.headers if "Headers" in sent else {},
+        backend.querystring if "Querystring" in sent else None,
+        environ,
+    )
     resolved = {
         "BearerToken": values.bearer_token,
         "Headers": values.headers,
