@@ -16,6 +16,8 @@ Pure: plain data in, plain data out.
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -96,9 +98,11 @@ def backend_view(spec: BackendSpec) -> dict[str, Any]:
 
 
 def current_view(kind: Kind, shown: Mapping[str, Any]) -> dict[str, Any]:
-    """A resource as the admin API shows it, over the file's fields."""
+    """A resource as the admin API shows it, over the file's fields (one it leaves out, as a control
+    plane from before that field would, at its default)."""
     names = BACKEND_FIELDS if kind == "backend" else FRONTEND_FIELDS
-    view = {name: shown.get(name) for name in names}
+    defaults = _defaults(kind)
+    view = {name: shown[name] if name in shown else defaults[name] for name in names}
     if kind == "backend":
         view["BearerToken"] = bool(shown.get("HasBearerToken"))
         view["Headers"] = dict(shown.get("Headers") or {})
@@ -106,10 +110,16 @@ def current_view(kind: Kind, shown: Mapping[str, Any]) -> dict[str, Any]:
     return view
 
 
-def _defaults(kind: Kind) -> dict[str, Any]:
+@functools.cache
+def _default_view(kind: Kind) -> dict[str, Any]:
     if kind == "backend":
         return backend_view(BackendSpec(identifier="-"))
     return frontend_view(FrontendSpec(identifier="-"))
+
+
+def _defaults(kind: Kind) -> dict[str, Any]:
+    """Every field at its default (a copy: callers may keep it)."""
+    return copy.deepcopy(_default_view(kind))
 
 
 def make_plan(
