@@ -94,3 +94,15 @@ def test_fields_and_defaults_are_the_apis(mine: type[msgspec.Struct], theirs: ty
         own = ours[name]
         own_default = own.default_factory() if own.default_factory is not msgspec.NODEFAULT else own.default
         assert own_default == default, name
+
+
+def test_the_readme_sample_parses(repo_root) -> None:
+    from ollamaflow.config_file.plan import make_plan, missing_variables
+
+    readme = (repo_root / "README.md").read_text()
+    section = readme.split("## Configuration as code", 1)[1]
+    sample = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    spec = parse(sample)
+    plan = make_plan(spec, [], [])
+    assert [a.op for a in plan.actions] == ["create"] * 3
+    assert missing_variables(plan, spec, {}) == ["AZURE_TOKEN", "AZURE_KEY", "AZURE_API_VERSION"]
