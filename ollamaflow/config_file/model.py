@@ -44,6 +44,8 @@ MAX_FRONTENDS = 5_000
 MAX_BACKENDS = 20_000
 MAX_FILE_BYTES = 16 * 1024 * 1024
 _INT32 = 2**31 - 1
+PINNED_JSON_BYTES = 8192
+PINNED_DEPTH = 8
 
 
 Identifier = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[^\s/?#\x00-\x1f\x7f]+$")]
@@ -222,5 +224,27 @@ def _check_whole(spec: ClusterSpec) -> None:
                 f"frontends[{hosts[key]}] (Hostnames are unique among frontends, ignoring case)"
             )
         hosts[key] = index
+    for kind, items in (("frontends", spec.frontends), ("backends", spec.backends)):
+        for index, item in enumerate(items):
+            for field, value in (
+                ("PinnedEmbeddingsProperties", item.pinned_embeddings_properties),
+                ("PinnedCompletionsProperties", item.pinned_completions_properties),
+            ):
+                _check_pinned(f"{kind}[{index}].{field}", value)
     for index, backend in enumerate(spec.backends):
         check_secrets(f"backends[{index}]", backend.bearer_token, backend.headers, backend.querystring)
+
+
+def _check_pinned(where: str, value: dict[str, Any]) -> None:
+    """The API's limits on pinned properties, which their type cannot carry: size as compact JSON and
+    depth of nesting (the object itself counts)."""
+    size = len(msgspec.json.encode(value))
+    if size > PINNED_JSON_BYTES:
+        raise FileError(f"{where}: {size} bytes as JSON, more than the limit of {PINNED_JSON_BYTES}")
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > PINNED_DEPTH:
+            raise FileError(f"{where}: nested more than {PINNED_DEPTH} deep")
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))

@@ -130,6 +130,9 @@ _SETTINGS_NOTES = {
     "tokens in OLLAMAFLOW_ADMIN_TOKENS",
 }
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+# OllamaFlow's rows are small (its columns are VARCHARs of at most 4096): this holds the most a
+# cluster file takes many times over.
+MAX_DATABASE_BYTES = 512 * 1024 * 1024
 
 
 @dataclass
@@ -173,6 +176,12 @@ def read_source(paths: Sequence[Path]) -> Source:
 def read_database(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
     """The frontends and backends of an OllamaFlow SQLite database (opened read-only)."""
     try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise FileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if size > MAX_DATABASE_BYTES:
+        raise FileError(f"{path} is {size} bytes, more than the limit of {MAX_DATABASE_BYTES}")
+    try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as exc:
         raise FileError(f"cannot open {path} as an OllamaFlow database: {exc}") from None
@@ -200,6 +209,7 @@ def _table(
     out = []
     for row in rows:
         item: dict[str, Any] = {}
+        identifier = dict(zip(row.keys(), row, strict=True)).get("identifier")
         for column in row.keys():  # noqa: SIM118 - sqlite3.Row is not a mapping
             name = columns.get(column.lower())
             if name is None:
@@ -208,7 +218,7 @@ def _table(
                     if note not in notes:
                         notes.append(note)
                 continue
-            item[name] = _column_value(table, row["identifier"], name, row[column])
+            item[name] = _column_value(table, identifier, name, row[column])
         out.append(item)
     return out
 
@@ -219,8 +229,8 @@ def _column_value(table: str, identifier: Any, name: str, value: Any) -> Any:
     if name in _JSON_FIELDS:
         try:
             return json.loads(value) if isinstance(value, str) and value.strip() else None
-        except ValueError:
-            raise FileError(f"{table} '{identifier}': column for {name} is not valid JSON") from None
+        except (ValueError, RecursionError):
+            raise FileError(f"{table} '{identifier}': the column for {name} is not valid JSON") from None
     if name in _BOOL_FIELDS:
         return bool(value) if isinstance(value, int) else value
     return value

@@ -31,13 +31,24 @@ def _short(value: Any) -> str:
     return text if len(text) <= _LONGEST else text[: _LONGEST - 1] + "…"
 
 
+def _shown(name: str, value: Any) -> str:
+    if name == "BearerToken":  # the plan holds whether there is one, never the token
+        return "set" if value else "none"
+    return _short(value)
+
+
 def _fields(action: Action) -> str:
     if action.op == "delete":
         return ""
     if action.op == "create":
-        parts = [f"{name}={_short(value)}" for name, value in action.changes.items() if name != "Identifier"]
+        parts = [
+            f"{name}={_shown(name, value)}" for name, value in action.changes.items() if name != "Identifier"
+        ]
     else:
-        parts = [f"{name}: {_short(old)} → {_short(new)}" for name, (old, new) in action.changes.items()]
+        parts = [
+            f"{name}: {_shown(name, old)} → {_shown(name, new)}"
+            for name, (old, new) in action.changes.items()
+        ]
     parts += [f"{name}: resent from the environment" for name in action.resent]
     return "; ".join(parts)
 

@@ -34,6 +34,15 @@ from ollamaflow.config_file.model import MAX_FILE_BYTES, BackendSpec, FrontendSp
         ("backends: []\nbackends: []", "line 2: key 'backends' is given twice"),
         ("backends: [", "not valid YAML"),
         ("backends: [{Identifier: a, Port: '1'}]", "backends[0].Port: Expected `int`, got `str`"),
+        (
+            "frontends: [{Identifier: a, PinnedCompletionsProperties: "
+            "{a: {b: {c: {d: {e: {f: {g: {h: {i: 1}}}}}}}}}}]",
+            "frontends[0].PinnedCompletionsProperties: nested more than 8 deep",
+        ),
+        (
+            "backends: [{Identifier: a, PinnedEmbeddingsProperties: {k: '" + "x" * 9000 + "'}}]",
+            "backends[0].PinnedEmbeddingsProperties: 9008 bytes as JSON, more than the limit of 8192",
+        ),
     ],
 )
 def test_errors_name_the_place(text: str, message: str) -> None:

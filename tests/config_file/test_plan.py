@@ -171,3 +171,35 @@ def test_secret_references_resolve_and_bad_values_are_refused() -> None:
         resolve(None, headers, None, {"K": "a\nb"})
     with pytest.raises(FileError, match="environment variable Q: a Querystring value may not hold"):
         resolve(None, {}, "a=${Q}", {"Q": "x&y=z"})
+
+
+def test_rendering_never_shows_more_than_the_shape() -> None:
+    import io
+    import json
+
+    from rich.console import Console
+
+    from ollamaflow.config_file.render import plan_json, print_plan
+
+    spec = parse(FILE)
+    now = [
+        _shown("backend", {"Identifier": "gpu1", "Hostname": "10.0.0.5", "Port": 1, "BearerToken": "${X}"})
+    ]
+    plan = make_plan(spec, [], now, prune=True)
+    out = io.StringIO()
+    print_plan(Console(file=out, soft_wrap=True), plan, source="c.yaml", target="http://cp", dry_run=True)
+    text = out.getvalue()
+    assert "~ update backend gpu1  Port: 1 → 11434" in text
+    assert "+ create backend gpu2  Hostname=10.0.0.6; Port=11434" in text
+    assert "2 create, 1 update, 0 delete. Nothing was changed (--dry-run)." in text
+    report = json.loads(plan_json(plan, source="c.yaml", target="http://cp", dry_run=True, applied=0))
+    assert report["summary"] == {"create": 2, "update": 1, "delete": 0} and report["changed"] is False
+    assert report["actions"][1] == {
+        "op": "update",
+        "kind": "backend",
+        "identifier": "gpu1",
+        "fields": {"Port": {"from": 1, "to": 11434}},
+    }
+    out = io.StringIO()
+    print_plan(Console(file=out), make_plan(spec, [], []), source="c.yaml", target="http://cp", dry_run=False)
+    assert "BearerToken=set" in out.getvalue()
