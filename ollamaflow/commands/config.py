@@ -143,7 +143,7 @@ def _apply_spec(
                     problem = f"{exc} (nothing was changed)"
             if dry_run or problem:
                 if as_json:
-                    typer.echo(plan_json(plan, source=source, target=target.url, dry_run=True, applied=0))
+                    typer.echo(plan_json(plan, source=source, target=target.url, dry_run=dry_run, applied=0))
                 elif dry_run:
                     print_plan(console, plan, source=source, target=target.url, dry_run=True)
                 if problem:
@@ -288,7 +288,8 @@ def import_(
     """
     from ollamaflow.config_file.errors import FileError
     from ollamaflow.config_file.export import dump
-    from ollamaflow.config_file.original import convert, read_source
+    from ollamaflow.config_file.original import convert
+    from ollamaflow.config_file.original_files import read_source
 
     if len(sources) > 4:
         raise _fail("import", "give at most 4 files (a database and a settings file)", 2)
