@@ -7,10 +7,14 @@ these functions read options, print, and turn every failure into one line on std
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from ollamaflow.config_file.model import ClusterSpec
 
 __all__ = ["apply", "export", "import_"]
 
@@ -39,7 +43,8 @@ Prune = Annotated[
     bool,
     typer.Option(
         "--prune",
-        help="Also delete the frontends and backends the file does not list (API keys are never touched).",
+        help="Also delete the frontends and backends the file does not list, and its API keys if it has "
+        "an apikeys list.",
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print the plan and outcome as JSON, for scripts.")]
@@ -99,10 +104,10 @@ def _write_output(path: str, text: str, *, mode: int = 0o644) -> None:
 
 def _apply_spec(
     command: str,
-    spec: object,
+    spec: ClusterSpec,
     *,
     source: str,
-    environ: object,
+    environ: Mapping[str, str],
     url: str | None,
     token: str | None,
     data_dir: Path | None,
@@ -113,20 +118,45 @@ def _apply_spec(
 ) -> None:
     """Plan ``spec`` against the control plane, print the plan, and carry it out unless ``dry_run``."""
     from rich.console import Console
+    from rich.markup import escape
 
     from ollamaflow.admin_client import AdminClient, AdminError, resolve_target
     from ollamaflow.config_file.errors import FileError
-    from ollamaflow.config_file.plan import body, make_plan, missing_variables
+    from ollamaflow.config_file.plan import Action, body, make_plan, missing_variables
     from ollamaflow.config_file.render import plan_json, print_plan
     from ollamaflow.config_file.run import ApplyError, carry_out, read_state
 
     target = resolve_target(url, token, data_dir)
     console = Console(highlight=False, soft_wrap=True)
+    keys: dict[str, str] = {}
+
+    def report(applied: int) -> None:
+        text = plan_json(plan, source=source, target=target.url, dry_run=dry_run, applied=applied, keys=keys)
+        typer.echo(text)
+
+    def done(action: Action, answer: Any) -> None:
+        # A new API key is shown once, in the create's answer: print it at once, so that a later
+        # failure cannot lose it.
+        if action.kind == "apikey" and action.op == "create" and isinstance(answer, dict):
+            keys[action.identifier] = str(answer.get("Key", ""))
+            if not as_json:
+                console.print(
+                    f"  API key [bold]{escape(action.identifier)}[/bold]: {escape(keys[action.identifier])} "
+                    "(shown only now: keep it)"
+                )
+
     try:
         with AdminClient(target) as client:
-            frontends, backends = read_state(client)
-            plan = make_plan(spec, frontends, backends, prune=prune, resend_secrets=resend_secrets)  # type: ignore[arg-type]
-            missing = missing_variables(plan, spec, environ)  # type: ignore[arg-type]
+            state = read_state(client)
+            plan = make_plan(
+                spec,
+                state.frontends,
+                state.backends,
+                state.apikeys,
+                prune=prune,
+                resend_secrets=resend_secrets,
+            )
+            missing = missing_variables(plan, spec, environ)
             problem = None
             if missing:
                 needers = ", ".join(missing)
@@ -138,12 +168,12 @@ def _apply_spec(
                 try:  # every body resolves (values checked) before the first change
                     for action in plan.actions:
                         if action.op != "delete":
-                            body(action, spec, environ)  # type: ignore[arg-type]
+                            body(action, spec, environ)
                 except FileError as exc:
                     problem = f"{exc} (nothing was changed)"
             if dry_run or problem:
                 if as_json:
-                    typer.echo(plan_json(plan, source=source, target=target.url, dry_run=dry_run, applied=0))
+                    report(0)
                 elif dry_run:
                     print_plan(console, plan, source=source, target=target.url, dry_run=True)
                 if problem:
@@ -152,19 +182,13 @@ def _apply_spec(
             if not as_json:
                 print_plan(console, plan, source=source, target=target.url, dry_run=False)
             try:
-                carry_out(client, plan, spec, environ)  # type: ignore[arg-type]
+                carry_out(client, plan, spec, environ, on_done=done)
             except ApplyError as exc:
                 if as_json:
-                    typer.echo(
-                        plan_json(plan, source=source, target=target.url, dry_run=False, applied=exc.done)
-                    )
+                    report(exc.done)
                 raise _fail(command, str(exc), 1) from None
             if as_json:
-                typer.echo(
-                    plan_json(
-                        plan, source=source, target=target.url, dry_run=False, applied=len(plan.actions)
-                    )
-                )
+                report(len(plan.actions))
     except FileError as exc:
         raise _fail(command, str(exc), 2) from None
     except AdminError as exc:
@@ -184,12 +208,13 @@ def apply(
     token: Token = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Make the control plane's frontends and backends match a cluster file.
+    """Make the control plane's frontends and backends (and API keys, if listed) match a cluster file.
 
     Creates what is missing, updates what differs (only the fields that differ), and with --prune
-    deletes what the file lacks; a second apply of the same file changes nothing and says so. Backend
-    secrets come from the environment (`BearerToken: ${GPU1_TOKEN}`); a variable the plan needs but
-    that is not set stops it before any change. See README, "Configuration as code".
+    deletes what the file lacks; a new API key is printed once, when created. A second apply of the
+    same file changes nothing and says so. Backend secrets come from the environment
+    (`BearerToken: ${GPU1_TOKEN}`); a variable the plan needs but that is not set stops it before any
+    change. See README, "Configuration as code".
     """
     import os
 
@@ -223,11 +248,11 @@ def export(
     token: Token = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Write the control plane's frontends and backends as a cluster file.
+    """Write the control plane's frontends, backends and API keys' settings as a cluster file.
 
-    Fields at their defaults are left out. Backend secrets cannot be read back: each becomes an
-    environment reference with a generated name (listed in the file's header). Applying the file
-    unchanged changes nothing and needs none of those variables.
+    Fields at their defaults are left out; API keys themselves are never shown. Backend secrets cannot
+    be read back: each becomes an environment reference with a generated name (listed in the file's
+    header). Applying the file unchanged changes nothing and needs none of those variables.
     """
     from ollamaflow.admin_client import AdminClient, AdminError, resolve_target
     from ollamaflow.config_file.export import cluster_document
@@ -236,15 +261,19 @@ def export(
     target = resolve_target(url, token, data_dir)
     try:
         with AdminClient(target) as client:
-            frontends, backends = read_state(client)
-        text = cluster_document(frontends, backends)
+            state = read_state(client)
+        text = cluster_document(state.frontends, state.backends, state.apikeys)
         _write_output(output, text)
     except AdminError as exc:
         raise _fail("export", str(exc), 1) from None
     except OSError as exc:
         raise _fail("export", f"cannot write {output}: {exc.strerror or exc}", 1) from None
     if output != "-":
-        typer.echo(f"wrote {len(frontends)} frontends and {len(backends)} backends to {output}", err=True)
+        typer.echo(
+            f"wrote {len(state.frontends)} frontends, {len(state.backends)} backends and "
+            f"{len(state.apikeys)} API keys to {output}",
+            err=True,
+        )
 
 
 def import_(

@@ -17,11 +17,13 @@ from typing import Any
 
 import yaml
 
-from ollamaflow.config_file.model import BackendSpec, FrontendSpec
+from ollamaflow.config_file.model import ApiKeySpec, BackendSpec, FrontendSpec
 from ollamaflow.config_file.plan import (
+    APIKEY_FIELDS,
     BACKEND_FIELDS,
     FRONTEND_FIELDS,
     SECRET_FIELDS,
+    apikey_view,
     backend_view,
     current_view,
     frontend_view,
@@ -82,6 +84,7 @@ def _secret_refs(identifier: str, shown: Mapping[str, Any], variables: Variables
 def to_document(
     frontends: Sequence[Mapping[str, Any]],
     backends: Sequence[Mapping[str, Any]],
+    apikeys: Sequence[Mapping[str, Any]] | None = None,
     *,
     secret_refs: Any = None,
 ) -> tuple[dict[str, Any], list[str]]:
@@ -113,7 +116,18 @@ def to_document(
                 if name == "Identifier" or view[name] != f_defaults[name]
             }
         )
-    return {"version": 1, "backends": doc_backends, "frontends": doc_frontends}, variables.names
+    document: dict[str, Any] = {"version": 1, "backends": doc_backends, "frontends": doc_frontends}
+    if apikeys is not None:
+        k_defaults = apikey_view(ApiKeySpec(identifier="-"))
+        document["apikeys"] = [
+            {
+                name: view[name]
+                for name in APIKEY_FIELDS
+                if name == "Identifier" or view[name] != k_defaults[name]
+            }
+            for view in (current_view("apikey", k) for k in sorted(apikeys, key=lambda k: k["Identifier"]))
+        ]
+    return document, variables.names
 
 
 def dump(document: Mapping[str, Any], variables: Sequence[str], *, origin: str) -> str:
@@ -129,6 +143,10 @@ def dump(document: Mapping[str, Any], variables: Sequence[str], *, origin: str) 
     return "\n".join(lines) + "\n" + text
 
 
-def cluster_document(frontends: Sequence[Mapping[str, Any]], backends: Sequence[Mapping[str, Any]]) -> str:
-    document, variables = to_document(frontends, backends)
+def cluster_document(
+    frontends: Sequence[Mapping[str, Any]],
+    backends: Sequence[Mapping[str, Any]],
+    apikeys: Sequence[Mapping[str, Any]] | None = None,
+) -> str:
+    document, variables = to_document(frontends, backends, apikeys)
     return dump(document, variables, origin="exported from the admin API")

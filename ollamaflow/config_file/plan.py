@@ -7,9 +7,11 @@ back. So a secret counts as changed when its shape changes (a token added or rem
 parameter added, removed or renamed); a changed secret field is sent whole, every value from the
 environment. Unchanged secrets are not sent (``resend_secrets`` sends them all, to rotate values).
 
-Order: create backends, update backends, delete frontends, update frontends, create frontends, delete
-backends. A frontend can then name a backend only once it exists, a backend goes only after the
-frontends that named it, and a frontend's Hostname is free before another takes it.
+Order: create backends, update backends, delete API keys, delete frontends, update frontends, create
+frontends, update API keys, create API keys, delete backends. A frontend can then name a backend (and
+an API key a frontend) only once it exists, a backend goes only after the frontends that named it, and
+a frontend's Hostname is free before another takes it. API keys take part only when the file has an
+``apikeys`` list.
 
 Pure: plain data in, plain data out.
 """
@@ -26,12 +28,14 @@ import msgspec
 
 from ollamaflow.config_file import secrets
 from ollamaflow.config_file.errors import FileError
-from ollamaflow.config_file.model import BackendSpec, ClusterSpec, FrontendSpec
+from ollamaflow.config_file.model import ApiKeySpec, BackendSpec, ClusterSpec, FrontendSpec
 
 __all__ = [
+    "APIKEY_FIELDS",
     "SECRET_FIELDS",
     "Action",
     "Plan",
+    "apikey_view",
     "backend_view",
     "body",
     "current_view",
@@ -41,7 +45,7 @@ __all__ = [
 ]
 
 SECRET_FIELDS = ("BearerToken", "Headers", "Querystring")
-Kind = Literal["backend", "frontend"]
+Kind = Literal["backend", "frontend", "apikey"]
 Op = Literal["create", "update", "delete"]
 
 
@@ -51,6 +55,12 @@ def _names(struct: type[msgspec.Struct]) -> tuple[str, ...]:
 
 FRONTEND_FIELDS = _names(FrontendSpec)
 BACKEND_FIELDS = _names(BackendSpec)
+APIKEY_FIELDS = _names(ApiKeySpec)
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "backend": BACKEND_FIELDS,
+    "frontend": FRONTEND_FIELDS,
+    "apikey": APIKEY_FIELDS,
+}
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,10 @@ def frontend_view(spec: FrontendSpec) -> dict[str, Any]:
     return view
 
 
+def apikey_view(spec: ApiKeySpec) -> dict[str, Any]:
+    return msgspec.to_builtins(spec)
+
+
 def backend_view(spec: BackendSpec) -> dict[str, Any]:
     view = msgspec.to_builtins(spec)
     shown = secrets.shape(spec.bearer_token, spec.headers, spec.querystring)
@@ -100,7 +114,7 @@ def backend_view(spec: BackendSpec) -> dict[str, Any]:
 def current_view(kind: Kind, shown: Mapping[str, Any]) -> dict[str, Any]:
     """A resource as the admin API shows it, over the file's fields (one it leaves out, as a control
     plane from before that field would, at its default)."""
-    names = BACKEND_FIELDS if kind == "backend" else FRONTEND_FIELDS
+    names = _FIELDS[kind]
     defaults = _defaults(kind)
     view = {name: shown[name] if name in shown else defaults[name] for name in names}
     if kind == "backend":
@@ -114,6 +128,8 @@ def current_view(kind: Kind, shown: Mapping[str, Any]) -> dict[str, Any]:
 def _default_view(kind: Kind) -> dict[str, Any]:
     if kind == "backend":
         return backend_view(BackendSpec(identifier="-"))
+    if kind == "apikey":
+        return apikey_view(ApiKeySpec(identifier="-"))
     return frontend_view(FrontendSpec(identifier="-"))
 
 
@@ -126,12 +142,14 @@ def make_plan(
     spec: ClusterSpec,
     frontends: Sequence[Mapping[str, Any]],
     backends: Sequence[Mapping[str, Any]],
+    apikeys: Sequence[Mapping[str, Any]] = (),
     *,
     prune: bool = False,
     resend_secrets: bool = False,
 ) -> Plan:
-    """The actions that make the API's ``frontends`` and ``backends`` (as listed) match ``spec``.
-    ``FileError`` if the result could not hold (a frontend naming a backend that neither the file nor,
+    """The actions that make the API's ``frontends``, ``backends`` and ``apikeys`` (as listed) match
+    ``spec`` (API keys only if the file has an ``apikeys`` list). ``FileError`` if the result could not
+    hold (a frontend naming a backend, or an API key naming a frontend, that neither the file nor,
     without ``prune``, the control plane has; a Hostname a kept frontend already has)."""
     now_backends = {b["Identifier"]: current_view("backend", b) for b in backends}
     now_frontends = {f["Identifier"]: current_view("frontend", f) for f in frontends}
@@ -167,7 +185,31 @@ def make_plan(
     f_create, f_update, f_delete = diff(
         "frontend", {f.identifier: frontend_view(f) for f in spec.frontends}, now_frontends, set()
     )
-    return Plan([*b_create, *b_update, *f_delete, *f_update, *f_create, *b_delete])
+    k_create: list[Action] = []
+    k_update: list[Action] = []
+    k_delete: list[Action] = []
+    if spec.apikeys is not None:
+        _check_key_frontends(spec, set(now_frontends), prune=prune)
+        k_create, k_update, k_delete = diff(
+            "apikey",
+            {k.identifier: apikey_view(k) for k in spec.apikeys},
+            {k["Identifier"]: current_view("apikey", k) for k in apikeys},
+            set(),
+        )
+    return Plan(
+        [*b_create, *b_update, *k_delete, *f_delete, *f_update, *f_create, *k_update, *k_create, *b_delete]
+    )
+
+
+def _check_key_frontends(spec: ClusterSpec, on_plane: set[str], *, prune: bool) -> None:
+    known = {f.identifier for f in spec.frontends}
+    if not prune:
+        known |= on_plane
+    where = "the file" if prune else "the file or on the control plane"
+    for index, key in enumerate(spec.apikeys or []):
+        for name in key.frontends:
+            if name not in known:
+                raise FileError(f"apikeys[{index}].Frontends: no frontend '{name}' in {where}")
 
 
 def _check_references(
@@ -221,9 +263,11 @@ def missing_variables(plan: Plan, spec: ClusterSpec, environ: Mapping[str, str])
 def body(action: Action, spec: ClusterSpec, environ: Mapping[str, str]) -> dict[str, Any]:
     """The JSON body of a create (``PUT`` to the collection) or update (``PATCH`` of the item), secret
     values resolved from ``environ`` (``missing_variables`` must have said none is missing)."""
-    if action.kind == "frontend":
-        frontend = next(f for f in spec.frontends if f.identifier == action.identifier)
-        view = frontend_view(frontend)
+    if action.kind in ("frontend", "apikey"):
+        if action.kind == "frontend":
+            view = frontend_view(next(f for f in spec.frontends if f.identifier == action.identifier))
+        else:
+            view = apikey_view(next(k for k in spec.apikeys or [] if k.identifier == action.identifier))
         if action.op == "create":
             return view
         return {name: view[name] for name in action.changes}

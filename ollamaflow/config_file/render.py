@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
@@ -80,12 +81,24 @@ def print_plan(console: Console, plan: Plan, *, source: str, target: str, dry_ru
     )
 
 
-def plan_json(plan: Plan, *, source: str, target: str, dry_run: bool, applied: int) -> str:
+def plan_json(
+    plan: Plan,
+    *,
+    source: str,
+    target: str,
+    dry_run: bool,
+    applied: int,
+    keys: Mapping[str, str] | None = None,
+) -> str:
+    """The plan for scripts; ``keys``: the API keys created, by identifier (each entry gets its
+    ``key``, shown only then)."""
     actions = []
     for action in plan.actions:
         entry: dict[str, Any] = {"op": action.op, "kind": action.kind, "identifier": action.identifier}
         if action.op == "create":
             entry["fields"] = action.changes
+            if action.kind == "apikey" and keys and action.identifier in keys:
+                entry["key"] = keys[action.identifier]
         elif action.op == "update":
             entry["fields"] = {name: {"from": old, "to": new} for name, (old, new) in action.changes.items()}
             if action.resent:

@@ -7,16 +7,16 @@ action failed and which ones were done before it (the API has no transaction acr
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from ollamaflow.admin_client import AdminClient, AdminError
 from ollamaflow.config_file.model import ClusterSpec
 from ollamaflow.config_file.plan import Action, Plan, body
 
-__all__ = ["ApplyError", "carry_out", "read_state"]
+__all__ = ["ApplyError", "State", "carry_out", "read_state"]
 
-_PATHS = {"backend": "/v1.0/backends", "frontend": "/v1.0/frontends"}
+_PATHS = {"backend": "/v1.0/backends", "frontend": "/v1.0/frontends", "apikey": "/v1.0/apikeys"}
 
 
 class ApplyError(Exception):
@@ -27,13 +27,18 @@ class ApplyError(Exception):
         self.done = done
 
 
-def read_state(client: AdminClient) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The control plane's frontends and backends, as it shows them."""
-    frontends = client.get(_PATHS["frontend"])
-    backends = client.get(_PATHS["backend"])
-    if not isinstance(frontends, list) or not isinstance(backends, list):
-        raise AdminError("the admin API's frontend or backend list is not a list")
-    return frontends, backends
+class State(NamedTuple):
+    frontends: list[dict[str, Any]]
+    backends: list[dict[str, Any]]
+    apikeys: list[dict[str, Any]]
+
+
+def read_state(client: AdminClient) -> State:
+    """The control plane's frontends, backends and API keys, as it shows them."""
+    lists = [client.get(_PATHS[kind]) for kind in ("frontend", "backend", "apikey")]
+    if not all(isinstance(items, list) for items in lists):
+        raise AdminError("the admin API's frontend, backend or API key list is not a list")
+    return State(*lists)
 
 
 def carry_out(
@@ -41,23 +46,24 @@ def carry_out(
     plan: Plan,
     spec: ClusterSpec,
     environ: Mapping[str, str],
-    on_done: Callable[[Action], None] = lambda _: None,
+    on_done: Callable[[Action, Any], None] = lambda action, answer: None,
 ) -> None:
-    """Each action of the plan in order; ``ApplyError`` at the first that fails."""
+    """Each action of the plan in order, ``on_done`` with the API's answer after each (an API key's
+    create answer is the only one to carry the key); ``ApplyError`` at the first that fails."""
     for done, action in enumerate(plan.actions):
         path = _PATHS[action.kind]
         item = f"{path}/{quote(action.identifier, safe='')}"
         try:
             if action.op == "create":
-                client.put(path, body(action, spec, environ))
+                answer = client.put(path, body(action, spec, environ))
             elif action.op == "update":
-                client.request("PATCH", item, body=body(action, spec, environ))
+                answer = client.request("PATCH", item, body=body(action, spec, environ))
             else:
-                client.delete(item)
+                answer = client.delete(item)
         except AdminError as exc:
             raise ApplyError(
                 f"{action.op} {action.kind} '{action.identifier}' failed ({done} of {len(plan.actions)} "
                 f"changes made before it): {exc}",
                 done,
             ) from None
-        on_done(action)
+        on_done(action, answer)

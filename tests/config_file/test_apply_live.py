@@ -257,3 +257,36 @@ def test_import_of_an_ollamaflow_database(
     assert "vast-token-1" not in out.read_text() and "vast-token-1" in env.read_text()
     assert env.stat().st_mode & 0o077 == 0
     assert "No changes" in _run(controlplane, "apply", "-f", str(out)).stdout
+
+
+def test_api_keys_are_created_once_and_exported(
+    controlplane: RunningControlPlane, clean_database_url: str, cluster_file: Path, tmp_path: Path
+) -> None:
+    with_keys = cluster_file.read_text() + "apikeys:\n  - {Identifier: team-a, Frontends: [main]}\n"
+    cluster_file.write_text(with_keys)
+    first = _run(controlplane, "apply", "-f", str(cluster_file), "--json", env=SECRETS)
+    assert first.exit_code == 0, first.output
+    (created,) = [a for a in json.loads(first.stdout)["actions"] if a["kind"] == "apikey"]
+    key = created["key"]
+    assert key.startswith("ofk_")
+    # The API shows only the key's first characters from now on.
+    shown = httpx.get(controlplane.url + "/v1.0/apikeys", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert [(k["Identifier"], k["Frontends"], key.startswith(k["KeyPrefix"])) for k in shown] == [
+        ("team-a", ["main"], True)
+    ]
+    assert "No changes" in _run(controlplane, "apply", "-f", str(cluster_file)).stdout
+    exported = tmp_path / "exported.yaml"
+    assert _run(controlplane, "export", "-o", str(exported)).exit_code == 0
+    assert "apikeys:\n- Identifier: team-a\n  Frontends:\n  - main\n" in exported.read_text()
+    assert "No changes" in _run(controlplane, "apply", "-f", str(exported), "--prune").stdout
+    # With an empty list and --prune the key goes; a file without the list leaves keys alone.
+    without = tmp_path / "without.yaml"
+    without.write_text(with_keys.split("apikeys:")[0])
+    assert "No changes" in _run(controlplane, "apply", "-f", str(without), "--prune").stdout
+    without.write_text(with_keys.split("apikeys:")[0] + "apikeys: []\n")
+    pruned = _run(controlplane, "apply", "-f", str(without), "--prune")
+    assert "- delete apikey team-a" in pruned.stdout
+    assert (
+        httpx.get(controlplane.url + "/v1.0/apikeys", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+        == []
+    )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from controlplane.admin.schemas import BackendIn, FrontendIn
+from controlplane.admin.schemas import ApiKeyIn, BackendIn, FrontendIn
 from ollamaflow.config_file.errors import FileError
-from ollamaflow.config_file.model import MAX_FILE_BYTES, BackendSpec, FrontendSpec, parse
+from ollamaflow.config_file.model import MAX_FILE_BYTES, ApiKeySpec, BackendSpec, FrontendSpec, parse
 
 
 @pytest.mark.parametrize(
@@ -23,6 +23,11 @@ from ollamaflow.config_file.model import MAX_FILE_BYTES, BackendSpec, FrontendSp
         ("frontends: [{Identifier: a, LoadBalancing: Fastest}]", "frontends[0].LoadBalancing: Invalid enum"),
         ("backends: [{Identifier: 'a b'}]", "backends[0].Identifier"),
         ("backends: [{Identifier: a}, {Identifier: a}]", "backends[1].Identifier: 'a' is also backends[0]"),
+        (
+            "apikeys: [{Identifier: k, RateLimitRequestsPerSecond: -1}]",
+            "apikeys[0].RateLimitRequestsPerSecond",
+        ),
+        ("apikeys: [{Identifier: k, Key: ofk_x}]", "apikeys[0]: Object contains unknown field `Key`"),
         (
             "frontends: [{Identifier: a, Hostname: Api.Example}, {Identifier: b, Hostname: api.example}]",
             "frontends[1].Hostname: 'api.example' is also the Hostname of frontends[0]",
@@ -90,7 +95,9 @@ def test_size_is_bounded() -> None:
         parse(b"#" * (MAX_FILE_BYTES + 1))
 
 
-@pytest.mark.parametrize(("mine", "theirs"), [(FrontendSpec, FrontendIn), (BackendSpec, BackendIn)])
+@pytest.mark.parametrize(
+    ("mine", "theirs"), [(FrontendSpec, FrontendIn), (BackendSpec, BackendIn), (ApiKeySpec, ApiKeyIn)]
+)
 def test_fields_and_defaults_are_the_apis(mine: type[msgspec.Struct], theirs: type[msgspec.Struct]) -> None:
     """The file's defaults must be the API's, or an omitted field would read as a change."""
     ours = {f.encode_name: f for f in msgspec.structs.fields(mine)}
@@ -113,5 +120,10 @@ def test_the_readme_sample_parses(repo_root) -> None:
     sample = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     spec = parse(sample)
     plan = make_plan(spec, [], [])
-    assert [a.op for a in plan.actions] == ["create"] * 3
+    assert [(a.op, a.kind) for a in plan.actions] == [
+        ("create", "backend"),
+        ("create", "backend"),
+        ("create", "frontend"),
+        ("create", "apikey"),
+    ]
     assert missing_variables(plan, spec, {}) == ["AZURE_TOKEN", "AZURE_KEY", "AZURE_API_VERSION"]

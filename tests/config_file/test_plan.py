@@ -203,3 +203,32 @@ def test_rendering_never_shows_more_than_the_shape() -> None:
     out = io.StringIO()
     print_plan(Console(file=out), make_plan(spec, [], []), source="c.yaml", target="http://cp", dry_run=False)
     assert "BearerToken=set" in out.getvalue()
+
+
+def test_api_keys_only_when_the_file_lists_them() -> None:
+    keys_now = [{"Identifier": "old", "Frontends": ["main"], "KeyPrefix": "ofk_1"}]
+    frontends = [_shown("frontend", {"Identifier": "main"})]
+    # No apikeys list: keys are left alone, even with --prune.
+    assert (
+        _steps(make_plan(parse("frontends: [{Identifier: main}]"), frontends, [], keys_now, prune=True)) == []
+    )
+    spec = parse(
+        "frontends: [{Identifier: main}, {Identifier: new, Hostname: new.example}]\n"
+        "apikeys: [{Identifier: team, Frontends: [new], RateLimitRequestsPerSecond: 5}]\n"
+    )
+    plan = make_plan(spec, frontends, [], keys_now, prune=True)
+    # A key goes first, and is created only after the frontend it names.
+    assert _steps(plan) == [
+        ("delete", "apikey", "old"),
+        ("create", "frontend", "new"),
+        ("create", "apikey", "team"),
+    ]
+    assert body(plan.actions[2], spec, {})["RateLimitRequestsPerSecond"] == 5.0
+    with pytest.raises(FileError, match=r"apikeys\[0\].Frontends: no frontend 'gone' in the file or on"):
+        make_plan(parse("apikeys: [{Identifier: k, Frontends: [gone]}]"), [], [], [])
+    # Updates carry the changed settings only.
+    now = [{"Identifier": "team", "Frontends": ["new"], "RateLimitRequestsPerSecond": 1.0, "Active": True}]
+    (update,) = make_plan(
+        spec, [*frontends, _shown("frontend", {"Identifier": "new", "Hostname": "new.example"})], [], now
+    ).actions
+    assert (update.op, update.changes) == ("update", {"RateLimitRequestsPerSecond": (1.0, 5.0)})
