@@ -1,4 +1,4 @@
-"""``ollamaflow export``: the admin API's frontends and backends as a cluster file.
+"""``ollamaflow export``: the admin API's frontends, backends and API keys' settings as a cluster file.
 
 Each resource keeps its Identifier and the fields that differ from the defaults, so the file stays
 short and applying it changes nothing. Secrets cannot be read back, so each becomes a reference to an
@@ -85,15 +85,10 @@ def to_document(
     frontends: Sequence[Mapping[str, Any]],
     backends: Sequence[Mapping[str, Any]],
     apikeys: Sequence[Mapping[str, Any]] | None = None,
-    *,
-    secret_refs: Any = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """The cluster file's data for the API's lists, and the generated variable names.
-
-    ``secret_refs(identifier, shown_view, variables)`` makes a backend's secret fields (default: from
-    the redacted view)."""
+    """The cluster file's data for the API's lists, and the generated variable names (API keys: only
+    with their list, ``None`` leaves the section out)."""
     variables = Variables()
-    make_refs = secret_refs or _secret_refs
     f_defaults = frontend_view(FrontendSpec(identifier="-"))
     b_defaults = backend_view(BackendSpec(identifier="-"))
     doc_backends = []
@@ -104,7 +99,7 @@ def to_document(
             for name in BACKEND_FIELDS
             if name not in SECRET_FIELDS and (name == "Identifier" or view[name] != b_defaults[name])
         }
-        item.update(make_refs(shown["Identifier"], view, variables))
+        item.update(_secret_refs(shown["Identifier"], view, variables))
         doc_backends.append(item)
     doc_frontends = []
     for shown in sorted(frontends, key=lambda f: f["Identifier"]):

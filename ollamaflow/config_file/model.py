@@ -1,10 +1,10 @@
 """The cluster file (``ollamaflow apply -f cluster.yaml``): its types, its parsing and its checks.
 
-The file holds ``frontends`` and ``backends``, each a list of resources with the admin API's
-PascalCase fields. A field left out takes the API's default, as a ``PUT`` would: the file describes
-each resource whole. The defaults here mirror ``controlplane.admin.schemas`` (a test holds them
-equal); the CLI cannot import that module, since a data-plane-only install lacks the control plane's
-web framework.
+The file holds ``frontends`` and ``backends`` (and, optionally, ``apikeys``), each a list of
+resources with the admin API's PascalCase fields. A field left out takes the API's default, as a
+``PUT`` would: the file describes each resource whole. The defaults here mirror
+``controlplane.admin.schemas`` (a test holds them equal); the CLI cannot import that module, since a
+data-plane-only install lacks the control plane's web framework.
 
 A backend's secrets (``BearerToken``, ``Headers`` values, ``Querystring`` values) are never literal:
 each is an environment reference, ``${NAME}`` (``ollamaflow.config_file.secrets``).
@@ -198,7 +198,7 @@ def parse_data(data: Any) -> ClusterSpec:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise FileError("the file must hold a mapping with 'frontends' and 'backends' lists")
+        raise FileError("the file must hold a mapping with 'backends', 'frontends' (and 'apikeys') lists")
     try:
         spec = msgspec.convert(data, ClusterSpec, strict=True)
     except msgspec.ValidationError as exc:
