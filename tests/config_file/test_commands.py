@@ -73,3 +73,9 @@ def test_import_of_json_sections_writes_a_file(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "BearerToken: ${B_BEARER_TOKEN}" in result.stdout and "secret-1" not in result.output
     assert "DatabaseFilename: no equivalent" in result.stderr
+
+
+def test_apply_reads_stdin() -> None:
+    result = CliRunner().invoke(app, ["apply", "-f", "-"], input="backends: [{Identifier: a, Ssl: maybe}]\n")
+    assert result.exit_code == 2
+    assert _one_line(result) == "ollamaflow apply: backends[0].Ssl: Expected `bool`, got `str`"
