@@ -14,6 +14,7 @@ Pure: text in, validated values or a ``FileError`` naming the place (``backends[
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
@@ -22,7 +23,7 @@ import yaml
 from msgspec import Meta
 
 from ollamaflow.config_file.errors import FileError
-from ollamaflow.config_file.secrets import check_secrets
+from ollamaflow.config_file.secrets import NO_SPACE, check_secrets
 from shared.snapshot import DEFAULT_STICKY_HEADERS
 
 __all__ = [
@@ -51,16 +52,17 @@ PINNED_JSON_BYTES = 8192
 PINNED_DEPTH = 8
 
 
-Identifier = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[^\s/?#\x00-\x1f\x7f]+$")]
-Name = Annotated[str, Meta(max_length=256)]
+Identifier = Annotated[str, Meta(min_length=1, max_length=128, pattern=rf"^[^{NO_SPACE}/?#]+$")]
+_TEXT = r"^[^\x00]*$"  # free text: anything but NUL, which PostgreSQL cannot store
+Name = Annotated[str, Meta(max_length=256, pattern=_TEXT)]
 Host = Annotated[str, Meta(min_length=1, max_length=253)]
 Port = Annotated[int, Meta(ge=1, le=65535)]
 Positive = Annotated[int, Meta(ge=1, le=_INT32)]
 Millis = Annotated[int, Meta(ge=0, le=_INT32)]
 ProbeMillis = Annotated[int, Meta(ge=100, le=86_400_000)]
 Pinned = Annotated[dict[str, Any], Meta(max_length=64)]
-Short = Annotated[str, Meta(min_length=1, max_length=128)]
-Model = Annotated[str, Meta(min_length=1, max_length=256)]
+Short = Annotated[str, Meta(min_length=1, max_length=128, pattern=_TEXT)]
+Model = Annotated[str, Meta(min_length=1, max_length=256, pattern=_TEXT)]
 HeaderName = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")]
 
 
@@ -110,7 +112,7 @@ class BackendSpec(_Resource, kw_only=True):
     unhealthy_threshold: Positive = 2
     healthy_threshold: Positive = 2
     health_check_method: Literal["GET", "HEAD"] = "GET"
-    health_check_url: Annotated[str, Meta(max_length=2048, pattern=r"^/")] = "/"
+    health_check_url: Annotated[str, Meta(max_length=2048, pattern=rf"^/[^{NO_SPACE}]*$")] = "/"
     health_check_interval_ms: ProbeMillis | None = None
     health_check_timeout_ms: ProbeMillis | None = None
     max_parallel_requests: Positive = 4
@@ -128,7 +130,7 @@ class BackendSpec(_Resource, kw_only=True):
     # Secrets: environment references only (checked after decoding, ``check_secrets``).
     bearer_token: Annotated[str, Meta(max_length=4096)] | None = None
     headers: Annotated[dict[HeaderName, Annotated[str, Meta(max_length=4096)]], Meta(max_length=32)] = {}
-    querystring: Annotated[str, Meta(max_length=2048)] | None = None
+    querystring: Annotated[str, Meta(max_length=2048, pattern=rf"^[^{NO_SPACE}#]*$")] | None = None
 
 
 class ApiKeySpec(_Resource, kw_only=True):
@@ -235,6 +237,14 @@ def _check_whole(spec: ClusterSpec) -> None:
                     f"{kind}[{index}].Identifier: '{item.identifier}' is also {kind}[{seen[item.identifier]}]"
                 )
             seen[item.identifier] = index
+    for kind, items, star in (("frontends", spec.frontends, True), ("backends", spec.backends, False)):
+        for index, item in enumerate(items):
+            if not _is_host(item.hostname, star=star):
+                raise FileError(
+                    f"{kind}[{index}].Hostname: '{item.hostname}' is not a host name (letters, digits, '-' "
+                    "and '_' in dot-separated labels of at most 63) or an IP address (IPv6 without brackets)"
+                    + (", nor '*'" if star else "")
+                )
     hosts: dict[str, int] = {}
     for index, frontend in enumerate(spec.frontends):
         key = frontend.hostname.lower()
@@ -268,3 +278,23 @@ def _check_pinned(where: str, value: dict[str, Any]) -> None:
             raise FileError(f"{where}: nested more than {PINNED_DEPTH} deep")
         children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+
+
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
+def _is_host(value: str, *, star: bool) -> bool:
+    """A host name (dotted IPv4 is one too) or an IPv6 address without brackets, zone or embedded
+    IPv4, as the admin API takes them; a frontend's may also be '*'."""
+    if star and value == "*":
+        return True
+    if _DNS_NAME.fullmatch(value):
+        return True
+    if ":" not in value or "." in value or "%" in value:
+        return False
+    try:
+        ipaddress.IPv6Address(value)
+    except ValueError:
+        return False
+    return True

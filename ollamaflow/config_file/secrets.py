@@ -25,6 +25,7 @@ from ollamaflow.config_file.errors import FileError
 from shared.secret_box import query_pairs
 
 __all__ = [
+    "NO_SPACE",
     "REDACTED",
     "SecretShape",
     "SecretValues",
@@ -37,8 +38,11 @@ __all__ = [
 
 REDACTED = "<redacted>"
 _REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]{0,127})\}$")
+# What no identifier, path or query string holds (as the admin API says): controls, spaces and every
+# character Python's or JSON Schema's \s counts as white space.
+NO_SPACE = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 _BREAKS = re.compile(r"[\r\n\x00]")
-_NOT_IN_QUERY = re.compile(r"[\s&#]")
+_NOT_IN_QUERY = re.compile(rf"[{NO_SPACE}&#]")
 _EXAMPLE = "an environment reference like ${NAME}"
 
 

@@ -127,3 +127,52 @@ def test_the_readme_sample_parses(repo_root) -> None:
         ("create", "apikey"),
     ]
     assert missing_variables(plan, spec, {}) == ["AZURE_TOKEN", "AZURE_KEY", "AZURE_API_VERSION"]
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "gpu1",
+        "10.0.0.5",
+        "a.b-c.d_e",
+        "::1",
+        "fe80::1",
+        "2001:db8::8a2e:370:7334",
+        "1:2:3:4:5:6:7:8",
+        "-bad",
+        "bad-",
+        "a..b",
+        "a.",
+        "http://x",
+        "host:22",
+        "::ffff:1.2.3.4",
+        "fe80::1%eth0",
+        "[::1]",
+        "*",
+        "x" * 64,
+        "a b",
+        "1:2:3:4:5:6:7:8:9",
+        ":::",
+    ],
+)
+def test_hostnames_as_the_api_takes_them(host: str) -> None:
+    """The file refuses exactly the Hostnames the admin API refuses (its patterns are the reference)."""
+    import re
+
+    from controlplane.admin.limits import BACKEND_HOST_PATTERN, FRONTEND_HOST_PATTERN
+
+    for kind, pattern in (("backends", BACKEND_HOST_PATTERN), ("frontends", FRONTEND_HOST_PATTERN)):
+        api_takes = re.search(pattern, host) is not None
+        text = f"{kind}: [{{Identifier: a, Hostname: '{host}'}}]"
+        if api_takes:
+            parse(text)
+        else:
+            with pytest.raises(FileError, match=rf"{kind}\[0\].Hostname"):
+                parse(text)
+
+
+def test_the_no_space_class_is_the_apis() -> None:
+    from controlplane.admin.limits import NO_SPACE as API_NO_SPACE
+    from ollamaflow.config_file.secrets import NO_SPACE
+
+    assert NO_SPACE == API_NO_SPACE
