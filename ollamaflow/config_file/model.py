@@ -266,8 +266,8 @@ def _check_whole(spec: ClusterSpec) -> None:
 
 
 def _check_pinned(where: str, value: dict[str, Any]) -> None:
-    """The API's limits on pinned properties, which their type cannot carry: size as compact JSON and
-    depth of nesting (the object itself counts)."""
+    """The API's limits on pinned properties, which their type cannot carry: size as compact JSON,
+    depth of nesting (the object itself counts), no NUL in any string."""
     size = len(msgspec.json.encode(value))
     if size > PINNED_JSON_BYTES:
         raise FileError(f"{where}: {size} bytes as JSON, more than the limit of {PINNED_JSON_BYTES}")
@@ -276,7 +276,10 @@ def _check_pinned(where: str, value: dict[str, Any]) -> None:
         item, depth = stack.pop()
         if depth > PINNED_DEPTH:
             raise FileError(f"{where}: nested more than {PINNED_DEPTH} deep")
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        children = list(item.values()) if isinstance(item, dict) else item
+        strings = [*item, *children] if isinstance(item, dict) else children
+        if any(isinstance(text, str) and "\x00" in text for text in strings):
+            raise FileError(f"{where}: a string holds a NUL character")
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 

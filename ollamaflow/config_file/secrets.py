@@ -41,6 +41,9 @@ _REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]{0,127})\}$")
 # What no identifier, path or query string holds (as the admin API says): controls, spaces and every
 # character Python's or JSON Schema's \s counts as white space.
 NO_SPACE = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+BEARER_TOKEN_LENGTH = 4096
+HEADER_VALUE_LENGTH = 4096
+QUERYSTRING_LENGTH = 2048
 _BREAKS = re.compile(r"[\r\n\x00]")
 _NOT_IN_QUERY = re.compile(rf"[{NO_SPACE}&#]")
 _EXAMPLE = "an environment reference like ${NAME}"
@@ -148,8 +151,30 @@ def resolve(
         value(name, in_query=True) if raw is None else f"{name}={value(raw, in_query=True) if raw else ''}"
         for name, raw in query_pairs(querystring or "")
     ]
-    return SecretValues(
+    values = SecretValues(
         bearer_token=value(bearer_token) if bearer_token else None,
         headers={name: value(raw) if raw else "" for name, raw in headers.items()},
         querystring="&".join(parts) or None,
     )
+    _check_lengths(values, bearer_token, headers)
+    return values
+
+
+def _check_lengths(values: SecretValues, bearer_token: str | None, headers: Mapping[str, str]) -> None:
+    """The admin API's length limits, which a variable's value could break (then nothing is sent)."""
+    if values.bearer_token and len(values.bearer_token) > BEARER_TOKEN_LENGTH:
+        raise FileError(
+            f"environment variable {_variable(bearer_token or '')}: a BearerToken may be at most "
+            f"{BEARER_TOKEN_LENGTH} characters"
+        )
+    for name, got in values.headers.items():
+        if len(got) > HEADER_VALUE_LENGTH:
+            raise FileError(
+                f"environment variable {_variable(headers[name])}: a header value may be at most "
+                f"{HEADER_VALUE_LENGTH} characters"
+            )
+    if values.querystring and len(values.querystring) > QUERYSTRING_LENGTH:
+        raise FileError(
+            f"the Querystring, its variables' values put in, is {len(values.querystring)} characters, "
+            f"more than the limit of {QUERYSTRING_LENGTH}"
+        )

@@ -45,6 +45,10 @@ from ollamaflow.config_file.model import MAX_FILE_BYTES, ApiKeySpec, BackendSpec
             "frontends[0].PinnedCompletionsProperties: nested more than 8 deep",
         ),
         (
+            'frontends: [{Identifier: a, PinnedEmbeddingsProperties: {k: [1, {"a\\0": 2}]}}]',
+            "frontends[0].PinnedEmbeddingsProperties: a string holds a NUL character",
+        ),
+        (
             "backends: [{Identifier: a, PinnedEmbeddingsProperties: {k: '" + "x" * 9000 + "'}}]",
             "backends[0].PinnedEmbeddingsProperties: 9008 bytes as JSON, more than the limit of 8192",
         ),

@@ -232,3 +232,12 @@ def test_api_keys_only_when_the_file_lists_them() -> None:
         spec, [*frontends, _shown("frontend", {"Identifier": "new", "Hostname": "new.example"})], [], now
     ).actions
     assert (update.op, update.changes) == ("update", {"RateLimitRequestsPerSecond": (1.0, 5.0)})
+
+
+def test_secret_values_within_the_apis_lengths() -> None:
+    with pytest.raises(FileError, match="environment variable T: a BearerToken may be at most 4096"):
+        resolve("${T}", {}, None, {"T": "x" * 4097})
+    with pytest.raises(FileError, match="environment variable K: a header value may be at most 4096"):
+        resolve(None, {"X-K": "${K}"}, None, {"K": "x" * 4097})
+    with pytest.raises(FileError, match="the Querystring, its variables' values put in, is 2052 characters"):
+        resolve(None, {}, "a=${Q}", {"Q": "x" * 2050})
