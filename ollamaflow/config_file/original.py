@@ -165,6 +165,18 @@ def convert(source: Source) -> Converted:
     backends = [_backend(row, variables, secrets, notes) for row in source.backends]
     known = {b["Identifier"] for b in backends}
     frontends = [_frontend(row, known, sticky, notes) for row in source.frontends]
+    # Same fields, new behaviour: what OllamaFlow stored without acting on, and we enforce.
+    if backends:
+        notes.append(
+            "MaxParallelRequests, RateLimitRequestsThreshold: OllamaFlow stored them without enforcing "
+            "them; here they cap each backend for the whole cluster (imported as they were; raise them "
+            "where a backend took more)"
+        )
+    if frontends:
+        notes.append(
+            "TimeoutMs, BlockHttp10: OllamaFlow never used them; here a request with no progress for "
+            "TimeoutMs fails, and BlockHttp10 (true unless changed) refuses HTTP/1.0 clients"
+        )
     b_defaults = backend_view(BackendSpec(identifier="-"))
     f_defaults = frontend_view(FrontendSpec(identifier="-"))
     document = {

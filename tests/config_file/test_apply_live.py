@@ -234,7 +234,12 @@ def test_import_of_an_ollamaflow_database(
     dry = _run(controlplane, "import", str(settings), str(db), "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert "create frontend frontend1" in dry.stdout and _state(controlplane.url) == ([], [])
-    for note in ("Webserver: no equivalent", "AdminBearerTokens: not imported", "'gone'"):
+    for note in (
+        "Webserver: no equivalent",
+        "AdminBearerTokens: not imported",
+        "'gone'",
+        "MaxParallelRequests,",
+    ):
         assert note in dry.stderr
 
     done = _run(controlplane, "import", str(settings), str(db))
