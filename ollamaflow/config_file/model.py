@@ -115,8 +115,9 @@ class BackendSpec(_Resource, kw_only=True):
     health_check_url: Annotated[str, Meta(max_length=2048, pattern=rf"^/[^{NO_SPACE}]*$")] = "/"
     health_check_interval_ms: ProbeMillis | None = None
     health_check_timeout_ms: ProbeMillis | None = None
-    max_parallel_requests: Positive = 4
-    rate_limit_requests_threshold: Positive = 10
+    # 0: unlimited (the default; OllamaFlow's 4 and 10 were never enforced).
+    max_parallel_requests: Annotated[int, Meta(ge=0, le=_INT32)] = 0
+    rate_limit_requests_threshold: Annotated[int, Meta(ge=0, le=_INT32)] = 0
     log_request_full: bool = False
     log_request_body: bool = False
     log_response_body: bool = False

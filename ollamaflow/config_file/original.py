@@ -121,6 +121,7 @@ RUNTIME = {
     "UrlPrefix",
 }
 # ollamaflow.json's server settings and what replaces each here.
+_UNENFORCED_DEFAULTS = {"MaxParallelRequests": 4, "RateLimitRequestsThreshold": 10}
 _SETTINGS_NOTES = {
     "webserver": "Webserver: no equivalent in the cluster file; data planes listen on "
     "OLLAMAFLOW_PORT (see README, Running each plane on its own)",
@@ -169,8 +170,8 @@ def convert(source: Source) -> Converted:
     if backends:
         notes.append(
             "MaxParallelRequests, RateLimitRequestsThreshold: OllamaFlow stored them without enforcing "
-            "them; here they cap each backend for the whole cluster (imported as they were; raise them "
-            "where a backend took more)"
+            "them; here they cap each backend for the whole cluster. Its defaults (4 and 10) become 0, "
+            "unlimited, as it behaved; other values are kept as limits"
         )
     if frontends:
         notes.append(
@@ -240,6 +241,10 @@ def _backend(
             f"backend '{identifier}': ApiFormat '{item['ApiFormat']}' has no equivalent; Ollama is used"
         )
         item["ApiFormat"] = "Ollama"
+    # OllamaFlow's defaults, never enforced there: unlimited here, as it behaved (0, our default).
+    for name, its_default in _UNENFORCED_DEFAULTS.items():
+        if item.get(name) == its_default:
+            item[name] = 0
     token = item.pop("BearerToken", None)
     if isinstance(token, str) and token:
         name = variables.new(identifier, "BEARER_TOKEN")

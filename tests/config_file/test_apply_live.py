@@ -252,6 +252,10 @@ def test_import_of_an_ollamaflow_database(
     backend2 = next(b for b in backends if b["Identifier"] == "backend2")
     assert (backend2["Ssl"], backend2["ApiFormat"], backend2["AllowCompletions"]) == (True, "OpenAI", False)
     assert backend2["Querystring"] == "token=<redacted>"
+    # OllamaFlow's never-enforced defaults become unlimited; chosen values stay limits.
+    backend1 = next(b for b in backends if b["Identifier"] == "backend1")
+    assert (backend1["MaxParallelRequests"], backend1["RateLimitRequestsThreshold"]) == (0, 0)
+    assert (backend2["MaxParallelRequests"], backend2["RateLimitRequestsThreshold"]) == (8, 20)
     assert database_for("backend2") == ("vast-token-1", {"X-Key": "hdr-3"})
     # Importing again changes nothing; the written file, applied, changes nothing either.
     assert "No changes" in _run(controlplane, "import", str(settings), str(db)).stdout
