@@ -132,8 +132,13 @@ def dump(document: Mapping[str, Any], variables: Sequence[str], *, origin: str) 
         lines.append("# Backend secrets are environment references; applying this file sends a secret only")
         lines.append("# when it is created or changes, and then needs its variable set:")
         lines += [f"#   {name}" for name in variables]
-    text = yaml.safe_dump(
-        dict(document), sort_keys=False, allow_unicode=True, default_flow_style=False, width=100
+    text = yaml.dump(
+        dict(document),
+        Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),  # libyaml's emitter where there is one
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
+        width=100,
     )
     return "\n".join(lines) + "\n" + text
 

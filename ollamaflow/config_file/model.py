@@ -155,23 +155,32 @@ class ClusterSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     apikeys: Annotated[list[ApiKeySpec], Meta(max_length=MAX_APIKEYS)] | None = None
 
 
-class _StrictLoader(yaml.SafeLoader):
+# libyaml's parser where the wheel has it (the file may hold thousands of resources), else PyYAML's own.
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_SafeLoader):
     """Safe loading without aliases (``*a``: a few lines could expand into an exponential tree) and
     without repeated keys (YAML keeps the last one silently, hiding a mistake)."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise FileError(f"line {mark.line + 1}: YAML aliases (*name) are not accepted")
-        return super().compose_node(parent, index)
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        # The composer hands an alias over as the very node its anchor named: one seen twice is one.
+        if node in self.constructed_objects or node in self.recursive_objects:
+            raise FileError(
+                f"line {node.start_mark.line + 1}: a YAML alias (*name) repeats what starts here; "
+                "aliases are not accepted"
+            )
+        return super().construct_object(node, deep=deep)
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: set[Any] = set()
+        seen: set[tuple[str, str]] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise FileError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice")
-            if isinstance(key, (str, int, float, bool)):
+            if isinstance(key_node, yaml.ScalarNode):
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise FileError(
+                        f"line {key_node.start_mark.line + 1}: key '{key_node.value}' is given twice"
+                    )
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
 

@@ -72,6 +72,8 @@ class Action:
     changes: dict[str, Any] = field(default_factory=dict)
     # Secret fields sent although their shape is unchanged (``resend_secrets``).
     resent: tuple[str, ...] = ()
+    # Where the resource is in the file's list of its kind (a delete: -1, it is not in the file).
+    index: int = -1
 
     def secrets_sent(self) -> tuple[str, ...]:
         """The secret fields whose values this action sends (so whose variables must be set)."""
@@ -155,23 +157,22 @@ def make_plan(
     now_frontends = {f["Identifier"]: current_view("frontend", f) for f in frontends}
     _check_references(spec, now_frontends, now_backends, prune=prune)
 
-    def diff(
-        kind: Kind, wanted: dict[str, dict[str, Any]], now: dict[str, dict[str, Any]], secret_ids: set[str]
-    ):
+    def diff(kind: Kind, views: list[dict[str, Any]], now: dict[str, dict[str, Any]], secret_ids: set[str]):
         creates, updates, deletes = [], [], []
         defaults = _defaults(kind)
+        wanted = {view["Identifier"]: (index, view) for index, view in enumerate(views)}
         for identifier in sorted(wanted):
-            view = wanted[identifier]
+            index, view = wanted[identifier]
             if identifier not in now:
                 given = {k: v for k, v in view.items() if k == "Identifier" or v != defaults.get(k)}
-                creates.append(Action("create", kind, identifier, given))
+                creates.append(Action("create", kind, identifier, given, index=index))
                 continue
             changes = {k: (now[identifier].get(k), v) for k, v in view.items() if now[identifier].get(k) != v}
             resent: tuple[str, ...] = ()
             if resend_secrets and identifier in secret_ids:
                 resent = tuple(name for name in SECRET_FIELDS if name not in changes and view.get(name))
             if changes or resent:
-                updates.append(Action("update", kind, identifier, changes, resent))
+                updates.append(Action("update", kind, identifier, changes, resent, index))
         if prune:
             deletes = [Action("delete", kind, identifier) for identifier in sorted(set(now) - set(wanted))]
         return creates, updates, deletes
@@ -180,10 +181,10 @@ def make_plan(
         b.identifier for b in spec.backends if secrets.references(b.bearer_token, b.headers, b.querystring)
     }
     b_create, b_update, b_delete = diff(
-        "backend", {b.identifier: backend_view(b) for b in spec.backends}, now_backends, with_secrets
+        "backend", [backend_view(b) for b in spec.backends], now_backends, with_secrets
     )
     f_create, f_update, f_delete = diff(
-        "frontend", {f.identifier: frontend_view(f) for f in spec.frontends}, now_frontends, set()
+        "frontend", [frontend_view(f) for f in spec.frontends], now_frontends, set()
     )
     k_create: list[Action] = []
     k_update: list[Action] = []
@@ -192,7 +193,7 @@ def make_plan(
         _check_key_frontends(spec, set(now_frontends), prune=prune)
         k_create, k_update, k_delete = diff(
             "apikey",
-            {k.identifier: apikey_view(k) for k in spec.apikeys},
+            [apikey_view(k) for k in spec.apikeys],
             {k["Identifier"]: current_view("apikey", k) for k in apikeys},
             set(),
         )
@@ -245,13 +246,12 @@ def _check_references(
 
 def missing_variables(plan: Plan, spec: ClusterSpec, environ: Mapping[str, str]) -> list[str]:
     """The environment variables the plan's actions need that are not set, in order."""
-    by_id = {b.identifier: b for b in spec.backends}
     needed: list[str] = []
     for action in plan.actions:
         sent = action.secrets_sent()
         if not sent:
             continue
-        backend = by_id[action.identifier]
+        backend = spec.backends[action.index]
         needed += secrets.references(
             backend.bearer_token if "BearerToken" in sent else None,
             backend.headers if "Headers" in sent else {},
@@ -262,16 +262,17 @@ def missing_variables(plan: Plan, spec: ClusterSpec, environ: Mapping[str, str])
 
 def body(action: Action, spec: ClusterSpec, environ: Mapping[str, str]) -> dict[str, Any]:
     """The JSON body of a create (``PUT`` to the collection) or update (``PATCH`` of the item), secret
-    values resolved from ``environ`` (``missing_variables`` must have said none is missing)."""
+    values resolved from ``environ`` (``missing_variables`` must have said none is missing). ``spec``
+    is the one the plan was made from (actions point into its lists)."""
     if action.kind in ("frontend", "apikey"):
         if action.kind == "frontend":
-            view = frontend_view(next(f for f in spec.frontends if f.identifier == action.identifier))
+            view = frontend_view(spec.frontends[action.index])
         else:
-            view = apikey_view(next(k for k in spec.apikeys or [] if k.identifier == action.identifier))
+            view = apikey_view((spec.apikeys or [])[action.index])
         if action.op == "create":
             return view
         return {name: view[name] for name in action.changes}
-    backend = next(b for b in spec.backends if b.identifier == action.identifier)
+    backend = spec.backends[action.index]
     view = backend_view(backend)
     sent = action.secrets_sent()
     # Only the secrets sent are resolved: the others' variables need not be set.
