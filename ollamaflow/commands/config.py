@@ -123,7 +123,7 @@ def _apply_spec(
     from ollamaflow.admin_client import AdminClient, AdminError, resolve_target
     from ollamaflow.config_file.errors import FileError
     from ollamaflow.config_file.plan import Action, body, make_plan, missing_variables
-    from ollamaflow.config_file.render import plan_json, print_plan
+    from ollamaflow.config_file.render import plan_json, print_done, print_plan
     from ollamaflow.config_file.run import ApplyError, carry_out, read_state
 
     target = resolve_target(url, token, data_dir)
@@ -189,6 +189,8 @@ def _apply_spec(
                 raise _fail(command, str(exc), 1) from None
             if as_json:
                 report(len(plan.actions))
+            else:
+                print_done(console, plan)
     except FileError as exc:
         raise _fail(command, str(exc), 2) from None
     except AdminError as exc:

@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from ollamaflow.config_file.plan import Action, Plan
 
-__all__ = ["plan_json", "print_plan", "summary"]
+__all__ = ["plan_json", "print_done", "print_plan", "summary"]
 
 _MARK = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red")}
 _LONGEST = 80
@@ -60,6 +60,8 @@ def summary(plan: Plan) -> dict[str, int]:
 
 
 def print_plan(console: Console, plan: Plan, *, source: str, target: str, dry_run: bool) -> None:
+    """The plan, one line per change; a dry run's ends with the count (a real one's once it is done,
+    ``print_done``)."""
     if plan.empty:
         console.print(f"No changes: {escape(target)} already matches {escape(source)}.")
         return
@@ -71,13 +73,21 @@ def print_plan(console: Console, plan: Plan, *, source: str, target: str, dry_ru
         name = escape(action.identifier)
         line = f"  [{colour}]{mark} {action.op} {action.kind} [bold]{name}[/bold][/{colour}]"
         console.print(line + (f"  {escape(details)}" if details else ""), soft_wrap=True)
+    if dry_run:
+        console.print(_count(plan, "to make") + " Nothing was changed (--dry-run).")
+
+
+def print_done(console: Console, plan: Plan) -> None:
+    if not plan.empty:
+        console.print(_count(plan, "made"))
+
+
+def _count(plan: Plan, verb: str) -> str:
     counts = summary(plan)
     total = len(plan.actions)
-    verb = "to make" if dry_run else "made"
-    console.print(
+    return (
         f"{total} change{'s' if total != 1 else ''} {verb}: {counts['create']} create, "
         f"{counts['update']} update, {counts['delete']} delete."
-        + (" Nothing was changed (--dry-run)." if dry_run else "")
     )
 
 

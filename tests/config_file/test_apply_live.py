@@ -299,3 +299,34 @@ def test_api_keys_are_created_once_and_exported(
         httpx.get(controlplane.url + "/v1.0/apikeys", headers={"Authorization": f"Bearer {TOKEN}"}).json()
         == []
     )
+
+
+def test_a_change_the_api_refuses_stops_there_and_says_what_was_done(
+    controlplane: RunningControlPlane, clean_database_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "swap.yaml"
+    path.write_text(
+        "backends: [{Identifier: b, Hostname: 10.0.0.9}]\n"
+        "frontends: [{Identifier: a, Hostname: x.example}, {Identifier: c, Hostname: y.example}]\n"
+    )
+    assert _run(controlplane, "apply", "-f", str(path)).exit_code == 0
+    # Swapping two Hostnames cannot be done one frontend at a time: the API refuses the first PATCH.
+    path.write_text(
+        "backends: [{Identifier: b, Hostname: 10.0.0.10}]\n"
+        "frontends: [{Identifier: a, Hostname: y.example}, {Identifier: c, Hostname: x.example}]\n"
+    )
+    result = _run(controlplane, "apply", "-f", str(path))
+    assert result.exit_code == 1
+    line = _one_line_error(result)
+    assert line.startswith("ollamaflow apply: update frontend 'a' failed (1 of 3 changes made before it): ")
+    assert "409" in line and "frontend 'c' already has Hostname" in line
+    frontends, backends = _state(controlplane.url)
+    assert backends[0]["Hostname"] == "10.0.0.10"
+    assert {f["Identifier"]: f["Hostname"] for f in frontends} == {"a": "x.example", "c": "y.example"}
+
+
+def _one_line_error(result) -> str:
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
