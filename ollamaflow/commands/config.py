@@ -326,6 +326,18 @@ def import_(
         raise _fail("import", "give at most 4 files (a database and a settings file)", 2)
     if env_file is not None and output is None:
         raise _fail("import", "--env-file goes with -o (when applying, secrets go straight to the API)", 2)
+    applying = [
+        flag
+        for flag, on in (
+            ("--dry-run", dry_run),
+            ("--prune", prune),
+            ("--json", as_json),
+            ("--resend-secrets", resend_secrets),
+        )
+        if on
+    ]
+    if output is not None and applying:
+        raise _fail("import", f"{', '.join(applying)}: for applying; with -o the file is only written", 2)
     try:
         converted = convert(read_source(sources))
     except FileError as exc:

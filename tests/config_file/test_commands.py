@@ -79,3 +79,12 @@ def test_apply_reads_stdin() -> None:
     result = CliRunner().invoke(app, ["apply", "-f", "-"], input="backends: [{Identifier: a, Ssl: maybe}]\n")
     assert result.exit_code == 2
     assert _one_line(result) == "ollamaflow apply: backends[0].Ssl: Expected `bool`, got `str`"
+
+
+def test_import_options_that_only_apply_are_refused_with_o(tmp_path: Path) -> None:
+    result = _run("import", str(tmp_path / "x.db"), "-o", "-", "--dry-run", "--prune")
+    assert result.exit_code == 2
+    assert (
+        _one_line(result)
+        == "ollamaflow import: --dry-run, --prune: for applying; with -o the file is only written"
+    )
