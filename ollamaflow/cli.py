@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from ollamaflow.commands import bench, bus, controlplane, dataplane, migrate, sim, up
+from ollamaflow.commands import bench, bus, config, controlplane, dataplane, migrate, sim, up
 
 __all__ = ["app", "main"]
 
@@ -28,6 +28,9 @@ app.command("sim")(sim.sim)
 app.command("bench")(bench.bench)
 app.command("keys")(bus.keys)
 app.command("nats-config")(bus.nats_config)
+app.command("apply")(config.apply)
+app.command("export")(config.export)
+app.command("import")(config.import_)
 
 
 def main() -> None:
