@@ -8,7 +8,20 @@ from __future__ import annotations
 
 import typer
 
-from ollamaflow.commands import bench, bus, controlplane, dataplane, migrate, sim, up
+from ollamaflow.commands import (
+    backends,
+    bench,
+    bus,
+    controlplane,
+    dataplane,
+    frontends,
+    migrate,
+    models,
+    pull,
+    sim,
+    status,
+    up,
+)
 
 __all__ = ["app", "main"]
 
@@ -28,6 +41,12 @@ app.command("sim")(sim.sim)
 app.command("bench")(bench.bench)
 app.command("keys")(bus.keys)
 app.command("nats-config")(bus.nats_config)
+# Admin commands: clients of the admin API (ollamaflow.admin_client).
+app.add_typer(backends.app, name="backends")
+app.add_typer(frontends.app, name="frontends")
+app.command("models")(models.models)
+app.command("pull")(pull.pull)
+app.command("status")(status.status)
 
 
 def main() -> None:
