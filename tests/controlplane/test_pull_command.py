@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
 
 import httpx
 from typer.testing import CliRunner
@@ -14,6 +17,7 @@ from ollamaflow.sim import running_sim
 from tests.controlplane.conftest import TOKEN
 from tests.controlplane.harness import RunningControlPlane, eventually
 from tests.controlplane.monitoring_support import port_of, sim_stats
+from tests.support.processes import CLI, stop
 
 
 async def _pull(plane: RunningControlPlane, *args: str):
@@ -91,3 +95,28 @@ async def test_pull_with_bars_and_a_failing_pull(
         assert failed.exit_code == 1
         assert "b: failed: pull model manifest: file does not exist" in failed.stdout
         assert failed.stderr == "ollamaflow: pulling missing-model failed on b\n"
+
+
+async def test_ctrl_c_stops_watching_not_the_pull(
+    probing_admin: httpx.AsyncClient, probing_plane: RunningControlPlane
+) -> None:
+    async with running_sim(models=("llama3.2:latest",), tokens_per_second=8) as sim:
+        await _fleet(probing_admin, {"b": sim})
+        argv = [*CLI, "pull", "qwen3:0.6b", "--frontend", "f", "--json", "--url", probing_plane.url]
+        env = {**os.environ, "OLLAMAFLOW_ADMIN_TOKEN": TOKEN}
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # noqa: ASYNC220
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            started = json.loads(await asyncio.to_thread(proc.stdout.readline))
+            assert started["Pulling"] == ["b"]
+            proc.send_signal(signal.SIGINT)
+            assert await asyncio.to_thread(proc.wait, 10) == 130
+            assert "stopped watching" in proc.stderr.read().decode()
+        finally:
+            stop(proc)
+
+        async def arrived() -> bool:
+            models = {m["Name"]: m for m in (await probing_admin.get("/v1.0/models")).json()}
+            return "qwen3:0.6b" in models and models["qwen3:0.6b"]["AvailableOn"] == ["b"]
+
+        await eventually(arrived, what="the pull to go on to the end")

@@ -101,6 +101,8 @@ async def test_one_replica_probes_and_publishes_and_a_follower_s_writes_reach_th
                 answer = await follower.get(path)
                 assert answer.status_code == 503, path
                 assert "a (http://" in answer.json()["Description"]
+            started = await follower.post("/v1.0/frontends/any/pull", json={"Model": "m"})
+            assert started.status_code == 503 and "a (http://" in started.json()["Description"]
 
             # Writes on either replica land in the snapshot, in order.
             revision = snapshot.revision
