@@ -73,14 +73,18 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 @contextlib.contextmanager
 def session(url: str | None, token: str | None, data_dir: Path | None) -> Iterator[AdminClient]:
-    """An admin client for the resolved target; an ``AdminError`` inside ends the command with one line."""
+    """An admin client for the resolved target. An ``AdminError`` inside, or an answer of the wrong
+    shape, ends the command with one line: print what the answers hold inside the block too."""
     from ollamaflow.admin_client import AdminClient, AdminError, resolve_target
 
+    target = resolve_target(url, token, data_dir)
     try:
-        with AdminClient(resolve_target(url, token, data_dir)) as client:
+        with AdminClient(target) as client:
             yield client
     except AdminError as exc:
         fail(str(exc))
+    except (KeyError, TypeError, AttributeError) as exc:  # e.g. --url names some other JSON service
+        fail(f"{target.url} does not answer like the admin API ({type(exc).__name__}: {exc})")
 
 
 def item_path(collection: str, ident: str) -> str:

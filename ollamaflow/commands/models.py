@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from ollamaflow.commands.admin_io import DataDirOption, Json, Token, Url, emit_json, print_table, session
@@ -12,13 +14,16 @@ def models(url: Url = None, token: Token = None, data_dir: DataDirOption = None,
     RequiredModels) and lack it. What the leading control plane last read from the backends."""
     with session(url, token, data_dir) as client:
         found = client.get("/v1.0/models")
-    if json:
-        emit_json(found)
-        return
-    if not found:
-        typer.echo("no models: no backend lists one and no frontend requires one")
-        return
-    rows = [
+        if json:
+            emit_json(found)
+        elif not found:
+            typer.echo("no models: no backend lists one and no frontend requires one")
+        else:
+            print_table(("Model", "Available on", "Loaded on", "Required on", "Missing on"), _rows(found))
+
+
+def _rows(found: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [
         (
             m.get("Name"),
             m.get("AvailableOn"),
@@ -28,4 +33,3 @@ def models(url: Url = None, token: Token = None, data_dir: DataDirOption = None,
         )
         for m in found
     ]
-    print_table(("Model", "Available on", "Loaded on", "Required on", "Missing on"), rows)

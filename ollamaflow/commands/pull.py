@@ -51,17 +51,20 @@ def pull(
                 started = client.post(path, body)
                 _show_start(started, json)
                 jobs = _follow(started, lines, json)
+            _show_end(model, jobs, json)
     except KeyboardInterrupt:
         typer.echo("stopped watching; the pull goes on (`ollamaflow status` shows it)", err=True)
         raise typer.Exit(130) from None
-    failed = [job for job in jobs.values() if job["State"] == "failed"]
+
+
+def _show_end(model: str, jobs: dict[str, dict[str, Any]], json: bool) -> None:
     for job in jobs.values():
         if not json:
-            typer.echo(
-                f"{job['Backend']}: {job['State']}" + (f": {job['Error']}" if job.get("Error") else "")
-            )
+            error = f": {job['Error']}" if job.get("Error") else ""
+            typer.echo(f"{job['Backend']}: {job['State']}{error}")
+    failed = [ident for ident, job in jobs.items() if job["State"] == "failed"]
     if failed:
-        fail(f"pulling {model} failed on {', '.join(job['Backend'] for job in failed)}")
+        fail(f"pulling {model} failed on {', '.join(failed)}")
 
 
 def _show_start(started: dict[str, Any], json: bool) -> None:

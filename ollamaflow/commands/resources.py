@@ -46,12 +46,12 @@ def add_read_commands(app: typer.Typer, resource: Resource) -> None:
     ) -> None:
         with session(url, token, data_dir) as client:
             items = client.get(resource.collection)
-        if json:
-            emit_json(items)
-        elif not items:
-            typer.echo(f"no {noun}s")
-        else:
-            print_table(resource.headers, [resource.row(item) for item in items])
+            if json:
+                emit_json(items)
+            elif not items:
+                typer.echo(f"no {noun}s")
+            else:
+                print_table(resource.headers, [resource.row(item) for item in items])
 
     def show(
         ident: IdArgument,
@@ -62,7 +62,7 @@ def add_read_commands(app: typer.Typer, resource: Resource) -> None:
     ) -> None:
         with session(url, token, data_dir) as client:
             item = client.get(item_path(resource.collection, ident))
-        emit_json(item) if json else print_item(item)
+            emit_json(item) if json else print_item(item)
 
     def rm(ident: IdArgument, url: Url = None, token: Token = None, data_dir: DataDirOption = None) -> None:
         from ollamaflow.admin_client import AdminError
@@ -108,10 +108,10 @@ def write(
             answer = client.put(resource.collection, body)
         else:
             answer = client.patch(item_path(resource.collection, ident), body)
-    warn_ignored(body, answer)
-    if json:
-        emit_json(answer)
-    else:
-        done = "added" if ident is None else "changed"
-        typer.echo(f"{done} {noun} '{answer.get('Identifier', ident)}'")
-        print_item(answer)
+        warn_ignored(body, answer)
+        if json:
+            emit_json(answer)
+        else:
+            done = "added" if ident is None else "changed"
+            typer.echo(f"{done} {noun} '{answer.get('Identifier', ident)}'")
+            print_item(answer)

@@ -30,10 +30,10 @@ def status(url: Url = None, token: Token = None, data_dir: DataDirOption = None,
                 parts[name] = client.get(path)
             except AdminError as exc:
                 parts[name] = {"Error": exc.description or str(exc)}
-    if json:
-        emit_json(parts)
-        return
-    print_table(("", "Status"), [(name, _line(name, value)) for name, value in parts.items()])
+        if json:
+            emit_json(parts)
+        else:
+            print_table(("", "Status"), [(name, _line(name, value)) for name, value in parts.items()])
 
 
 def _line(name: str, value: Any) -> str:
