@@ -239,7 +239,8 @@ class ModelManagement:
         except BusError as exc:
             log.warning("request %s: asking the control plane failed: %s", request_id, exc.message)
             message = (
-                f"cannot {request.action} models now: no answer from the control plane (request {request_id})"
+                f"cannot {request.action} models now: "
+                f"no answer from the control plane (request {request_id})"
             )
             await send_error(send, "Ollama", 503, message, [id_header])
             return None
