@@ -65,9 +65,22 @@ MAX_BODY_FILE = 4 * 1024 * 1024
 WRITE_ONLY = frozenset({"BearerToken"})
 
 
+def plain(text: str, limit: int = 2000) -> str:
+    """``text`` as one line of visible characters: what a server says may hold line breaks or
+    terminal escapes, and is printed as it is only when it is harmless."""
+    flat = " ".join(text.splitlines())
+    shown = "".join(c if c.isprintable() else "?" for c in flat[:limit])
+    return shown + ("..." if len(flat) > limit else "")
+
+
+def say(text: str) -> None:
+    """One line on stdout (see ``plain``)."""
+    typer.echo(plain(text))
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """One line on stderr, then exit (1: the API or the network failed; 2: the command was misused)."""
-    typer.echo(f"ollamaflow: {message}", err=True)
+    typer.echo(f"ollamaflow: {plain(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -129,44 +142,40 @@ def warn_ignored(body: dict[str, Any], answer: Any) -> None:
     if not isinstance(answer, dict):
         return
     for key in sorted(set(body) - set(answer) - WRITE_ONLY):
-        typer.echo(f"ollamaflow: warning: the API has no field {key!r}; it was ignored", err=True)
+        typer.echo(plain(f"ollamaflow: warning: the API has no field {key!r}; it was ignored"), err=True)
 
 
-def emit_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+def emit_json(data: Any, *, indent: int | None = 2) -> None:
+    """The API's JSON, re-encoded ASCII-only: no character of it can act on a terminal."""
+    typer.echo(json.dumps(data, indent=indent))
 
 
 def cell(value: Any) -> str:
-    """A JSON value as table text: lists joined, empty ones as '-'."""
+    """A JSON value as table text: lists joined, empty ones as '-' (see ``plain``)."""
     if value is None or value == "" or value == [] or value == {}:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
-        return ", ".join(str(v) for v in value)
+        return plain(", ".join(str(v) for v in value))
     if isinstance(value, list | dict):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
+        return plain(json.dumps(value, ensure_ascii=False))
+    return plain(str(value))
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, title_justify="left", header_style="bold")
     for header in headers:
         table.add_column(header, overflow="fold")
-    for row in rows:
-        table.add_row(*(cell(value) for value in row))
+    for row in rows:  # Text: a name like "[red]" is shown, not taken for rich's markup
+        table.add_row(*(Text(cell(value)) for value in row))
     Console().print(table)
 
 
 def print_item(item: dict[str, Any]) -> None:
     """One object as a two-column table, field by field."""
     print_table(["Field", "Value"], [(key, value) for key, value in item.items()])
-
-
-def print_text(text: str) -> None:
-    from rich.console import Console
-
-    Console(highlight=False).print(text)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import typer
-
-from ollamaflow.commands.admin_io import DataDirOption, Json, Token, Url, emit_json, print_table, session
+from ollamaflow.commands.admin_io import DataDirOption, Json, Token, Url, emit_json, print_table, say, session
 
 
 def models(url: Url = None, token: Token = None, data_dir: DataDirOption = None, json: Json = False) -> None:
@@ -17,7 +15,7 @@ def models(url: Url = None, token: Token = None, data_dir: DataDirOption = None,
         if json:
             emit_json(found)
         elif not found:
-            typer.echo("no models: no backend lists one and no frontend requires one")
+            say("no models: no backend lists one and no frontend requires one")
         else:
             print_table(("Model", "Available on", "Loaded on", "Required on", "Missing on"), _rows(found))
 

@@ -7,7 +7,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ollamaflow.commands.admin_io import DataDirOption, Json, Token, Url, fail, item_path, session
+from ollamaflow.commands.admin_io import (
+    DataDirOption,
+    Json,
+    Token,
+    Url,
+    emit_json,
+    fail,
+    item_path,
+    plain,
+    say,
+    session,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -61,24 +72,22 @@ def _show_end(model: str, jobs: dict[str, dict[str, Any]], json: bool) -> None:
     for job in jobs.values():
         if not json:
             error = f": {job['Error']}" if job.get("Error") else ""
-            typer.echo(f"{job['Backend']}: {job['State']}{error}")
+            say(f"{job['Backend']}: {job['State']}{error}")
     failed = [ident for ident, job in jobs.items() if job["State"] == "failed"]
     if failed:
         fail(f"pulling {model} failed on {', '.join(failed)}")
 
 
 def _show_start(started: dict[str, Any], json: bool) -> None:
-    import json as json_module
-
     if json:
-        typer.echo(json_module.dumps(started, ensure_ascii=False))
+        emit_json(started, indent=None)  # one line: with the progress lines after it, NDJSON
         return
     for ident in started.get("Present") or ():
-        typer.echo(f"{ident}: has {started['Model']} already")
+        say(f"{ident}: has {started['Model']} already")
     for ident in started.get("Skipped") or ():
-        typer.echo(f"{ident}: skipped (an OpenAI-compatible backend cannot pull)")
+        say(f"{ident}: skipped (an OpenAI-compatible backend cannot pull)")
     if started.get("Pulling"):
-        typer.echo(f"pulling {started['Model']} onto {', '.join(started['Pulling'])}")
+        say(f"pulling {started['Model']} onto {', '.join(started['Pulling'])}")
 
 
 def _follow(started: dict[str, Any], lines: Iterator[str], json: bool) -> dict[str, dict[str, Any]]:
@@ -110,7 +119,7 @@ def _follow(started: dict[str, Any], lines: Iterator[str], json: bool) -> dict[s
                 continue
             jobs[ident] = job
             if json:
-                typer.echo(line)
+                emit_json(job, indent=None)
             bars.show(job)
     return {ident: jobs[ident] for ident in waiting}
 
@@ -135,10 +144,11 @@ class _Bars:
             from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
             self.progress = Progress(
-                TextColumn("{task.description}"),
+                # No markup: ids, digests and statuses are the servers' text (see admin_io.plain).
+                TextColumn("{task.description}", markup=False),
                 BarColumn(),
                 DownloadColumn(),
-                TextColumn("{task.fields[state]}"),
+                TextColumn("{task.fields[state]}", markup=False),
             )
             self.progress.start()
         return self
@@ -154,9 +164,11 @@ class _Bars:
         state = job["State"] + (
             f" ({job['Status']})" if job.get("Status") and job["State"] == "pulling" else ""
         )
-        self._bar((ident, ""), ident, job.get("CompletedBytes", 0), job.get("TotalBytes", 0), state)
+        self._bar(
+            (ident, ""), plain(ident), job.get("CompletedBytes", 0), job.get("TotalBytes", 0), plain(state)
+        )
         for digest, layer in sorted((job.get("Layers") or {}).items()):
-            name = f"  {ident} {digest.removeprefix('sha256:')[:12]}"  # rows stay in order of arrival
+            name = plain(f"  {ident} {digest.removeprefix('sha256:')[:12]}")  # rows stay in order of arrival
             self._bar((ident, digest), name, layer.get("Completed", 0), layer.get("Total", 0), "")
 
     def _bar(self, row: tuple[str, str], name: str, done: int, total: int, state: str) -> None:

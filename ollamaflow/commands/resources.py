@@ -21,6 +21,7 @@ from ollamaflow.commands.admin_io import (
     item_path,
     print_item,
     print_table,
+    say,
     session,
     warn_ignored,
 )
@@ -49,7 +50,7 @@ def add_read_commands(app: typer.Typer, resource: Resource) -> None:
             if json:
                 emit_json(items)
             elif not items:
-                typer.echo(f"no {noun}s")
+                say(f"no {noun}s")
             else:
                 print_table(resource.headers, [resource.row(item) for item in items])
 
@@ -74,7 +75,7 @@ def add_read_commands(app: typer.Typer, resource: Resource) -> None:
                 if exc.status == 409:  # InUse: say why, as the API does, without the request line
                     fail(f"cannot remove {noun} '{ident}': {exc.description or exc}")
                 raise
-        typer.echo(f"removed {noun} '{ident}'")
+        say(f"removed {noun} '{ident}'")
 
     list_items.__doc__ = f"List the {noun}s, newest first."
     show.__doc__ = f"Show one {noun}: every field."
@@ -113,5 +114,5 @@ def write(
             emit_json(answer)
         else:
             done = "added" if ident is None else "changed"
-            typer.echo(f"{done} {noun} '{answer.get('Identifier', ident)}'")
+            say(f"{done} {noun} '{answer.get('Identifier', ident)}'")
             print_item(answer)

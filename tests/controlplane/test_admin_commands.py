@@ -168,3 +168,13 @@ async def test_the_pull_endpoint_refuses_in_the_api_s_error_shape(admin: httpx.A
     operation = schema["paths"]["/v1.0/frontends/{identifier}/pull"]["post"]
     assert set(operation["responses"]) == {"202", "400", "401", "404", "409", "503"}
     assert schema["components"]["schemas"]["PullIn"]["properties"]["Model"]["maxLength"] == 256
+
+
+def test_text_from_the_api_is_shown_not_obeyed(run) -> None:
+    # A Name may hold anything but NUL: rich markup and terminal escapes are printed as text.
+    name = "[/]\x1b[31mred[bold]\nnext"
+    run("backends", "add", "--id", "b[1]", "--set", f"Name={json.dumps(name)}")
+    table = run("backends", "list").stdout
+    assert "[/]?[31mred[bold] next" in table and "b[1]" in table and "\x1b" not in table
+    shown = json.loads(run("backends", "show", "b[1]", "--json").stdout)
+    assert shown["Name"] == name
