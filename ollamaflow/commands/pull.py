@@ -9,7 +9,6 @@ import typer
 
 from ollamaflow.commands.admin_io import (
     DataDirOption,
-    Json,
     Token,
     Url,
     emit_json,
@@ -30,7 +29,10 @@ _OLDEST = datetime.min.replace(tzinfo=UTC)
 
 
 def pull(
-    model: Annotated[str, typer.Argument(help="The model, e.g. llama3.2 or qwen3:0.6b.", show_default=False)],
+    model: Annotated[
+        str,
+        typer.Argument(help="The model, e.g. llama3.2 or qwen3:0.6b.", metavar="MODEL", show_default=False),
+    ],
     frontend: Annotated[
         str, typer.Option("--frontend", help="Pull onto this frontend's Ollama backends.", show_default=False)
     ],
@@ -40,7 +42,10 @@ def pull(
     url: Url = None,
     token: Token = None,
     data_dir: DataDirOption = None,
-    json: Json = False,
+    json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the API's answer, then the progress lines (NDJSON), not bars."),
+    ] = False,
 ) -> None:
     """Pull MODEL onto each active, healthy Ollama backend of a frontend that lacks it, with a progress
     bar per backend and per layer, until every one has it or its pull failed (exit 1).
