@@ -120,3 +120,20 @@ async def test_ctrl_c_stops_watching_not_the_pull(
             return "qwen3:0.6b" in models and models["qwen3:0.6b"]["AvailableOn"] == ["b"]
 
         await eventually(arrived, what="the pull to go on to the end")
+
+
+async def test_a_cancelled_pull_ends_the_watch(
+    probing_admin: httpx.AsyncClient, probing_plane: RunningControlPlane
+) -> None:
+    async with running_sim(models=("llama3.2:latest",), tokens_per_second=8) as sim:
+        await _fleet(probing_admin, {"b": sim})
+        watching = asyncio.create_task(_pull(probing_plane, "qwen3:0.6b", "--frontend", "f"))
+
+        async def pulling() -> bool:
+            return [p["State"] for p in (await probing_admin.get("/v1.0/pulls")).json()] == ["pulling"]
+
+        await eventually(pulling, what="the pull to start")
+        assert (await probing_admin.patch("/v1.0/backends/b", json={"Active": False})).status_code == 200
+        result = await asyncio.wait_for(watching, 10)
+        assert result.exit_code == 1
+        assert "b: failed: pull cancelled: the model is no longer required there" in result.stdout
