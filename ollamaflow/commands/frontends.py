@@ -187,7 +187,7 @@ def edit(
 
     Example: `ollamaflow frontends edit main --backend gpu1 --required-model llama3.2`
 
-    A repeatable option replaces the whole list; to empty one: `--set RequiredModels=[]`.
+    A repeatable option replaces the whole list; to empty one: `--set 'RequiredModels=[]'`.
     """
     fields = _fields(
         None, name, hostname, backend, required_model, load_balancing, timeout_ms,
