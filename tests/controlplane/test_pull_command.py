@@ -75,7 +75,7 @@ async def test_pull_follows_every_backend_to_the_end(
             return bool(entry and {"having", "lacking"} <= set(entry["AvailableOn"]))
 
         await eventually(arrived, what="the pulled model in the inventory")
-        again = await _pull(probing_plane, "smollm:135m", "--frontend", "f")
+        again = await _pull(probing_plane, "smollm:135m", "--frontend", "f", "--no-watch")
         assert again.exit_code == 0, again.stderr
         assert "lacking: has smollm:135m already" in again.stdout and "oa: skipped" in again.stdout
 
