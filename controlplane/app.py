@@ -7,8 +7,8 @@ at ``/console`` (the page needs no token; the data it shows comes from the admin
 the user enters). With ``OLLAMAFLOW_CORS_ORIGINS`` set, browser pages on those origins may call all
 of it: Litestar's CORS layer answers preflights before routing and guards, so an ``OPTIONS`` needs no
 token (the request that follows does).
-The views of what the leader observes (backend health, models, pulls) answer 503 naming the leader
-on a replica that does not lead.
+The views of what the leader observes (backend health, models, pulls), and starting a pull, answer 503
+naming the leader on a replica that does not lead.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from controlplane.admin.frontends import FrontendController
 from controlplane.admin.health import list_models, list_pulls, stream_pulls
 from controlplane.admin.leadership import cluster_view, not_leader
 from controlplane.admin.openapi import publish_exact_schemas
+from controlplane.admin.pulls import start_pull
 from controlplane.admin.routing import explain_route
 from controlplane.admin.strict import strict_json_body
 from controlplane.allow import complete_allow
@@ -39,6 +40,7 @@ from controlplane.console.routes import console_routes
 from controlplane.errors import ApiError, exception_handlers
 from controlplane.health.monitor import Monitor
 from controlplane.metrics import metrics_parts
+from controlplane.models_requests import ModelRequests
 from controlplane.runtime import ControlPlane
 from controlplane.settings import Settings
 from controlplane.sync.manager import Synchroniser
@@ -77,6 +79,12 @@ def _leaders_sync(plane: ControlPlane) -> Synchroniser:
     return sync
 
 
+def _leaders_model_requests(plane: ControlPlane) -> ModelRequests:
+    if (models := plane.models) is None:
+        raise not_leader(plane.lease, "the model pulls")
+    return models
+
+
 def cors_config(settings: Settings) -> CORSConfig | None:
     """Litestar's CORS layer for ``OLLAMAFLOW_CORS_ORIGINS``; None (no CORS headers) without origins.
     No credentials mode: the admin token travels in ``Authorization``, never in a cookie."""
@@ -97,7 +105,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     plane = ControlPlane(settings, clock=clock)
     config_routes = Router(
         "/",
-        route_handlers=[FrontendController, BackendController, ApiKeyController, explain_route],
+        route_handlers=[FrontendController, BackendController, ApiKeyController, explain_route, start_pull],
         guards=[plane.readiness.guard()],
     )
     admin = Router(
@@ -139,6 +147,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
             "publisher": Provide(lambda: plane.publish_status, sync_to_thread=False),
             "monitor": Provide(lambda: _leaders_monitor(plane), sync_to_thread=False),
             "sync": Provide(lambda: _leaders_sync(plane), sync_to_thread=False),
+            "model_requests": Provide(lambda: _leaders_model_requests(plane), sync_to_thread=False),
             "lease": Provide(lambda: plane.lease, sync_to_thread=False),
             "clock": Provide(lambda: plane.clock, sync_to_thread=False),
         },

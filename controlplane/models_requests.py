@@ -171,6 +171,12 @@ class ModelRequests:
             return ModelReply(status=400, error="destination is required")
         return await self._copy(frontend, model, destination)
 
+    async def admin_pull(self, frontend_id: str, model: str) -> ModelReply:
+        """A pull an admin starts (``POST /v1.0/frontends/{id}/pull``): the data plane's pull without
+        the AllowModelManagement check (an admin token may manage everything), every other rule kept."""
+        frontend = await self._frontends.get(frontend_id)
+        return await self._pull(frontend, model.strip())
+
     # -- the frontend's backends -------------------------------------------------------------------
 
     def _targets(self, frontend: FrontendOut) -> tuple[list[BackendTarget], list[str]]:

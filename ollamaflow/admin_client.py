@@ -9,8 +9,9 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,11 @@ DEFAULT_TIMEOUT = 30.0
 class AdminError(Exception):
     """A request to the admin API failed; ``str()`` is a sentence fit to print."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, description: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.description = description
+        """The API's own Description of what went wrong ("" if it gave none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,9 @@ class AdminClient:
     def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", path, body=body)
 
+    def patch(self, path: str, body: Any = None) -> Any:
+        return self.request("PATCH", path, body=body)
+
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
 
@@ -128,7 +134,7 @@ class AdminClient:
         except httpx.HTTPError as exc:
             raise AdminError(f"cannot reach the admin API at {self.target.url}: {exc}") from exc
         if response.status_code >= 400:
-            raise AdminError(_error_text(method, path, response), response.status_code)
+            raise _api_error(method, path, response)
         if not response.content:
             return None
         try:
@@ -140,19 +146,45 @@ class AdminClient:
         """An ``httpx`` streaming context for a long answer (a pull's progress lines)."""
         return self._http.stream(method, path, json=body, timeout=None)
 
+    @contextlib.contextmanager
+    def lines(self, path: str) -> Iterator[Iterator[str]]:
+        """The lines of a long GET answer (NDJSON) as they come; ``AdminError`` for an error answer
+        or a broken connection."""
+        try:
+            with self._http.stream("GET", path, timeout=httpx.Timeout(DEFAULT_TIMEOUT, read=None)) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise _api_error("GET", path, resp)
+                yield _checked_lines(resp, path)
+        except httpx.HTTPError as exc:
+            raise AdminError(f"cannot reach the admin API at {self.target.url}: {exc}") from exc
 
-def _error_text(method: str, path: str, response: httpx.Response) -> str:
-    detail = ""
+
+def _checked_lines(response: httpx.Response, path: str) -> Iterator[str]:
+    try:
+        yield from (line for line in response.iter_lines() if line.strip())
+    except httpx.HTTPError as exc:
+        raise AdminError(f"GET {path}: the stream broke off: {exc}") from exc
+
+
+def _api_error(method: str, path: str, response: httpx.Response) -> AdminError:
+    text, description = _error_text(method, path, response)
+    return AdminError(text, response.status_code, description)
+
+
+def _error_text(method: str, path: str, response: httpx.Response) -> tuple[str, str]:
+    detail = description = ""
     try:
         payload = response.json()
     except ValueError:
         payload = None
     if isinstance(payload, dict):
-        parts = [str(payload[key]) for key in ("Message", "Description") if payload.get(key)]
-        detail = ": ".join(parts) if parts else str(payload.get("detail") or "")
+        description = str(payload.get("Description") or "")
+        # The Description names what was wrong; Message is the fixed text of the error's kind.
+        detail = description or str(payload.get("Message") or payload.get("detail") or "")
     if not detail:
         detail = response.text.strip()[:200] or response.reason_phrase
     hint = ""
     if response.status_code == 401:
         hint = f" (pass --token, set {TOKEN_ENV}, or run where `ollamaflow up` keeps its data dir)"
-    return f"{method} {path} failed with {response.status_code}: {detail}{hint}"
+    return f"{method} {path} failed with {response.status_code}: {detail}{hint}", description

@@ -8,7 +8,21 @@ from __future__ import annotations
 
 import typer
 
-from ollamaflow.commands import bench, bus, config, controlplane, dataplane, migrate, sim, up
+from ollamaflow.commands import (
+    backends,
+    bench,
+    bus,
+    config,
+    controlplane,
+    dataplane,
+    frontends,
+    migrate,
+    models,
+    pull,
+    sim,
+    status,
+    up,
+)
 
 __all__ = ["app", "main"]
 
@@ -31,6 +45,12 @@ app.command("nats-config")(bus.nats_config)
 app.command("apply")(config.apply)
 app.command("export")(config.export)
 app.command("import")(config.import_)
+# Admin commands: clients of the admin API (ollamaflow.admin_client).
+app.add_typer(backends.app, name="backends")
+app.add_typer(frontends.app, name="frontends")
+app.command("models")(models.models)
+app.command("pull")(pull.pull)
+app.command("status")(status.status)
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ from shared.models import model_key
 
 __all__ = [
     "BackendHealthOut",
+    "LayerOut",
     "LoadedOut",
     "ModelOut",
     "PullOut",
@@ -40,6 +41,7 @@ __all__ = [
     "backend_health",
     "list_models",
     "list_pulls",
+    "pull_out",
     "stream_pulls",
 ]
 
@@ -90,6 +92,13 @@ class ModelOut(msgspec.Struct, kw_only=True, rename="pascal"):
     missing_on: list[str]
 
 
+class LayerOut(msgspec.Struct, kw_only=True, rename="pascal"):
+    """One layer of a pull: bytes done and its size, as the backend last said."""
+
+    completed: int
+    total: int
+
+
 class PullOut(msgspec.Struct, kw_only=True, rename="pascal"):
     """One model pull onto one backend."""
 
@@ -104,6 +113,8 @@ class PullOut(msgspec.Struct, kw_only=True, rename="pascal"):
     created_utc: datetime | None
     updated_utc: datetime | None
     next_attempt_utc: datetime | None
+    layers: dict[str, LayerOut] = {}
+    """Layer digest -> its progress; CompletedBytes and TotalBytes are their sums."""
 
 
 def active_requests(registry: DataPlaneRegistry) -> dict[str, int]:
@@ -168,6 +179,7 @@ def pull_out(job: PullJob) -> PullOut:
         created_utc=job.created,
         updated_utc=job.updated,
         next_attempt_utc=job.next_attempt,
+        layers={digest: LayerOut(completed=done, total=size) for digest, (done, size) in job.layers.items()},
     )
 
 

@@ -267,6 +267,9 @@ class Synchroniser:
         self._seqs[job.key] = self._seq
         if self.on_progress is not None:
             self.on_progress(self.progress_of(job))
+        self._tell_subscribers(job)
+
+    def _tell_subscribers(self, job: PullJob) -> None:
         copy = dataclasses.replace(job, layers=dict(job.layers))
         for queue in self._subscribers:
             with contextlib.suppress(asyncio.QueueFull):  # a stalled reader misses progress, not states
@@ -288,12 +291,16 @@ class Synchroniser:
             if job.state not in ("done", "failed") and self.observer is not None:
                 pulled = job.completed if job.state == "pulling" else 0  # else counted when it ended
                 self.observer.pull_attempt_ended(job.backend, "cancelled", pulled)
-            if job.state not in ("done", "failed") and self.on_progress is not None:
-                # A client streaming this pull must hear that it ends here.
+            if job.state not in ("done", "failed"):
+                # Whoever follows this pull (a client's /api/pull, /v1.0/pulls/stream, `ollamaflow
+                # pull`) must hear that it ends here.
                 job.state, job.error = "failed", "pull cancelled: the model is no longer required there"
+                job.updated = self._clock.now()
                 self._seq += 1
                 self._seqs[key] = self._seq
-                self.on_progress(msgspec.structs.replace(self.progress_of(job), cancelled=True))
+                if self.on_progress is not None:
+                    self.on_progress(msgspec.structs.replace(self.progress_of(job), cancelled=True))
+                self._tell_subscribers(job)
             self._seqs.pop(key, None)
 
     async def _run(self, job: PullJob) -> None:

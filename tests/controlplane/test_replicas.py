@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -14,11 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from controlplane.admin.service import FrontendService
 from controlplane.clock import Clock
 from controlplane.db import Database
 from controlplane.settings import Settings
+from ollamaflow.cli import app
 from ollamaflow.sim import running_sim
 from shared.bus import Bus, BusNames
 from shared.snapshot import Snapshot
@@ -101,6 +104,12 @@ async def test_one_replica_probes_and_publishes_and_a_follower_s_writes_reach_th
                 answer = await follower.get(path)
                 assert answer.status_code == 503, path
                 assert "a (http://" in answer.json()["Description"]
+            started = await follower.post("/v1.0/frontends/any/pull", json={"Model": "m"})
+            assert started.status_code == 503 and "a (http://" in started.json()["Description"]
+            argv = ["status", "--json", "--url", second.url, "--token", TOKEN]
+            shown = await asyncio.to_thread(CliRunner().invoke, app, argv)
+            parts = json.loads(shown.stdout)
+            assert parts["Cluster"]["IsLeader"] is False and "a (http://" in parts["Backends"]["Error"]
 
             # Writes on either replica land in the snapshot, in order.
             revision = snapshot.revision
