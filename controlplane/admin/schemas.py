@@ -114,12 +114,13 @@ HeaderName = Annotated[
 HeaderValue = Annotated[str, Meta(max_length=limits.HEADER_VALUE_LENGTH, pattern=whole(r"[^\r\n\x00]*"))]
 Headers = Annotated[dict[HeaderName, HeaderValue], Meta(max_length=limits.HEADERS_COUNT)]
 _KEEPS = '"<redacted>" keeps the stored value'
-_NO_BREAK = whole(r"[^\r\n\x00]*")
+NO_BREAK = whole(r"[^\r\n\x00]*")
+QUERYSTRING = whole(rf"[^{limits.NO_SPACE}#]*")
 SecretToken = Annotated[
     str,
     Meta(
         max_length=limits.BEARER_TOKEN_LENGTH,
-        pattern=_NO_BREAK,
+        pattern=NO_BREAK,
         description=f"write-only, never shown; {_KEEPS}",
     ),
 ]
@@ -127,7 +128,7 @@ SecretHeaderValue = Annotated[
     str,
     Meta(
         max_length=limits.HEADER_VALUE_LENGTH,
-        pattern=_NO_BREAK,
+        pattern=NO_BREAK,
         description=f'write-only, shown as "<redacted>"; {_KEEPS}',
     ),
 ]
@@ -143,7 +144,7 @@ SecretQuerystring = Annotated[
     str,
     Meta(
         max_length=limits.QUERYSTRING_LENGTH,
-        pattern=whole(rf"[^{limits.NO_SPACE}#]*"),
+        pattern=QUERYSTRING,
         description="name=value pairs joined by '&'; values are write-only, shown as \"<redacted>\"; "
         'a value "<redacted>" keeps the stored value of that parameter',
     ),

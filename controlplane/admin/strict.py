@@ -10,18 +10,43 @@ a mismatch into a 400 naming the field. Malformed JSON is left to Litestar, whos
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 import msgspec
 from litestar import Request
 
+from controlplane.admin import schemas
 from controlplane.errors import ApiError
 
 __all__ = ["strict_json_body"]
 
 # msgspec ends its messages with " - at `$.Port`", or " - at `key` in `$.Headers`" for a mapping key.
 _LOCATION = re.compile(r"^(?P<message>.*) - at (?P<key>`key` in )?`\$(?P<path>.*)`$")
+# msgspec shows the pattern as Python's repr() of it.
+_PATTERN = re.compile(r"^Expected `str` matching regex (?P<pattern>.*)$", re.DOTALL)
+# Patterns whose types carry no description of their own.
+_PLAIN_MEANINGS = {
+    schemas.Text: "any text without NUL characters",
+    schemas.NO_BREAK: "text without line breaks or NUL characters",
+    schemas.QUERYSTRING: "name=value pairs joined by '&', without whitespace or '#'",
+}
+
+
+@functools.cache
+def _meanings() -> dict[str, str]:
+    """Each pattern of the admin schemas, as msgspec quotes it (its repr), -> what it asks for in
+    words (its type's description), so that a mismatch says "must be a host name ..." rather than
+    quoting a regular expression."""
+    found = {repr(pattern): meaning for pattern, meaning in _PLAIN_MEANINGS.items()}
+    for value in vars(schemas).values():
+        if get_origin(value) is not Annotated:
+            continue
+        for meta in get_args(value)[1:]:
+            if isinstance(meta, msgspec.Meta) and meta.pattern and meta.description:
+                found.setdefault(repr(meta.pattern), meta.description)
+    return found
 
 
 def describe(exc: msgspec.ValidationError) -> str:
@@ -31,7 +56,11 @@ def describe(exc: msgspec.ValidationError) -> str:
     if match is None:
         return f"request body: {text}"
     path = match["path"].removeprefix(".") or "request body"
-    return f"{path}{' (a key)' if match['key'] else ''}: {match['message']}"
+    message = match["message"]
+    pattern = _PATTERN.match(message)
+    if pattern is not None and (meaning := _meanings().get(pattern["pattern"])) is not None:
+        message = f"must be {meaning}"
+    return f"{path}{' (a key)' if match['key'] else ''}: {message}"
 
 
 def _integral_floats_as_ints(value: Any) -> Any:

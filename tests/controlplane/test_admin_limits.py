@@ -61,7 +61,7 @@ OVER = [
     ),
     ("frontends", "PinnedCompletionsProperties", _nested(limits.PINNED_DEPTH + 1), str(limits.PINNED_DEPTH)),
     ("frontends", "PinnedCompletionsProperties", {"stop": ["a\u0000b"]}, "NUL"),
-    ("frontends", "Name", "nul\u0000", "regex"),
+    ("frontends", "Name", "nul\u0000", "without NUL"),
     (
         "frontends",
         "RequiredModels",

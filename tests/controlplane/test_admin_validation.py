@@ -109,3 +109,23 @@ async def test_racing_writes_of_one_hostname_leave_one_frontend(admin: httpx.Asy
     assert sorted(r.status_code for r in answers) == [201] + [409] * 7, [r.text for r in answers]
     assert all(r.json()["Description"].startswith("Hostname") for r in answers if r.status_code == 409)
     assert len((await admin.get("/v1.0/frontends")).json()) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "expected"),
+    [
+        ("/v1.0/backends", {"Identifier": "b1", "Hostname": "host name"}, "Hostname: must be a host name ("),
+        ("/v1.0/backends", {"Identifier": "a b"}, "Identifier: must be 1-128 characters, no whitespace"),
+        ("/v1.0/backends", {"Identifier": "b1", "HealthCheckUrl": "x"}, "HealthCheckUrl: must be a path"),
+        ("/v1.0/frontends", {"Identifier": "f1", "Hostname": "a/b"}, "Hostname: must be the Host this"),
+        ("/v1.0/backends", {"Identifier": "b1", "Headers": {"a b": "v"}}, "Headers (a key): must be an HTTP"),
+    ],
+)
+async def test_a_value_off_its_pattern_is_explained_in_words(
+    admin: httpx.AsyncClient, path: str, body: dict, expected: str
+) -> None:
+    resp = await admin.put(path, json=body)
+    assert resp.status_code == 400, resp.text
+    description = resp.json()["Description"]
+    assert description.startswith(expected), description
+    assert "regex" not in description
