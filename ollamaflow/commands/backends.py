@@ -55,11 +55,20 @@ Format = Annotated[
 ]
 MaxParallel = Annotated[
     int | None,
-    typer.Option("--max-parallel", min=1, help="MaxParallelRequests: in flight at once, whole cluster."),
+    typer.Option(
+        "--max-parallel",
+        min=0,
+        help="MaxParallelRequests: in flight at once, whole cluster; 0: unlimited [API default: 0].",
+    ),
 ]
 RateLimit = Annotated[
     int | None,
-    typer.Option("--rate-limit", min=1, help="RateLimitRequestsThreshold: requests started per second."),
+    typer.Option(
+        "--rate-limit",
+        min=0,
+        help="RateLimitRequestsThreshold: requests started per second, whole cluster; 0: unlimited "
+        "[API default: 0].",
+    ),
 ]
 Labels = Annotated[
     list[str] | None,

@@ -59,6 +59,8 @@ def test_backends_and_frontends_round_trip(run, tmp_path: Path) -> None:
     shown = run("backends", "show", "gpu1").stdout
     assert "RateLimitRequestsThreshold" in shown and "GPU one" in shown
     assert json.loads(run("backends", "show", "gpu1", "--json").stdout) == changed
+    lifted = json.loads(run("backends", "edit", "gpu1", "--max-parallel", "0", "--json").stdout)
+    assert lifted["MaxParallelRequests"] == 0  # 0: unlimited
 
     frontend = run(
         "frontends", "add", "--id", "main", "--hostname", "*", "--backend", "gpu1", "--backend", "oa1",
