@@ -70,6 +70,9 @@ class BackendHealthOut(BackendOut, kw_only=True):
     downtime: str | None = None
     last_check_utc: datetime | None = None
     last_error: str = ""
+    probe_latency_ms: float | None = None
+    """How long the last probe took, if it succeeded: the backend's responsiveness as this replica
+    sees it (requests' own latency is in the data planes' metrics)."""
     consecutive_successes: int = 0
     consecutive_failures: int = 0
     models: list[str] = []
@@ -153,6 +156,7 @@ def backend_health(
         downtime=timespan(health.downtime(now)),
         last_check_utc=health.last_check,
         last_error=health.last_error,
+        probe_latency_ms=health.latency_ms,
         consecutive_successes=health.successes,
         consecutive_failures=health.failures,
         models=list(inventory.models),

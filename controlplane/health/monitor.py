@@ -250,11 +250,12 @@ class Monitor:
             ok, error = await self._probe(client, target)
             if not self._current(ident, refresh):
                 return  # stopped (deleted, deactivated, readdressed) while the probe ran
+            took = time.perf_counter() - started
             observer = self.observer
             if observer is not None:
-                observer.probed(ident, ok, time.perf_counter() - started)
+                observer.probed(ident, ok, took)
             health = self.health[ident]
-            if health.record(ok, self._clock.now(), target.thresholds, error):
+            if health.record(ok, self._clock.now(), target.thresholds, error, took):
                 if observer is not None:
                     observer.transitioned(ident, health.healthy)
                 if health.healthy:

@@ -39,6 +39,8 @@ class Health:
     unhealthy_since: datetime | None = None
     last_check: datetime | None = None
     last_error: str = ""
+    latency_ms: float | None = None
+    """How long the last successful probe took (None before one, or after a failure)."""
 
     @classmethod
     def seeded(cls, healthy: bool, now: datetime) -> Health:
@@ -50,12 +52,16 @@ class Health:
             unhealthy_since=None if healthy else now,
         )
 
-    def record(self, ok: bool, now: datetime, thresholds: Thresholds, error: str = "") -> bool:
-        """Apply one probe result; True if ``healthy`` or ``checked`` changed."""
+    def record(
+        self, ok: bool, now: datetime, thresholds: Thresholds, error: str = "", seconds: float | None = None
+    ) -> bool:
+        """Apply one probe result (``seconds``: how long it took); True if ``healthy`` or ``checked``
+        changed."""
         first = not self.checked
         before = self.healthy
         self.checked = True
         self.last_check = now
+        self.latency_ms = round(seconds * 1000, 1) if ok and seconds is not None else None
         if ok:
             self.successes = min(self.successes + 1, COUNTER_CAP)
             self.failures = 0

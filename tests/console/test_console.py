@@ -171,6 +171,9 @@ async def test_add_a_backend_edit_a_frontend_and_watch_a_pull(browser: Any, clus
             .wait_for(timeout=WAIT)
         )
         assert (await admin.get("/v1.0/backends/sim-a")).json()["Port"] == _port(sim)
+        # The last probe's latency, as the health view gives it.
+        probe = page.locator("tr[data-backend='sim-a'] [data-probe]")
+        await probe.get_by_text(re.compile(r"^[0-9.]+ ms$")).wait_for(timeout=WAIT)
 
         # Edit it: secrets the API shows as "<redacted>" come back unchanged from the replace.
         secrets = {"BearerToken": "tok-1", "Headers": {"X-Api-Key": "key-1"}}

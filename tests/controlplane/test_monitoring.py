@@ -60,6 +60,7 @@ async def test_a_new_backend_is_probed_at_once_and_its_models_are_published(
         assert health["up"]["UnhealthySinceUtc"] is None and health["up"]["Uptime"].startswith("00:00:")
         assert health["down"]["Healthy"] is False and health["down"]["Downtime"]
         assert "connect" in health["down"]["LastError"]
+        assert health["up"]["ProbeLatencyMs"] > 0 and health["down"]["ProbeLatencyMs"] is None
         one = (await probing_admin.get("/v1.0/backends/down/health")).json()
         assert one["Identifier"] == "down" and one["ConsecutiveFailures"] >= 1
         assert (await probing_admin.get("/v1.0/backends/nope/health")).status_code == 404

@@ -109,7 +109,7 @@ export function backendsView(ctx) {
           h("td", {}, h("strong", {}, b.Identifier), b.Name ? h("div", { class: "muted small" }, b.Name) : null),
           h("td", {}, `${b.Ssl ? "https" : "http"}://${b.Hostname}:${b.Port}`, h("div", { class: "muted small" }, b.ApiFormat)),
           h("td", { dataset: { health: "" }, title: seen && seen.LastError ? seen.LastError : "" }, healthBadge(seen), seen && seen.LastError ? h("div", { class: "error small" }, seen.LastError) : null),
-          h("td", { class: "small" }, seen ? ago(seen.LastCheckUtc) : "—", seen && seen.Uptime ? h("div", { class: "muted" }, `up ${seen.Uptime}`) : null),
+          h("td", { class: "small", dataset: { probe: "" } }, seen ? ago(seen.LastCheckUtc) : "—", seen && seen.ProbeLatencyMs != null ? h("div", {}, `${seen.ProbeLatencyMs} ms`) : null, seen && seen.Uptime ? h("div", { class: "muted" }, `up ${seen.Uptime}`) : null),
           h("td", { class: "num", dataset: { inflight: "" } }, `${seen ? seen.ActiveRequests : "—"} / ${b.MaxParallelRequests || "unlimited"}`),
           h("td", { class: "models small", dataset: { models: "" } }, seen ? `${seen.Models.length}: ${seen.Models.slice(0, 6).join(", ")}${seen.Models.length > 6 ? ", …" : ""}` : "—", seen && seen.ModelsError ? h("div", { class: "error" }, seen.ModelsError) : null),
           h("td", { class: "models small" }, loaded.join(", ")),
@@ -140,7 +140,7 @@ export function backendsView(ctx) {
     fill(
       list,
       rows.length
-        ? table(["Backend", "Address", "Health", "Last probe", "In flight / limit", "Models present", "Loaded", ""], rows, { id: "backends-table" })
+        ? table(["Backend", "Address", "Health", "Last probe, latency", "In flight / limit", "Models present", "Loaded", ""], rows, { id: "backends-table" })
         : h("p", { class: "muted" }, data.backends.length ? "No backend matches the filter." : "No backend yet: add one."),
       note,
     );
