@@ -34,6 +34,7 @@ from controlplane.models_requests import ModelRequests
 from controlplane.publish.publisher import Publisher, PublishStatus
 from controlplane.readiness import Readiness
 from controlplane.reports import DataPlaneRegistry
+from controlplane.sealed_columns import StoredSecretsLocked, seal_stored_secrets, use_keyring
 from controlplane.settings import Settings
 from controlplane.sync.manager import Synchroniser
 from shared.bus import Bus, BusNames
@@ -72,6 +73,7 @@ class ControlPlane:
 
     def __init__(self, settings: Settings, *, clock: Clock | None = None, migrate_retry: float = 1.0) -> None:
         self.settings = settings
+        use_keyring(settings.secrets)  # backend secrets are stored sealed with it (sealed_columns)
         self.clock = clock or Clock()
         self._migrate_retry = migrate_retry
         self.replica = settings.replica_id or f"{socket.gethostname()}-{settings.port}"
@@ -269,13 +271,20 @@ class ControlPlane:
                 await asyncio.sleep(_WORK_RESTART_DELAY)  # it failed (and was logged): start again
 
     async def _migrate(self) -> None:
-        """Apply the migrations, waiting for the database as long as it takes (a warning at most every
-        ``_RETRY_LOG_GAP`` seconds)."""
+        """Apply the migrations and seal stored secrets (``controlplane.sealed_columns``), waiting for
+        the database as long as it takes (a warning at most every ``_RETRY_LOG_GAP`` seconds)."""
         delay = self._migrate_retry
         logged_at: float | None = None
         while True:
             try:
                 await asyncio.to_thread(upgrade, self.settings.database_url)
+                await seal_stored_secrets(self.db.engine)
+            except StoredSecretsLocked as exc:
+                # It must neither serve nor publish a configuration it cannot read whole: it stays
+                # "starting", saying why, until it is given the key (a restart).
+                self.readiness.detail = str(exc)
+                log.error("cannot start: %s", exc)
+                await asyncio.Event().wait()
             except Exception as exc:
                 reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
                 self.readiness.detail = f"waiting for the database: {reason}"

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from controlplane.sealed_columns import SealedJson, SealedText
 from shared.snapshot import DEFAULT_STICKY_HEADERS
 
 __all__ = [
@@ -117,10 +118,12 @@ class BackendRow(SQLModel, table=True):
     pinned_completions_properties: dict[str, Any] = _json({})
     allow_embeddings: bool = True
     allow_completions: bool = True
-    # Write-only through the API: never returned, never logged.
-    bearer_token: str | None = Field(default=None, repr=False)
-    querystring: str | None = None
-    headers: dict[str, str] = _json({})
+    # Write-only through the API: never returned, never logged, stored sealed (sealed_columns).
+    bearer_token: str | None = Field(default=None, repr=False, sa_type=SealedText("bearer_token"))
+    querystring: str | None = Field(default=None, repr=False, sa_type=SealedText("querystring"))
+    headers: dict[str, str] = Field(
+        default_factory=dict, repr=False, sa_type=SealedJson("headers"), nullable=False
+    )
     active: bool = True
     created_utc: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
     last_update_utc: datetime = Field(sa_type=_TIMESTAMP, nullable=False)

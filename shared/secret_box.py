@@ -38,15 +38,20 @@ __all__ = [
     "SecretsKey",
     "load_keyring",
     "open_secrets",
+    "open_stored",
     "parse_key",
     "query_pairs",
     "seal_secrets",
+    "seal_stored",
     "sealed_key_id",
     "secret_values",
 ]
 
 _VERSION = "v1"
 _AD_PREFIX = b"ollamaflow backend secrets v1\x00"
+# Values sealed in the control plane's database (``controlplane.sealed_columns``): another associated
+# data, so a stored value can never pass for a snapshot's, or the other way round.
+_STORED_PREFIX = b"ollamaflow stored secret v1\x00"
 _NONCE_BYTES = 12
 KEY_HELP = (
     "32 random bytes as 64 hex digits or URL-safe base64 "
@@ -215,6 +220,32 @@ def open_secrets(keyring: Keyring, backend_id: str, sealed: str) -> BackendSecre
         return _decoder.decode(plaintext)
     except (InvalidTag, binascii.Error, ValueError, msgspec.DecodeError):
         raise SealError(f"its sealed secrets fail authentication with key {key_id}") from None
+
+
+def seal_stored(key: SecretsKey, column: str, plaintext: bytes) -> str:
+    """A secret for the database column ``column``, as ``v1.<key id>.<base64url>`` text."""
+    sealed = key.seal(plaintext, _STORED_PREFIX + column.encode("utf-8"))
+    return f"{_VERSION}.{key.id}.{base64.urlsafe_b64encode(sealed).decode('ascii').rstrip('=')}"
+
+
+def open_stored(keyring: Keyring, column: str, sealed: str) -> bytes:
+    """What ``seal_stored`` sealed for ``column``; SealError (saying why) if it cannot be opened."""
+    version, _, rest = sealed.partition(".")
+    key_id, _, body = rest.partition(".")
+    if version != _VERSION or not key_id or not body:
+        raise SealError(f"a stored {column} is in an unknown format")
+    key = keyring.find(key_id)
+    if key is None:
+        held = ", ".join(keyring.ids()) or "none"
+        raise SealError(
+            f"stored backend secrets are sealed with secrets key {key_id}, and this control plane "
+            f"holds {held} (OLLAMAFLOW_SECRETS_KEY, OLLAMAFLOW_SECRETS_PREVIOUS_KEYS)"
+        )
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        return key.open(raw, _STORED_PREFIX + column.encode("utf-8"))
+    except (InvalidTag, binascii.Error, ValueError):
+        raise SealError(f"a stored {column} fails authentication with secrets key {key_id}") from None
 
 
 def secret_values(secrets: Iterable[BackendSecrets]) -> set[str]:

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from ollamaflow.cli import app
 from tests.config_file.conftest import TOKEN
 from tests.controlplane.harness import RunningControlPlane
+from tests.support.secrets import stored_backend_secrets
 
 CLUSTER = """\
 backends:
@@ -158,18 +159,9 @@ def test_changed_secret_names_send_the_secret(
 
 @pytest.fixture
 def database_for(clean_database_url: str):
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    libpq = make_url(clean_database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-
     def stored(identifier: str) -> tuple[str | None, dict[str, str]]:
-        with psycopg.connect(libpq) as conn:
-            row = conn.execute(
-                "SELECT bearer_token, headers FROM backends WHERE identifier=%s", (identifier,)
-            ).fetchone()
-        assert row is not None
-        return row[0], row[1]
+        token, _, headers = stored_backend_secrets(clean_database_url, identifier)
+        return token, headers
 
     return stored
 

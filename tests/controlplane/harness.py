@@ -42,11 +42,12 @@ class RunningControlPlane:
 
 @contextlib.contextmanager
 def running_controlplane(
-    settings: Settings, *, clock: Clock | None = None, wait_ready: bool = True
+    settings: Settings, *, clock: Clock | None = None, wait_ready: bool | None = True
 ) -> Iterator[RunningControlPlane]:
     """Serve ``create_app(settings)`` on 127.0.0.1:<free port> until the block ends.
 
-    Waits for /readyz, or with ``wait_ready=False`` only for the migrated schema (e.g. NATS is down).
+    Waits for /readyz, or with ``wait_ready=False`` only for the migrated schema (e.g. NATS is down),
+    or with ``None`` only for the server to listen.
     """
     app = create_app(settings, clock=clock)
     # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY on accepted connections only when the
@@ -62,7 +63,11 @@ def running_controlplane(
     url = f"http://127.0.0.1:{port}"
     plane: ControlPlane = app.state.plane
     try:
-        _wait_ready(url, server, thread, lambda: plane.readiness.schema_ready if not wait_ready else None)
+        if wait_ready is None:
+            enough: Callable[[], bool | None] = lambda: True  # noqa: E731
+        else:
+            enough = lambda: plane.readiness.schema_ready if not wait_ready else None  # noqa: E731
+        _wait_ready(url, server, thread, enough)
         yield RunningControlPlane(url=url, plane=plane)
     finally:
         server.should_exit = True

@@ -6,13 +6,12 @@ from __future__ import annotations
 import dataclasses
 
 import httpx
-import psycopg
-from sqlalchemy.engine import make_url
 
 from controlplane.settings import Settings
 from shared.secret_box import Keyring
 from tests.controlplane.conftest import TOKEN
 from tests.controlplane.harness import running_controlplane
+from tests.support.secrets import stored_backend_secrets
 
 TOKEN_VALUE = "sk-bearer-5f0c1d"
 HEADER_VALUE = "hdr-key-9a7e21"
@@ -28,13 +27,7 @@ SECRET_BACKEND = {
 
 
 def _stored(database_url: str) -> tuple[str | None, str | None, dict[str, str]]:
-    libpq = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(libpq) as conn:
-        row = conn.execute(
-            "SELECT bearer_token, querystring, headers FROM backends WHERE identifier='b1'"
-        ).fetchone()
-    assert row is not None
-    return row[0], row[1], row[2]
+    return stored_backend_secrets(database_url, "b1")
 
 
 async def test_reads_show_names_never_values(admin: httpx.AsyncClient) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from controlplane.settings import Settings
 from dataplane.settings import DataPlaneSettings
@@ -159,13 +161,115 @@ async def test_a_data_plane_with_the_wrong_key_does_not_use_the_backend_and_says
         assert explained.status_code == 200
 
 
-async def test_a_control_plane_without_a_key_withholds_stored_secrets_and_data_planes_refuse_the_backend(
-    settings: Settings, rec: Recorder, caplog: pytest.LogCaptureFixture
+async def _raw_secrets(settings: Settings) -> tuple[str, ...]:
+    """Backend b1's secret columns as Postgres stores them (what a dump or a backup holds)."""
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            query = "SELECT bearer_token, querystring, headers::text FROM backends WHERE identifier = 'b1'"
+            row = await conn.execute(sa.text(query))
+            return tuple(value or "" for value in row.one())
+    finally:
+        await engine.dispose()
+
+
+async def _store_in_clear(settings: Settings) -> None:
+    """Backend b1's secrets as a version before sealing at rest stored them."""
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "UPDATE backends SET bearer_token = :token, querystring = :query, "
+                    "headers = CAST(:headers AS jsonb) WHERE identifier = 'b1'"
+                ),
+                {"token": BEARER, "query": f"api_key={QUERY}", "headers": f'{{"X-Api-Key": "{HEADER}"}}'},
+            )
+    finally:
+        await engine.dispose()
+
+
+async def test_stored_secrets_are_sealed_in_postgres_and_clear_ones_are_sealed_at_start(
+    settings: Settings, rec: Recorder
 ) -> None:
-    async with _configured(settings, rec):  # stored with a key...
+    async with _configured(settings, rec) as (admin, _):
+        stored = await _raw_secrets(settings)
+        shown = (await admin.get("/v1.0/backends/b1")).json()
+    assert all(value.strip('"').startswith("v1.") for value in stored), stored
+    assert not any(secret in value for value in stored for secret in SECRETS)
+    assert shown["HasBearerToken"] is True and shown["Headers"] == {"X-Api-Key": "<redacted>"}
+    assert shown["Querystring"] == "api_key=<redacted>"
+
+    await _store_in_clear(settings)  # as an older version left them
+    with running_controlplane(settings):
+        pass
+    assert not any(secret in value for value in await _raw_secrets(settings) for secret in SECRETS)
+    async with running_dataplane(_dp_settings(settings)) as dp, _configured_again(settings) as admin:
+        await _applied(dp)
+        async with httpx.AsyncClient() as client:
+            assert (await client.post(dp.url + "/api/generate", json=GENERATE)).status_code == 200
+        seen = rec.seen[-1]
+        assert seen.headers["Authorization"] == f"Bearer {BEARER}" and seen.headers["X-Api-Key"] == HEADER
+        assert (await admin.get("/v1.0/backends/b1")).json()["HasBearerToken"] is True
+
+
+@contextlib.asynccontextmanager
+async def _configured_again(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    with running_controlplane(settings) as running:
+        async with httpx.AsyncClient(
+            base_url=running.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+        ) as admin:
+            yield admin
+
+
+async def test_a_new_key_re_seals_what_the_previous_one_sealed(settings: Settings, rec: Recorder) -> None:
+    async with _configured(settings, rec):
+        before = await _raw_secrets(settings)
+    new_key = secrets.token_urlsafe(32)
+    rotated = dataclasses.replace(settings, secrets=load_keyring(new_key, previous=TEST_SECRETS_KEY))
+    with running_controlplane(rotated):
+        pass
+    after = await _raw_secrets(settings)
+    new_id = load_keyring(new_key).ids()[0]
+    assert all(value.strip('"').split(".")[1] == new_id for value in after), after
+    assert after != before
+    with running_controlplane(dataclasses.replace(settings, secrets=load_keyring(new_key))) as running:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as admin:
+            shown = (await admin.get(running.url + "/v1.0/backends/b1")).json()
+    assert shown["HasBearerToken"] is True and shown["Headers"] == {"X-Api-Key": "<redacted>"}
+
+
+async def test_a_control_plane_without_the_key_of_stored_secrets_stays_starting_and_says_which(
+    settings: Settings, rec: Recorder
+) -> None:
+    async with _configured(settings, rec):
         pass
     keyless = dataclasses.replace(settings, secrets=load_keyring())
-    with running_controlplane(keyless):  # ...published by a control plane without one
+    assert TEST_KEYRING.current is not None
+    with running_controlplane(keyless, wait_ready=None) as running:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+
+            async def refused() -> bool:
+                ready = (await client.get(running.url + "/readyz")).json()
+                return TEST_KEYRING.current.id in ready.get("detail", "")
+
+            await eventually(refused, within=30, what="the missing key named")
+            ready = (await client.get(running.url + "/readyz")).json()
+            listed = await client.get(running.url + "/v1.0/backends")
+    assert ready["status"] == "starting" and "OLLAMAFLOW_SECRETS_KEY" in ready["detail"]
+    assert listed.status_code == 503 and TEST_KEYRING.current.id in listed.json()["Description"]
+    # Nothing was lost: the control plane with the key reads them as before.
+    assert not any(secret in value for value in await _raw_secrets(settings) for secret in SECRETS)
+
+
+async def test_a_control_plane_without_a_key_withholds_secrets_stored_in_clear(
+    settings: Settings, rec: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _configured(settings, rec):  # stored by a control plane with a key...
+        pass
+    await _store_in_clear(settings)  # ...or in clear, by an older version
+    keyless = dataclasses.replace(settings, secrets=load_keyring())
+    with running_controlplane(keyless):  # published by a control plane without one
         async with running_dataplane(_dp_settings(settings)) as dp:
             await eventually(lambda: "'b1'" in dp.app.state.error, within=30, what="the backend refused")
             assert "left out of the snapshot" in dp.app.state.error

@@ -11,12 +11,15 @@ import pytest
 from shared.errors import ConfigError
 from shared.secret_box import (
     BackendSecrets,
+    Keyring,
     SealError,
     load_keyring,
     open_secrets,
+    open_stored,
     parse_key,
     query_pairs,
     seal_secrets,
+    seal_stored,
     sealed_key_id,
     secret_values,
 )
@@ -98,3 +101,20 @@ def test_keyring_settings_are_checked_and_named(tmp_path: Path) -> None:
 def test_secret_values_and_query_pairs() -> None:
     assert query_pairs("?a=1&b&c=&&d=x=y") == [("a", "1"), ("b", None), ("c", ""), ("d", "x=y")]
     assert secret_values([SECRETS, BackendSecrets(querystring="flag")]) == {"tok-123", "q-456", "1", "h-789"}
+
+
+def test_stored_values_open_only_for_their_column_and_with_a_held_key() -> None:
+    key = parse_key(secrets.token_urlsafe(32))
+    ring = Keyring(key)
+    sealed = seal_stored(key, "bearer_token", b"tok-1")
+    assert sealed.startswith(f"v1.{key.id}.") and b"tok-1" not in sealed.encode()
+    assert open_stored(ring, "bearer_token", sealed) == b"tok-1"
+    assert seal_stored(key, "bearer_token", b"tok-1") == sealed  # deterministic, like the snapshot's
+    with pytest.raises(SealError, match="fails authentication"):
+        open_stored(ring, "querystring", sealed)  # moved to another column
+    other = Keyring(parse_key(secrets.token_urlsafe(32)))
+    with pytest.raises(SealError, match=f"secrets key {key.id}"):
+        open_stored(other, "bearer_token", sealed)
+    snapshot_text = seal_secrets(key, "b1", BackendSecrets(bearer_token="x"))
+    with pytest.raises(SealError):  # a snapshot's sealed text never passes for a stored value
+        open_stored(ring, "bearer_token", snapshot_text)
