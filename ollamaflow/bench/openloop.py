@@ -51,6 +51,10 @@ class OpenLoopSpec(msgspec.Struct, kw_only=True):
     warmup_s: float = 1.0
     start_at: float = 0.0  # wall-clock time (time.time()) at which the schedule starts
     headers: dict[str, str] = {}
+    # Connections of this process, as wrk2 keeps a fixed set: a request due while all are busy waits
+    # for one, and that wait counts in its latency. Without a cap a late burst would open new
+    # connections by the hundred and measure the connection storm instead.
+    connections: int = 16
     # Requests one process lets be outstanding; one due beyond that is counted as dropped, so that a
     # stalled target cannot make the generator open sockets without end.
     max_in_flight: int = 5000

@@ -73,8 +73,7 @@ async def _one(session: aiohttp.ClientSession, spec: OpenLoopSpec, due: float, w
     error = ""
     try:
         async with session.post(spec.url, data=spec.body, headers=spec.headers) as resp:
-            async for _ in resp.content.iter_any():  # read it whole, as a client does
-                pass
+            await resp.read()  # whole, as a client does
             if resp.status >= 400:
                 error = f"HTTP {resp.status}"
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -89,8 +88,7 @@ async def _one(session: aiohttp.ClientSession, spec: OpenLoopSpec, due: float, w
 
 
 async def run_open(spec: OpenLoopSpec) -> OpenLoopResult:
-    # Connections as needed (as many as requests in flight), kept alive for reuse.
-    connector = aiohttp.TCPConnector(limit=0)
+    connector = aiohttp.TCPConnector(limit=spec.connections)
     timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
     tasks: set[asyncio.Task[None]] = set()
     async with aiohttp.ClientSession(
@@ -150,9 +148,11 @@ def run_open_processes(
     processes: int,
     duration_s: float,
     warmup_s: float,
+    connections: int,
     headers: dict[str, str] | None = None,
 ) -> list[OpenLoopResult]:
-    """Send ``rate`` requests/s to ``url`` from ``processes`` processes that start together."""
+    """Send ``rate`` requests/s to ``url`` from ``processes`` processes that start together, over
+    ``connections`` connections in all."""
     start_at = time.time() + _START_DELAY_S
     with contextlib.ExitStack() as stack:
         procs = []
@@ -167,6 +167,7 @@ def run_open_processes(
                 warmup_s=warmup_s,
                 start_at=start_at,
                 headers=headers or {},
+                connections=max(1, connections // processes),
             )
             errors = stack.enter_context(tempfile.TemporaryFile())  # not a pipe: read only at the end
             proc = subprocess.Popen(

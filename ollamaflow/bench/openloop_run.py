@@ -22,6 +22,7 @@ class OpenLoopOptions:
     rate: float = 1000.0
     duration_s: float = 5.0
     warmup_s: float = 1.0
+    connections: int = 32  # in all, shared by the processes
     processes: int = 0  # 0: as few as the rate needs (one per ~PROCESS_CEILING_RPS), at most one per core
     nats_url: str | None = None
 
@@ -40,13 +41,15 @@ def run_open_loop(options: OpenLoopOptions) -> OpenLoopReport:
             processes=processes,
             duration_s=options.duration_s,
             warmup_s=options.warmup_s,
+            connections=options.connections,
         )
 
     with sim_and_dataplane(options.nats_url) as stack:
         direct = summarise_open(drive(stack.sim_url), options.rate, options.duration_s)
         through = summarise_open(drive(stack.dataplane_url), options.rate, options.duration_s)
     return OpenLoopReport(
-        generator=f"python/aiohttp open loop ({processes} process{'es' if processes > 1 else ''})",
+        generator=f"python/aiohttp open loop ({processes} process{'es' if processes > 1 else ''}, "
+        f"{options.connections} connections)",
         scenario=scenario.name,
         offered_rps=options.rate,
         duration_s=options.duration_s,

@@ -21,25 +21,17 @@ _NOTES = (
 def render_open_loop(report: OpenLoopReport) -> Group:
     table = Table(
         title=f"ollamaflow bench: open loop, {report.offered_rps:,.0f} req/s offered, {report.scenario}",
-        caption=f"load: {report.generator}, {report.duration_s:g} s",
+        caption=f"latency in ms; load: {report.generator}, {report.duration_s:g} s",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    for name in ("path", "sent/s", "ok/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "lag p99", "errors"):
+    for name in ("path", "sent/s", "ok/s", "p50", "p90", "p99", "max", "lag p99", "errors"):
         table.add_column(name, justify="left" if name == "path" else "right", no_wrap=True)
     table.add_row("direct", *_figures(report.direct))
     table.add_row("via DP", *_figures(report.through))
+    extra = report.added
     table.add_row(
-        "added",
-        "",
-        "",
-        f"{report.added.p50_ms:+.2f}",
-        "",
-        f"{report.added.p99_ms:+.2f}",
-        "",
-        "",
-        "",
-        style="bold",
+        "added", "", "", _ms(extra.p50_ms, "+"), "", _ms(extra.p99_ms, "+"), "", "", "", style="bold"
     )
     lines = [Text(_NOTES, style="dim")]
     lines.extend(Text(f"warning: {w}", style="yellow") for w in report.warnings)
@@ -51,14 +43,19 @@ def render_open_loop(report: OpenLoopReport) -> Group:
     return Group(table, *lines)
 
 
+def _ms(value: float, sign: str = "") -> str:
+    """Milliseconds in at most about six characters: fewer decimals as they grow."""
+    if abs(value) < 100:
+        return f"{value:{sign}.2f}"
+    if abs(value) < 1000:
+        return f"{value:{sign}.1f}"
+    return f"{value:{sign},.0f}"
+
+
 def _figures(s: OpenLoopSummary) -> tuple[str, ...]:
     return (
         f"{s.sent_rps:,.0f}",
         f"{s.ok_rps:,.0f}",
-        f"{s.p50_ms:.2f}",
-        f"{s.p90_ms:.2f}",
-        f"{s.p99_ms:.2f}",
-        f"{s.max_ms:.1f}",
-        f"{s.lag_p99_ms:.2f}",
-        str(s.errors),
+        *(_ms(v) for v in (s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.lag_p99_ms)),
+        f"{s.errors:,}",
     )
