@@ -1,7 +1,8 @@
-"""One simulator behind one data plane, for the open-loop and many-streams scenarios.
+"""Simulators behind one data plane, for the open-loop and many-streams scenarios.
 
-NATS is embedded unless one is given; the snapshot (one frontend for any host, one Ollama backend
-with limits far above any offered load) is written straight to the bus, as the overhead run does.
+NATS is embedded unless one is given; the snapshot (one frontend for any host, round robin over
+Ollama backends with limits far above any offered load) is written straight to the bus, as the
+overhead run does.
 """
 
 from __future__ import annotations
@@ -16,46 +17,58 @@ from pathlib import Path
 from ollamaflow.bench.cluster import CLI, free_port, nats, process, publish, wait_ready
 from shared.snapshot import BackendView, FrontendView, SnapshotContent
 
-__all__ = ["Stack", "sim_and_dataplane", "single_backend"]
+__all__ = ["Stack", "sim_and_dataplane", "simulators_backend"]
 
 
 @dataclass(frozen=True, slots=True)
 class Stack:
-    sim_url: str
+    sim_urls: tuple[str, ...]
     dataplane_url: str
     dataplane_pid: int
-    sim_pid: int
     workdir: Path
 
+    @property
+    def sim_url(self) -> str:
+        return self.sim_urls[0]
 
-def single_backend(sim_url: str) -> SnapshotContent:
+
+def simulators_backend(sim_urls: Sequence[str]) -> SnapshotContent:
     # Limits far above the offered load: these scenarios measure the proxy, not admission control.
-    backend = BackendView(
-        id="sim",
-        base_url=sim_url,
-        max_parallel_requests=1_000_000,
-        rate_limit_requests_threshold=1_000_000_000,
+    backends = tuple(
+        BackendView(
+            id=f"sim-{index}",
+            base_url=url,
+            max_parallel_requests=1_000_000,
+            rate_limit_requests_threshold=1_000_000_000,
+        )
+        for index, url in enumerate(sim_urls, 1)
     )
-    return SnapshotContent(
-        frontends=(FrontendView(id="bench", hostname="*", backends=("sim",)),), backends=(backend,)
-    )
+    frontend = FrontendView(id="bench", hostname="*", backends=tuple(b.id for b in backends))
+    return SnapshotContent(frontends=(frontend,), backends=backends)
 
 
 @contextlib.contextmanager
 def sim_and_dataplane(
-    nats_url: str | None, sim_args: Sequence[str] = (), dataplane_env: dict[str, str] | None = None
+    nats_url: str | None,
+    sim_args: Sequence[str] = (),
+    dataplane_env: dict[str, str] | None = None,
+    *,
+    sims: int = 1,
 ) -> Iterator[Stack]:
-    """A simulator started with ``sim_args`` and a data plane (log level WARNING, ``dataplane_env``,
-    the rest of its settings from the environment) in front of it, both stopped at the end."""
-    sim_port, dp_port = free_port(), free_port()
-    sim_url, dp_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{dp_port}"
+    """``sims`` simulators started with ``sim_args`` and a data plane (log level WARNING,
+    ``dataplane_env``, the rest of its settings from the environment) in front of them, all stopped
+    at the end of the block."""
+    sim_ports, dp_port = [free_port() for _ in range(sims)], free_port()
+    sim_urls = tuple(f"http://127.0.0.1:{port}" for port in sim_ports)
+    dp_url = f"http://127.0.0.1:{dp_port}"
     namespace = "bench" + uuid.uuid4().hex[:8]
     with (
         tempfile.TemporaryDirectory(prefix="ollamaflow-bench-") as tmp,
         nats(nats_url, Path(tmp)) as bus_url,
+        contextlib.ExitStack() as stack,
     ):
         workdir = Path(tmp)
-        trusting = publish(bus_url, namespace, single_backend(sim_url), workdir / "keys")
+        trusting = publish(bus_url, namespace, simulators_backend(sim_urls), workdir / "keys")
         env = (
             trusting
             | {
@@ -65,11 +78,16 @@ def sim_and_dataplane(
             }
             | (dataplane_env or {})
         )
-        sim_log, dp_log = workdir / "sim.log", workdir / "dataplane.log"
-        with (
-            process([*CLI, "sim", "--port", str(sim_port), *sim_args], sim_log) as sim,
-            process([*CLI, "dataplane", "--host", "127.0.0.1", "--port", str(dp_port)], dp_log, env) as dp,
-        ):
-            wait_ready(sim_url + "/api/version", sim, sim_log, "simulator")
-            wait_ready(dp_url + "/readyz", dp, dp_log, "data plane")
-            yield Stack(sim_url, dp_url, dp.pid, sim.pid, workdir)
+        started = []
+        for index, port in enumerate(sim_ports, 1):
+            log = workdir / f"sim-{index}.log"
+            started.append(
+                (stack.enter_context(process([*CLI, "sim", "--port", str(port), *sim_args], log)), log)
+            )
+        dp_log = workdir / "dataplane.log"
+        argv = [*CLI, "dataplane", "--host", "127.0.0.1", "--port", str(dp_port)]
+        dp = stack.enter_context(process(argv, dp_log, env))
+        for (sim, log), url in zip(started, sim_urls, strict=True):
+            wait_ready(url + "/api/version", sim, log, "simulator")
+        wait_ready(dp_url + "/readyz", dp, dp_log, "data plane")
+        yield Stack(sim_urls, dp_url, dp.pid, workdir)

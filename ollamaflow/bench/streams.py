@@ -14,6 +14,7 @@ from ollamaflow.bench.scenarios import percentile
 __all__ = [
     "ANSWER_TOKENS",
     "CONNECTION_MARGIN",
+    "STREAMS_PER_SIM",
     "StreamsPlan",
     "StreamsReport",
     "StreamsResult",
@@ -21,18 +22,23 @@ __all__ = [
     "dataplane_connections",
     "dataplane_files",
     "merge_results",
+    "most_streams",
     "per_stream_kb",
     "plan_streams",
+    "simulators_for",
     "streams_warnings",
 ]
 
 # Chunks of each simulated answer: few, so that N streams cost little CPU while they are held open.
 ANSWER_TOKENS = 4
-# Files a process holds besides its connections (listening socket, logs, the bus, the event loop):
-# what the data plane itself adds to its two connection limits when it sizes its open-files limit.
-_SPARE_FILES = 256
+# Files a data plane holds besides its connections (listening socket, log, the bus, the event loop;
+# about 20 measured), with room to spare.
+_SPARE_FILES = 64
+# Streams one simulator holds at once: its server (granian) takes at most 2,048 requests at a time
+# per worker, so more streams are spread over more simulators.
+STREAMS_PER_SIM = 2000
 # Connections the data plane may hold beyond the streams (the warm-up's, the bench's own).
-CONNECTION_MARGIN = 64
+CONNECTION_MARGIN = 16
 
 
 class StreamsPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,9 +50,10 @@ class StreamsPlan(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def plan_streams(streams: int, open_rate: float, together_s: float) -> StreamsPlan:
-    """Every stream lasts long enough to still be open when the last one opens, plus ``together_s``."""
+    """Every stream lasts long enough to still be open when the last one opens, plus ``together_s``
+    (at least 1 s); the ramp counts half again, for a machine that opens them late."""
     ramp = streams / open_rate
-    hold = ramp + max(1.0, together_s)
+    hold = 1.5 * ramp + max(1.0, together_s)
     # The first chunk goes out at once, chunk i at i / tokens_per_second: the last at hold.
     return StreamsPlan(
         streams=streams,
@@ -57,6 +64,10 @@ def plan_streams(streams: int, open_rate: float, together_s: float) -> StreamsPl
     )
 
 
+def simulators_for(streams: int) -> int:
+    return max(1, -(-streams // STREAMS_PER_SIM))
+
+
 def dataplane_connections(streams: int) -> int:
     """The data plane's OLLAMAFLOW_CLIENT_MAX_CONNECTIONS and OLLAMAFLOW_UPSTREAM_MAX_CONNECTIONS
     for ``streams`` streams (by default 10,000 and 1,024: the second would queue the rest)."""
@@ -65,8 +76,14 @@ def dataplane_connections(streams: int) -> int:
 
 def dataplane_files(streams: int) -> int:
     """Open files a data plane needs to hold ``streams`` streams: a client and a backend connection
-    each, and its own (as the data plane counts them when it raises its limit)."""
+    each (HTTP/1.1: one request per connection at a time), and its own."""
     return 2 * dataplane_connections(streams) + _SPARE_FILES
+
+
+def most_streams(open_files: int) -> int:
+    """The most streams a data plane with this open-files limit can hold (``dataplane_files``'s
+    inverse)."""
+    return max(0, (open_files - _SPARE_FILES) // 2 - CONNECTION_MARGIN)
 
 
 class StreamsSpec(msgspec.Struct, kw_only=True):
@@ -99,7 +116,8 @@ class StreamsReport(msgspec.Struct, frozen=True, kw_only=True):
     completed: int
     errors: int
     all_completed: bool
-    peak_open: int  # most streams the simulator was answering at once
+    simulators: int  # the streams are spread over this many (round robin)
+    peak_open: int  # most streams the simulators were answering at once (their sum)
     idle_rss_kb: int  # the data plane's RSS before the streams, after a warm-up
     open_rss_kb: int  # its highest RSS while they were open
     per_stream_kb: float  # (open_rss_kb - idle_rss_kb) / peak_open

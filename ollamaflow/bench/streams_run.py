@@ -36,8 +36,10 @@ from ollamaflow.bench.streams import (
     dataplane_connections,
     dataplane_files,
     merge_results,
+    most_streams,
     per_stream_kb,
     plan_streams,
+    simulators_for,
     streams_warnings,
 )
 
@@ -53,7 +55,9 @@ _WARMUP_STREAMS = 32
 @dataclass(frozen=True, slots=True)
 class StreamsOptions:
     streams: int = 2000
-    open_rate: float = 1000.0  # streams opened per second
+    # Streams opened per second: about what a busy 2-core machine sets up with no backlog (each costs
+    # the generator, the data plane and a simulator a connection and a request).
+    open_rate: float = 400.0
     duration_s: float = 5.0  # seconds all of them are open together (at least 1)
     processes: int = 0  # 0: one per 1,000 streams/s opened, at most one per core
     nats_url: str | None = None
@@ -84,20 +88,24 @@ def _warm_up(dataplane_url: str) -> None:
                 raise RuntimeError(f"warm-up stream through the data plane: HTTP {answer.status_code}")
 
 
-def _set_pace(sim_url: str, tokens_per_second: float) -> None:
-    answer = httpx.post(sim_url + "/_sim/config", json={"tokens_per_second": tokens_per_second}, timeout=10.0)
-    if answer.status_code != 200:
-        raise RuntimeError(f"simulator refused its pace: HTTP {answer.status_code} {answer.text[:200]}")
+def _set_pace(sim_urls: tuple[str, ...], tokens_per_second: float) -> None:
+    for url in sim_urls:
+        answer = httpx.post(url + "/_sim/config", json={"tokens_per_second": tokens_per_second}, timeout=10.0)
+        if answer.status_code != 200:
+            raise RuntimeError(f"simulator refused its pace: HTTP {answer.status_code} {answer.text[:200]}")
 
 
-def _in_flight(client: httpx.Client, sim_url: str) -> int:
-    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-        return int(client.get(sim_url + "/_sim/stats").json()["in_flight"])
-    return 0
+def _in_flight(client: httpx.Client, sim_urls: tuple[str, ...]) -> int:
+    """Replies the simulators are sending now, summed (each read a moment apart)."""
+    total = 0
+    for url in sim_urls:
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+            total += int(client.get(url + "/_sim/stats").json()["in_flight"])
+    return total
 
 
 def _drive(
-    plan: StreamsPlan, url: str, processes: int, sim_url: str, dp_pid: int
+    plan: StreamsPlan, url: str, processes: int, sim_urls: tuple[str, ...], dp_pid: int
 ) -> tuple[list[StreamsResult], int, int]:
     """Run the generator processes; returns their results, the most streams open at once at the
     simulator, and the data plane's highest RSS meanwhile."""
@@ -138,7 +146,7 @@ def _drive(
                     for proc, _, _ in procs:
                         proc.kill()
                     raise RuntimeError("the streams did not end in time")
-                peak_open = max(peak_open, _in_flight(client, sim_url))
+                peak_open = max(peak_open, _in_flight(client, sim_urls))
                 with contextlib.suppress(OSError, RuntimeError):
                     peak_rss = max(peak_rss, rss_kb(dp_pid))
                 time.sleep(0.1)
@@ -165,8 +173,9 @@ def run_streams_scenario(options: StreamsOptions) -> StreamsReport:
     if limit < need:
         raise RuntimeError(
             f"{options.streams:,} streams need about {need:,} open files in the data plane (a client and "
-            f"a backend connection each); the limit here is {limit:,}: raise it (ulimit -n, "
-            "LimitNOFILE) or lower --streams"
+            f"a backend connection each); the limit here is {limit:,} and cannot be raised from this "
+            f"process, which allows at most {most_streams(limit):,} streams: raise the hard limit "
+            "(ulimit -Hn, LimitNOFILE) or lower --streams"
         )
     cores = os.cpu_count() or 1
     processes = options.processes or max(1, min(cores, math.ceil(options.open_rate / _PROCESS_OPEN_RATE)))
@@ -177,12 +186,13 @@ def run_streams_scenario(options: StreamsOptions) -> StreamsReport:
         "OLLAMAFLOW_CLIENT_MAX_CONNECTIONS": connections,
         "OLLAMAFLOW_UPSTREAM_MAX_CONNECTIONS": connections,
     }
-    with sim_and_dataplane(options.nats_url, sim_args, dataplane_env) as stack:
+    sims = simulators_for(options.streams)
+    with sim_and_dataplane(options.nats_url, sim_args, dataplane_env, sims=sims) as stack:
         _warm_up(stack.dataplane_url)
         idle = _steady_rss(stack.dataplane_pid)
-        _set_pace(stack.sim_url, plan.tokens_per_second)
+        _set_pace(stack.sim_urls, plan.tokens_per_second)
         results, peak_open, peak_rss = _drive(
-            plan, stack.dataplane_url + PASS_STREAM.path, processes, stack.sim_url, stack.dataplane_pid
+            plan, stack.dataplane_url + PASS_STREAM.path, processes, stack.sim_urls, stack.dataplane_pid
         )
     completed, errors, first_p50, first_p99, first_error, ramp = merge_results(results)
     return StreamsReport(
@@ -194,6 +204,7 @@ def run_streams_scenario(options: StreamsOptions) -> StreamsReport:
         completed=completed,
         errors=errors,
         all_completed=completed == options.streams and errors == 0,
+        simulators=sims,
         peak_open=peak_open,
         idle_rss_kb=idle,
         open_rss_kb=max(peak_rss, idle),

@@ -12,6 +12,10 @@ from ollamaflow.bench.streams import StreamsReport, dataplane_connections, datap
 __all__ = ["render_streams"]
 
 
+def _sims(count: int) -> str:
+    return "the simulator" if count == 1 else f"{count} simulators"
+
+
 def render_streams(report: StreamsReport) -> Group:
     table = Table(
         title=f"ollamaflow bench: {report.streams:,} streams through one data plane",
@@ -25,7 +29,7 @@ def render_streams(report: StreamsReport) -> Group:
     rows = (
         ("completed (final chunk read)", f"{report.completed:,} of {report.streams:,}: {done}"),
         ("errors", f"{report.errors:,}"),
-        ("open at once (simulator's peak)", f"{report.peak_open:,}"),
+        (f"open at once (at {_sims(report.simulators)})", f"{report.peak_open:,}"),
         ("data plane RSS idle", f"{report.idle_rss_kb / 1024:,.1f} MiB"),
         ("data plane RSS, streams open (max)", f"{report.open_rss_kb / 1024:,.1f} MiB"),
         ("per open stream (goal <= 50 KB)", f"{report.per_stream_kb:,.1f} KiB"),

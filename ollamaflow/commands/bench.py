@@ -55,13 +55,13 @@ def bench(
         ),
     ] = 0,
     rate: Annotated[
-        float,
+        float | None,
         typer.Option(
             min=0.001,
-            help="open-loop: requests/s offered, on a schedule (at most 50,000). streams: streams opened "
-            "per second.",
+            help="open-loop: requests/s offered, on a schedule, at most 50,000 [1000]. streams: streams "
+            "opened per second [400].",
         ),
-    ] = 1000.0,
+    ] = None,
     streams: Annotated[
         int, typer.Option(min=1, max=100_000, help="streams: slow streams held open at once.")
     ] = 2000,
@@ -220,7 +220,7 @@ def bench(
 
             report = run_open_loop(
                 OpenLoopOptions(
-                    rate=rate,
+                    rate=rate or 1000.0,
                     duration_s=duration,
                     warmup_s=warmup,
                     connections=concurrency,
@@ -236,7 +236,7 @@ def bench(
             report = run_streams_scenario(
                 StreamsOptions(
                     streams=streams,
-                    open_rate=rate,
+                    open_rate=rate or 400.0,
                     duration_s=duration,
                     processes=processes,
                     nats_url=nats_url,

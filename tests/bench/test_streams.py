@@ -13,13 +13,16 @@ from rich.console import Console
 
 from ollamaflow.bench.streams import (
     ANSWER_TOKENS,
+    STREAMS_PER_SIM,
     StreamsReport,
     StreamsResult,
     dataplane_connections,
     dataplane_files,
     merge_results,
+    most_streams,
     per_stream_kb,
     plan_streams,
+    simulators_for,
     streams_warnings,
 )
 from ollamaflow.bench.streams_run import rss_kb
@@ -29,15 +32,25 @@ from ollamaflow.bench.streams_table import render_streams
 def test_each_stream_outlasts_the_ramp() -> None:
     plan = plan_streams(10_000, 1000.0, 5.0)
     assert plan.ramp_s == pytest.approx(10.0)
-    assert plan.hold_s == pytest.approx(15.0)
+    assert plan.hold_s == pytest.approx(20.0)
     # The last of ANSWER_TOKENS chunks goes out (ANSWER_TOKENS - 1) / tokens_per_second after the first.
     assert (ANSWER_TOKENS - 1) / plan.tokens_per_second == pytest.approx(plan.hold_s)
-    assert plan_streams(10, 100.0, 0.0).hold_s == pytest.approx(1.1)  # together for 1 s at least
+    assert plan_streams(10, 100.0, 0.0).hold_s == pytest.approx(1.15)  # together for 1 s at least
 
 
 def test_the_data_plane_needs_two_connections_per_stream() -> None:
     assert dataplane_connections(10_000) > 10_000
     assert dataplane_files(10_000) > 2 * dataplane_connections(10_000)
+    for limit in (20_000, 20_001, 65_536):
+        assert dataplane_files(most_streams(limit)) <= limit < dataplane_files(most_streams(limit) + 1)
+    assert most_streams(10) == 0
+
+
+def test_streams_spread_over_simulators_that_hold_them() -> None:
+    assert simulators_for(1) == 1
+    assert simulators_for(STREAMS_PER_SIM) == 1
+    assert simulators_for(STREAMS_PER_SIM + 1) == 2
+    assert simulators_for(10_000) * STREAMS_PER_SIM >= 10_000
 
 
 def test_memory_per_open_stream() -> None:
@@ -75,6 +88,7 @@ def test_table_fits_80_columns_uncut() -> None:
         completed=99_999,
         errors=1,
         all_completed=False,
+        simulators=50,
         peak_open=99_998,
         idle_rss_kb=75_000,
         open_rss_kb=5_075_000,
@@ -91,7 +105,7 @@ def test_table_fits_80_columns_uncut() -> None:
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "…" not in text
-    for cell in ("99,999 of 100,000: NO", "50.0 KiB", "4,956.1 MiB", "1,235 / 12,346 ms", "HTTP 503"):
+    for cell in ("99,999 of 100,000: NO", "50.0 KiB", "4,956.1 MiB", "1,235 / 12,346 ms", "50 simulators"):
         assert cell in text
 
 
