@@ -48,7 +48,7 @@ def run_open_loop(options: OpenLoopOptions) -> OpenLoopReport:
         direct = summarise_open(drive(stack.sim_url), options.rate, options.duration_s)
         through = summarise_open(drive(stack.dataplane_url), options.rate, options.duration_s)
     return OpenLoopReport(
-        generator=f"python/aiohttp open loop ({processes} process{'es' if processes > 1 else ''}, "
+        generator=f"python/aiohttp ({processes} process{'es' if processes > 1 else ''}, "
         f"{options.connections} connections)",
         scenario=scenario.name,
         offered_rps=options.rate,

@@ -21,7 +21,7 @@ _NOTES = (
 def render_open_loop(report: OpenLoopReport) -> Group:
     table = Table(
         title=f"ollamaflow bench: open loop, {report.offered_rps:,.0f} req/s offered, {report.scenario}",
-        caption=f"latency in ms; load: {report.generator}, {report.duration_s:g} s",
+        caption=f"latency in ms; {report.generator}, {report.duration_s:g} s",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )

@@ -151,7 +151,7 @@ def test_open_loop_run_reports_both_paths_without_errors(nats_url: str) -> None:
     )
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     report = msgspec.json.decode(done.stdout, type=OpenLoopReport)
-    assert report.offered_rps == 100.0 and report.generator.startswith("python/aiohttp open loop")
+    assert report.offered_rps == 100.0 and report.generator.startswith("python/aiohttp")
     for summary in (report.direct, report.through):
         assert summary.errors == 0, summary.first_error
         assert summary.requests > 0 and summary.ok_rps > 0 and summary.sent_rps > 0
