@@ -3,6 +3,7 @@ short run. The run checks that the report is sound, never how fast anything is."
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import subprocess
@@ -10,11 +11,13 @@ import sys
 
 import msgspec
 import pytest
+from aiohttp import web
 from rich.console import Console
 
 from ollamaflow.bench.openloop import (
     OpenLoopReport,
     OpenLoopResult,
+    OpenLoopSpec,
     OpenLoopSummary,
     added,
     default_processes,
@@ -23,6 +26,7 @@ from ollamaflow.bench.openloop import (
     summarise_open,
     warnings,
 )
+from ollamaflow.bench.openloop_gen import run_open
 from ollamaflow.bench.openloop_table import render_open_loop
 
 
@@ -123,6 +127,52 @@ def test_table_fits_80_columns_uncut() -> None:
     assert "…" not in text
     for cell in ("12,345", "+1,111", "123,456", "98,765", "lag p99", "warning: via DP"):
         assert cell in text
+
+
+async def _measure_with_one_stall(stalled_request: int, stall_s: float) -> OpenLoopResult:
+    """100 req/s for 1 s over one connection to a server whose ``stalled_request``-th answer
+    waits ``stall_s``."""
+    seen = 0
+
+    async def chat(request: web.Request) -> web.Response:
+        nonlocal seen
+        await request.read()
+        seen += 1
+        if seen == stalled_request:
+            await asyncio.sleep(stall_s)
+        return web.json_response({"done": True})
+
+    app = web.Application()
+    app.router.add_post("/api/chat", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        spec = OpenLoopSpec(
+            url=f"http://127.0.0.1:{port}/api/chat",
+            body=b"{}",
+            rate=100.0,
+            duration_s=1.0,
+            warmup_s=0.2,
+            connections=1,
+        )
+        return await run_open(spec)
+    finally:
+        await runner.cleanup()
+
+
+def test_a_stall_counts_for_every_request_due_during_it() -> None:
+    """The open loop's point: one 300 ms stall on the only connection delays the ~30 requests due
+    meanwhile, and each one's latency counts from when it was due (a closed loop would show one slow
+    request). The sends themselves stay on time."""
+    result = asyncio.run(_measure_with_one_stall(stalled_request=60, stall_s=0.3))
+    assert result.errors == 0 and result.dropped == 0, result.first_error
+    assert 99 <= result.due <= 101 and len(result.latencies_ms) == result.due  # edges: float sums
+    assert max(result.latencies_ms) >= 300.0
+    assert sum(ms > 100.0 for ms in result.latencies_ms) >= 15
+    assert sorted(result.lags_ms)[89] < 100.0  # the generator kept its schedule
 
 
 @pytest.mark.slow
