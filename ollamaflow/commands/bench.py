@@ -30,7 +30,13 @@ def bench(
             "all streams are open together."
         ),
     ] = 5.0,
-    warmup: Annotated[float, typer.Option(help="Seconds of unmeasured load before each measurement.")] = 1.0,
+    warmup: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of unmeasured load before each measurement (streams: a fixed warm-up of 32 "
+            "fast streams instead)."
+        ),
+    ] = 1.0,
     concurrency: Annotated[
         int,
         typer.Option(
@@ -43,7 +49,8 @@ def bench(
         str,
         typer.Option(
             help="Load generator: wrk, python (aiohttp processes), or auto (wrk when it is on PATH). "
-            "saturation always uses python (it reads each answer's status and headers)."
+            "saturation always uses python (it reads each answer's status and headers), and so do open-loop "
+            "(sends on a schedule) and streams."
         ),
     ] = "auto",
     processes: Annotated[

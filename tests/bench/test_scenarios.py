@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from ollamaflow.bench.loadgen import _shares
-from ollamaflow.bench.runner import BenchReport, Row, TranslatedRow, _overhead_content
+from ollamaflow.bench.runner import BenchReport, Row, TranslatedRow, _median_translated, _overhead_content
 from ollamaflow.bench.scenarios import OPENAI_HOST, SCENARIOS, TRANSLATED, Summary, percentile, summarise
 from ollamaflow.bench.table import render
 from ollamaflow.bench.wrk import lua_script, parse_report
@@ -134,3 +134,20 @@ def test_table_fits_80_columns_uncut() -> None:
         assert cell in text
     for cell in ("ollama→openai", "76,543", "0.81x", "1.234", "0.90x"):
         assert cell in text
+
+
+def test_translated_rounds_keep_the_median_ratio_and_every_round() -> None:
+    rounds = [
+        TranslatedRow(
+            scenario=TRANSLATED[1].name,
+            through=_summary(ratio * 1000),
+            stream_ratio=ratio,
+            dataplane_cpu_ms_per_request=0.5,
+            ratios=[ratio],
+        )
+        for ratio in (0.9, 0.7, 0.8)
+    ]
+    median = _median_translated(rounds)
+    assert median.stream_ratio == 0.8
+    assert median.through.rps == 800.0
+    assert median.ratios == [0.9, 0.7, 0.8]
