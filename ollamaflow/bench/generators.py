@@ -47,6 +47,7 @@ def choose(
                 connections=connections,
                 duration_s=duration_s,
                 warmup_s=warmup_s,
+                host=scenario.host,
             ),
         )
     count = max(1, min(processes or os.cpu_count() or 1, connections))
@@ -59,5 +60,6 @@ def choose(
             duration_s=duration_s,
             warmup_s=warmup_s,
             processes=count,
+            host=scenario.host,
         ),
     )

@@ -173,6 +173,7 @@ def run_processes(
     warmup_s: float,
     processes: int,
     reject_pause_s: float = 0.0,
+    headers: dict[str, str] | None = None,
 ) -> list[LoadResult]:
     """Drive load from generator processes that start their clocks together; process i sends to
     ``urls[i % len(urls)]`` (at least one process per URL)."""
@@ -188,6 +189,7 @@ def run_processes(
                 warmup_s=warmup_s,
                 start_at=start_at,
                 reject_pause_s=reject_pause_s,
+                headers=headers or {},
             )
             errors = stack.enter_context(tempfile.TemporaryFile())  # not a pipe: read only at the end
             proc = subprocess.Popen(
@@ -216,11 +218,25 @@ def run_processes(
 
 
 def run_python(
-    url: str, body: bytes, *, connections: int, duration_s: float, warmup_s: float, processes: int
+    url: str,
+    body: bytes,
+    *,
+    connections: int,
+    duration_s: float,
+    warmup_s: float,
+    processes: int,
+    host: str = "",
 ) -> Measured:
-    """Drive load from ``processes`` generator processes at once and merge what they measured."""
+    """Drive load from ``processes`` generator processes at once and merge what they measured;
+    ``host`` replaces the Host header of the URL."""
     results = run_processes(
-        [url], body, connections=connections, duration_s=duration_s, warmup_s=warmup_s, processes=processes
+        [url],
+        body,
+        connections=connections,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        processes=processes,
+        headers={"Host": host} if host else None,
     )
     latencies = [ms for r in results for ms in r.latencies_ms]
     errors = sum(r.errors for r in results)

@@ -1,6 +1,11 @@
 """Start a simulator, NATS and a data plane, drive the same load straight and through the data plane,
 and report both with their ratio and the data plane's CPU time per request.
 
+A second simulator speaks the OpenAI API only, behind a frontend of its own (picked by the Host
+header ``OPENAI_HOST``), so that streamed chat can also be driven through the data plane's
+translation both ways (``TRANSLATED``): each such run follows the pass-through stream's run in the
+same round and is reported as a fraction of its rate.
+
 With ``observability`` a second data plane runs beside the first: the first with metrics and the
 access log off, the second with the metrics, the access log or both on (the access log written at
 INFO to its log file, as a deployment writes it), each round driving both in turns (the order
@@ -25,10 +30,10 @@ import msgspec
 
 from ollamaflow.bench.cluster import CLI, free_port, nats, process, publish, wait_ready
 from ollamaflow.bench.generators import GeneratorChoice, LoadGenerator, choose
-from ollamaflow.bench.scenarios import SCENARIOS, Scenario, Summary
+from ollamaflow.bench.scenarios import OPENAI_HOST, PASS_STREAM, SCENARIOS, TRANSLATED, Scenario, Summary
 from shared.snapshot import BackendView, FrontendView, SnapshotContent
 
-__all__ = ["OBSERVED", "BenchOptions", "BenchReport", "Observed", "Row", "run"]
+__all__ = ["OBSERVED", "BenchOptions", "BenchReport", "Observed", "Row", "TranslatedRow", "run"]
 
 Observed = Literal["", "metrics", "access-log", "both"]
 OBSERVED: tuple[Observed, ...] = ("metrics", "access-log", "both")
@@ -67,12 +72,27 @@ class Row(msgspec.Struct, frozen=True, kw_only=True):
     observed_ratios: list[float] = []
 
 
+class TranslatedRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A translated stream through the (bare) data plane, in the round with the median ratio.
+
+    ``stream_ratio`` is its req/s over the pass-through stream's through the same data plane in
+    the same round (PASS_STREAM's ``through``); ``ratios`` holds that ratio for every round.
+    """
+
+    scenario: str
+    through: Summary
+    stream_ratio: float
+    dataplane_cpu_ms_per_request: float
+    ratios: list[float] = []
+
+
 class BenchReport(msgspec.Struct, frozen=True, kw_only=True):
     generator: str  # which load generator ran, e.g. "wrk 4.1.0, 1 thread" or "python/aiohttp, 2 processes"
     observed: Observed = ""  # what the second data plane observed (BenchOptions.observability)
     connections: int
     duration_s: float
     rows: list[Row]
+    translated: list[TranslatedRow] = []
 
 
 def _stat(pid: int) -> list[str]:
@@ -100,17 +120,31 @@ def _cpu_seconds(pid: int) -> float:
     return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
 
 
-def _overhead_content(sim_url: str) -> SnapshotContent:
+# What ``ollamaflow sim`` serves by default, as an OpenAI-compatible server lists it (sorted): the
+# data plane needs the list to send "llama3.2" as "llama3.2:latest", the name such a server wants.
+_SIM_MODELS = ("all-minilm:latest", "llama3.2:latest", "qwen2.5:0.5b")
+
+
+def _overhead_content(sim_url: str, openai_sim_url: str = "") -> SnapshotContent:
+    """Frontend "bench" (any host) in front of the Ollama simulator and, with ``openai_sim_url``,
+    frontend "bench-openai" (Host ``OPENAI_HOST``) in front of the OpenAI-format one."""
     # Limits far above the offered load: this scenario measures the proxy, not admission control.
-    backend = BackendView(
-        id="sim",
-        base_url=sim_url,
-        max_parallel_requests=1_000_000,
-        rate_limit_requests_threshold=1_000_000_000,
-    )
-    return SnapshotContent(
-        frontends=(FrontendView(id="bench", hostname="*", backends=("sim",)),), backends=(backend,)
-    )
+    unlimited = {"max_parallel_requests": 1_000_000, "rate_limit_requests_threshold": 1_000_000_000}
+    backends = [BackendView(id="sim", base_url=sim_url, **unlimited)]  # type: ignore[arg-type]
+    frontends = [FrontendView(id="bench", hostname="*", backends=("sim",))]
+    if openai_sim_url:
+        backends.append(
+            BackendView(
+                id="sim-openai",
+                base_url=openai_sim_url,
+                api_format="OpenAI",
+                models=_SIM_MODELS,
+                models_known=True,
+                **unlimited,  # type: ignore[arg-type]
+            )
+        )
+        frontends.append(FrontendView(id="bench-openai", hostname=OPENAI_HOST, backends=("sim-openai",)))
+    return SnapshotContent(frontends=tuple(frontends), backends=tuple(backends))
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +211,32 @@ def _median_round(rounds: list[Row]) -> Row:
     )
 
 
+def _translated_round(generator: LoadGenerator, bare: _Target, passed: Summary) -> list[TranslatedRow]:
+    """Each translated stream through the bare data plane, against ``passed`` (the pass-through
+    stream's figures through it in this round)."""
+    rows = []
+    for scenario in TRANSLATED:
+        through, cpu_ms = _through(generator, scenario, bare)
+        ratio = through.rps / passed.rps if passed.rps else 0.0
+        rows.append(
+            TranslatedRow(
+                scenario=scenario.name,
+                through=through,
+                stream_ratio=ratio,
+                dataplane_cpu_ms_per_request=cpu_ms,
+                ratios=[ratio],
+            )
+        )
+    return rows
+
+
+def _median_translated(rounds: list[TranslatedRow]) -> TranslatedRow:
+    ranked = sorted(rounds, key=lambda row: row.stream_ratio)
+    return msgspec.structs.replace(
+        ranked[(len(ranked) - 1) // 2], ratios=[row.stream_ratio for row in rounds]
+    )
+
+
 def _observed_dataplane(
     stack: contextlib.ExitStack, env: dict[str, str], tmp: Path, observed: Observed
 ) -> _Target:
@@ -204,14 +264,16 @@ def run(options: BenchOptions) -> BenchReport:
         warmup_s=options.warmup_s,
         processes=options.processes,
     )
-    sim_port, dp_port = free_port(), free_port()
+    sim_port, openai_port, dp_port = free_port(), free_port(), free_port()
     sim_url, dp_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{dp_port}"
+    openai_url = f"http://127.0.0.1:{openai_port}"
     namespace = "bench" + uuid.uuid4().hex[:8]
     with (
         tempfile.TemporaryDirectory(prefix="ollamaflow-bench-") as tmp,
         nats(options.nats_url, Path(tmp)) as nats_url,
     ):
-        trusting = publish(nats_url, namespace, _overhead_content(sim_url), Path(tmp) / "keys")
+        content = _overhead_content(sim_url, openai_url)
+        trusting = publish(nats_url, namespace, content, Path(tmp) / "keys")
         sim_log, dp_log = Path(tmp) / "sim.log", Path(tmp) / "dataplane.log"
         env = trusting | {
             "OLLAMAFLOW_NATS_URL": nats_url,
@@ -222,6 +284,9 @@ def run(options: BenchOptions) -> BenchReport:
             env |= {"OLLAMAFLOW_METRICS": "false", "OLLAMAFLOW_ACCESS_LOG": "false"}
         with contextlib.ExitStack() as stack:
             sim = stack.enter_context(process([*CLI, "sim", "--port", str(sim_port)], sim_log))
+            openai_log = Path(tmp) / "sim-openai.log"
+            openai_argv = [*CLI, "sim", "--port", str(openai_port), "--format", "openai"]
+            openai_sim = stack.enter_context(process(openai_argv, openai_log))
             dataplane = stack.enter_context(
                 process([*CLI, "dataplane", "--host", "127.0.0.1", "--port", str(dp_port)], dp_log, env)
             )
@@ -229,16 +294,22 @@ def run(options: BenchOptions) -> BenchReport:
             if options.observability:
                 observed = _observed_dataplane(stack, env, Path(tmp), options.observability)
             wait_ready(sim_url + "/api/version", sim, sim_log, "simulator")
+            wait_ready(openai_url + "/v1/models", openai_sim, openai_log, "simulator (OpenAI)")
             wait_ready(dp_url + "/readyz", dataplane, dp_log, "data plane")
             bare = _Target(dp_url, dataplane.pid)
-            rows = [
-                _median_round(
-                    [
-                        _round(generator, scenario, sim_url, bare, observed, observed_first=index % 2 == 1)
-                        for index in range(max(1, options.rounds))
-                    ]
-                )
-                for scenario in SCENARIOS
+            rows: list[Row] = []
+            translated_rounds: list[list[TranslatedRow]] = []
+            for scenario in SCENARIOS:
+                rounds = []
+                for index in range(max(1, options.rounds)):
+                    row = _round(generator, scenario, sim_url, bare, observed, observed_first=index % 2 == 1)
+                    rounds.append(row)
+                    if scenario == PASS_STREAM:
+                        translated_rounds.append(_translated_round(generator, bare, row.through))
+                rows.append(_median_round(rounds))
+            translated = [
+                _median_translated([by_round[i] for by_round in translated_rounds])
+                for i in range(len(TRANSLATED))
             ]
     return BenchReport(
         generator=generator.name,
@@ -246,4 +317,5 @@ def run(options: BenchOptions) -> BenchReport:
         duration_s=options.duration_s,
         rows=rows,
         observed=options.observability,
+        translated=translated,
     )

@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["SCENARIOS", "Measured", "Scenario", "Summary", "percentile", "summarise"]
+__all__ = [
+    "OPENAI_HOST",
+    "PASS_STREAM",
+    "SCENARIOS",
+    "TRANSLATED",
+    "Measured",
+    "Scenario",
+    "Summary",
+    "percentile",
+    "summarise",
+]
+
+# The Host header that picks the bench's second frontend, whose backend speaks the OpenAI API.
+OPENAI_HOST = "openai.bench"
 
 
 class Scenario(msgspec.Struct, frozen=True, kw_only=True):
     name: str  # short: it is a column of an 80-column table
     path: str
     body: bytes
+    # The Host header to send ("": the URL's), which picks the data plane's frontend; only the
+    # translated scenarios set it, and a simulator answering directly ignores it.
+    host: str = ""
 
 
 def _chat(stream: bool) -> bytes:
@@ -22,6 +38,17 @@ def _chat(stream: bool) -> bytes:
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(name="chat", path="/api/chat", body=_chat(False)),
     Scenario(name="chat stream", path="/api/chat", body=_chat(True)),
+)
+# The pass-through stream the translated ones are compared with.
+PASS_STREAM = SCENARIOS[1]
+
+# Streamed chat through the data plane into a backend of the other API, each compared with
+# PASS_STREAM's rate in the same round: an Ollama client (/api/chat) whose frontend (OPENAI_HOST)
+# holds an OpenAI-format backend, and an OpenAI client (/v1/chat/completions) whose frontend holds
+# the Ollama one. Both bodies are the same request in their own API.
+TRANSLATED: tuple[Scenario, ...] = (
+    Scenario(name="ollama→openai", path="/api/chat", body=_chat(True), host=OPENAI_HOST),
+    Scenario(name="openai→ollama", path="/v1/chat/completions", body=_chat(True)),
 )
 
 

@@ -7,14 +7,18 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from ollamaflow.bench.runner import BenchReport
-from ollamaflow.bench.scenarios import Summary
+from ollamaflow.bench.runner import BenchReport, TranslatedRow
+from ollamaflow.bench.scenarios import PASS_STREAM, Summary
 
 __all__ = ["render"]
 
 _NOTES = (
     "ratio: req/s via the data plane / req/s direct, same run. "
     "DP ms/req: the data plane's CPU time (user+sys, /proc) per request it served."
+)
+_TRANSLATED_NOTE = (
+    "client→backend API, streamed, via the data plane (no observability); vs pass: req/s over "
+    f"{PASS_STREAM.name} via DP in the same round (target: 0.80x or more)."
 )
 _OBSERVED_NOTE = (
     "DP bare observes nothing; DP+{what} has {what} on. Their cost (the second's req/s and CPU "
@@ -74,8 +78,34 @@ def render(report: BenchReport) -> Group:
             )
             for row in report.rows
         )
-    lines.extend(Text(f"first error, {e}", style="red") for e in errors)
-    return Group(table, *lines)
+    parts: list[Table | Text] = [table, *lines]
+    if report.translated:
+        parts.extend(_translated(report.translated))
+    errors += [
+        f"{row.scenario}: {row.through.first_error}" for row in report.translated if row.through.first_error
+    ]
+    parts.extend(Text(f"first error, {e}", style="red") for e in errors)
+    return Group(*parts)
+
+
+def _translated(rows: list[TranslatedRow]) -> list[Table | Text]:
+    table = Table(title="translated streams", box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("client→backend", "req/s", "p50 ms", "p99 ms", "errors", "vs pass", "DP ms/req"):
+        table.add_column(name, justify="left" if name == "client→backend" else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(
+            row.scenario,
+            *_figures(row.through),
+            f"{row.stream_ratio:.2f}x",
+            f"{row.dataplane_cpu_ms_per_request:.3f}",
+        )
+    lines: list[Table | Text] = [table, Text(_TRANSLATED_NOTE, style="dim")]
+    if any(len(row.ratios) > 1 for row in rows):
+        lines.extend(
+            Text(f"  {row.scenario} by round: " + ", ".join(f"{r:.2f}x" for r in row.ratios), style="dim")
+            for row in rows
+        )
+    return lines
 
 
 _SHORT = {"metrics": "metrics", "access-log": "log", "both": "both", "": ""}

@@ -73,11 +73,13 @@ def _lua_string(data: bytes) -> str:
     return '"' + "".join(chr(b) if b in plain else f"\\{b:03d}" for b in data) + '"'
 
 
-def lua_script(body: bytes, content_type: str = "application/json") -> str:
+def lua_script(body: bytes, content_type: str = "application/json", host: str = "") -> str:
+    """The request (and the report hook); ``host`` replaces the Host header wrk derives from the URL."""
+    host_line = f'wrk.headers["Host"] = {_lua_string(host.encode())}\n' if host else ""
     return (
         'wrk.method = "POST"\n'
         f"wrk.body = {_lua_string(body)}\n"
-        f'wrk.headers["Content-Type"] = {_lua_string(content_type.encode())}\n' + _DONE
+        f'wrk.headers["Content-Type"] = {_lua_string(content_type.encode())}\n' + host_line + _DONE
     )
 
 
@@ -129,12 +131,13 @@ def run_wrk(
     duration_s: float,
     warmup_s: float,
     threads: int = 1,
+    host: str = "",
 ) -> Measured:
     """A warm-up run (not measured), then the measured run; durations round up to whole seconds."""
     threads = max(1, min(threads, connections))
     with tempfile.TemporaryDirectory(prefix="ollamaflow-wrk-") as tmp:
         script = Path(tmp) / "bench.lua"
-        script.write_text(lua_script(body))
+        script.write_text(lua_script(body, host=host))
         sent = 0
         if warmup_s > 0:
             warm = _wrk(path, url, script, connections, threads, max(1, math.ceil(warmup_s)))

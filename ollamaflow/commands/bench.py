@@ -1,4 +1,5 @@
-"""`ollamaflow bench`: proxy overhead as ratios within one run, or behaviour under saturation."""
+"""`ollamaflow bench`: proxy overhead as ratios within one run, latency added at a fixed rate,
+memory per open stream, behaviour under saturation, or how fast changes propagate."""
 
 from __future__ import annotations
 
@@ -7,32 +8,70 @@ from typing import Annotated
 
 import typer
 
+SCENARIO_NAMES = ("overhead", "open-loop", "streams", "saturation", "propagation")
+
 
 def bench(
     scenario: Annotated[
         str,
         typer.Option(
-            help="overhead: the same load direct and through a data plane. saturation: more load than "
+            help="overhead: the same load direct and through a data plane, and translated streams. "
+            "open-loop: a fixed --rate direct and through, and the latency the data plane adds. "
+            "streams: --streams slow streams held open, and the data plane's memory per stream. "
+            "saturation: more load than "
             "the backends' limits, reporting queue wait, rejections and each simulator's peak concurrency. "
             "propagation: how long admin writes and health changes take to be applied on every data plane."
         ),
     ] = "overhead",
     duration: Annotated[
-        float, typer.Option(help="Seconds of measured load per scenario and path (wrk: whole seconds).")
+        float,
+        typer.Option(
+            help="Seconds of measured load per scenario and path (wrk: whole seconds). streams: seconds "
+            "all streams are open together."
+        ),
     ] = 5.0,
-    warmup: Annotated[float, typer.Option(help="Seconds of unmeasured load before each measurement.")] = 1.0,
-    concurrency: Annotated[int, typer.Option(min=1, help="Concurrent client connections.")] = 32,
+    warmup: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of unmeasured load before each measurement (streams: a fixed warm-up of 32 "
+            "fast streams instead)."
+        ),
+    ] = 1.0,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Concurrent client connections (open-loop: the most it holds; a request due while "
+            "all are busy waits for one, in its latency).",
+        ),
+    ] = 32,
     generator: Annotated[
         str,
         typer.Option(
             help="Load generator: wrk, python (aiohttp processes), or auto (wrk when it is on PATH). "
-            "saturation always uses python (it reads each answer's status and headers)."
+            "saturation always uses python (it reads each answer's status and headers), and so do open-loop "
+            "(sends on a schedule) and streams."
         ),
     ] = "auto",
     processes: Annotated[
         int,
-        typer.Option(min=0, help="Processes of the python generator (0: one per core; saturation: per DP)."),
+        typer.Option(
+            min=0,
+            help="Processes of the python generator (0: one per core; saturation: per DP; open-loop: "
+            "one per 1,500 req/s; streams: one per 1,000 streams opened/s; both at most one per core).",
+        ),
     ] = 0,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="open-loop: requests/s offered, on a schedule, at most 50,000 [1000]. streams: streams "
+            "opened per second [400].",
+        ),
+    ] = None,
+    streams: Annotated[
+        int, typer.Option(min=1, max=100_000, help="streams: slow streams held open at once.")
+    ] = 2000,
     rounds: Annotated[
         int,
         typer.Option(
@@ -113,6 +152,22 @@ def bench(
     --rounds 3 reports the median of three alternating rounds. --observability metrics|access-log|both
     adds a data plane observing that beside one observing nothing, and reports what it costs.
 
+    Each overhead round also drives streamed chat through the data plane's translation, both ways: an
+    Ollama client (/api/chat) whose frontend holds an OpenAI-format simulator, and an OpenAI client
+    (/v1/chat/completions) in front of the Ollama one; each is shown as a fraction of the pass-through
+    stream's requests/s in the same round.
+
+    --scenario open-loop sends non-streamed chat at a fixed --rate on a schedule, whatever the answers
+    do, straight at a simulator and then through a data plane, measuring each latency from the time
+    the request was due (so queueing shows, unlike in a closed loop). Prints the rate sent and
+    answered, p50/p90/p99/max latency, the generator's own lateness and errors, and the p50/p99 the
+    data plane adds; warns when the generator could not keep the schedule.
+
+    --scenario streams opens --streams slow streamed chats (--rate per second) through one data plane
+    and holds them all open for --duration seconds. Prints whether every stream completed, how many
+    were open at once, and the data plane's RSS idle and with them open, and per open stream. It
+    raises the open-files limit for the processes it starts (about 2 per stream in the data plane).
+
     --scenario saturation starts --backends simulators that answer after --sim-latency-ms, and
     --dataplanes data planes in front of them with a small --max-parallel per backend, then offers
     --concurrency clients (well above backends x max-parallel), once as Ollama clients (/api/chat)
@@ -129,15 +184,17 @@ def bench(
     (from the moment the control plane recorded the change until every data plane applied it). Prints
     p50/p99/max of each and the snapshot's size.
     """
-    if scenario not in ("overhead", "saturation", "propagation"):
-        raise typer.BadParameter("must be overhead, saturation or propagation", param_hint="--scenario")
+    if scenario not in SCENARIO_NAMES:
+        raise typer.BadParameter(
+            "must be " + ", ".join(SCENARIO_NAMES[:-1]) + " or propagation", param_hint="--scenario"
+        )
     if observability is not None and observability not in ("metrics", "access-log", "both"):
         raise typer.BadParameter("must be metrics, access-log or both", param_hint="--observability")
     if generator not in ("auto", "wrk", "python"):
         raise typer.BadParameter("must be auto, wrk or python", param_hint="--generator")
-    if scenario == "saturation" and generator == "wrk":
+    if scenario in ("saturation", "open-loop", "streams") and generator == "wrk":
         raise typer.BadParameter(
-            "the saturation scenario runs the python generator", param_hint="--generator"
+            f"the {scenario} scenario runs the python generator", param_hint="--generator"
         )
 
     import msgspec
@@ -164,6 +221,35 @@ def bench(
                 )
             )
             shown = render_propagation(report)
+        elif scenario == "open-loop":
+            from ollamaflow.bench.openloop_run import OpenLoopOptions, run_open_loop
+            from ollamaflow.bench.openloop_table import render_open_loop
+
+            report = run_open_loop(
+                OpenLoopOptions(
+                    rate=rate or 1000.0,
+                    duration_s=duration,
+                    warmup_s=warmup,
+                    connections=concurrency,
+                    processes=processes,
+                    nats_url=nats_url,
+                )
+            )
+            shown = render_open_loop(report)
+        elif scenario == "streams":
+            from ollamaflow.bench.streams_run import StreamsOptions, run_streams_scenario
+            from ollamaflow.bench.streams_table import render_streams
+
+            report = run_streams_scenario(
+                StreamsOptions(
+                    streams=streams,
+                    open_rate=rate or 400.0,
+                    duration_s=duration,
+                    processes=processes,
+                    nats_url=nats_url,
+                )
+            )
+            shown = render_streams(report)
         elif scenario == "saturation":
             from ollamaflow.bench.saturation import SaturationOptions, run_saturation
             from ollamaflow.bench.saturation_table import render_saturation

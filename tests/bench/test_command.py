@@ -1,6 +1,7 @@
-"""`ollamaflow bench` end to end: it starts its processes, drives both scenarios, reports figures.
+"""`ollamaflow bench` end to end: it starts its processes, drives both scenarios and the translated
+streams, reports figures.
 
-Checks that the run is sound (both scenarios, no errors, positive rates and CPU figures), never
+Checks that the run is sound (every scenario, no errors, positive rates and CPU figures), never
 how fast anything is.
 """
 
@@ -14,7 +15,7 @@ import msgspec
 import pytest
 
 from ollamaflow.bench.runner import BenchReport
-from ollamaflow.bench.scenarios import SCENARIOS
+from ollamaflow.bench.scenarios import SCENARIOS, TRANSLATED
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +66,13 @@ def test_bench_reports_both_scenarios_without_errors(nats_url: str, generator: s
             assert row.observed_ratio > 0 and row.observed_cpu_ms_per_request > 0
         else:
             assert report.observed == "" and row.observed is None
+    # Both translations ran, through the bare data plane, against the pass-through stream.
+    assert [row.scenario for row in report.translated] == [s.name for s in TRANSLATED]
+    for translated in report.translated:
+        assert translated.through.errors == 0, translated.through.first_error
+        assert translated.through.requests > 0 and translated.through.rps > 0
+        assert 0 < translated.through.p50_ms <= translated.through.p99_ms
+        assert translated.stream_ratio > 0 and translated.dataplane_cpu_ms_per_request > 0
 
 
 def test_bench_rejects_an_unknown_generator() -> None:

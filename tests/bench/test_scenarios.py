@@ -9,8 +9,8 @@ import pytest
 from rich.console import Console
 
 from ollamaflow.bench.loadgen import _shares
-from ollamaflow.bench.runner import BenchReport, Row
-from ollamaflow.bench.scenarios import SCENARIOS, Summary, percentile, summarise
+from ollamaflow.bench.runner import BenchReport, Row, TranslatedRow, _median_translated, _overhead_content
+from ollamaflow.bench.scenarios import OPENAI_HOST, SCENARIOS, TRANSLATED, Summary, percentile, summarise
 from ollamaflow.bench.table import render
 from ollamaflow.bench.wrk import lua_script, parse_report
 
@@ -36,6 +36,27 @@ def test_summarise_counts_rate_and_percentiles() -> None:
 def test_scenarios_cover_streamed_and_not() -> None:
     streams = {msgspec.json.decode(s.body)["stream"] for s in SCENARIOS}
     assert streams == {True, False}
+
+
+def test_translated_streams_reach_the_other_api() -> None:
+    """Each translated scenario's Host picks a frontend whose backend speaks the other API."""
+    content = _overhead_content("http://127.0.0.1:1", "http://127.0.0.1:2")
+    formats = {b.id: b.api_format for b in content.backends}
+    by_host = {f.hostname: f.backends for f in content.frontends}
+    for scenario in TRANSLATED:
+        assert msgspec.json.decode(scenario.body)["stream"] is True
+        (backend,) = by_host[scenario.host or "*"]
+        client = "OpenAI" if scenario.path.startswith("/v1/") else "Ollama"
+        assert formats[backend] != client
+    openai = next(b for b in content.backends if b.api_format == "OpenAI")
+    # Listed with the simulator's exact names, so that "llama3.2" is sent as "llama3.2:latest".
+    assert openai.models_known and "llama3.2:latest" in openai.models
+    assert _overhead_content("http://127.0.0.1:1").frontends[0].hostname == "*"
+
+
+def test_lua_script_sets_the_host_only_when_asked() -> None:
+    assert "Host" not in lua_script(b"{}")
+    assert f'wrk.headers["Host"] = "{OPENAI_HOST}"' in lua_script(b"{}", host=OPENAI_HOST)
 
 
 def _lua_unescape(literal: str) -> bytes:
@@ -90,8 +111,19 @@ def test_table_fits_80_columns_uncut() -> None:
         dataplane_cpu_ms_per_request=0.123,
         ratios=[0.7, 0.8, 0.9],
     )
+    translated = TranslatedRow(
+        scenario=TRANSLATED[0].name,
+        through=_summary(76_543.2),
+        stream_ratio=0.812,
+        dataplane_cpu_ms_per_request=1.234,
+        ratios=[0.8, 0.81, 0.9],
+    )
     report = BenchReport(
-        generator="python/aiohttp (2 processes)", connections=32, duration_s=5.0, rows=[row, row]
+        generator="python/aiohttp (2 processes)",
+        connections=32,
+        duration_s=5.0,
+        rows=[row, row],
+        translated=[translated, translated],
     )
     console = Console(width=80, record=True, color_system=None)
     console.print(render(report))
@@ -100,3 +132,22 @@ def test_table_fits_80_columns_uncut() -> None:
     assert "…" not in text
     for cell in ("123,457", "98,765", "0.80x", "0.123", "via DP", "chat stream", "python/aiohttp"):
         assert cell in text
+    for cell in ("ollama→openai", "76,543", "0.81x", "1.234", "0.90x"):
+        assert cell in text
+
+
+def test_translated_rounds_keep_the_median_ratio_and_every_round() -> None:
+    rounds = [
+        TranslatedRow(
+            scenario=TRANSLATED[1].name,
+            through=_summary(ratio * 1000),
+            stream_ratio=ratio,
+            dataplane_cpu_ms_per_request=0.5,
+            ratios=[ratio],
+        )
+        for ratio in (0.9, 0.7, 0.8)
+    ]
+    median = _median_translated(rounds)
+    assert median.stream_ratio == 0.8
+    assert median.through.rps == 800.0
+    assert median.ratios == [0.9, 0.7, 0.8]
