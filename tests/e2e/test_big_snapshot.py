@@ -45,6 +45,9 @@ async def _configure(url: str) -> None:
                         hostname=f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
                         port=11434,
                         labels=["gpu"],
+                        # Limited, so that every data plane gets a share of each (unlimited ones get none).
+                        max_parallel_requests=4,
+                        rate_limit_requests_threshold=10,
                         created_utc=now,
                         last_update_utc=now,
                     )
