@@ -8,6 +8,7 @@ returns that answer. Nothing is sent to any backend.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated, Literal
 
@@ -29,6 +30,7 @@ __all__ = ["ExplainCandidateOut", "ExplainIn", "ExplainOut", "explain_route"]
 
 log = logging.getLogger("ollamaflow.controlplane.explain")
 
+NO_RESPONDER_GRACE = 1.0
 ANSWER_WAIT = 5.0
 """Seconds to wait for the data plane's answer."""
 
@@ -96,7 +98,7 @@ async def explain_route(
         headers={name.lower(): value for name, value in data.headers.items()},
     )
     try:
-        answer = await bus.request(bus.names.explain_subject, encode(request), wait=ANSWER_WAIT)
+        answer = await _ask(bus, encode(request))
     except BusNoResponder:
         raise ApiError(
             "ServiceUnavailable", "no data plane answers routing dry-runs (are they older than this version?)"
@@ -109,3 +111,16 @@ async def explain_route(
         log.warning("unreadable routing dry-run answer from a data plane: %s", exc)
         raise ApiError("ServiceUnavailable", "a data plane sent an unreadable answer; retry") from None
     return msgspec.convert(reply, ExplainOut, from_attributes=True)
+
+
+async def _ask(bus: Bus, request: bytes) -> bytes:
+    """One data plane's answer. A data plane reports itself live a moment before it answers dry-runs
+    (it subscribes once connected), so "nobody answers" is asked again for ``NO_RESPONDER_GRACE``."""
+    deadline = asyncio.get_running_loop().time() + NO_RESPONDER_GRACE
+    while True:
+        try:
+            return await bus.request(bus.names.explain_subject, request, wait=ANSWER_WAIT)
+        except BusNoResponder:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+            await asyncio.sleep(0.1)
