@@ -37,7 +37,8 @@ from controlplane.clock import Clock, rfc3339
 from shared.bus import Bus
 from shared.errors import BusError, SnapshotConflict
 from shared.signing import SnapshotSigner, sign
-from shared.snapshot import Snapshot, SnapshotContent, encode, seal
+from shared.snapshot import Snapshot, SnapshotContent
+from shared.snapshot_codec import SnapshotSealer
 
 __all__ = ["PublishObserver", "PublishStatus", "Publisher"]
 
@@ -118,6 +119,8 @@ class Publisher:
         self.revision = 0
         """The revision on the bus as of this publisher's last publish (or skip); 0 before."""
         self._written: tuple[bytes, int] | None = None  # (stored header, KV sequence) of our last write
+        # Seals and encodes as shared.snapshot does, re-encoding only the views that changed.
+        self._sealer = SnapshotSealer()
         # For the metrics (controlplane.metrics), read when scraped: the last stored snapshot's
         # encoded size (set in publish(), which has the bytes at hand).
         self.last_size = 0
@@ -142,7 +145,7 @@ class Publisher:
             content = await self._content(previous)
             built = time.perf_counter()
             # Sealed once, with a provisional revision: the hash decides whether to publish at all.
-            sealed = seal(content, revision=0, generated_at=rfc3339(self._clock.now()))
+            sealed = self._sealer.seal(content, revision=0, generated_at=rfc3339(self._clock.now()))
             # After a lost race the winner may already have stored exactly our content. Signed by
             # another key (a rotation) it is published again, so that data planes get our signature.
             current = sealed.content_hash == header.content_hash and self._signed_by_us(header)
@@ -157,7 +160,7 @@ class Publisher:
             snapshot = msgspec.structs.replace(sealed, revision=revision)
             if self._signer is not None:
                 snapshot = sign(snapshot, self._signer)
-            data = encode(snapshot)
+            data = self._sealer.encode(snapshot)
             try:
                 sequence = await self._bus.write_snapshot(
                     data,
