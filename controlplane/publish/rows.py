@@ -33,7 +33,10 @@ class RowCache(Generic[Row]):
     async def read(self, session: AsyncSession) -> list[Row]:
         """Every row of the table, in identifier order; only changed or new ones are fetched whole."""
         identifier = col(self._table.identifier)  # type: ignore[attr-defined]
-        versions: dict[str, str] = dict((await session.exec(select(identifier, _XMIN))).all())  # type: ignore[call-overload]
+        # On the session's connection, not through the ORM: a thousand plain (id, version) pairs cost
+        # half as much that way, and nothing here needs ORM objects.
+        connection = await session.connection()
+        versions: dict[str, str] = dict((await connection.execute(select(identifier, _XMIN))).all())  # type: ignore[arg-type]
         stale = [
             i
             for i, version in versions.items()
