@@ -21,7 +21,7 @@ from controlplane.db import Database
 from controlplane.health.inventory import Inventory
 from controlplane.health.monitor import Monitor
 from controlplane.health.targets import BackendTarget, target_of
-from controlplane.publish.rows import RowCache
+from controlplane.publish.rows import RowCache, read_tables
 from controlplane.sync.manager import Synchroniser
 from controlplane.sync.plan import required_by_backend
 from controlplane.tables import BackendRow, FrontendRow
@@ -81,8 +81,7 @@ class Fleet:
     async def reconcile(self) -> None:
         async with self._db.session() as session:
             await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            backends = await self._backends.read(session)
-            frontends = await self._frontends.read(session)
+            backends, frontends = await read_tables(session, self._backends, self._frontends)
         targets = {row.identifier: self._target(row) for row in backends}
         for gone in self._targets.keys() - targets.keys():
             del self._targets[gone]

@@ -253,7 +253,8 @@ def _model_index(
     for target in chosen:
         backend = backends[target.id]
         if backend.models_known:
-            for key in dict.fromkeys(model_key(name) for name in backend.models):
+            # The target's model_names holds the backend's model keys, once each, in listed order.
+            for key in target.model_names:
                 having.setdefault(key, []).append(target)
     # Keep the pool's order within each model so rotation and failover stay predictable.
     order = {t.id: i for i, t in enumerate(chosen)}

@@ -25,6 +25,7 @@ from shared.logs import KnownSecrets
 from shared.secret_box import BackendSecrets, Keyring, secret_values
 from shared.signing import SnapshotTrust
 from shared.snapshot import Snapshot, accept
+from shared.snapshot_codec import SnapshotDecoder
 
 __all__ = ["SnapshotState"]
 
@@ -54,6 +55,8 @@ class SnapshotState:
     # Called with each newly applied snapshot, right after the table swap (e.g. admission's limits).
     listeners: list[Callable[[Snapshot], None]] = field(default_factory=list)
     _last_data: bytes = b""
+    # Decodes only what changed since the last snapshot (``shared.snapshot_codec``).
+    _decoder: SnapshotDecoder = field(default_factory=SnapshotDecoder)
     _opened: Opened = field(default_factory=dict)  # the applied snapshot's opened secrets, for reuse
 
     @property
@@ -67,7 +70,7 @@ class SnapshotState:
         began = time.perf_counter()
         self._last_data = data
         try:
-            snapshot = accept(self.snapshot, data, trust=self.trust)
+            snapshot = accept(self.snapshot, data, trust=self.trust, decoder=self._decoder.decode)
         except SnapshotRejected as exc:
             self.reject(exc.message, source=source)
             return False
@@ -145,7 +148,8 @@ class SnapshotState:
 
 def _secrets_of(snapshot: Snapshot) -> Iterator[BackendSecrets]:
     for b in snapshot.content.backends:
-        yield BackendSecrets(bearer_token=b.bearer_token, querystring=b.querystring, headers=b.headers)
+        if b.bearer_token or b.querystring or b.headers:  # most have none: no object for them
+            yield BackendSecrets(bearer_token=b.bearer_token, querystring=b.querystring, headers=b.headers)
 
 
 def secrets_problem(problems: Mapping[str, str]) -> str:

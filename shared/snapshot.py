@@ -11,6 +11,7 @@ Pure: no I/O and no clock reads; callers pass ``generated_at``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 import msgspec
@@ -276,14 +277,21 @@ def decode(data: bytes) -> Snapshot:
     return snapshot
 
 
-def accept(current: Snapshot | None, data: bytes, *, trust: SnapshotTrust) -> Snapshot:
+def accept(
+    current: Snapshot | None,
+    data: bytes,
+    *,
+    trust: SnapshotTrust,
+    decoder: Callable[[bytes], Snapshot] | None = None,
+) -> Snapshot:
     """Decide whether a data plane takes ``data`` over ``current``.
 
     Returns the new snapshot, or raises SnapshotRejected (the caller keeps ``current``): undecodable,
     a bad content hash, not signed by a key ``trust`` holds, or older than ``current``.
     A same-revision copy is not an error: it returns ``current`` unchanged.
+    ``decoder``: decodes as ``decode`` does (``shared.snapshot_codec.SnapshotDecoder.decode``).
     """
-    snapshot = decode(data)
+    snapshot = (decoder or decode)(data)
     trust.verify(snapshot)
     if current is not None:
         if snapshot.revision < current.revision:

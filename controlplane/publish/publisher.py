@@ -37,7 +37,8 @@ from controlplane.clock import Clock, rfc3339
 from shared.bus import Bus
 from shared.errors import BusError, SnapshotConflict
 from shared.signing import SnapshotSigner, sign
-from shared.snapshot import Snapshot, SnapshotContent, encode, seal
+from shared.snapshot import Snapshot, SnapshotContent
+from shared.snapshot_codec import SnapshotSealer
 
 __all__ = ["PublishObserver", "PublishStatus", "Publisher"]
 
@@ -118,6 +119,8 @@ class Publisher:
         self.revision = 0
         """The revision on the bus as of this publisher's last publish (or skip); 0 before."""
         self._written: tuple[bytes, int] | None = None  # (stored header, KV sequence) of our last write
+        # Seals and encodes as shared.snapshot does, re-encoding only the views that changed.
+        self._sealer = SnapshotSealer()
         # For the metrics (controlplane.metrics), read when scraped: the last stored snapshot's
         # encoded size (set in publish(), which has the bytes at hand).
         self.last_size = 0
@@ -129,8 +132,13 @@ class Publisher:
         self._force = self._force or force
         self._wake.set()
 
-    async def publish(self, *, force: bool = False) -> Snapshot | None:
-        """Store a new revision now; None if skipped because the stored content is already current."""
+    async def publish(self, *, force: bool = False, eager: bool = False) -> Snapshot | None:
+        """Store a new revision now; None if skipped because the stored content is already current.
+
+        ``eager``: a change is expected (a request, not the interval's check), so the next revision
+        number is drawn while the content is read, not after it; a skip then leaves a gap in the
+        revisions, which only ever need to grow.
+        """
         for attempt in range(self._max_attempts):
             began = time.perf_counter()
             stored = self._written if attempt == 0 else None
@@ -139,25 +147,38 @@ class Publisher:
             header = _stored_header(stored[0]) if stored else _Stored()
             last = self.last
             previous = last.content if last is not None and last.revision == header.revision else None
-            content = await self._content(previous)
+            drawn = (
+                asyncio.ensure_future(self._next_revision(at_least=header.revision + 1))
+                if eager or force
+                else None
+            )
+            try:
+                content = await self._content(previous)
+            except BaseException:
+                await _settled(drawn)
+                raise
             built = time.perf_counter()
             # Sealed once, with a provisional revision: the hash decides whether to publish at all.
-            sealed = seal(content, revision=0, generated_at=rfc3339(self._clock.now()))
+            sealed = self._sealer.seal(content, revision=0, generated_at=rfc3339(self._clock.now()))
             # After a lost race the winner may already have stored exactly our content. Signed by
             # another key (a rotation) it is published again, so that data planes get our signature.
             current = sealed.content_hash == header.content_hash and self._signed_by_us(header)
             if current and (not force or attempt > 0):
+                await _settled(drawn)
                 if stored is self._written:  # known from memory only: make sure before skipping
                     self._written = None
                     continue
                 self.revision = header.revision
                 return None
             sealed_at = time.perf_counter()
-            revision = await self._next_revision(at_least=header.revision + 1)
+            if drawn is not None:
+                revision = await drawn
+            else:
+                revision = await self._next_revision(at_least=header.revision + 1)
             snapshot = msgspec.structs.replace(sealed, revision=revision)
             if self._signer is not None:
                 snapshot = sign(snapshot, self._signer)
-            data = encode(snapshot)
+            data = self._sealer.encode(snapshot)
             try:
                 sequence = await self._bus.write_snapshot(
                     data,
@@ -201,12 +222,12 @@ class Publisher:
     async def run(self) -> None:
         """Publish whenever asked and every ``interval`` seconds, until cancelled."""
         while True:
-            await self._wait()
+            requested = await self._wait()
             self._wake.clear()
             force, self._force = self._force, False
             started = time.perf_counter()
             try:
-                snapshot = await self.publish(force=force)
+                snapshot = await self.publish(force=force, eager=requested)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -225,11 +246,15 @@ class Publisher:
         if self.observer is not None:
             self.observer.publish_round(result, time.perf_counter() - started)
 
-    async def _wait(self) -> None:
-        with contextlib.suppress(TimeoutError):
+    async def _wait(self) -> bool:
+        """Until asked (True) or the interval is up (False)."""
+        try:
             await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
-            # Let a burst of changes land in one snapshot.
-            await asyncio.sleep(self._debounce)
+        except TimeoutError:
+            return False
+        # Let a burst of changes land in one snapshot.
+        await asyncio.sleep(self._debounce)
+        return True
 
     def _failed(self, exc: Exception) -> None:
         message = str(exc) or type(exc).__name__
@@ -240,3 +265,10 @@ class Publisher:
             else:
                 log.error("snapshot publish failed; retrying", exc_info=exc)
         self.last_error = message
+
+
+async def _settled(drawn: asyncio.Future[int] | None) -> None:
+    """Wait for a revision drawn for nothing (its outcome is of no use; a failure shows elsewhere)."""
+    if drawn is not None:
+        with contextlib.suppress(Exception):
+            await drawn

@@ -10,13 +10,13 @@ of a publish's reads in one REPEATABLE READ transaction, so versions and rows ag
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import literal_column
+from sqlalchemy import Select, literal, literal_column, union_all
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-__all__ = ["RowCache"]
+__all__ = ["RowCache", "read_tables"]
 
 Row = TypeVar("Row", bound=SQLModel)
 _XMIN = literal_column("xmin::text")
@@ -32,8 +32,16 @@ class RowCache(Generic[Row]):
 
     async def read(self, session: AsyncSession) -> list[Row]:
         """Every row of the table, in identifier order; only changed or new ones are fetched whole."""
-        identifier = col(self._table.identifier)  # type: ignore[attr-defined]
-        versions: dict[str, str] = dict((await session.exec(select(identifier, _XMIN))).all())  # type: ignore[call-overload]
+        return (await read_tables(session, self))[0]
+
+    def _query(self, tag: int) -> Select[Any]:
+        """This table's (tag, identifier, version) triples."""
+        return select(literal(tag), self._identifier(), _XMIN)  # type: ignore[call-overload, no-any-return]
+
+    def _identifier(self) -> Any:
+        return col(self._table.identifier)  # type: ignore[attr-defined]
+
+    async def _load(self, session: AsyncSession, versions: dict[str, str]) -> list[Row]:
         stale = [
             i
             for i, version in versions.items()
@@ -42,7 +50,7 @@ class RowCache(Generic[Row]):
         if stale:
             query = select(self._table)
             if len(stale) <= _MAX_LISTED:
-                query = query.where(identifier.in_(stale))
+                query = query.where(self._identifier().in_(stale))
             fresh = (await session.exec(query)).all()
             for row in fresh:
                 key = row.identifier  # type: ignore[attr-defined]
@@ -50,3 +58,17 @@ class RowCache(Generic[Row]):
         for gone in self._rows.keys() - versions.keys():
             del self._rows[gone]
         return [self._rows[i][1] for i in sorted(versions) if i in self._rows]
+
+
+async def read_tables(session: AsyncSession, *caches: RowCache[Any]) -> list[list[Any]]:
+    """``RowCache.read`` of each of ``caches``, with one query for the versions of all their tables.
+
+    The versions go on the session's connection, not through the ORM: a thousand plain (id, version)
+    pairs cost half as much that way, and one statement for all tables saves a round trip per table.
+    """
+    connection = await session.connection()
+    query = union_all(*(cache._query(tag) for tag, cache in enumerate(caches)))
+    versions: list[dict[str, str]] = [{} for _ in caches]
+    for tag, identifier, version in (await connection.execute(query)).all():
+        versions[tag][identifier] = version
+    return [await cache._load(session, found) for cache, found in zip(caches, versions, strict=True)]

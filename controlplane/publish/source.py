@@ -25,7 +25,7 @@ from controlplane.publish.builder import (
     key_rates_of,
     shares_of,
 )
-from controlplane.publish.rows import RowCache
+from controlplane.publish.rows import RowCache, read_tables
 from controlplane.reports import DataPlaneRegistry
 from controlplane.tables import ApiKeyRow, BackendRow, FrontendRow
 from shared.bus import Bus
@@ -80,9 +80,9 @@ class ConfigSource:
             # One REPEATABLE READ transaction: frontends, backends and keys from the same moment, so a
             # frontend never names a backend the snapshot lacks.
             await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            frontends = await self._frontends.read(session)
-            backends = await self._backends.read(session)
-            api_keys = await self._api_keys.read(session)
+            frontends, backends, api_keys = await read_tables(
+                session, self._frontends, self._backends, self._api_keys
+            )
         if self._known_secrets is not None:
             self._known_secrets.replace(secret_values(backend_secrets(b) for b in backends))
         content = build_content(

@@ -247,6 +247,35 @@ async def test_unchanged_content_is_not_republished_unless_forced(settings: Sett
         await db.close()
 
 
+async def test_a_requested_publish_draws_its_revision_while_reading_and_a_skip_leaves_a_gap(
+    settings: Settings,
+) -> None:
+    bus = Bus(settings.nats_url, BusNames(settings.bus_namespace))
+    db = Database(settings.database_url)
+    await bus.connect()
+    try:
+        contents = [_content("e0")]
+        publisher = await _publisher(settings, bus, db, contents)
+        first = await publisher.publish(eager=True)
+        assert first is not None
+        assert await publisher.publish(eager=True) is None  # unchanged: its revision goes unused
+        contents.append(_content("e1"))
+        second = await publisher.publish(eager=True)
+        assert second is not None and second.revision > first.revision + 1  # the gap
+        stored = await bus.read_snapshot()
+        assert stored is not None and stored[0] == encode(second)
+
+        async def broken(_previous: SnapshotContent | None) -> SnapshotContent:
+            raise RuntimeError("the database went away")
+
+        failing = Publisher(bus, content=broken, next_revision=db.next_revision, clock=Clock(), interval=30)
+        with pytest.raises(RuntimeError, match="went away"):
+            await failing.publish(eager=True)  # the revision drawn meanwhile is waited for, not left behind
+    finally:
+        await bus.close()
+        await db.close()
+
+
 @pytest.mark.slow
 async def test_publishing_catches_up_once_nats_comes_up(settings: Settings, tmp_path: Path) -> None:
     """The control plane starts without NATS, takes changes, and publishes them when NATS appears."""
