@@ -294,10 +294,15 @@ class Connection(asyncio.Protocol):
         # period, not once per request. Only a shorter timeout than the armed one needs a new timer.
         if self._timer is None or self._timer_due > now + read_timeout:
             self._arm(now + read_timeout)
-        self._transport.write(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
-            self._transport.write(body)
         try:
+            try:
+                self._transport.write(head + body if len(body) < 65536 else head)
+                if len(body) >= 65536:
+                    self._transport.write(body)
+            except RuntimeError as exc:
+                # uvloop refuses to write on a handle the backend's reset already closed, before
+                # connection_lost has run: the same as a backend that closed the connection.
+                raise Disconnected("closed the connection") from exc
             return await waiter
         except BaseException:
             self._busy = False
