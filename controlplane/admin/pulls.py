@@ -11,14 +11,18 @@ naming it (``controlplane.admin.leadership``).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 from litestar import post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
+from msgspec import Meta
 
+from controlplane.admin import limits
 from controlplane.admin.health import PullOut, pull_out
+from controlplane.admin.limits import whole
 from controlplane.admin.routes import ITEM, PathId
-from controlplane.admin.schemas import ModelName
 from controlplane.errors import ApiError, error_responses
 from controlplane.models_requests import ModelRequests
 from controlplane.sync.manager import Synchroniser
@@ -31,10 +35,22 @@ __all__ = ["PullIn", "PullStarted", "start_pull"]
 _KINDS = {400: "BadRequest", 403: "Conflict", 404: "NotFound", 503: "ServiceUnavailable"}
 
 
+# A model name with something in it besides white space (as the schema says, so that clients know).
+PullModel = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=limits.MODEL_NAME_LENGTH,
+        pattern=whole(rf"[^\x00]*[^{limits.NO_SPACE}][^\x00]*"),
+        description="the model to pull: a name that is not blank",
+    ),
+]
+
+
 class PullIn(msgspec.Struct, kw_only=True, rename="pascal", forbid_unknown_fields=True):
     """What to pull."""
 
-    model: ModelName
+    model: PullModel
 
 
 class PullStarted(msgspec.Struct, kw_only=True, rename="pascal"):

@@ -37,7 +37,8 @@ async def test_every_change_reaches_the_snapshot_whoever_wrote_it(settings: Sett
             }
 
             # A writer the control plane knows nothing of: the next publish still sees it.
-            with psycopg.connect(libpq, autocommit=True) as conn:
+            # One transaction: a publish in between must not see one change without the other.
+            with psycopg.connect(libpq) as conn, conn.transaction():
                 conn.execute("UPDATE backends SET name = 'by hand' WHERE identifier = 'b03'")
                 conn.execute("UPDATE frontends SET backends = '[\"b02\"]'::json WHERE identifier = 'f'")
             running.plane.publisher.request(force=True)
