@@ -326,7 +326,13 @@ class DataPlane:
             await send_error(send, "Ollama", 404, f"no route for {shown}")
         elif scope["method"] not in route.methods:
             allow = ", ".join(sorted(route.methods)).encode()
-            await self._refuse(path, route, scope, send, 405, "method not allowed", [(b"allow", allow)])
+            await self._before_handler(
+                path,
+                route,
+                scope,
+                send,
+                lambda out: send_error(out, route.api_format, 405, "method not allowed", [(b"allow", allow)]),
+            )
         else:
             guard = route.guard
             if guard is not None and (
@@ -338,34 +344,34 @@ class DataPlane:
                 if refusal is not None:
                     id_header = (b"x-ollamaflow-request", os.urandom(16).hex().encode())
                     body = refusal.body(route.api_format)
-                    answer = self._logged(path, route, scope, send) if route.own_answer else None
-                    await send_bytes(
-                        answer or send, refusal.status, body, JSON, [id_header, *refusal.headers]
+                    headers = [id_header, *refusal.headers]
+                    await self._before_handler(
+                        path,
+                        route,
+                        scope,
+                        send,
+                        lambda out: send_bytes(out, refusal.status, body, JSON, headers),
                     )
-                    if answer is not None:
-                        answer.done()
                     return
             if route.endable:
                 await self._endable(route, scope, receive, send)
             else:
                 await route.handler(scope, receive, send)
 
-    async def _refuse(
+    async def _before_handler(
         self,
         path: str,
         route: Route,
         scope: MutableMapping[str, Any],
         send: Send,
-        status: int,
-        message: str,
-        headers: list[tuple[bytes, bytes]],
+        answer: Callable[[Send], Awaitable[None]],
     ) -> None:
-        """An error before the route's handler: logged here for the proxy's routes, which log
-        only what reaches them."""
-        answer = self._logged(path, route, scope, send) if route.own_answer else None
-        await send_error(answer or send, route.api_format, status, message, headers)
-        if answer is not None:
-            answer.done()
+        """Give ``answer`` before the route's handler runs: logged here for the proxy's routes, which
+        log only what reaches them (other routes' ``send`` is already logged)."""
+        logged = self._logged(path, route, scope, send) if route.own_answer else None
+        await answer(logged or send)
+        if logged is not None:
+            logged.done()
 
     async def _endable(
         self, route: Route, scope: MutableMapping[str, Any], receive: Receive, send: Send
