@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 
 import aiohttp
 import msgspec
 
+from ollamaflow.bench import workers
 from ollamaflow.bench.scenarios import Measured, summarise
 
 __all__ = [
@@ -191,30 +189,10 @@ def run_processes(
                 reject_pause_s=reject_pause_s,
                 headers=headers or {},
             )
-            errors = stack.enter_context(tempfile.TemporaryFile())  # not a pipe: read only at the end
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "ollamaflow.bench.loadgen"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=errors,
-            )
             # Every process gets its spec now, so that all start their clocks at ``start_at``
             # (handed over one after another's end, they would run one after another).
-            assert proc.stdin is not None
-            proc.stdin.write(msgspec.json.encode(spec))
-            proc.stdin.close()
-            procs.append((proc, errors))
-        results = []
-        for proc, errors in procs:
-            assert proc.stdout is not None
-            out = proc.stdout.read()
-            proc.stdout.close()
-            if proc.wait() != 0:
-                errors.seek(0)
-                message = errors.read().decode(errors="replace")
-                raise RuntimeError(f"load generator failed ({proc.returncode}): {message}")
-            results.append(msgspec.json.decode(out, type=LoadResult))
-    return results
+            procs.append(workers.start(stack, "ollamaflow.bench.loadgen", spec))
+        return workers.collect(procs, LoadResult, "load generator")
 
 
 def run_python(
@@ -249,19 +227,8 @@ def run_python(
 
 def main() -> None:
     spec = msgspec.json.decode(sys.stdin.buffer.read(), type=LoadSpec)
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    result = asyncio.run(run_load(spec))
-    # After uvloop ran, sys.stdout.buffer.write stops at the pipe's 64 KiB when the parent is still
-    # reading another process's result, and the rest is lost: write it all, chunk by chunk.
-    os.set_blocking(sys.stdout.fileno(), True)
-    data = memoryview(msgspec.json.encode(result))
-    while data:
-        data = data[os.write(sys.stdout.fileno(), data) :]
+    workers.use_uvloop()
+    workers.write_result(asyncio.run(run_load(spec)))
 
 
 if __name__ == "__main__":

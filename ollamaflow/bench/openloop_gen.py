@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import resource
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 
 import aiohttp
 import msgspec
 
+from ollamaflow.bench import workers
 from ollamaflow.bench.openloop import OpenLoopResult, OpenLoopSpec, due_at, slot
 
 __all__ = ["raise_nofile", "run_open", "run_open_processes"]
@@ -169,45 +167,15 @@ def run_open_processes(
                 headers=headers or {},
                 connections=max(1, connections // processes),
             )
-            errors = stack.enter_context(tempfile.TemporaryFile())  # not a pipe: read only at the end
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "ollamaflow.bench.openloop_gen"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=errors,
-            )
-            assert proc.stdin is not None
-            proc.stdin.write(msgspec.json.encode(spec))
-            proc.stdin.close()
-            procs.append((proc, errors))
-        results = []
-        for proc, errors in procs:
-            assert proc.stdout is not None
-            out = proc.stdout.read()
-            proc.stdout.close()
-            if proc.wait() != 0:
-                errors.seek(0)
-                message = errors.read().decode(errors="replace")
-                raise RuntimeError(f"open-loop generator failed ({proc.returncode}): {message[-2000:]}")
-            results.append(msgspec.json.decode(out, type=OpenLoopResult))
-    return results
+            procs.append(workers.start(stack, "ollamaflow.bench.openloop_gen", spec))
+        return workers.collect(procs, OpenLoopResult, "open-loop generator")
 
 
 def main() -> None:
     spec = msgspec.json.decode(sys.stdin.buffer.read(), type=OpenLoopSpec)
     raise_nofile(spec.max_in_flight + 64)
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    result = asyncio.run(run_open(spec))
-    # Write it all, chunk by chunk (see loadgen.main: a large result would be cut at the pipe's size).
-    os.set_blocking(sys.stdout.fileno(), True)
-    data = memoryview(msgspec.json.encode(result))
-    while data:
-        data = data[os.write(sys.stdout.fileno(), data) :]
+    workers.use_uvloop()
+    workers.write_result(asyncio.run(run_open(spec)))
 
 
 if __name__ == "__main__":

@@ -7,13 +7,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 
 import aiohttp
 import msgspec
 
+from ollamaflow.bench import workers
 from ollamaflow.bench.openloop import due_at
 from ollamaflow.bench.openloop_gen import raise_nofile
 from ollamaflow.bench.streams import StreamsResult, StreamsSpec
@@ -103,17 +103,8 @@ async def run_streams(spec: StreamsSpec) -> StreamsResult:
 def main() -> None:
     spec = msgspec.json.decode(sys.stdin.buffer.read(), type=StreamsSpec)
     raise_nofile(spec.count + 256)
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    result = asyncio.run(run_streams(spec))
-    os.set_blocking(sys.stdout.fileno(), True)
-    data = memoryview(msgspec.json.encode(result))
-    while data:
-        data = data[os.write(sys.stdout.fileno(), data) :]
+    workers.use_uvloop()
+    workers.write_result(asyncio.run(run_streams(spec)))
 
 
 if __name__ == "__main__":
