@@ -179,3 +179,8 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, title:
 def print_item(item: dict[str, Any]) -> None:
     """One object as a two-column table, field by field."""
     print_table(["Field", "Value"], [(key, value) for key, value in item.items()])
+
+
+# The id and name options of `backends add|edit` and `frontends add|edit`.
+Ident = Annotated[str | None, typer.Option("--id", help="Identifier (required to add).", show_default=False)]
+Name = Annotated[str | None, typer.Option("--name", help="A display name.", show_default=False)]

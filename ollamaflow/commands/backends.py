@@ -9,7 +9,9 @@ import typer
 from ollamaflow.commands.admin_io import (
     BodyFile,
     DataDirOption,
+    Ident,
     Json,
+    Name,
     Sets,
     Token,
     Url,
@@ -43,8 +45,6 @@ add_read_commands(app, BACKENDS)
 ItemId = id_argument("backend")
 _FORMATS = {"ollama": "Ollama", "openai": "OpenAI"}
 
-Ident = Annotated[str | None, typer.Option("--id", help="Identifier (required to add).", show_default=False)]
-Name = Annotated[str | None, typer.Option("--name", help="A display name.", show_default=False)]
 Hostname = Annotated[
     str | None, typer.Option("--hostname", help="Host name or IP address [API default: localhost].")
 ]

@@ -9,7 +9,9 @@ import typer
 from ollamaflow.commands.admin_io import (
     BodyFile,
     DataDirOption,
+    Ident,
     Json,
+    Name,
     Sets,
     Token,
     Url,
@@ -42,8 +44,6 @@ add_read_commands(app, FRONTENDS)
 ItemId = id_argument("frontend")
 _STRATEGIES = {s.lower(): s for s in ("RoundRobin", "Random", "LeastConnections", "ModelAware")}
 
-Ident = Annotated[str | None, typer.Option("--id", help="Identifier (required to add).", show_default=False)]
-Name = Annotated[str | None, typer.Option("--name", help="A display name.", show_default=False)]
 Hostname = Annotated[
     str | None,
     typer.Option("--hostname", help="The Host it serves, or '*' for any other [API default: *]."),
