@@ -60,7 +60,7 @@ POOL_BACKENDS_COUNT = 20_000  # a frontend's Backends: one may front the fleet (
 KEY_FRONTENDS_COUNT = 5_000  # an API key's Frontends: all of them (OLLAMAFLOW_MAX_FRONTENDS)
 PINNED_COUNT = 64  # top-level properties of PinnedEmbeddingsProperties / PinnedCompletionsProperties
 PINNED_JSON_BYTES = 8192  # each of those, as compact JSON
-PINNED_DEPTH = 8  # nesting of objects and arrays within them
+PINNED_DEPTH = 32  # nesting of objects and arrays within them (the object itself counts)
 
 # Host names: DNS labels of letters, digits, '-' (not first or last) and '_' (Docker and Compose
 # service names use it), joined by dots, no trailing dot. Dotted IPv4 addresses match this too.

@@ -49,7 +49,7 @@ MAX_APIKEYS = 50_000
 MAX_FILE_BYTES = 16 * 1024 * 1024
 _INT32 = 2**31 - 1
 PINNED_JSON_BYTES = 8192
-PINNED_DEPTH = 8
+PINNED_DEPTH = 32  # as the admin API allows
 
 
 Identifier = Annotated[str, Meta(min_length=1, max_length=128, pattern=rf"^[^{NO_SPACE}/?#]+$")]

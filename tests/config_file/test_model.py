@@ -7,7 +7,14 @@ import pytest
 
 from controlplane.admin.schemas import ApiKeyIn, BackendIn, FrontendIn
 from ollamaflow.config_file.errors import FileError
-from ollamaflow.config_file.model import MAX_FILE_BYTES, ApiKeySpec, BackendSpec, FrontendSpec, parse
+from ollamaflow.config_file.model import (
+    MAX_FILE_BYTES,
+    PINNED_DEPTH,
+    ApiKeySpec,
+    BackendSpec,
+    FrontendSpec,
+    parse,
+)
 
 
 @pytest.mark.parametrize(
@@ -44,8 +51,11 @@ from ollamaflow.config_file.model import MAX_FILE_BYTES, ApiKeySpec, BackendSpec
         ("backends: [{Identifier: a, Port: '1'}]", "backends[0].Port: Expected `int`, got `str`"),
         (
             "frontends: [{Identifier: a, PinnedCompletionsProperties: "
-            "{a: {b: {c: {d: {e: {f: {g: {h: {i: 1}}}}}}}}}}]",
-            "frontends[0].PinnedCompletionsProperties: nested more than 8 deep",
+            + "{a: " * (PINNED_DEPTH + 1)
+            + "1"
+            + "}" * (PINNED_DEPTH + 1)
+            + "}]",
+            f"frontends[0].PinnedCompletionsProperties: nested more than {PINNED_DEPTH} deep",
         ),
         (
             'frontends: [{Identifier: a, PinnedEmbeddingsProperties: {k: [1, {"a\\0": 2}]}}]',
