@@ -204,6 +204,9 @@ class ModelRequests:
     # -- the actions -------------------------------------------------------------------------------
 
     async def _pull(self, frontend: FrontendOut, model: str) -> ModelReply:
+        # The monitor learns of backends on its next pass; a pull right after a backend was added
+        # must see it, not answer that nobody can pull.
+        await self._fleet.reconcile()
         targets, skipped = self._targets(frontend)
         if not targets:
             serving = [ident for ident in skipped if self._lists(ident, model)]
