@@ -6,8 +6,7 @@ whole messages; ``close`` ends the stream. Encoders turn one JSON value into the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -65,18 +64,11 @@ class NdjsonDecoder:
         return [rest] if rest.strip() else []
 
 
-@dataclass(frozen=True)
-class SseEvent:
+class SseEvent(NamedTuple):
     """One dispatched SSE event: its ``data`` lines joined with ``\\n``."""
 
     data: str
     event: str = "message"
-
-
-@dataclass
-class _EventBuilder:
-    data: list[str] = field(default_factory=list)
-    event: str = ""
 
 
 class SseDecoder:
@@ -90,9 +82,12 @@ class SseDecoder:
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._skip_lf = False
-        self._event = _EventBuilder()
+        self._data: list[str] = []  # the event being read: its data lines and its name
+        self._name = ""
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
+        if not self._skip_lf and b"\r" not in chunk:
+            return self._feed_lf(chunk)
         events: list[SseEvent] = []
         pos, size = 0, len(chunk)
         if self._skip_lf and chunk[:1] == b"\n":
@@ -117,25 +112,44 @@ class SseDecoder:
         self._buffer += chunk[pos:]
         return events
 
+    def _feed_lf(self, chunk: bytes) -> list[SseEvent]:
+        # What every server we know sends: lines end with LF only. One split instead of a search per
+        # line end, and ``data:`` lines (nearly all of them) recognised without the general parse.
+        events: list[SseEvent] = []
+        lines = chunk.split(b"\n")
+        rest = lines.pop()
+        if lines and self._buffer:
+            lines[0] = bytes(self._buffer) + lines[0]
+            self._buffer.clear()
+        for raw in lines:
+            if raw.startswith(b"data: "):
+                self._data.append(raw[6:].decode("utf-8", errors="replace"))
+            elif (event := self._line(raw.decode("utf-8", errors="replace"))) is not None:
+                events.append(event)
+        self._buffer += rest
+        return events
+
     def close(self) -> list[SseEvent]:
         """Nothing: an unterminated event is dropped, as conforming readers do."""
         self._buffer.clear()
-        self._event = _EventBuilder()
+        self._data, self._name = [], ""
         return []
 
     def _line(self, line: str) -> SseEvent | None:
         if not line:
-            built, self._event = self._event, _EventBuilder()
-            if not built.data:
+            data, name = self._data, self._name
+            if not data:
+                self._name = ""
                 return None
-            return SseEvent(data="\n".join(built.data), event=built.event or "message")
+            self._data, self._name = [], ""
+            return SseEvent(data[0] if len(data) == 1 else "\n".join(data), name or "message")
         if line.startswith(":"):
             return None
         name, colon, value = line.partition(":")
         if colon and value.startswith(" "):
             value = value[1:]
         if name == "data":
-            self._event.data.append(value)
+            self._data.append(value)
         elif name == "event":
-            self._event.event = value
+            self._name = value
         return None

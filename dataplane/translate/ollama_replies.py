@@ -155,6 +155,14 @@ class OpenAIStream:
         }
         self._include_usage = include_usage
         self._ids = ids
+        # A text chunk is nearly every chunk: its bytes around the text are the same each time, so
+        # they are encoded once (what ``_chunk(_choice(...))`` would give, key for key).
+        head = encode_json(self._head)[:-1]
+        usage = b',"usage":null' if include_usage else b""
+        key = b'"delta":{"content":' if chat else b'"text":'
+        close = b"}" if chat else b""
+        self._text_before = b"data: " + head + b',"choices":[{"index":0,' + key
+        self._text_after = close + b',"logprobs":null,"finish_reason":null}]' + usage + b"}\n\n"
         self._lines = NdjsonDecoder()
         self._started = False
         self._tool_count = 0
@@ -202,6 +210,9 @@ class OpenAIStream:
             chunk["usage"] = usage
         return sse_event(chunk)
 
+    def _text_chunk(self, text: str) -> bytes:
+        return self._text_before + encode_json(text) + self._text_after
+
     def _choice(
         self, delta: dict[str, Any] | str, finish_reason: str | None = None, logprobs: list[Any] | None = None
     ) -> dict[str, Any]:
@@ -220,7 +231,7 @@ class OpenAIStream:
         if self._chat:
             events += self._chat_deltas(native)
         elif native.text and not native.done:
-            events.append(self._chunk(self._choice(native.text)))
+            events.append(self._text_chunk(native.text))
         if native.done:
             events += self._finish(native)
         return events
@@ -230,7 +241,10 @@ class OpenAIStream:
         if native.reasoning:
             events.append(self._chunk(self._choice({"reasoning": native.reasoning})))
         if native.text:
-            events.append(self._chunk(self._choice({"content": native.text}, logprobs=native.logprobs)))
+            if native.logprobs is None:
+                events.append(self._text_chunk(native.text))
+            else:
+                events.append(self._chunk(self._choice({"content": native.text}, logprobs=native.logprobs)))
         if native.calls:
             first = self._tool_count
             calls = [_openai_call(call, first + n, self._ids) for n, call in enumerate(native.calls)]

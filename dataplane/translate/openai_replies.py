@@ -134,6 +134,22 @@ class _Shape:
 
     model: str
     chat: bool
+    # A text line's bytes around its stamp and its text, encoded once.
+    _model: bytes = field(init=False, repr=False, compare=False)
+    _before: bytes = field(init=False, repr=False, compare=False)
+    _after: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key = b'","message":{"role":"assistant","content":' if self.chat else b'","response":'
+        object.__setattr__(self, "_before", key)
+        object.__setattr__(self, "_after", b'},"done":false}\n' if self.chat else b',"done":false}\n')
+        object.__setattr__(self, "_model", b'{"model":' + encode_json(self.model) + b',"created_at":"')
+
+    def text_line(self, now_ns: int, text: str) -> bytes:
+        """``ndjson_line(line(now_ns, text))`` of a line with text only (most of a stream), encoded
+        around the text instead of through two dicts."""
+        stamp = rfc3339(now_ns).encode()
+        return self._model + stamp + self._before + encode_json(text) + self._after
 
     def line(
         self,
@@ -294,10 +310,14 @@ class OllamaStream:
             _gather(self._tools, delta.tool_calls)
         if text or thinking:
             self._first_ns = self._first_ns or now_ns
-            line = self._shape.line(now_ns, text or "", thinking)
-            if (logprobs := _logprobs(choice)) is not None:
-                line["logprobs"] = logprobs
-            lines.append(ndjson_line(line))
+            logprobs = _logprobs(choice)
+            if thinking or logprobs is not None:
+                line = self._shape.line(now_ns, text or "", thinking)
+                if logprobs is not None:
+                    line["logprobs"] = logprobs
+                lines.append(ndjson_line(line))
+            else:
+                lines.append(self._shape.text_line(now_ns, text or ""))
         if choice.finish_reason is not None and self._finish is None:
             self._finish = choice.finish_reason
             if self._tools:
