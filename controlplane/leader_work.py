@@ -107,6 +107,7 @@ class LeaderWork:
             clock=clock,
             interval=settings.publish_interval,
             signer=signer,
+            freeze=True,
         )
         # Data planes' /api/pull, /api/delete, /api/copy; pull progress goes out on the bus.
         self.models = ModelRequests(bus, frontends, self.fleet, self.sync, self.monitor)

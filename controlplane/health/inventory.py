@@ -108,7 +108,7 @@ def parse_loaded(body: bytes) -> tuple[LoadedModel, ...]:
 def parse_openai_listing(body: bytes) -> tuple[tuple[str, ...], str]:
     """Model ids (sorted) and the server's dialect from an OpenAI-compatible ``/v1/models`` body.
 
-    vLLM marks every entry ``"owned_by": "vllm"`` (api-formats §3); any other owner (OpenAI's
+    vLLM marks every entry ``"owned_by": "vllm"``; any other owner (OpenAI's
     "system", Ollama's "library", llama.cpp's "llamacpp", ...) is the plain dialect "".
     """
     models: _OpenAIModels = _decode(body, _OpenAIModels, "/v1/models")

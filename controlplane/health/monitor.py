@@ -1,9 +1,11 @@
 """The backend monitor: one task per active backend that probes its health and reads its models.
 
 Each backend has its own task (a probe loop and an inventory loop), so a slow or hanging backend only
-ever delays itself; all of them share one ``httpx.AsyncClient`` with per-request timeouts (also used
-for model pulls and management calls), verifying https backends by the shared TLS policy
-(``shared.tls``) and reaching them directly, whatever proxy the environment names. ``apply``
+ever delays itself. Probes and model-list reads go over the backend's own kept-alive connections
+through a lean HTTP/1.1 client (``controlplane.health.probe_client``), each backend's probes at a phase
+of its own within the interval (``controlplane.health.schedule``); model pulls and management calls
+share one ``httpx.AsyncClient``. Both verify https backends by the shared TLS policy (``shared.tls``)
+and reach backends directly, whatever proxy the environment names. ``apply``
 reconciles the tasks with the configuration: new backends are probed at once, a backend whose address
 or probe request changes starts over (its health is unknown again), one whose interval or timeout
 changes is re-scheduled (its health is kept), deleted or inactive backends stop being probed. Every
@@ -37,6 +39,8 @@ from controlplane.health.inventory import (
     parse_openai_listing,
     parse_tags,
 )
+from controlplane.health.probe_client import BodyTooLarge, ProbeClient, ProbeError, ProbeTimeout
+from controlplane.health.schedule import next_probe
 from controlplane.health.state import Health
 from controlplane.health.targets import BackendTarget
 from controlplane.publish.builder import UNPROBED, BackendRuntime
@@ -50,12 +54,20 @@ log = logging.getLogger("ollamaflow.controlplane.health")
 # What a request to a backend can fail with: transport errors, and a URL or header (as configured)
 # that httpx cannot send, e.g. a non-ASCII header value. Either way the backend cannot be reached.
 REQUEST_ERRORS = (httpx.HTTPError, httpx.InvalidURL, UnicodeError)
+# The same for the lean client of probes and listings (ValueError: a header with a line break).
+_PROBE_ERRORS = (ProbeError, UnicodeError, ValueError)
+# A probe needs only the status: a longer body is not read (the connection is dropped instead).
+_PROBE_BODY = 64 * 1024
 
 
 def describe_error(exc: BaseException) -> str:
     """A short, readable reason for a failed request to a backend."""
     if isinstance(exc, httpx.TimeoutException):
         return f"timed out ({type(exc).__name__})"
+    if isinstance(exc, ProbeTimeout):
+        return f"timed out ({exc})"
+    if isinstance(exc, ProbeError):
+        return str(exc)
     if isinstance(exc, httpx.ConnectError):
         return f"cannot connect: {exc}" if str(exc) else "cannot connect"
     if isinstance(exc, UnicodeError):
@@ -96,6 +108,9 @@ class Monitor:
         self.targets: dict[str, BackendTarget] = {}
         self.health: dict[str, Health] = {}
         self.inventory: dict[str, Inventory] = {}
+        # What runtime() last returned for each backend, kept until its health or models change: a
+        # publish asks for all of them, and the same object lets the builder keep its view by identity.
+        self._runtimes: dict[str, BackendRuntime] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._refresh: dict[str, asyncio.Event] = {}
         self._wake: dict[str, asyncio.Event] = {}
@@ -133,6 +148,7 @@ class Monitor:
             self._stop(gone)
             del self.targets[gone]
             self.health.pop(gone, None)
+            self._runtimes.pop(gone, None)
             self.inventory.pop(gone, None)
             changed = True
         for ident, target in wanted.items():
@@ -152,6 +168,7 @@ class Monitor:
                 now = self._clock.now()
                 seeded = self._seed.pop(ident, None) if old is None else None
                 self.health[ident] = Health.seeded(seeded, now) if seeded is not None else Health()
+                self._runtimes.pop(ident, None)
                 known = self._seed_inventory.pop(ident, None) if old is None else None
                 self.inventory[ident] = known if known is not None else Inventory()
                 changed = True
@@ -186,16 +203,21 @@ class Monitor:
         """The runtime state the snapshot carries for ``ident``."""
         if not self.enabled:
             return UNPROBED
-        health = self.health.get(ident) or Health()
-        inventory = self.inventory.get(ident) or Inventory()
-        return BackendRuntime(
-            healthy=health.healthy,
-            checked=health.checked,
-            models=inventory.models,
-            models_known=inventory.known,
-            models_loaded=inventory.loaded,
-            dialect=inventory.dialect,
+        if (kept := self._runtimes.get(ident)) is not None:
+            return kept
+        health = self.health.get(ident)
+        inventory = self.inventory.get(ident)
+        runtime = BackendRuntime(
+            healthy=health is not None and health.healthy,
+            checked=health is not None and health.checked,
+            models=inventory.models if inventory is not None else (),
+            models_known=inventory is not None and inventory.known,
+            models_loaded=inventory.loaded if inventory is not None else (),
+            dialect=inventory.dialect if inventory is not None else "",
         )
+        if health is not None and inventory is not None:  # a backend the monitor holds
+            self._runtimes[ident] = runtime
+        return runtime
 
     async def close(self) -> None:
         for ident in list(self._tasks):
@@ -222,15 +244,16 @@ class Monitor:
 
     async def _watch(self, ident: str) -> None:
         refresh = self._refresh[ident]
-        # Each backend's probes and inventory reads get a small pool of their own: httpx scans every
-        # connection of a pool on each request, so one pool shared by a thousand backends made each
-        # probe cost in proportion to all of them (most of the control plane's CPU at that scale).
-        async with (
-            self._new_client(httpx.Limits(max_connections=4, max_keepalive_connections=2)) as client,
-            asyncio.TaskGroup() as group,
-        ):
-            group.create_task(self._probe_loop(ident, refresh, self._wake[ident], client))
-            group.create_task(self._inventory_loop(ident, refresh, client))
+        # Probes and inventory reads run side by side, so each has a connection of its own.
+        base_url = self.targets[ident].base_url
+        probes, listings = ProbeClient(base_url, self._verify), ProbeClient(base_url, self._verify)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._probe_loop(ident, refresh, self._wake[ident], probes))
+                group.create_task(self._inventory_loop(ident, refresh, listings))
+        finally:
+            probes.close()
+            listings.close()
 
     def _current(self, ident: str, refresh: asyncio.Event) -> bool:
         """Whether the loops holding ``refresh`` still watch ``ident``. A stop cancels them, but a
@@ -239,10 +262,9 @@ class Monitor:
         return self._refresh.get(ident) is refresh
 
     async def _probe_loop(
-        self, ident: str, refresh: asyncio.Event, wake: asyncio.Event, client: httpx.AsyncClient
+        self, ident: str, refresh: asyncio.Event, wake: asyncio.Event, client: ProbeClient
     ) -> None:
         loop = asyncio.get_running_loop()
-        due = loop.time()
         while self._current(ident, refresh):
             wake.clear()
             target = self.targets[ident]
@@ -256,6 +278,7 @@ class Monitor:
                 observer.probed(ident, ok, took)
             health = self.health[ident]
             if health.record(ok, self._clock.now(), target.thresholds, error, took):
+                self._runtimes.pop(ident, None)
                 if observer is not None:
                     observer.transitioned(ident, health.healthy)
                 if health.healthy:
@@ -265,31 +288,34 @@ class Monitor:
                     log.warning("backend %s is unhealthy: %s", ident, error)
                 self._on_change()
             interval = target.interval or self._interval
+            now = loop.time()
+            # A fixed schedule at the backend's own phase: a slow probe shortens the pause instead of
+            # stretching the interval, and many backends' probes spread over the interval.
+            due = next_probe(ident, interval, now)
             if ok or not health.healthy:
                 self._suspect.discard(ident)  # the thresholds have decided, or the backend answers
             elif ident in self._suspect:
-                interval = min(interval, self._urgent_gap)  # ejected by a data plane: confirm soon
-            # A fixed schedule: a slow probe shortens the pause instead of stretching the interval.
-            due = max(due + interval, loop.time())
+                due = now + min(interval, self._urgent_gap)  # ejected by a data plane: confirm soon
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), due - loop.time())
-                due = loop.time()  # woken by probe_now: the schedule starts again from here
 
-    async def _probe(self, client: httpx.AsyncClient, target: BackendTarget) -> tuple[bool, str]:
+    async def _probe(self, client: ProbeClient, target: BackendTarget) -> tuple[bool, str]:
         try:
-            response = await client.request(
+            reply = await client.request(
                 target.method,
-                target.url(target.health_path),
-                headers=list(target.headers),
-                timeout=target.timeout or self._timeout,
+                target.path(target.health_path),
+                target.headers,
+                within=target.timeout or self._timeout,
+                limit=_PROBE_BODY,
+                oversized_ok=True,
             )
-        except REQUEST_ERRORS as exc:
+        except _PROBE_ERRORS as exc:
             return False, describe_error(exc)
-        if 200 <= response.status_code < 300:
+        if 200 <= reply.status < 300:
             return True, ""
-        return False, f"{target.method} {target.health_path} answered HTTP {response.status_code}"
+        return False, f"{target.method} {target.health_path} answered HTTP {reply.status}"
 
-    async def _inventory_loop(self, ident: str, refresh: asyncio.Event, client: httpx.AsyncClient) -> None:
+    async def _inventory_loop(self, ident: str, refresh: asyncio.Event, client: ProbeClient) -> None:
         while self._current(ident, refresh):
             refresh.clear()
             health = self.health[ident]
@@ -298,7 +324,7 @@ class Monitor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(refresh.wait(), self._inventory_interval)
 
-    async def _read_inventory(self, client: httpx.AsyncClient, target: BackendTarget) -> None:
+    async def _read_inventory(self, client: ProbeClient, target: BackendTarget) -> None:
         inventory = self.inventory[target.id]
         try:
             dialect = ""
@@ -310,8 +336,8 @@ class Monitor:
             else:
                 models, dialect = parse_openai_listing(await self._get(client, target, "/v1/models"))
                 sizes, loaded = {}, ()
-        except (*REQUEST_ERRORS, ValueError) as exc:
-            error = describe_error(exc) if isinstance(exc, REQUEST_ERRORS) else str(exc)
+        except _PROBE_ERRORS as exc:
+            error = describe_error(exc)
             if error != inventory.error:
                 log.warning("cannot read the models of backend %s: %s", target.id, error)
             inventory.error = error
@@ -337,24 +363,24 @@ class Monitor:
         ):
             inventory.known, inventory.models, inventory.loaded = True, models, loaded
             inventory.dialect = dialect
+            self._runtimes.pop(target.id, None)
             self._on_change()
 
-    async def _get(self, client: httpx.AsyncClient, target: BackendTarget, path: str) -> bytes:
+    async def _get(self, client: ProbeClient, target: BackendTarget, path: str) -> bytes:
         """The body of a model listing, read up to MAX_INVENTORY_BYTES (ValueError beyond)."""
-        async with client.stream(
-            "GET", target.url(path), headers=list(target.headers), timeout=max(self._timeout, 10.0)
-        ) as response:
-            if response.status_code != 200:
-                raise ValueError(f"GET {path} answered HTTP {response.status_code}")
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_INVENTORY_BYTES:
-                raise ValueError(f"GET {path} answered {int(declared)} bytes, over {MAX_INVENTORY_BYTES}")
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_INVENTORY_BYTES:
-                    raise ValueError(f"GET {path} answered more than {MAX_INVENTORY_BYTES} bytes")
-            return bytes(body)
+        try:
+            reply = await client.request(
+                "GET",
+                target.path(path),
+                target.headers,
+                within=max(self._timeout, 10.0),
+                limit=MAX_INVENTORY_BYTES,
+            )
+        except BodyTooLarge as exc:
+            raise ValueError(f"GET {path} {exc}") from None
+        if reply.status != 200:
+            raise ValueError(f"GET {path} answered HTTP {reply.status}")
+        return reply.body
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

@@ -54,10 +54,13 @@ class BackendTarget:
 
     def url(self, path: str) -> str:
         """``base_url + path`` with the backend's querystring appended."""
-        url = self.base_url + path
+        return self.base_url + self.path(path)
+
+    def path(self, path: str) -> str:
+        """``path`` with the backend's querystring appended (a request target)."""
         if self.querystring:
-            url += ("&" if "?" in path else "?") + self.querystring
-        return url
+            path += ("&" if "?" in path else "?") + self.querystring
+        return path
 
     def probe_identity(self) -> tuple[object, ...]:
         """What a probe depends on: when it changes the probe restarts and the health is unknown."""

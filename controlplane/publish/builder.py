@@ -231,7 +231,7 @@ class ViewMemo:
         microsecond a read, and a publish reads a thousand)."""
         ident = row.identifier if ident is None else ident
         cached = self._backends.get(ident)
-        if cached is not None and cached[0] is row and cached[1] == runtime:
+        if cached is not None and cached[0] is row and (cached[1] is runtime or cached[1] == runtime):
             return cached[2]
         view = backend_view(row, runtime, self.seal)
         limits = Limits(view.max_parallel_requests, float(view.rate_limit_requests_threshold))

@@ -36,6 +36,7 @@ import msgspec
 from controlplane.clock import Clock, rfc3339
 from shared.bus import Bus
 from shared.errors import BusError, SnapshotConflict
+from shared.heap import HeapFreezer
 from shared.signing import SnapshotSigner, sign
 from shared.snapshot import Snapshot, SnapshotContent
 from shared.snapshot_codec import SnapshotSealer
@@ -92,7 +93,7 @@ class Publisher:
         self,
         bus: Bus,
         *,
-        content: Callable[[SnapshotContent | None], Awaitable[SnapshotContent]],
+        content: Callable[..., Awaitable[SnapshotContent]],
         next_revision: Callable[..., Awaitable[int]],
         clock: Clock,
         interval: float,
@@ -100,6 +101,7 @@ class Publisher:
         retry_after: float = 1.0,
         max_attempts: int = 20,
         signer: SnapshotSigner | None = None,
+        freeze: bool = False,
     ) -> None:
         self._bus = bus
         self._signer = signer
@@ -124,6 +126,8 @@ class Publisher:
         # For the metrics (controlplane.metrics), read when scraped: the last stored snapshot's
         # encoded size (set in publish(), which has the bytes at hand).
         self.last_size = 0
+        # ``freeze``: keep the collector off the heap once published (a control plane's own process).
+        self._heap = HeapFreezer() if freeze else None
         self.observer: PublishObserver | None = None
         """Told of every publish round (the metrics' duration histogram, ``controlplane.metrics``)."""
 
@@ -153,7 +157,10 @@ class Publisher:
                 else None
             )
             try:
-                content = await self._content(previous)
+                # A change of runtime state only (health, models, the live set): the configuration rows
+                # need no new read. A forced publish (a configuration change), the interval's check
+                # (which catches rows changed by hand) and any retry read them.
+                content = await self._content(previous, reread=force or not eager or attempt > 0)
             except BaseException:
                 await _settled(drawn)
                 raise
@@ -238,6 +245,10 @@ class Publisher:
                 self._wake.set()
             else:
                 self._observe("skipped" if snapshot is None else "stored", started)
+                held = len(snapshot.content.backends) if snapshot is not None else 0
+                if self._heap is not None and snapshot is not None and self._heap.due(held):
+                    # The configuration is read and published: keep the collector off that heap.
+                    self._heap.freeze(held)
                 if self.last_error:
                     log.info("snapshot publishing works again")
                 self.last_error = ""

@@ -66,23 +66,32 @@ class ConfigSource:
         self._frontends = RowCache(FrontendRow)
         self._backends = RowCache(BackendRow)
         self._api_keys = RowCache(ApiKeyRow)
+        self._rows: tuple[list[FrontendRow], list[BackendRow], list[ApiKeyRow]] | None = None  # last read
         # Sealing is deterministic, so a view kept for an unchanged row keeps its sealed text too.
         self._memo = ViewMemo(
             functools.partial(seal_secrets, secrets_key) if secrets_key is not None else None
         )
 
-    async def content(self, previous: SnapshotContent | None = None) -> SnapshotContent:
+    async def content(
+        self, previous: SnapshotContent | None = None, *, reread: bool = True
+    ) -> SnapshotContent:
         """The content to publish now. ``previous``: the stored snapshot's content if the caller has
-        it at hand (else it is read from the bus), for the shares and key rates to keep."""
+        it at hand (else it is read from the bus), for the shares and key rates to keep. ``reread``
+        False: only what the monitor observed or the data planes reported changed, so the rows of the
+        last read serve again (one consistent read, as old as the last publish) instead of a round
+        trip for a thousand row versions."""
         if previous is None:
             previous = await self._stored_content()
-        async with self._db.session() as session:
-            # One REPEATABLE READ transaction: frontends, backends and keys from the same moment, so a
-            # frontend never names a backend the snapshot lacks.
-            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            frontends, backends, api_keys = await read_tables(
-                session, self._frontends, self._backends, self._api_keys
-            )
+        if reread or self._rows is None:
+            async with self._db.session() as session:
+                # One REPEATABLE READ transaction: frontends, backends and keys from the same moment, so
+                # a frontend never names a backend the snapshot lacks.
+                await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+                frontends, backends, api_keys = await read_tables(
+                    session, self._frontends, self._backends, self._api_keys
+                )
+            self._rows = (frontends, backends, api_keys)
+        frontends, backends, api_keys = self._rows
         if self._known_secrets is not None:
             self._known_secrets.replace(secret_values(backend_secrets(b) for b in backends))
         content = build_content(

@@ -163,7 +163,7 @@ async def _publisher(
     *,
     signer: SnapshotSigner | None = None,
 ) -> Publisher:
-    async def content(_previous: SnapshotContent | None) -> SnapshotContent:
+    async def content(_previous: SnapshotContent | None, *, reread: bool = True) -> SnapshotContent:
         return contents[-1]
 
     return Publisher(
@@ -265,7 +265,7 @@ async def test_a_requested_publish_draws_its_revision_while_reading_and_a_skip_l
         stored = await bus.read_snapshot()
         assert stored is not None and stored[0] == encode(second)
 
-        async def broken(_previous: SnapshotContent | None) -> SnapshotContent:
+        async def broken(_previous: SnapshotContent | None, *, reread: bool = True) -> SnapshotContent:
             raise RuntimeError("the database went away")
 
         failing = Publisher(bus, content=broken, next_revision=db.next_revision, clock=Clock(), interval=30)
@@ -356,6 +356,32 @@ async def test_a_new_signing_key_republishes_unchanged_content(settings: Setting
         assert rotated.signature.key_id == new_key.key_id != first.signature.key_id
         assert rotated.content_hash == first.content_hash and rotated.revision > first.revision
         assert await new.publish() is None
+    finally:
+        await bus.close()
+        await db.close()
+
+
+async def test_only_a_configuration_change_the_intervals_check_or_a_retry_reads_the_rows_again(
+    settings: Settings,
+) -> None:
+    bus = Bus(settings.nats_url, BusNames(settings.bus_namespace))
+    db = Database(settings.database_url)
+    await bus.connect()
+    rereads: list[bool] = []
+    tags = iter(range(1000))
+
+    async def content(_previous: SnapshotContent | None, *, reread: bool = True) -> SnapshotContent:
+        rereads.append(reread)
+        return _content(f"r{next(tags)}")
+
+    try:
+        publisher = Publisher(
+            bus, content=content, next_revision=db.next_revision, clock=Clock(), interval=30
+        )
+        assert await publisher.publish() is not None  # the interval's check: rows changed by hand show
+        assert await publisher.publish(eager=True) is not None  # health or models changed: no new read
+        assert await publisher.publish(force=True, eager=True) is not None  # a configuration change
+        assert rereads == [True, False, True]
     finally:
         await bus.close()
         await db.close()
