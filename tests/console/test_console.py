@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import re
 from collections.abc import AsyncIterator
@@ -212,8 +213,10 @@ async def test_add_a_backend_edit_a_frontend_and_watch_a_pull(browser: Any, clus
 
         # A frontend written whole as JSON: text that is not JSON is caught before it is sent.
         await page.click("#add-frontend")
+        await page.fill("#field-Identifier", "second")
         await page.click("#editor summary")
         json_editor = page.locator("#editor textarea")
+        assert json.loads(await json_editor.input_value())["Identifier"] == "second"  # the form so far
         await json_editor.fill('{"Identifier": "second",')
         await page.click("#editor button[type=submit]")
         assert "Not JSON" in await problem.inner_text()

@@ -47,7 +47,8 @@ export function openEditor({ title, fields, base, save, readOnly = [] }) {
   // novalidate: the API checks the body (and says what is wrong); the JSON text may replace the form.
   const form = h("form", { class: "grid", method: "dialog", novalidate: true }, fields.map((f) => input(f, base[f.name])));
   const json = h("textarea", { "aria-label": "All fields as JSON", spellcheck: "false" });
-  const advanced = h("details", { class: "wide" }, h("summary", {}, "All fields (JSON)"), json);
+  const summary = h("summary", {}, "All fields (JSON)");
+  const advanced = h("details", { class: "wide" }, summary, json);
   const errors = h("div", { class: "errors", "aria-live": "polite" });
   const cancel = h("button", { type: "button" }, "Cancel");
   const submit = h("button", { type: "submit", class: "primary" }, "Save");
@@ -63,8 +64,10 @@ export function openEditor({ title, fields, base, save, readOnly = [] }) {
     }
     return body;
   };
-  advanced.addEventListener("toggle", () => {
-    if (advanced.open) json.value = JSON.stringify(fromForm(), null, 2);
+  // On the click that opens it, not on "toggle": that event comes a task later, and would overwrite
+  // text typed (or pasted) into the box in between.
+  summary.addEventListener("click", () => {
+    if (!advanced.open) json.value = JSON.stringify(fromForm(), null, 2);
   });
 
   form.append(advanced, h("div", { class: "wide" }, errors), h("div", { class: "buttons wide" }, cancel, submit));
