@@ -81,6 +81,8 @@ class UpOptions:
     data_dir: Path = DEFAULT_DATA_DIR
     demo: bool = False
     dataplanes: int = 1
+    # Worker processes per data plane (ollamaflow dataplane --workers); None: its environment says.
+    workers: int | None = None
     controlplanes: int = 1
     database_url: str | None = None
     nats_url: str | None = None
@@ -401,6 +403,8 @@ class _Cluster:
                 **self._ui_origins("OLLAMAFLOW_DATAPLANE_CORS_ORIGINS"),
             )
             argv = [*CLI, "dataplane", "--host", self.options.host, "--port", str(port)]
+            if self.options.workers is not None:
+                argv += ["--workers", str(self.options.workers)]
             stop_timeout = dataplane_stop_timeout(env, self.options.stop_timeout)
             child = supervisor.start(
                 f"dataplane-{index}", argv, env, stage=_STAGE_DATAPLANES, stop_timeout=stop_timeout

@@ -100,6 +100,7 @@ class Added(msgspec.Struct, frozen=True, kw_only=True):
 class OpenLoopReport(msgspec.Struct, frozen=True, kw_only=True):
     generator: str
     scenario: str
+    workers: int = 1  # worker processes of the data plane
     offered_rps: float
     duration_s: float
     direct: OpenLoopSummary

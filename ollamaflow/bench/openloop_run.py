@@ -25,6 +25,7 @@ class OpenLoopOptions:
     connections: int = 32  # in all, shared by the processes
     processes: int = 0  # 0: as few as the rate needs (one per ~PROCESS_CEILING_RPS), at most one per core
     nats_url: str | None = None
+    workers: int = 1  # worker processes of the data plane (ollamaflow dataplane --workers)
 
 
 def run_open_loop(options: OpenLoopOptions) -> OpenLoopReport:
@@ -44,13 +45,15 @@ def run_open_loop(options: OpenLoopOptions) -> OpenLoopReport:
             connections=options.connections,
         )
 
-    with sim_and_dataplane(options.nats_url) as stack:
+    workers = {"OLLAMAFLOW_DATAPLANE_WORKERS": str(options.workers)}
+    with sim_and_dataplane(options.nats_url, dataplane_env=workers) as stack:
         direct = summarise_open(drive(stack.sim_url), options.rate, options.duration_s)
         through = summarise_open(drive(stack.dataplane_url), options.rate, options.duration_s)
     return OpenLoopReport(
         generator=f"python/aiohttp ({processes} process{'es' if processes > 1 else ''}, "
         f"{options.connections} connections)",
         scenario=scenario.name,
+        workers=options.workers,
         offered_rps=options.rate,
         duration_s=options.duration_s,
         direct=direct,

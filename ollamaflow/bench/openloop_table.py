@@ -20,7 +20,8 @@ _NOTES = (
 
 def render_open_loop(report: OpenLoopReport) -> Group:
     table = Table(
-        title=f"ollamaflow bench: open loop, {report.offered_rps:,.0f} req/s offered, {report.scenario}",
+        title=f"ollamaflow bench: open loop, {report.offered_rps:,.0f} req/s offered, {report.scenario}"
+        + (f", {report.workers} data-plane workers" if report.workers > 1 else ""),
         caption=f"latency in ms; {report.generator}, {report.duration_s:g} s",
         box=box.SIMPLE_HEAD,
         pad_edge=False,

@@ -53,6 +53,8 @@ class BenchOptions:
     # What a second data plane observes ("metrics", "access-log" or "both"; "" for no second one),
     # the first observing nothing.
     observability: Observed = ""
+    # Worker processes of each data plane (ollamaflow dataplane --workers).
+    workers: int = 1
 
 
 class Row(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,6 +91,7 @@ class TranslatedRow(msgspec.Struct, frozen=True, kw_only=True):
 class BenchReport(msgspec.Struct, frozen=True, kw_only=True):
     generator: str  # which load generator ran, e.g. "wrk 4.1.0, 1 thread" or "python/aiohttp, 2 processes"
     observed: Observed = ""  # what the second data plane observed (BenchOptions.observability)
+    workers: int = 1  # worker processes of each data plane
     connections: int
     duration_s: float
     rows: list[Row]
@@ -279,6 +282,7 @@ def run(options: BenchOptions) -> BenchReport:
             "OLLAMAFLOW_NATS_URL": nats_url,
             "OLLAMAFLOW_BUS_NAMESPACE": namespace,
             "OLLAMAFLOW_LOG_LEVEL": "WARNING",
+            "OLLAMAFLOW_DATAPLANE_WORKERS": str(options.workers),
         }
         if options.observability:
             env |= {"OLLAMAFLOW_METRICS": "false", "OLLAMAFLOW_ACCESS_LOG": "false"}
@@ -317,5 +321,6 @@ def run(options: BenchOptions) -> BenchReport:
         duration_s=options.duration_s,
         rows=rows,
         observed=options.observability,
+        workers=options.workers,
         translated=translated,
     )

@@ -28,7 +28,8 @@ _OBSERVED_NOTE = (
 
 def render(report: BenchReport) -> Group:
     table = Table(
-        title=f"ollamaflow bench: {report.connections} connections, load: {report.generator}",
+        title=f"ollamaflow bench: {report.connections} connections, load: {report.generator}"
+        + (f", {report.workers} data-plane workers" if report.workers > 1 else ""),
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )

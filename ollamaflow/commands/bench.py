@@ -139,6 +139,15 @@ def bench(
             "first has both off) and report what that costs, both driven in every round."
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="overhead, open-loop: worker processes of the data plane (ollamaflow dataplane "
+            "--workers); its CPU time counts them all.",
+        ),
+    ] = 1,
     json_output: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Benchmark the data plane against simulators it fronts.
@@ -190,6 +199,8 @@ def bench(
         )
     if observability is not None and observability not in ("metrics", "access-log", "both"):
         raise typer.BadParameter("must be metrics, access-log or both", param_hint="--observability")
+    if workers > 1 and scenario not in ("overhead", "open-loop"):
+        raise typer.BadParameter("applies to the overhead and open-loop scenarios", param_hint="--workers")
     if generator not in ("auto", "wrk", "python"):
         raise typer.BadParameter("must be auto, wrk or python", param_hint="--generator")
     if scenario in ("saturation", "open-loop", "streams") and generator == "wrk":
@@ -233,6 +244,7 @@ def bench(
                     connections=concurrency,
                     processes=processes,
                     nats_url=nats_url,
+                    workers=workers,
                 )
             )
             shown = render_open_loop(report)
@@ -286,6 +298,7 @@ def bench(
                     processes=processes,
                     rounds=rounds,
                     observability=observability or "",  # type: ignore[arg-type]
+                    workers=workers,
                 )
             )
             shown = render(report)

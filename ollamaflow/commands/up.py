@@ -14,6 +14,15 @@ def up(
     dataplanes: int = typer.Option(
         1, "--dataplanes", min=1, help="Number of data planes: the first on --port, the next ones after it."
     ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        max=64,
+        help="Worker processes per data plane, on its one port (ollamaflow dataplane --workers); "
+        "each reports as a data plane of its own, dataplane-<N>-w<K> [env OLLAMAFLOW_DATAPLANE_WORKERS; "
+        "default 1].",
+    ),
     controlplanes: int = typer.Option(
         1,
         "--controlplanes",
@@ -64,6 +73,7 @@ def up(
         data_dir=data_dir,
         demo=demo,
         dataplanes=dataplanes,
+        workers=workers,
         controlplanes=controlplanes,
         database_url=database_url,
         nats_url=nats_url,

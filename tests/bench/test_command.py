@@ -84,3 +84,41 @@ def test_bench_rejects_an_unknown_generator() -> None:
     )
     assert done.returncode == 2
     assert b"--generator" in done.stderr
+
+
+def test_bench_through_a_data_plane_of_two_workers(nats_url: str) -> None:
+    args = ["--duration", "1", "--warmup", "0.5", "--concurrency", "8", "--generator", "python"]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ollamaflow.cli",
+            "bench",
+            *args,
+            "--workers",
+            "2",
+            "--nats-url",
+            nats_url,
+            "--json",
+        ],
+        capture_output=True,
+        timeout=100,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    report = msgspec.json.decode(done.stdout, type=BenchReport)
+    assert report.workers == 2
+    for row in report.rows:
+        assert row.through.errors == 0 and row.through.requests > 0, row.through.first_error
+        assert row.dataplane_cpu_ms_per_request > 0
+
+
+def test_bench_workers_only_where_one_data_plane_is_measured() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ollamaflow.cli", "bench", "--scenario", "streams", "--workers", "2"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert b"--workers" in done.stderr

@@ -183,7 +183,7 @@ def test_up_demo_answers_stops_cleanly_and_keeps_state(tmp_path: Path) -> None:
             again.proc.kill()
 
 
-def test_up_two_dataplanes_with_tokens_from_the_environment(tmp_path: Path) -> None:
+def test_up_two_dataplanes_of_two_workers_with_tokens_from_the_environment(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     port = free_port_pair()
     cp_port = free_port()
@@ -191,6 +191,8 @@ def test_up_two_dataplanes_with_tokens_from_the_environment(tmp_path: Path) -> N
         cp_port = free_port()
     args = [
         "--dataplanes",
+        "2",
+        "--workers",
         "2",
         "--data-dir",
         str(data_dir),
@@ -219,7 +221,7 @@ def test_up_two_dataplanes_with_tokens_from_the_environment(tmp_path: Path) -> N
         assert _cors_allows(cp_port, dataplane, "https://ui.example") == (False, True)
         with _admin(cp_port, "env-token-2") as admin:
             assert admin.get("/v1.0/frontends").status_code == 200
-            # Both planes hold it: the control plane takes a secret, both data planes open it.
+            # Every worker of both data planes holds it: the control plane takes a secret, each opens it.
             backend = {"Identifier": "keyed", "Hostname": "127.0.0.1", "Port": 9, "BearerToken": "t0ken"}
             assert admin.put("/v1.0/backends", json=backend).status_code == 201
             deadline = time.monotonic() + 30
@@ -233,11 +235,13 @@ def test_up_two_dataplanes_with_tokens_from_the_environment(tmp_path: Path) -> N
             while True:
                 planes = admin.get("/v1.0/dataplanes").json()
                 applied = [p for p in planes if p["Live"] and p["AppliedRevision"] >= revision]
-                if len(applied) == 2:
+                if len(applied) == 4:
                     break
                 assert time.monotonic() < deadline, planes
                 time.sleep(0.2)
-            assert [p["SnapshotError"] for p in applied] == ["", ""]
+            assert [p["SnapshotError"] for p in applied] == [""] * 4
+            workers = {f"dataplane-{n}-w{k}" for n in (1, 2) for k in (0, 1)}
+            assert {p["Id"] for p in applied} == workers
         _stop_and_check_nothing_left(up)
     finally:
         if up.proc.poll() is None:
