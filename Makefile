@@ -12,7 +12,7 @@ STAMP := $(VENV)/.ollamaflow-installed
 PYTEST_ARGS ?=
 UP_ARGS ?= --demo
 
-.PHONY: venv browser lint test test-fast up clean
+.PHONY: venv browser lint test test-fast test-unit up clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,9 @@ test: venv browser
 
 test-fast: venv
 	$(BIN)/pytest -m 'not slow' $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 up: venv
 	$(BIN)/ollamaflow up $(UP_ARGS)

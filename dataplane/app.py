@@ -3,7 +3,7 @@
 Each path has its API format, so its errors come out in the shape its clients parse. Proxied paths
 name the kind of request they carry; the OpenAI paths and the rest of the Ollama API slot into
 ``_routes`` the same way. Each route also names what it asks of the frontend's access settings
-(``dataplane.access``): those checks run before its handler, and only when they can refuse something
+(``dataplane.limits.access``): those checks run before its handler, and only when they can refuse something
 (model management, a frontend requiring API keys somewhere, or an HTTP/1.0 request).
 """
 
@@ -24,41 +24,42 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from dataplane.access import Access, Guard
-from dataplane.access_log import AccessLog
-from dataplane.admission import Admission
-from dataplane.breaker import Breakers
-from dataplane.cors import Cors, request_origin
 from dataplane.drain import Answer, Drain, drained_message, end_answer
-from dataplane.explainer import Explainer
-from dataplane.incoming import BodyReader, Receive
-from dataplane.listing import Listing
-from dataplane.manage import ModelManagement
-from dataplane.manage_proxy import Authoring
-from dataplane.meter import Meter
-from dataplane.metrics import DataPlaneMetrics
-from dataplane.metrics_state import DataPlaneState
-from dataplane.paths import BLOB_PREFIX, MODEL_PREFIX, raw_path
-from dataplane.proxy import Endpoint, Proxy
-from dataplane.request_log import UNLOGGED_PATHS, LoggedAnswer, RequestLog
-from dataplane.responses import JSON, OLLAMA_VERSION, TEXT, Send, send_bytes, send_error, send_json
-from dataplane.routing import RequestKind
+from dataplane.explain_bus import Explainer
+from dataplane.follower import BusSync, ReportIdentity
+from dataplane.http.cors import Cors, request_origin
+from dataplane.http.incoming import BodyReader, Receive
+from dataplane.http.paths import BLOB_PREFIX, MODEL_PREFIX, raw_path
+from dataplane.http.responses import JSON, OLLAMA_VERSION, TEXT, Send, send_bytes, send_error, send_json
+from dataplane.limits.access import Access, Guard
+from dataplane.limits.admission import Admission
+from dataplane.limits.breaker import Breakers
+from dataplane.limits.traffic import Traffic
+from dataplane.models.authoring import Authoring
+from dataplane.models.listing import Listing
+from dataplane.models.manage import ModelManagement
+from dataplane.observe.access_log import AccessLog
+from dataplane.observe.meter import Meter
+from dataplane.observe.metrics import DataPlaneMetrics
+from dataplane.observe.metrics_state import DataPlaneState
+from dataplane.observe.request_log import UNLOGGED_PATHS, LoggedAnswer, RequestLog
+from dataplane.observe.tracing import Tracing
+from dataplane.proxy.handler import Endpoint, Proxy
+from dataplane.routing.table import RequestKind
 from dataplane.settings import DataPlaneSettings
 from dataplane.state import SnapshotState
-from dataplane.sync import BusSync, ReportIdentity
-from dataplane.tracing import Tracing
-from dataplane.traffic import Traffic
 from dataplane.translate.common import random_id
 from dataplane.translate.exchanges import Translations
-from dataplane.transport import Transport
-from dataplane.upstream import Upstream
+from dataplane.upstream.builtin import Upstream
+from dataplane.upstream.transport import Transport
 from shared.bus import Bus, BusNames
 from shared.bus_connect import BusLogin
 from shared.errors import ConfigError
+from shared.heap import HeapFreezer
 from shared.metrics_http import CONTENT_TYPE, MetricsExposition
 from shared.signing import SnapshotTrust
 from shared.signing_keys import load_trust
-from shared.snapshot import ApiFormat
+from shared.snapshot import ApiFormat, Snapshot
 from shared.tls import backend_ssl_context
 
 __all__ = ["DataPlane", "create_app"]
@@ -108,7 +109,7 @@ def upstream_client(settings: DataPlaneSettings, ssl_context: ssl.SSLContext) ->
     }
     if settings.upstream_client == "aiohttp":
         try:
-            from dataplane.upstream_aiohttp import AiohttpUpstream
+            from dataplane.upstream.aiohttp_client import AiohttpUpstream
         except ImportError as exc:
             raise ConfigError(
                 "OLLAMAFLOW_UPSTREAM_CLIENT=aiohttp needs the aiohttp package "
@@ -139,7 +140,11 @@ def snapshot_trust(settings: DataPlaneSettings) -> SnapshotTrust:
 class DataPlane:
     """The ASGI callable. Built once at start-up; everything it uses hangs off it."""
 
-    def __init__(self, settings: DataPlaneSettings) -> None:
+    def __init__(
+        self, settings: DataPlaneSettings, *, bus: Bus | None = None, upstream: Transport | None = None
+    ) -> None:
+        """``bus`` and ``upstream`` replace the ones the settings name (tests: the in-memory bus,
+        simulators called in-process)."""
         self.settings = settings
         self.state = SnapshotState(
             cache_path=settings.snapshot_cache, keyring=settings.secrets, trust=snapshot_trust(settings)
@@ -147,9 +152,9 @@ class DataPlane:
         self.traffic = Traffic()
         self.drain = Drain()
         tls = backend_ssl_context(settings.backend_ca_file, settings.backend_tls_verify)
-        self.upstream = upstream_client(settings, tls)
+        self.upstream = upstream or upstream_client(settings, tls)
         names = BusNames(settings.bus_namespace)
-        self.bus = Bus(
+        self.bus = bus or Bus(
             settings.nats_url,
             names,
             client_name=f"dataplane-{settings.dataplane_id}",
@@ -171,6 +176,9 @@ class DataPlane:
         self.state.listeners.append(self.admission.refresh)
         self.access = Access(settings.dataplane_id, self.state)
         self.state.listeners.append(self.access.refresh)
+        self._heap = HeapFreezer()
+        self._freeze_pending = False
+        self.state.listeners.append(self._freeze_soon)
         self.sync = BusSync(
             self.bus,
             self.state,
@@ -269,11 +277,15 @@ class DataPlane:
         blob = Route(frozenset({"HEAD", "POST"}), self.authoring.blob, guard=manages, endable=True)
         self._routes[BLOB_PREFIX] = blob  # + the digest
         self._sync_task: asyncio.Task[None] | None = None
+        # How long start-up waits for a first snapshot before the server listens (0: not at all). A
+        # worker of ``ollamaflow dataplane --workers`` waits: its port already answers through the
+        # other workers, and connections meant for it wait in its socket rather than get a 404.
+        self.snapshot_wait = 0.0
         self.explainer = Explainer(
             settings.dataplane_id, self.state, self.traffic, self.breakers, share_of=self._share_of
         )
         self._explain_task: asyncio.Task[None] | None = None
-        # Browser pages on other origins (dataplane.cors); None: off, and nothing looks for Origin.
+        # Browser pages on other origins (dataplane.http.cors); None: off, and nothing looks for Origin.
         self.cors = Cors(settings.dataplane_cors_origins) if settings.dataplane_cors_origins else None
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
@@ -287,7 +299,7 @@ class DataPlane:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
-        # The raw path: a percent-encoded "/" or "." must not reach another route (dataplane.paths).
+        # The raw path: a percent-encoded "/" or "." must not reach another route (dataplane.http.paths).
         path = raw_path(scope)
         route = self._routes.get(path)
         if route is None and len(path) > 1 and path.endswith("/"):
@@ -296,7 +308,7 @@ class DataPlane:
             route = self._routes[MODEL_PREFIX]
         if route is None and path.startswith(BLOB_PREFIX):
             route = self._routes[BLOB_PREFIX]  # its handler accepts only a well-formed digest
-        # The proxy logs the requests it handles (dataplane.request_log); the rest are logged here.
+        # The proxy logs the requests it handles (dataplane.observe.request_log); the rest are logged here.
         logged = None if route is not None and route.own_answer else self._logged(path, route, scope, send)
         if logged is None:
             await self._dispatch(path, route, scope, receive, send)
@@ -443,6 +455,34 @@ class DataPlane:
         self._explain_task = asyncio.create_task(self.explainer.run(self.bus), name="explain-responder")
         # A draining data plane leaves routing dry-runs to the planes that stay.
         self.drain.on_begin.append(self._stop_explaining)
+        if self.snapshot_wait > 0:
+            await self._first_snapshot(self.snapshot_wait)
+
+    async def _first_snapshot(self, within: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while self.state.snapshot is None and not self.drain.draining:
+            if loop.time() >= deadline:
+                log.warning("no snapshot after %g s (from NATS or the disk cache); serving without", within)
+                return
+            await asyncio.sleep(0.02)
+
+    def _freeze_soon(self, snapshot: Snapshot) -> None:
+        """After the first snapshot, and one whose configuration doubled, keep the collector off the
+        heap built so far; a second later, so that neither the report nor requests wait for it."""
+        if self._freeze_pending or not self._heap.due(len(snapshot.content.backends)):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # applied outside the event loop (a test, a tool): the next apply freezes
+            return
+        self._freeze_pending = True
+        loop.call_later(1.0, self._freeze)
+
+    def _freeze(self) -> None:
+        self._freeze_pending = False
+        held = self.state.snapshot
+        self._heap.freeze(len(held.content.backends) if held is not None else 0)
 
     def _stop_explaining(self) -> None:
         if self._explain_task is not None:

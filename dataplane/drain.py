@@ -1,9 +1,9 @@
 """The data plane's graceful stop (drain): from the first SIGTERM to the last answer.
 
 ``dataplane.server`` drives it. On SIGTERM the drain ``begin``s: ``/readyz`` answers 503 ``draining``
-and a report saying so goes out at once (``dataplane.sync``), so the control plane hands this plane's
+and a report saying so goes out at once (``dataplane.follower``), so the control plane hands this plane's
 limit shares to the others; the listening socket closes and every client connection ends after its
-current answer (``dataplane.client_limits``). Requests in flight run on for up to
+current answer (``dataplane.http.client_limits``). Requests in flight run on for up to
 ``OLLAMAFLOW_DRAIN_TIMEOUT``; then ``end`` cancels those still running (their backend connections close,
 so the backends stop working) and each ends in its client's format (``end_answer``):
 
@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable, MutableMapping
 from typing import Any, Protocol
 
-from dataplane.framing import NOT_STARTED, error_tail, framing_of
-from dataplane.incoming import CLOSE
-from dataplane.responses import Send, send_error
+from dataplane.http.incoming import CLOSE
+from dataplane.http.responses import Send, send_error
+from dataplane.http.stream_framing import NOT_STARTED, error_tail, framing_of
 from shared.snapshot import ApiFormat
 
 __all__ = ["Answer", "Answering", "Drain", "drained_message", "end_answer"]

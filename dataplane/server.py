@@ -1,5 +1,5 @@
 """Run the data plane under uvicorn (uvloop, httptools bounded by our client limits, without uvicorn's
-access log: ``dataplane.request_log`` writes ours) until SIGTERM or SIGINT, then drain
+access log: ``dataplane.observe.request_log`` writes ours) until SIGTERM or SIGINT, then drain
 (``dataplane.drain``)."""
 
 from __future__ import annotations
@@ -17,17 +17,26 @@ import uvicorn
 import uvloop
 
 from dataplane.app import DataPlane, create_app
-from dataplane.client_limits import ClientLimits, ClientProtocol, raise_open_files_limit
+from dataplane.http.client_limits import ClientLimits, ClientProtocol, raise_open_files_limit
 from dataplane.settings import DataPlaneSettings, load_settings
 from shared import logformat
 from shared.logs import install_redaction
 
-__all__ = ["END_GRACE", "DataPlaneServer", "configure_logging", "serve", "uvicorn_config"]
+__all__ = [
+    "END_GRACE",
+    "WORKER_SNAPSHOT_WAIT",
+    "DataPlaneServer",
+    "configure_logging",
+    "serve",
+    "uvicorn_config",
+]
 
 log = logging.getLogger("ollamaflow.dataplane")
 
 # After the drain timeout: how long the requests it ended get to write their last words.
 END_GRACE = 2.0
+# How long a worker (``listen_fd``) waits for its first snapshot before it serves (DataPlane.startup).
+WORKER_SNAPSHOT_WAIT = 10.0
 
 
 class DataPlaneServer(uvicorn.Server):
@@ -158,8 +167,10 @@ def serve(
     port: int | None = None,
     config_file: Path | None = None,
     dataplane_id: str | None = None,
+    listen_fd: int | None = None,
 ) -> None:
-    """Load the settings and serve until told to stop.
+    """Load the settings and serve until told to stop; on the listening socket ``listen_fd`` when given
+    (a worker of ``ollamaflow dataplane --workers``: its parent bound the port), else on host:port.
 
     On SIGTERM/SIGINT the data plane drains (``DataPlaneServer.shutdown``): it stops accepting, lets
     running requests finish (up to ``OLLAMAFLOW_DRAIN_TIMEOUT``) and ends the rest in their clients'
@@ -184,11 +195,16 @@ def serve(
     app = server.config.app
     assert isinstance(app, DataPlane)
     install_redaction(known=app.state.known_secrets)  # and the secret values of the applied snapshot
+    if listen_fd is not None:
+        app.snapshot_wait = WORKER_SNAPSHOT_WAIT
+
+    # The parent's socket, shared with the other workers: each accepts from the one queue.
+    sockets = None if listen_fd is None else [socket.socket(fileno=listen_fd)]
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, server.stop)
-        await server.serve()
+        await server.serve(sockets)
 
     uvloop.run(main())

@@ -22,7 +22,7 @@ from shared.errors import ConfigError
 from shared.logformat import LOG_FORMATS, syslog_address
 from shared.secret_box import Keyring, load_keyring
 
-__all__ = ["DataPlaneSettings", "load_settings"]
+__all__ = ["MAX_WORKERS", "DataPlaneSettings", "load_settings"]
 
 _PREFIX = "OLLAMAFLOW_"
 UPSTREAM_CLIENTS = ("builtin", "aiohttp")
@@ -36,6 +36,8 @@ class DataPlaneSettings:
     dataplane_host: str = "0.0.0.0"
     dataplane_port: int = 43411
     dataplane_id: str = ""  # empty: load_settings derives hostname-port-random suffix
+    # Worker processes serving the one port (``ollamaflow dataplane --workers``); 1: this process serves.
+    dataplane_workers: int = 1
     snapshot_cache: Path | None = None
     report_interval: float = 1.0
     # Safety net under the KV watch: re-read the snapshot key this often.
@@ -47,7 +49,7 @@ class DataPlaneSettings:
     # Passive health: server errors in a row that eject a backend, and its rest before a trial request.
     eject_after_errors: int = 3
     eject_cooldown: float = 10.0
-    # Client limits (dataplane/client_limits.py): what one client connection may make us hold.
+    # Client limits (dataplane/http/client_limits.py): what one client connection may make us hold.
     client_max_header_bytes: int = 65536  # request line + headers (the original OllamaFlow's 64 KiB)
     client_max_headers: int = 100
     client_header_timeout: float = 10.0  # from connection open / the next request's first byte
@@ -57,8 +59,8 @@ class DataPlaneSettings:
     client_max_connections: int = 10000
     # JSON request bodies (everything but blob uploads): min(this, the frontend's MaxRequestBodySize).
     max_json_body: int = 32 * 1024 * 1024
-    # The upstream client (dataplane.transport): "builtin" (dataplane.upstream) or "aiohttp" (the
-    # reference implementation; needs the aiohttp package).
+    # The upstream client (dataplane.upstream.transport): "builtin" (dataplane.upstream.builtin) or
+    # "aiohttp" (the reference implementation; needs the aiohttp package).
     upstream_client: str = "builtin"
     # The largest backend answer a translation reads whole (bytes); larger ones get a 502.
     max_translated_body: int = 64 * 1024 * 1024
@@ -68,16 +70,16 @@ class DataPlaneSettings:
     # Logs (shared.logformat): "text" or "json" lines on stderr, and a syslog address ("" for none).
     log_format: str = "text"
     log_syslog: str = ""
-    # One line per proxied request on the ollamaflow.access logger (dataplane.request_log).
+    # One line per proxied request on the ollamaflow.access logger (dataplane.observe.request_log).
     access_log: bool = True
-    # Prometheus metrics (dataplane.metrics): served at /metrics on the data plane's port, or on a port
-    # of their own when this is not 0; with a bearer token when metrics_token is set.
+    # Prometheus metrics (dataplane.observe.metrics): served at /metrics on the data plane's port, or
+    # on a port of their own when this is not 0; with a bearer token when metrics_token is set.
     metrics: bool = True
     dataplane_metrics_port: int = 0
     metrics_token: str = field(default="", repr=False)
     # Model names that get a label of their own; the rest are counted as "other".
     metrics_max_models: int = 100
-    # OpenTelemetry traces (dataplane.tracing): an OTLP/HTTP traces endpoint; empty: no traces.
+    # OpenTelemetry traces (dataplane.observe.tracing): an OTLP/HTTP traces endpoint; empty: no traces.
     otel_endpoint: str = ""
     # Opens the backend secrets sealed in the snapshot (shared.secret_box): OLLAMAFLOW_SECRETS_KEY or
     # OLLAMAFLOW_SECRETS_KEY_FILE, and OLLAMAFLOW_SECRETS_PREVIOUS_KEYS during a rotation.
@@ -92,7 +94,7 @@ class DataPlaneSettings:
     # rotation. Without any, nothing is accepted unless allow_unsigned_snapshots (development only).
     snapshot_public_key_files: tuple[Path, ...] = ()
     allow_unsigned_snapshots: bool = False
-    # Browser origins whose pages may call this data plane (dataplane.cors, shared.cors); (): no CORS.
+    # Browser origins whose pages may call this data plane (dataplane.http.cors, shared.cors); (): no CORS.
     dataplane_cors_origins: tuple[str, ...] = ()
 
 
@@ -142,6 +144,17 @@ def _port(value: str) -> int:
     return number
 
 
+# Far more than the cores of one machine: each worker is a data plane of its own to the control plane.
+MAX_WORKERS = 64
+
+
+def _workers(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= MAX_WORKERS:
+        raise ValueError(f"must be 1 to {MAX_WORKERS}")
+    return number
+
+
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse(value: str) -> Any:
         number = kind(value)
@@ -164,6 +177,7 @@ def _non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "dataplane_port": int,
+    "dataplane_workers": _workers,
     "snapshot_cache": _path,
     "report_interval": _positive(float),
     "snapshot_poll_interval": _positive(float),

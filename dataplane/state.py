@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dataplane.routing import RoutingTable
+from dataplane.routing.table import RoutingTable
 from dataplane.unseal import Opened, open_backends
 from shared.errors import SnapshotRejected
 from shared.logs import KnownSecrets

@@ -6,9 +6,10 @@ bytes; none reads a clock, a socket or a file. The routes pick the pair of forma
 - ``framing``: incremental NDJSON/SSE decoders and encoders (sans-IO ``feed``/``close``).
 - ``errors``: ``Untranslatable`` and error bodies carried between the formats.
 - ``common``: the translated ``BackendCall``, ``LocalReply``, ids and timestamps.
-- ``ollama_to_openai``: Ollama clients' requests for OpenAI backends; ``openai_replies`` brings
-  those backends' replies (whole or streamed) back to the Ollama client.
-- ``openai_to_ollama``: OpenAI clients' requests for Ollama backends; ``ollama_replies`` brings
-  the native replies back to the OpenAI client.
+- ``ollama_on_openai``: Ollama clients on OpenAI-compatible backends: the request, the whole reply
+  and the stream, one module per pair of formats.
+- ``openai_on_ollama``: OpenAI clients on Ollama backends, likewise.
 - ``embeddings``, ``models``: embedding replies and model lists both ways.
+- ``exchanges``: which of these a proxied request needs, as one object per client endpoint and
+  backend format.
 """

@@ -23,7 +23,7 @@ import abc
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-from dataplane.translate import embeddings, ollama_replies, ollama_to_openai, openai_replies, openai_to_ollama
+from dataplane.translate import embeddings, ollama_on_openai, openai_on_ollama
 from dataplane.translate.common import BackendCall, IdSource, LocalReply
 from dataplane.translate.errors import (
     Untranslatable,
@@ -40,7 +40,7 @@ SSE = "text/event-stream"
 
 VLLM = "vllm"  # BackendView.dialect of a vLLM backend
 
-# Ollama operations an OpenAI-compatible backend has no counterpart for (api-formats §4.5).
+# Ollama operations an OpenAI-compatible backend has no counterpart for (see docs/conformance.md).
 _OLLAMA_ONLY = ("/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs/")
 
 
@@ -53,23 +53,6 @@ class StreamTranslator(Protocol):
     def feed(self, chunk: bytes, now_ns: int) -> list[bytes]: ...
 
     def close(self, now_ns: int) -> list[bytes]: ...
-
-
-class _Untimed:
-    """``OpenAIStream`` needs no clock (native lines carry their metrics); this gives it the same calls."""
-
-    def __init__(self, stream: ollama_replies.OpenAIStream) -> None:
-        self._stream = stream
-
-    @property
-    def ended(self) -> bool:
-        return self._stream.ended
-
-    def feed(self, chunk: bytes, now_ns: int) -> list[bytes]:
-        return self._stream.feed(chunk)
-
-    def close(self, now_ns: int) -> list[bytes]:
-        return self._stream.close()
 
 
 class Exchange(abc.ABC):
@@ -112,16 +95,16 @@ class _OllamaChatOnOpenAI(Exchange):
     extras: bool
 
     def request(self, body: bytes, *, now_ns: int, backend_model: str | None) -> BackendCall | LocalReply:
-        translate = ollama_to_openai.chat_request if self.chat else ollama_to_openai.generate_request
+        translate = ollama_on_openai.chat_request if self.chat else ollama_on_openai.generate_request
         return translate(body, now_ns=now_ns, backend_model=backend_model, extras=self.extras)
 
     def reply(self, call: BackendCall, body: bytes, *, started_ns: int, now_ns: int) -> bytes:
-        return openai_replies.ollama_reply(
+        return ollama_on_openai.ollama_reply(
             body, model=call.model, chat=self.chat, started_ns=started_ns, now_ns=now_ns, ids=self.ids
         )
 
     def stream(self, call: BackendCall, *, started_ns: int) -> StreamTranslator:
-        return openai_replies.OllamaStream(
+        return ollama_on_openai.OllamaStream(
             model=call.model, chat=self.chat, started_ns=started_ns, ids=self.ids
         )
 
@@ -133,7 +116,7 @@ class _OllamaEmbedOnOpenAI(Exchange):
     legacy: bool
 
     def request(self, body: bytes, *, now_ns: int, backend_model: str | None) -> BackendCall | LocalReply:
-        translate = ollama_to_openai.embeddings_request if self.legacy else ollama_to_openai.embed_request
+        translate = ollama_on_openai.embeddings_request if self.legacy else ollama_on_openai.embed_request
         return translate(body, backend_model=backend_model)
 
     def reply(self, call: BackendCall, body: bytes, *, started_ns: int, now_ns: int) -> bytes:
@@ -155,11 +138,11 @@ class _OpenAIChatOnOllama(Exchange):
         return "chatcmpl-" if self.chat else "cmpl-"
 
     def request(self, body: bytes, *, now_ns: int, backend_model: str | None) -> BackendCall | LocalReply:
-        translate = openai_to_ollama.chat_request if self.chat else openai_to_ollama.completion_request
+        translate = openai_on_ollama.chat_request if self.chat else openai_on_ollama.completion_request
         return translate(body, backend_model=backend_model)
 
     def reply(self, call: BackendCall, body: bytes, *, started_ns: int, now_ns: int) -> bytes:
-        return ollama_replies.openai_reply(
+        return openai_on_ollama.openai_reply(
             body,
             model=call.model,
             chat=self.chat,
@@ -169,15 +152,13 @@ class _OpenAIChatOnOllama(Exchange):
         )
 
     def stream(self, call: BackendCall, *, started_ns: int) -> StreamTranslator:
-        return _Untimed(
-            ollama_replies.OpenAIStream(
-                model=call.model,
-                chat=self.chat,
-                id=self.ids(self._prefix),
-                created=started_ns // 1_000_000_000,
-                include_usage=call.include_usage,
-                ids=self.ids,
-            )
+        return openai_on_ollama.OpenAIStream(
+            model=call.model,
+            chat=self.chat,
+            id=self.ids(self._prefix),
+            created=started_ns // 1_000_000_000,
+            include_usage=call.include_usage,
+            ids=self.ids,
         )
 
 
@@ -188,7 +169,7 @@ class _OpenAIEmbedOnOllama(Exchange):
     client_format: ClassVar[ApiFormat] = "OpenAI"
 
     def request(self, body: bytes, *, now_ns: int, backend_model: str | None) -> BackendCall | LocalReply:
-        return openai_to_ollama.embeddings_request(body, backend_model=backend_model)
+        return openai_on_ollama.embeddings_request(body, backend_model=backend_model)
 
     def reply(self, call: BackendCall, body: bytes, *, started_ns: int, now_ns: int) -> bytes:
         return embeddings.openai_embeddings_reply(body, model=call.model, as_base64=call.base64)

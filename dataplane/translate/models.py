@@ -4,7 +4,7 @@ The routes fan out to every backend and union the entries by name; these functio
 backend's list and wrap the union. Ollama entries built from OpenAI models carry synthesized
 details (size 0, a stable digest of backend and id) since OpenAI lists say nothing more. For models
 an OpenAI backend serves, ``/api/show``, ``/api/ps`` and ``/api/pull`` are answered from such entries
-(api-formats §4.4-4.5) so that ``ollama run`` and ollama-python work.
+so that ``ollama run`` and ollama-python work.
 """
 
 from __future__ import annotations

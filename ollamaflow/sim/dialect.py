@@ -81,5 +81,5 @@ OLLAMA_V1 = Dialect(
 )
 
 # An OpenAI-compatible server that says it is vLLM: ``owned_by: "vllm"`` and ``max_model_len`` in its
-# model list (api-formats §3), which is how OllamaFlow's control plane tells vLLM backends apart.
+# model list, which is how OllamaFlow's control plane tells vLLM backends apart.
 VLLM = replace(OPENAI, name="vllm", owned_by="vllm", max_model_len=8192)

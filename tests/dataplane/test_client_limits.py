@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from dataplane.client_limits import raise_open_files_limit
+from dataplane.http.client_limits import raise_open_files_limit
 from dataplane.settings import DataPlaneSettings
 from shared.bus import Bus
 from shared.snapshot import BackendView
@@ -353,3 +353,17 @@ async def test_a_malformed_body_is_counted_and_logged_at_debug_only(
     assert not rec.seen
     noisy = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("ollamaflow")]
     assert not noisy, [r.getMessage() for r in noisy]
+
+
+async def test_a_whole_answer_arrives_in_one_piece(limited: RunningDataPlane) -> None:
+    port = _port(limited)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for _ in range(3):  # each request on the kept-alive connection, not only the first
+            writer.write(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            # One send on loopback is one read: without the cork the head came alone, the body after.
+            answer = await asyncio.wait_for(reader.read(65536), 10)
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            assert answer.endswith(b"\r\n\r\nOllama is running"), answer
+    finally:
+        writer.close()

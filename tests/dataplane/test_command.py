@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from shared.snapshot import BackendView, FrontendView, SnapshotContent
 from tests.dataplane.harness import snapshot_bytes
-from tests.support.processes import free_port, ollamaflow, stop, wait_ready
+from tests.support.processes import CLI, free_port, ollamaflow, stop, wait_ready
 from tests.support.signing import SnapshotKeys
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,7 @@ def test_help_names_the_options() -> None:
         text=True,
         check=True,
     )
-    for option in ("--host", "--port", "--config", "--id", "OLLAMAFLOW_SNAPSHOT_CACHE"):
+    for option in ("--host", "--port", "--config", "--id", "--workers", "OLLAMAFLOW_SNAPSHOT_CACHE"):
         assert option in done.stdout
 
 
@@ -77,4 +78,20 @@ def test_a_bad_setting_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "report_interval" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_workers_on_a_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*CLI, "dataplane", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr

@@ -11,9 +11,9 @@ from contextlib import AsyncExitStack
 import httpx
 import msgspec
 
-from dataplane.explain import MAX_HEADER, dry_run, route_header
-from dataplane.routing import RequestKind, RoutingTable
-from dataplane.sticky import short_hash
+from dataplane.routing.explain import MAX_HEADER, dry_run, route_header
+from dataplane.routing.sticky import short_hash
+from dataplane.routing.table import RequestKind, RoutingTable
 from ollamaflow.sim import running_sim
 from shared.bus import Bus
 from shared.credentials import digest
@@ -227,7 +227,10 @@ async def _serve(
     view = FrontendView(id="f", hostname="*", backends=tuple(backends), **frontend)  # type: ignore[arg-type]
     revision = dp.app.state.revision + 1
     models = {"models": ("llama3.2:latest", "all-minilm:latest"), "models_known": True}
-    await writer.publish(content(backends, [view], max_parallel_requests=3, **models), revision)
+    # The tests send bursts of requests: the default rate limit (10 a second) would send some to
+    # the next backend, and the rotation they check would depend on the machine's speed.
+    limits = {"max_parallel_requests": 3, "rate_limit_requests_threshold": 1000}
+    await writer.publish(content(backends, [view], **limits, **models), revision)
     await dp.wait_revision(revision)
 
 

@@ -21,7 +21,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from dataplane.proxy import MAX_ATTEMPTS
+from dataplane.proxy.failover import MAX_ATTEMPTS
 from ollamaflow.sim import SimConfig, running_sim
 from shared.snapshot import ApiFormat, BackendView, FrontendView, SnapshotContent
 from tests.dataplane.harness import RunningDataPlane, SnapshotWriter

@@ -13,8 +13,8 @@ import ollama
 import openai
 import pytest
 
-from dataplane.listing import OLLAMA_NAMES
-from dataplane.merge import find_entry, listed_entries, merge_unique, sort_by_expiry
+from dataplane.models.listing import OLLAMA_NAMES
+from dataplane.models.merge import find_entry, listed_entries, merge_unique, sort_by_expiry
 from ollamaflow.sim import running_sim
 from shared.errors import UpstreamProtocolError
 from shared.snapshot import BackendView, FrontendView, SnapshotContent

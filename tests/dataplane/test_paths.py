@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from dataplane.paths import blob_digest, model_id, raw_path
+from dataplane.http.paths import blob_digest, model_id, raw_path
 from shared.snapshot import BackendView
 from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, serve_frontend
 from tests.dataplane.recorder import Recorder, recorder

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from collections import Counter
 
-from dataplane.routing import Pool, RequestKind, RoutingTable
-from dataplane.sticky import Sessions, by_weight, session_key, short_hash, sticky_order
+from dataplane.routing.sticky import Sessions, by_weight, session_key, short_hash, sticky_order
+from dataplane.routing.table import Pool, RequestKind, RoutingTable
 from shared.snapshot import BackendView, FrontendView, SnapshotContent, seal
 
 COMPLETIONS = RequestKind.COMPLETIONS

@@ -11,8 +11,8 @@ from collections import Counter
 import httpx
 import pytest
 
-from dataplane.routing import Pool, RequestKind, RoutingTable
-from dataplane.strategies import least_connections, model_aware, rotated
+from dataplane.routing.strategies import least_connections, model_aware, rotated
+from dataplane.routing.table import Pool, RequestKind, RoutingTable
 from ollamaflow.sim import running_sim
 from shared.snapshot import BackendView, FrontendView, LoadBalancing, LoadedModel, SnapshotContent, seal
 from tests.dataplane.harness import RunningDataPlane, SnapshotWriter, eventually

@@ -16,7 +16,7 @@ from controlplane.db import Database
 from controlplane.migrate import upgrade
 from controlplane.settings import Settings
 from controlplane.tables import BackendRow, FrontendRow
-from dataplane.routing import RequestKind
+from dataplane.routing.table import RequestKind
 from dataplane.settings import DataPlaneSettings
 from shared.bus import Bus
 from shared.pieces import decode_manifest, is_manifest

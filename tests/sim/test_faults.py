@@ -117,7 +117,9 @@ async def test_latency_and_pacing() -> None:
             arrivals.append(time.monotonic() - start)
         assert len(arrivals) == 13
         assert arrivals[0] >= 0.14  # nothing before latency_ms
-        assert arrivals[-1] - arrivals[0] >= 0.9 * 11 / 100  # 12 tokens, 11 gaps of 10 ms
+        # 12 tokens, 11 gaps of 10 ms after the latency. Measured from the start, not from the first
+        # chunk: a client that gets a core late reads the first chunks together, shrinking the gaps.
+        assert arrivals[-1] >= 0.9 * (0.15 + 11 / 100)
         start = time.monotonic()
         await client.chat("llama3.2", messages=HELLO)  # a whole reply waits as long as the stream would
         assert time.monotonic() - start >= 0.9 * (0.15 + 0.11)

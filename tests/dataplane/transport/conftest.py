@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from dataplane.transport import Transport
-from dataplane.upstream import Upstream
-from dataplane.upstream_aiohttp import AiohttpUpstream
+from dataplane.upstream.aiohttp_client import AiohttpUpstream
+from dataplane.upstream.builtin import Upstream
+from dataplane.upstream.transport import Transport
 
 MakeTransport = Callable[..., Awaitable[Transport]]
 

@@ -13,7 +13,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
-from dataplane.origin import Origin, prepare
+from dataplane.upstream.origin import Origin, prepare
 
 __all__ = [
     "OK",

@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from dataplane.http1 import Connection
-from dataplane.transport import Disconnected
-from dataplane.upstream import Upstream
+from dataplane.upstream.builtin import Upstream
+from dataplane.upstream.http1 import Connection
+from dataplane.upstream.transport import Disconnected
 from tests.dataplane.transport.servers import keep_alive_ok, request_head, scripted
 
 

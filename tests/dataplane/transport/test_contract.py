@@ -1,4 +1,4 @@
-"""The upstream client contract (``dataplane.transport``), run against every implementation.
+"""The upstream client contract (``dataplane.upstream.transport``), run against every implementation.
 
 Each test's backend is a raw asyncio server scripted byte by byte (``servers``), so the clients meet
 what a backend may do: keep-alive, every body framing and size class, interim answers, slow and
@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import trustme
 
-from dataplane.transport import (
+from dataplane.upstream.transport import (
     HIGH_WATER,
     AnswerTooLarge,
     ConnectFailed,

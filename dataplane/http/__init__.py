@@ -1,0 +1,1 @@
+"""The client's side of HTTP: reading requests within limits, writing answers and errors."""

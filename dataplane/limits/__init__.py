@@ -1,0 +1,1 @@
+"""How much each backend and API key takes: admission, rate gates, breakers, counters."""

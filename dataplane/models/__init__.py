@@ -1,0 +1,1 @@
+"""The model routes: listings merged over backends, pulls, deletes and authoring."""

@@ -1,0 +1,1 @@
+"""What is measured: metrics, the access log and traces of proxied requests."""

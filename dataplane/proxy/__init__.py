@@ -1,0 +1,1 @@
+"""One proxied request's life: accept, route, attempt, deliver."""

@@ -1,0 +1,1 @@
+"""Where a request goes: the routing table, strategies, sticky sessions, explanations."""

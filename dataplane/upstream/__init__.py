@@ -1,0 +1,1 @@
+"""The backend leg: the upstream client's contract and its two implementations."""
