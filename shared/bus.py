@@ -396,7 +396,12 @@ class Bus:
         async def on_message(msg: nats.aio.msg.Msg) -> None:
             await handler(msg.data)
 
-        await self._client().subscribe(self.names.reports_subject, cb=on_message)
+        try:
+            client = self._client()
+            await client.subscribe(self.names.reports_subject, cb=on_message)
+            await _server_has_seen(client)
+        except (nats.errors.Error, OSError) as exc:
+            raise BusError(f"cannot subscribe to reports: {exc}") from exc
 
     async def publish(self, subject: str, data: bytes) -> None:
         """Fire-and-forget on a core subject."""
@@ -414,13 +419,16 @@ class Bus:
             await handler(msg.data)
 
         try:
-            sub = await self._client().subscribe(subject, cb=on_message)
+            client = self._client()
+            sub = await client.subscribe(subject, cb=on_message)
+            await _server_has_seen(client)
         except (nats.errors.Error, OSError) as exc:
             raise BusError(f"cannot subscribe to {subject}: {exc}") from exc
 
         async def stop() -> None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+                await _server_has_seen(client)
 
         return stop
 
@@ -468,17 +476,31 @@ class Bus:
             task.add_done_callback(running.discard)
 
         try:
-            sub = await self._client().subscribe(subject, queue=queue, cb=on_message)
+            client = self._client()
+            sub = await client.subscribe(subject, queue=queue, cb=on_message)
+            await _server_has_seen(client)
         except (nats.errors.Error, OSError) as exc:
             raise BusError(f"cannot serve {subject}: {exc}") from exc
 
         async def stop() -> None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+                await _server_has_seen(client)
             for task in list(running):
                 task.cancel()
 
         return stop
+
+
+async def _server_has_seen(client: Client) -> None:
+    """Return once the server has processed what this client sent so far (a subscription, say),
+    so that a message from another connection right after finds it.
+
+    One flush is not enough: nats-py writes the PING ahead of commands still in its pending buffer,
+    so the PONG can come back before the SUB was even sent. The second PING leaves after them.
+    """
+    await client.flush()
+    await client.flush()
 
 
 def _is_auth_error(exc: BaseException) -> bool:

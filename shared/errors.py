@@ -79,6 +79,8 @@ class SnapshotConflict(BusError):
 
 class LeaseConflict(BusError):
     pass
+
+
 class BusAuthError(BusError):
     """NATS refused the plane's credentials (wrong user or password, or none given)."""
 
