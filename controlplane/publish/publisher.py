@@ -1,9 +1,10 @@
 """The snapshot publisher: builds a snapshot and stores it on the bus, safely among racing replicas.
 
-When it publishes: promptly after a committed change (``request(force=True)``, bursts coalesced by a
-short debounce), when the live data-plane set changes, at start, and every ``interval`` seconds. All
-but change-triggered publishes are skipped when the content hash equals the stored one and the stored
-snapshot carries this publisher's signature (so a new signing key is in use from the start).
+When it publishes: promptly after a committed change (``request(force=True)``: at once when the last
+round is a while ago, else after a short debounce that lets a burst land in one snapshot), when the
+live data-plane set changes, at start, and every ``interval`` seconds. All but change-triggered
+publishes are skipped when the content hash equals the stored one and the stored snapshot carries
+this publisher's signature (so a new signing key is in use from the start).
 
 How it stays monotonic: read the stored snapshot (revision and KV sequence) *before* reading the
 configuration, take the next revision from the Postgres sequence but never below stored + 1, and write
@@ -98,6 +99,7 @@ class Publisher:
         clock: Clock,
         interval: float,
         debounce: float = 0.005,
+        quiet: float = 0.1,
         retry_after: float = 1.0,
         max_attempts: int = 20,
         signer: SnapshotSigner | None = None,
@@ -110,6 +112,8 @@ class Publisher:
         self._clock = clock
         self._interval = interval
         self._debounce = debounce
+        self._quiet = quiet  # a request this long after the last round is published without the debounce
+        self._last_round = float("-inf")  # monotonic end of the last publish round
         self._retry_after = retry_after
         self._max_attempts = max_attempts
         self._wake = asyncio.Event()
@@ -238,12 +242,14 @@ class Publisher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self._last_round = time.monotonic()
                 self._observe("failed", started)
                 self._failed(exc)
                 self._force = self._force or force
                 await asyncio.sleep(self._retry_after)
                 self._wake.set()
             else:
+                self._last_round = time.monotonic()
                 self._observe("skipped" if snapshot is None else "stored", started)
                 held = len(snapshot.content.backends) if snapshot is not None else 0
                 if self._heap is not None and snapshot is not None and self._heap.due(held):
@@ -263,8 +269,10 @@ class Publisher:
             await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
         except TimeoutError:
             return False
-        # Let a burst of changes land in one snapshot.
-        await asyncio.sleep(self._debounce)
+        # The first change after a quiet spell goes out at once: the debounce would only delay it. Within
+        # a burst (the last round just ended), let the changes that follow land in one snapshot.
+        if time.monotonic() - self._last_round < self._quiet:
+            await asyncio.sleep(self._debounce)
         return True
 
     def _failed(self, exc: Exception) -> None:

@@ -10,9 +10,11 @@ of a publish's reads in one REPEATABLE READ transaction, so versions and rows ag
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, literal, literal_column, union_all
+from sqlalchemy import Select, literal_column, union_all
+from sqlalchemy.dialects import postgresql
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -36,7 +38,7 @@ class RowCache(Generic[Row]):
 
     def _query(self, tag: int) -> Select[Any]:
         """This table's (tag, identifier, version) triples."""
-        return select(literal(tag), self._identifier(), _XMIN)  # type: ignore[call-overload, no-any-return]
+        return select(literal_column(str(tag)), self._identifier(), _XMIN)  # type: ignore[call-overload, no-any-return]
 
     def _identifier(self) -> Any:
         return col(self._table.identifier)  # type: ignore[attr-defined]
@@ -63,12 +65,23 @@ class RowCache(Generic[Row]):
 async def read_tables(session: AsyncSession, *caches: RowCache[Any]) -> list[list[Any]]:
     """``RowCache.read`` of each of ``caches``, with one query for the versions of all their tables.
 
-    The versions go on the session's connection, not through the ORM: a thousand plain (id, version)
-    pairs cost half as much that way, and one statement for all tables saves a round trip per table.
+    The versions are read on the session's own driver connection (so in its transaction), as plain
+    tuples: through the ORM a thousand (id, version) pairs cost four times as much (about 2 ms of the
+    control plane's time on every publish), and one statement for all tables saves a round trip per table.
     """
     connection = await session.connection()
-    query = union_all(*(cache._query(tag) for tag, cache in enumerate(caches)))
+    driver = (await connection.get_raw_connection()).driver_connection
     versions: list[dict[str, str]] = [{} for _ in caches]
-    for tag, identifier, version in (await connection.execute(query)).all():
-        versions[tag][identifier] = version
+    async with driver.cursor() as cursor:  # type: ignore[union-attr]
+        await cursor.execute(_versions_sql(tuple(cache._table for cache in caches)))
+        for tag, identifier, version in await cursor.fetchall():
+            versions[tag][identifier] = version
     return [await cache._load(session, found) for cache, found in zip(caches, versions, strict=True)]
+
+
+@functools.cache
+def _versions_sql(tables: tuple[type[SQLModel], ...]) -> str:
+    """The statement for every row's (tag, identifier, version) in ``tables``, tagged by position:
+    plain SQL without parameters, compiled once."""
+    query = union_all(*(RowCache(table)._query(tag) for tag, table in enumerate(tables)))
+    return str(query.compile(dialect=postgresql.psycopg.dialect()))

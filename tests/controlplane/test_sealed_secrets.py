@@ -30,6 +30,7 @@ from tests.support.secrets import TEST_KEYRING, TEST_SECRETS_KEY
 from tests.support.signing import public_key_beside
 
 BEARER, HEADER, QUERY = "bearer-s3cret-51c9", "header-s3cret-0d7e", "query-s3cret-a4b2"
+ROTATED = "rotated-bearer-token-4f1c"
 SECRETS = (BEARER, HEADER, QUERY)
 GENERATE = {"model": "echo", "prompt": "hi", "stream": False}
 
@@ -97,7 +98,7 @@ async def test_secrets_reach_the_backend_and_nothing_on_disk_holds_them(
 ) -> None:
     cache = tmp_path / "cache" / "snapshot.json"
     async with (
-        _configured(settings, rec) as (_, cp),
+        _configured(settings, rec) as (admin, cp),
         running_dataplane(_dp_settings(settings, snapshot_cache=cache)) as dp,
     ):
         await _applied(dp)
@@ -120,12 +121,17 @@ async def test_secrets_reach_the_backend_and_nothing_on_disk_holds_them(
         for secret in SECRETS:
             assert secret.encode() not in data, "clear secret in the cache file"
             assert secret.encode() not in raw, "clear secret in the KV"
-    # The cache alone (NATS away) still carries what the backend needs.
+
+        # A new token is known (and cut out of log lines) as soon as it is published.
+        assert (await admin.patch("/v1.0/backends/b1", json={"BearerToken": ROTATED})).status_code == 200
+        for known in (cp.plane.known_secrets, dp.app.state.known_secrets):
+            await eventually(lambda k=known: k.redact(ROTATED) == "REDACTED", what="the new token known")
+    # The cache alone (NATS away) still carries what the backend needs: the newest token.
     offline = _dp_settings(settings, snapshot_cache=cache, nats_url="nats://127.0.0.1:9")
     async with running_dataplane(offline) as dp, httpx.AsyncClient() as client:
         await _applied(dp)
         assert (await client.post(dp.url + "/api/generate", json=GENERATE)).status_code == 200
-    assert rec.seen[-1].headers["Authorization"] == f"Bearer {BEARER}"
+    assert rec.seen[-1].headers["Authorization"] == f"Bearer {ROTATED}"
 
 
 async def test_a_data_plane_with_the_wrong_key_does_not_use_the_backend_and_says_why(
