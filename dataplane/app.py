@@ -506,6 +506,7 @@ class DataPlane:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
+        self.state.save_now()  # a revision applied in the last moments is on disk too
         await self.authoring.close()
         await self.upstream.close()
         if self.tracing is not None:

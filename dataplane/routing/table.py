@@ -256,7 +256,10 @@ def _model_index(
             # The target's model_names holds the backend's model keys, once each, in listed order.
             for key in target.model_names:
                 having.setdefault(key, []).append(target)
-    # Keep the pool's order within each model so rotation and failover stay predictable.
+    # Keep the pool's order within each model so rotation and failover stay predictable. The lists were
+    # filled in that order; only the backends of unknown inventory need merging in.
+    if not unknown:
+        return {key: tuple(targets) for key, targets in having.items()}, unknown
     order = {t.id: i for i, t in enumerate(chosen)}
     by_model = {
         key: tuple(sorted((*targets, *unknown), key=lambda t: order[t.id])) for key, targets in having.items()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import msgspec
 
 from dataplane.state import SnapshotState
 from shared.snapshot import BackendView, FrontendView, SnapshotContent, encode, seal
+from tests.dataplane.harness import eventually
 from tests.support.signing import fixed_trust, sign_for_tests
 
 
@@ -71,3 +73,18 @@ def test_cache_is_written_atomically_and_loaded_at_start(tmp_path: Path) -> None
     third = SnapshotState(cache_path=cache, trust=fixed_trust())
     assert not third.load_cache()
     assert third.snapshot is None and third.error
+
+
+async def test_on_a_running_loop_the_cache_is_written_a_moment_later_and_at_shutdown(tmp_path: Path) -> None:
+    cache = tmp_path / "snapshot.json"
+    state = SnapshotState(cache_path=cache, trust=fixed_trust())
+    assert state.apply(snapshot_bytes(1), source="t")
+    assert state.apply(snapshot_bytes(2, ("b",)), source="t")
+    assert not cache.exists()  # the report that the revision is applied goes out first
+    await eventually(cache.exists, what="the cache written")
+    assert cache.read_bytes() == snapshot_bytes(2, ("b",))  # one write, of the newest
+
+    assert state.apply(snapshot_bytes(3, ("c",)), source="t")
+    state.save_now()  # at shutdown: a pending write is done at once
+    assert cache.read_bytes() == snapshot_bytes(3, ("c",))
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
