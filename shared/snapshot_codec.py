@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import operator
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -206,8 +207,14 @@ class _Slices:
         """The views of ``raws``: kept ones where the bytes are the previous snapshot's, the others
         decoded; None when one does not decode or is not in canonical form (then the caller takes the
         full way, which says why)."""
-        views: list[Any] = []
         before, kept = self._raws, self._views
+        if len(raws) == len(before):
+            # The usual change (a backend's health, one admin write): every slice where it was, a few
+            # of them new. Found by a comparison run in C rather than a Python loop over a thousand.
+            changed = list(itertools.compress(range(len(raws)), map(operator.ne, raws, before)))
+            if len(changed) <= _MOVED:
+                return self._in_place(raws, changed)
+        views: list[Any] = []
         by_bytes = None
         shift = misses = 0  # where the previous snapshot's slices are relative to these
         for i, raw in enumerate(raws):
@@ -237,6 +244,25 @@ class _Slices:
             views.append(view)
         if views and any(a.id > b.id for a, b in itertools.pairwise(views)):
             return None  # not in canonical order
+        return views
+
+    def _in_place(self, raws: tuple[msgspec.Raw, ...], changed: list[int]) -> list[Any] | None:
+        """``read`` when only the slices at ``changed`` differ from the previous snapshot's."""
+        views = list(self._views)
+        for i in changed:
+            data = bytes(raws[i])
+            try:
+                view = self._decoder.decode(data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return None
+            if _encoder.encode(view) != data:
+                return None
+            views[i] = view
+        # The kept ones were in canonical order: only the new ones' places need a look.
+        last = len(views) - 1
+        for i in changed:
+            if (i > 0 and views[i - 1].id > views[i].id) or (i < last and views[i].id > views[i + 1].id):
+                return None
         return views
 
     def keep(self, raws: tuple[msgspec.Raw, ...], views: list[Any]) -> None:

@@ -145,6 +145,11 @@ def test_anything_but_the_canonical_bytes_is_judged_as_decode_judges_it() -> Non
     good = seal(content, revision=5, generated_at=AT)
     canonical = msgspec.json.encode(good.content, order="deterministic")
     assert isinstance(_decoded_alike(decoder, encode(good)), Snapshot)
+    # Two neighbours swapped, each slice where the other was: judged as decode judges it.
+    wire = msgspec.json.decode(canonical)
+    wire["backends"][3], wire["backends"][4] = wire["backends"][4], wire["backends"][3]
+    swapped = _decoded_alike(decoder, _spelled(good, msgspec.json.encode(wire), good.content_hash))
+    assert isinstance(swapped, Snapshot) and swapped.content.backends[3].id > swapped.content.backends[4].id
 
     # The same content spelled with spaces, hashed as spelled: decode recomputes the canonical hash.
     spaced = canonical.replace(b',"backends":', b', "backends": ')
