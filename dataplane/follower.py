@@ -4,7 +4,10 @@ Nothing here is on the request path. NATS may be down at start or go away later:
 serving on its last good snapshot meanwhile. Three loops run once connected:
 
 - the KV watch, for changes within milliseconds; restarted whenever it breaks or the connection dropped
-  (a watch started before a NATS restart can go silent rather than fail);
+  (a watch started before a NATS restart can go silent rather than fail). Just before it stores a
+  snapshot, the control plane sends it as a delta of the one before (``shared.snapshot_delta``),
+  which this plane applies if it holds that one: the whole snapshot that follows is then known at a
+  glance;
 - a periodic re-read of the key, the safety net that converges even if a watch misses something (a
   snapshot stored in pieces is fetched again only when its manifest changed);
 - the report, every ``report_interval`` seconds, at once after a new snapshot was applied (the control
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -80,24 +84,35 @@ class BusSync:
         self._report_wanted = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
         self._last_head = b""  # what the re-read last found under the snapshot key
+        self._stop_deltas: Callable[[], Awaitable[None]] | None = None
         state.listeners.append(lambda _snapshot: self.report_now())
 
-    async def _subscribe_reports(self) -> None:
+    async def _subscribe(self) -> None:
         while True:  # nats-py resubscribes on reconnects; this only retries a drop right at the start
             try:
-                await self._bus.subscribe_reports(self._on_report)
+                if self._stop_deltas is None:
+                    self._stop_deltas = await self._bus.subscribe(
+                        self._bus.names.snapshot_delta_subject, self._on_delta
+                    )
+                if self._admission is not None:
+                    await self._bus.subscribe_reports(self._on_report)
                 return
             except BusError as exc:
                 log.warning("%s; retrying", exc)
                 await asyncio.sleep(min(1.0, self._poll_interval))
+
+    async def _on_delta(self, data: bytes) -> None:
+        try:
+            self._state.apply_delta(data)
+        except Exception:  # the whole snapshot follows on the watch
+            log.exception("snapshot delta failed")
 
     async def run(self) -> None:
         """Connect (retrying forever), then follow and report until cancelled."""
         try:
             await self._bus.connect_forever(retry_every=min(1.0, self._poll_interval))
             log.info("connected to NATS at %s", self._bus.url)
-            if self._admission is not None:
-                await self._subscribe_reports()
+            await self._subscribe()
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._poll_loop())
                 group.create_task(self._report_loop())

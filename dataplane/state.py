@@ -80,6 +80,32 @@ class SnapshotState:
         except SnapshotRejected as exc:
             self.reject(exc.message, source=source)
             return False
+        return self._take(snapshot, data, source=source, began=began, save=save)
+
+    def apply_delta(self, data: bytes) -> bool:
+        """Take a delta (``shared.snapshot_delta``) of the applied snapshot, checked as the whole
+        snapshot would be (content hash, signature, revision); True when the routing table changed.
+        A delta of another snapshot, or one that does not rebuild its content hash, is passed over:
+        the whole snapshot follows on the watch."""
+        current = self.snapshot
+        if current is None:
+            return False
+        began = time.perf_counter()
+        rebuilt = self._decoder.patch(data, base_hash=current.content_hash)
+        if rebuilt is None:
+            log.debug("passed over a snapshot delta that does not fit revision %d", current.revision)
+            return False
+        snapshot, whole = rebuilt
+        self._last_data = whole  # the whole snapshot, when the watch brings it, is known at a glance
+        try:
+            snapshot = accept(current, whole, trust=self.trust, decoder=lambda _: snapshot)
+        except SnapshotRejected as exc:
+            self.reject(exc.message, source="delta")
+            return False
+        return self._take(snapshot, whole, source="delta", began=began, save=True)
+
+    def _take(self, snapshot: Snapshot, data: bytes, *, source: str, began: float, save: bool) -> bool:
+        """Route by ``snapshot`` (accepted from ``data``) from now on; False if it is the one applied."""
         if snapshot is self.snapshot:
             return False
         snapshot, problems, self._opened = open_backends(snapshot, self.keyring, self._opened)

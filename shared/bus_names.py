@@ -47,6 +47,12 @@ class BusNames:
         return f"$KV.{self.bucket}.{key}"
 
     @property
+    def snapshot_delta_subject(self) -> str:
+        """Where the control plane sends each snapshot as its changes (``shared.snapshot_delta``) just
+        before it stores the whole one under ``snapshot_key``."""
+        return f"{self.namespace}.snapshot.v{SCHEMA_MAJOR}.delta"
+
+    @property
     def reports_subject(self) -> str:
         return f"{self.namespace}.reports.dataplane"
 

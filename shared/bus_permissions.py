@@ -6,11 +6,12 @@ checked against them by the tests; a name added to ``BusNames`` without a role h
 ``tests/shared/test_bus_permissions.py``.
 
 - ``controlplane``: owns the namespace's JetStream streams (the KV bucket, any key in it: the snapshot,
-  its pieces and the control-plane lease), answers model requests, hears every report, asks data
-  planes for routing dry-runs, publishes pull progress, tells the other replicas of changes.
-- ``dataplane``: reads and watches the KV bucket (no write, create or delete), publishes and hears
-  reports (admission follows its peers), answers routing dry-runs, asks for model operations and hears
-  their progress.
+  its pieces and the control-plane lease), sends snapshot deltas, answers model requests, hears every
+  report, asks data planes for routing dry-runs, publishes pull progress, tells the other replicas of
+  changes.
+- ``dataplane``: reads and watches the KV bucket (no write, create or delete), hears snapshot deltas,
+  publishes and hears reports (admission follows its peers), answers routing dry-runs, asks for model
+  operations and hears their progress.
 
 Each role gets its own reply-inbox prefix (``BusNames.inbox_prefix``), so a data plane cannot read the
 answers meant for the control plane. Replies to requests a role *received* need no publish permission
@@ -90,6 +91,7 @@ def permissions(names: BusNames, role: Role) -> RolePermissions:
             publish=_unique(
                 *_JS_LOOKUPS,
                 *_kv_owner(names.bucket),
+                names.snapshot_delta_subject,
                 names.explain_subject,
                 names.pulls_subject,
                 names.changes_subject,
@@ -111,6 +113,7 @@ def permissions(names: BusNames, role: Role) -> RolePermissions:
             ),
             subscribe=_unique(
                 f"{names.inbox_prefix(role)}.>",
+                names.snapshot_delta_subject,
                 names.reports_subject,
                 names.explain_subject,
                 names.pulls_subject,

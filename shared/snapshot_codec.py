@@ -16,6 +16,10 @@ next:
   the previous snapshot; the others keep their decoded objects (which also lets the routing table see
   at a glance what is unchanged).
 
+Both also speak deltas (``shared.snapshot_delta``): the sealer tells the last sealed snapshot as its
+changes against the last one published, and the decoder rebuilds a snapshot from such a delta and the
+slices it keeps, checked by the same content hash.
+
 The decoder's quick path accepts a snapshot only where ``shared.snapshot.decode`` does (which hashes
 the canonical re-encoding of what it decoded): the joined slices must hash to ``content_hash`` *and*
 be the canonical encoding of what they decode to (each new slice re-encodes to itself, ids are in
@@ -31,7 +35,7 @@ import hashlib
 import itertools
 import operator
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -49,6 +53,7 @@ from shared.snapshot import (
     decode,
     encode,
 )
+from shared.snapshot_delta import DELTA_FORMAT, MAX_DELTA_BYTES, Edit, SnapshotDelta, diff, patch
 
 __all__ = ["SnapshotDecoder", "SnapshotSealer"]
 
@@ -100,6 +105,7 @@ _mirrors(_WireCluster, ClusterView)
 
 _encoder = msgspec.json.Encoder(order="deterministic")  # as shared.snapshot's
 _parts_decoder = msgspec.json.Decoder(_WireSnapshotParts)
+_delta_decoder = msgspec.json.Decoder(SnapshotDelta)
 
 View = TypeVar("View", FrontendView, BackendView, ApiKeyView, DataPlaneView)
 # Slices not found where they were in the previous snapshot (nor one place off) beyond which the others
@@ -138,6 +144,19 @@ def _raws(parts: list[bytes]) -> tuple[msgspec.Raw, ...]:
     return tuple(msgspec.Raw(p) for p in parts)
 
 
+class _Sealed(NamedTuple):
+    """One sealed content: its normalised form, its canonical bytes, and each list's ids and encoded
+    items (frontends, backends, data planes, API keys), which deltas are made of."""
+
+    content: SnapshotContent
+    data: bytes
+    lists: tuple[tuple[list[str], list[bytes]], ...]
+
+
+def _ids(views: Sequence[Any]) -> list[str]:
+    return [v.id for v in views]
+
+
 class SnapshotSealer:
     """``shared.snapshot.seal`` and ``encode`` for a publisher: the same bytes, with the encoding of
     every unchanged frontend, backend, API key and data plane kept from the previous seal."""
@@ -147,7 +166,8 @@ class SnapshotSealer:
         self._backends = _Parts(BackendView)
         self._api_keys = _Parts(ApiKeyView)
         self._dataplanes = _Parts(DataPlaneView)
-        self._last: tuple[SnapshotContent, bytes] | None = None  # the last sealed content and its bytes
+        self._last: _Sealed | None = None
+        self._base: tuple[_Sealed, str] | None = None  # the last published content and its hash
 
     def seal(self, content: SnapshotContent, *, revision: int, generated_at: str) -> Snapshot:
         """As ``shared.snapshot.seal``."""
@@ -170,7 +190,16 @@ class SnapshotSealer:
             cluster=ClusterView(dataplanes=tuple(plane_views), admin_token_digests=digests),
             api_keys=tuple(api_key_views),
         )
-        self._last = (normalised, data)
+        self._last = _Sealed(
+            normalised,
+            data,
+            (
+                (_ids(frontend_views), frontends),
+                (_ids(backend_views), backends),
+                (_ids(plane_views), planes),
+                (_ids(api_key_views), api_keys),
+            ),
+        )
         return Snapshot(
             revision=revision,
             content_hash=hashlib.sha256(data).hexdigest(),
@@ -180,18 +209,61 @@ class SnapshotSealer:
 
     def encode(self, snapshot: Snapshot) -> bytes:
         """As ``shared.snapshot.encode``; quick for a snapshot of the content this sealer sealed last."""
-        if self._last is None or snapshot.content is not self._last[0]:
+        if self._last is None or snapshot.content is not self._last.content:
             return encode(snapshot)
-        return _encoder.encode(
-            _WireSnapshot(
+        return _whole(snapshot, self._last.data)
+
+    def published(self, snapshot: Snapshot | None) -> None:
+        """Note the snapshot the data planes now hold (one of this sealer's last seal: the base of the
+        next delta), or None when that is not known (then no delta is made)."""
+        last = self._last
+        if snapshot is not None and last is not None and snapshot.content is last.content:
+            self._base = (last, snapshot.content_hash)
+        else:
+            self._base = None
+
+    def delta(self, snapshot: Snapshot) -> bytes | None:
+        """``snapshot`` (of the content sealed last) as a delta against the last one ``published``;
+        None without such a base, or when the delta would be too large to be worth sending."""
+        last, base = self._last, self._base
+        if last is None or base is None or snapshot.content is not last.content:
+            return None
+        before, base_hash = base
+        edits = [
+            diff(old_ids, old, new_ids, new)
+            for (old_ids, old), (new_ids, new) in zip(before.lists, last.lists, strict=True)
+        ]
+        data = _encoder.encode(
+            SnapshotDelta(
+                delta=DELTA_FORMAT,
+                base_hash=base_hash,
                 schema=snapshot.schema,
                 revision=snapshot.revision,
                 content_hash=snapshot.content_hash,
                 generated_at=snapshot.generated_at,
-                content=msgspec.Raw(self._last[1]),
                 signature=snapshot.signature,
+                frontends=edits[0],
+                backends=edits[1],
+                dataplanes=edits[2],
+                api_keys=edits[3],
+                admin_token_digests=snapshot.content.cluster.admin_token_digests,
             )
         )
+        return data if len(data) <= MAX_DELTA_BYTES else None
+
+
+def _whole(snapshot: Snapshot, content: bytes) -> bytes:
+    """The encoded snapshot around ``content``, its canonical content bytes: ``encode``'s bytes."""
+    return _encoder.encode(
+        _WireSnapshot(
+            schema=snapshot.schema,
+            revision=snapshot.revision,
+            content_hash=snapshot.content_hash,
+            generated_at=snapshot.generated_at,
+            content=msgspec.Raw(content),
+            signature=snapshot.signature,
+        )
+    )
 
 
 class _Slices:
@@ -246,16 +318,21 @@ class _Slices:
             return None  # not in canonical order
         return views
 
+    def _view(self, raw: msgspec.Raw) -> Any | None:
+        """What a new slice decodes to; None when it does not, or is not in canonical form."""
+        data = bytes(raw)
+        try:
+            view = self._decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        return view if _encoder.encode(view) == data else None
+
     def _in_place(self, raws: tuple[msgspec.Raw, ...], changed: list[int]) -> list[Any] | None:
         """``read`` when only the slices at ``changed`` differ from the previous snapshot's."""
         views = list(self._views)
         for i in changed:
-            data = bytes(raws[i])
-            try:
-                view = self._decoder.decode(data)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                return None
-            if _encoder.encode(view) != data:
+            view = self._view(raws[i])
+            if view is None:
                 return None
             views[i] = view
         # The kept ones were in canonical order: only the new ones' places need a look.
@@ -264,6 +341,27 @@ class _Slices:
             if (i > 0 and views[i - 1].id > views[i].id) or (i < last and views[i].id > views[i + 1].id):
                 return None
         return views
+
+    def patched(self, edits: tuple[Edit, ...]) -> tuple[tuple[msgspec.Raw, ...], list[Any]] | None:
+        """The previous snapshot's slices and views with ``edits`` made; None when an edit does not
+        fit them or a new slice does not decode to a view in canonical form and order."""
+        if not edits:
+            return self._raws, self._views
+        new_raws = [raw for edit in edits for raw in edit.new]
+        new_views = []
+        for raw in new_raws:
+            view = self._view(raw)
+            if view is None:
+                return None
+            new_views.append(view)
+        raws = patch(self._raws, edits, new_raws)
+        views = patch(self._views, edits, new_views)
+        if raws is None or views is None:
+            return None
+        ids = [v.id for v in views]
+        if ids != sorted(ids):
+            return None  # not in canonical order
+        return tuple(raws), views
 
     def keep(self, raws: tuple[msgspec.Raw, ...], views: list[Any]) -> None:
         self._raws, self._views, self._by_bytes = raws, views, None
@@ -283,6 +381,76 @@ class SnapshotDecoder:
         self._backends = _Slices(BackendView)
         self._api_keys = _Slices(ApiKeyView)
         self._dataplanes = _Slices(DataPlaneView)
+        self._hash = ""  # the content hash of the kept slices: the base a delta must name
+
+    def patch(self, data: bytes, *, base_hash: str) -> tuple[Snapshot, bytes] | None:
+        """The snapshot a delta (``shared.snapshot_delta``) makes of the kept slices, and its encoded
+        form (``encode``'s bytes, as the control plane stores it); None when ``data`` is not a delta
+        this build reads, is for another base than ``base_hash`` (which the kept slices must be), or
+        does not rebuild content that hashes to its ``content_hash``. The signature is the caller's
+        to check, as for any snapshot."""
+        try:
+            delta = _delta_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        if (
+            delta.delta != DELTA_FORMAT
+            or delta.schema != SCHEMA_MAJOR
+            or delta.base_hash != base_hash
+            or base_hash != self._hash
+        ):
+            return None
+        digests = delta.admin_token_digests
+        if list(digests) != sorted(digests):
+            return None  # not in canonical order
+        parts: list[tuple[_Slices, tuple[msgspec.Raw, ...], list[Any]]] = []
+        for slices, edits in (
+            (self._frontends, delta.frontends),
+            (self._backends, delta.backends),
+            (self._dataplanes, delta.dataplanes),
+            (self._api_keys, delta.api_keys),
+        ):
+            patched = slices.patched(edits)
+            if patched is None:
+                return None
+            parts.append((slices, *patched))
+        (_, frontends, _), (_, backends, _), (_, planes, _), (_, api_keys, _) = parts
+        content = _encoder.encode(
+            _WireContent(
+                frontends=frontends,
+                backends=backends,
+                cluster=_WireCluster(dataplanes=planes, admin_token_digests=digests),
+                api_keys=api_keys,
+            )
+        )
+        if hashlib.sha256(content).hexdigest() != delta.content_hash:
+            return None
+        for slices, raws, views in parts:
+            slices.keep(raws, views)
+        self._hash = delta.content_hash
+        snapshot = self._snapshot(delta, parts, digests)
+        return snapshot, _whole(snapshot, content)
+
+    @staticmethod
+    def _snapshot(
+        header: _WireSnapshotParts | SnapshotDelta,
+        parts: list[tuple[_Slices, tuple[msgspec.Raw, ...], list[Any]]],
+        digests: tuple[str, ...],
+    ) -> Snapshot:
+        frontends, backends, planes, api_keys = (views for _, _, views in parts)
+        return Snapshot(
+            schema=header.schema,
+            revision=header.revision,
+            content_hash=header.content_hash,
+            generated_at=header.generated_at,
+            content=SnapshotContent(
+                frontends=tuple(frontends),
+                backends=tuple(backends),
+                cluster=ClusterView(dataplanes=tuple(planes), admin_token_digests=digests),
+                api_keys=tuple(api_keys),
+            ),
+            signature=header.signature,
+        )
 
     def decode(self, data: bytes) -> Snapshot:
         """As ``shared.snapshot.decode``: the snapshot, or SnapshotRejected for any flaw."""
@@ -321,17 +489,5 @@ class SnapshotDecoder:
             return None  # not in canonical order
         for slices, raws, views in parts:
             slices.keep(raws, views)
-        frontends, backends, planes, api_keys = (views for _, _, views in parts)
-        return Snapshot(
-            schema=wire.schema,
-            revision=wire.revision,
-            content_hash=wire.content_hash,
-            generated_at=wire.generated_at,
-            content=SnapshotContent(
-                frontends=tuple(frontends),
-                backends=tuple(backends),
-                cluster=ClusterView(dataplanes=tuple(planes), admin_token_digests=digests),
-                api_keys=tuple(api_keys),
-            ),
-            signature=wire.signature,
-        )
+        self._hash = wire.content_hash
+        return self._snapshot(wire, parts, digests)

@@ -13,6 +13,14 @@ stored a snapshot after our read, so we read everything again and retry. With a 
 snapshot is signed (``shared.signing``) before it is stored. Any other failure (NATS or
 the database down) keeps the request pending and retries after ``retry_after``.
 
+Just before the write, a publish that knows the stored snapshot is its own last one sends the new one
+as a delta of it (``shared.snapshot_delta``, a few hundred bytes on a core subject): data planes apply
+that at once instead of waiting for the whole snapshot to be stored and delivered, and take the whole
+one, when it arrives, as already known. A delta is only ever a shortcut: one lost, or sent for a write
+that then fails, leaves data planes to the KV key as before (each delta names its base content, and
+revisions come from one sequence, so a plane that took a delta of a write that failed moves on with
+the next revision stored).
+
 What "the stored snapshot" is may come from memory: after a successful write this publisher knows the
 KV sequence, revision and content hash it left, and the next publish starts from them instead of a
 read (a snapshot key holding a whole snapshot is up to a megabyte). That is safe because the write
@@ -190,6 +198,8 @@ class Publisher:
             if self._signer is not None:
                 snapshot = sign(snapshot, self._signer)
             data = self._sealer.encode(snapshot)
+            if stored is not None and stored is self._written:  # the stored one is our last: the base
+                await self._send_delta(snapshot)
             try:
                 sequence = await self._bus.write_snapshot(
                     data,
@@ -200,11 +210,14 @@ class Publisher:
                 )
             except SnapshotConflict:
                 self._written = None
+                self._sealer.published(None)
                 log.debug("snapshot revision %d lost a race; retrying", revision)
                 continue
             except BaseException:
                 self._written = None
+                self._sealer.published(None)
                 raise
+            self._sealer.published(snapshot)
             signed = _StoredSignature(self._signer.key_id) if self._signer is not None else None
             written = _Stored(revision, snapshot.content_hash, signed)
             self._written = (_stored_encoder.encode(written), sequence)
@@ -225,6 +238,15 @@ class Publisher:
             )
             return snapshot
         raise SnapshotConflict(f"gave up after {self._max_attempts} conflicting snapshot writes")
+
+    async def _send_delta(self, snapshot: Snapshot) -> None:
+        delta = self._sealer.delta(snapshot)
+        if delta is None:
+            return
+        try:
+            await self._bus.publish(self._bus.names.snapshot_delta_subject, delta)
+        except BusError as exc:  # the write that follows fails too, or data planes take the whole
+            log.debug("snapshot delta not sent: %s", exc.message)
 
     def _signed_by_us(self, header: _Stored) -> bool:
         stored_key = header.signature.key_id if header.signature is not None else None

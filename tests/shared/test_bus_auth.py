@@ -97,9 +97,14 @@ async def test_the_control_plane_writes_the_bucket_and_serves_and_hears_the_data
         ]
         reports: asyncio.Queue[bytes] = asyncio.Queue()
         progress: asyncio.Queue[bytes] = asyncio.Queue()
+        deltas: asyncio.Queue[bytes] = asyncio.Queue()
         await cp.subscribe_reports(reports.put)
         stops.append(await dp.subscribe(names.pulls_subject, progress.put))
+        stops.append(await dp.subscribe(names.snapshot_delta_subject, deltas.put))
         await asyncio.sleep(0.1)  # the subscriptions reach the server
+
+        await cp.publish(names.snapshot_delta_subject, b"delta")
+        assert await _received(deltas) == b"delta"
 
         assert await dp.request(names.models_subject, b"m") == b"pulled m"
         assert await cp.request(names.explain_subject, b"f") == b"explained f"
@@ -154,11 +159,13 @@ async def test_a_data_plane_reads_the_snapshot_but_cannot_write_it_or_act_as_a_c
             await raw.close()
         assert (await cp.read_snapshot() or (b"", 0))[0] == b'{"genuine": 1}'
 
-        # No faked pull progress: a peer listening on the subject hears nothing.
+        # No faked pull progress or snapshot delta: a peer listening on the subject hears nothing.
         progress: asyncio.Queue[bytes] = asyncio.Queue()
         await peer.subscribe(names.pulls_subject, progress.put)
+        await peer.subscribe(names.snapshot_delta_subject, progress.put)
         await asyncio.sleep(0.1)
         await dp.publish(names.pulls_subject, b"100%, trust me")
+        await dp.publish(names.snapshot_delta_subject, b"a delta, trust me")
         with pytest.raises(TimeoutError):
             await _received(progress, within=0.5)
 
@@ -171,6 +178,7 @@ async def test_a_data_plane_reads_the_snapshot_but_cannot_write_it_or_act_as_a_c
         assert f'permissions violation for subscription to "{names.models_subject}"' in denials
         assert "_inbox.authtest.controlplane.>" in denials
         assert f'permissions violation for publish to "{names.pulls_subject}"' in denials
+        assert f'permissions violation for publish to "{names.snapshot_delta_subject}"' in denials
     finally:
         for bus in (cp, dp, peer):
             await bus.close()
