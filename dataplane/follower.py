@@ -38,6 +38,7 @@ from dataplane.limits.traffic import Traffic
 from dataplane.state import SnapshotState
 from shared.bus import Bus
 from shared.errors import BusError, SnapshotRejected
+from shared.pieces import names_held
 from shared.wire.reports import DataPlaneReport, decode_report, encode_report
 
 __all__ = ["BusSync", "ReportIdentity"]
@@ -141,12 +142,17 @@ class BusSync:
 
     async def _watch(self) -> None:
         try:
-            async for data in self._bus.watch_snapshot():
+            async for data in self._bus.watch_snapshot(held=self._holds):
                 self._state.apply(data, source="watch")
         except BusError as exc:
             log.info("snapshot watch stopped: %s", exc.message)
         except Exception:  # the next poll starts a new watch; the re-read covers the gap
             log.exception("snapshot watch failed")
+
+    def _holds(self, revision: int, content_hash: str) -> bool:
+        """Whether the applied snapshot is this one (a delta brought it): its pieces need no fetch."""
+        applied = self._state.snapshot
+        return applied is not None and (applied.revision, applied.content_hash) == (revision, content_hash)
 
     def _ensure_watch(self, *, restart: bool) -> None:
         if restart and self._watch_task is not None:
@@ -179,6 +185,9 @@ class BusSync:
         try:
             stored = await self._bus.read_snapshot_head()
             if stored is None or stored[0] == self._last_head:
+                return
+            if names_held(stored[0], self._holds):
+                self._last_head = stored[0]
                 return
             data = await self._bus.expand_snapshot(stored[0])
         except BusError as exc:

@@ -49,7 +49,7 @@ from shared.errors import (
     SnapshotConflict,
     SnapshotRejected,
 )
-from shared.pieces import decode_manifest, is_manifest
+from shared.pieces import decode_manifest, is_manifest, names_held
 from shared.pieces_kv import fetch_pieces, purge_pieces, store_pieces
 from shared.snapshot import SCHEMA_MAJOR
 
@@ -307,13 +307,16 @@ class Bus:
         except (nats.errors.Error, OSError, TimeoutError, BusError) as exc:
             log.debug("old snapshot pieces not purged yet: %s", exc)
 
-    async def watch_snapshot(self, *, bucket_poll: float = 1.0) -> AsyncIterator[bytes]:
+    async def watch_snapshot(
+        self, *, bucket_poll: float = 1.0, held: Callable[[int, str], bool] | None = None
+    ) -> AsyncIterator[bytes]:
         """Yield the current snapshot bytes, then each new one; raise BusError when the watch breaks.
 
         Before any snapshot was ever stored the bucket does not exist, and only writers may create it:
         the watch waits for it, checking every ``bucket_poll`` seconds. A snapshot whose pieces cannot
         be fetched or do not match is skipped (logged): a newer one replaced it, or the periodic
-        re-read meets it again and reports it.
+        re-read meets it again and reports it. ``held(revision, content_hash)``: true for the snapshot
+        the caller holds already (from a delta); one stored in pieces is then not fetched at all.
         """
         try:
             while True:
@@ -333,6 +336,8 @@ class Bus:
             async for entry in watcher:
                 if entry is not None and entry.value and entry.operation is None:
                     try:
+                        if held is not None and names_held(entry.value, held):
+                            continue
                         data = await self.expand_snapshot(entry.value)
                     except SnapshotRejected as exc:
                         log.info("skipped a snapshot from the watch: %s", exc.message)

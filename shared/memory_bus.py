@@ -199,7 +199,10 @@ class MemoryBus:
             raise SnapshotConflict("another writer stored a snapshot first")
         return sequence
 
-    async def watch_snapshot(self, *, bucket_poll: float = 1.0) -> AsyncIterator[bytes]:
+    async def watch_snapshot(
+        self, *, bucket_poll: float = 1.0, held: Callable[[int, str], bool] | None = None
+    ) -> AsyncIterator[bytes]:
+        # ``held`` only spares fetching pieces, and every snapshot is one value here.
         self._check("watch the snapshot")
         await self.broker.made(self.names.bucket).wait()  # only writers make the bucket, as on NATS
         bucket = self.broker.bucket(self.names.bucket, create=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 
 import msgspec
 
@@ -29,6 +30,7 @@ __all__ = [
     "encode_manifest",
     "is_manifest",
     "join",
+    "names_held",
     "split",
 ]
 
@@ -56,6 +58,19 @@ _decoder = msgspec.json.Decoder(Manifest)
 
 def is_manifest(head: bytes) -> bool:
     return head.startswith(_PREFIX)
+
+
+def names_held(head: bytes, held: Callable[[int, str], bool]) -> bool:
+    """Whether ``head`` is a manifest of the snapshot ``held(revision, content_hash)`` says the reader
+    holds already (then its pieces need no fetching); False for a whole snapshot or a bad manifest
+    (which ``decode_manifest`` then refuses, saying why)."""
+    if not is_manifest(head):
+        return False
+    try:
+        manifest = decode_manifest(head)
+    except SnapshotRejected:
+        return False
+    return held(manifest.revision, manifest.content_hash)
 
 
 def split(data: bytes, piece_size: int) -> list[bytes]:

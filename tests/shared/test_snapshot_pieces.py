@@ -108,6 +108,37 @@ async def test_the_watch_yields_whole_snapshots_in_pieces_and_inline(writer: Bus
             await task
 
 
+async def test_the_watch_does_not_fetch_the_pieces_of_a_snapshot_the_reader_holds(
+    writer: Bus, reader: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A data plane that applied a revision from its delta is told of it by the watch as a manifest:
+    it neither fetches nor yields it, and takes the next one it does not hold."""
+    fetched: list[bytes] = []
+    expand = reader.expand_snapshot
+
+    async def counting(head: bytes) -> bytes:
+        fetched.append(head)
+        return await expand(head)
+
+    monkeypatch.setattr(reader, "expand_snapshot", counting)
+    held = _snapshot(1)
+    await _write(writer, held, 1)
+    held_hash = decode(held).content_hash
+    watch = reader.watch_snapshot(
+        held=lambda revision, content_hash: (revision, content_hash) == (1, held_hash)
+    )
+    try:
+        following = asyncio.ensure_future(anext(watch))
+        await asyncio.sleep(0.3)
+        assert not following.done() and fetched == []  # revision 1 is held: not fetched, not yielded
+        newer = _snapshot(2)
+        await _write(writer, newer, 2)
+        assert await asyncio.wait_for(following, 5) == newer
+        assert len(fetched) == 1
+    finally:
+        await watch.aclose()
+
+
 async def test_pieces_of_older_revisions_are_purged_but_the_replaced_one_is_kept(
     writer: Bus, nats_url: str, bus_namespace: str
 ) -> None:
