@@ -150,9 +150,16 @@ class BusSync:
             log.exception("snapshot watch failed")
 
     def _holds(self, revision: int, content_hash: str) -> bool:
-        """Whether the applied snapshot is this one (a delta brought it): its pieces need no fetch."""
+        """Whether a snapshot stored in pieces needs no fetch: it is the applied one (a delta brought
+        it), or an older one (a re-read that started before the watch brought a newer one; fetching
+        megabytes only to refuse them as older would also report a refusal for a mere race)."""
         applied = self._state.snapshot
-        return applied is not None and (applied.revision, applied.content_hash) == (revision, content_hash)
+        if applied is None:
+            return False
+        return revision < applied.revision or (applied.revision, applied.content_hash) == (
+            revision,
+            content_hash,
+        )
 
     def _ensure_watch(self, *, restart: bool) -> None:
         if restart and self._watch_task is not None:

@@ -315,8 +315,9 @@ class Bus:
         Before any snapshot was ever stored the bucket does not exist, and only writers may create it:
         the watch waits for it, checking every ``bucket_poll`` seconds. A snapshot whose pieces cannot
         be fetched or do not match is skipped (logged): a newer one replaced it, or the periodic
-        re-read meets it again and reports it. ``held(revision, content_hash)``: true for the snapshot
-        the caller holds already (from a delta); one stored in pieces is then not fetched at all.
+        re-read meets it again and reports it. ``held(revision, content_hash)``: true for a snapshot
+        the caller needs not (it holds it already, from a delta); one stored in pieces is then not
+        fetched at all.
         """
         try:
             while True:

@@ -24,6 +24,7 @@ from typing import Any
 
 from shared.bus_names import BusNames
 from shared.errors import BusError, BusNoResponder, LeaseConflict, SnapshotConflict
+from shared.pieces import names_held
 
 __all__ = ["MemoryBroker", "MemoryBus"]
 
@@ -202,7 +203,6 @@ class MemoryBus:
     async def watch_snapshot(
         self, *, bucket_poll: float = 1.0, held: Callable[[int, str], bool] | None = None
     ) -> AsyncIterator[bytes]:
-        # ``held`` only spares fetching pieces, and every snapshot is one value here.
         self._check("watch the snapshot")
         await self.broker.made(self.names.bucket).wait()  # only writers make the bucket, as on NATS
         bucket = self.broker.bucket(self.names.bucket, create=False)
@@ -222,6 +222,8 @@ class MemoryBus:
                     if not self.connected:
                         raise BusError("snapshot watch ended: the in-memory bus went down") from None
                     continue
+                if held is not None and names_held(data, held):
+                    continue  # as on NATS: a manifest of a snapshot the reader needs not
                 yield data
         finally:
             watchers.discard(queue)

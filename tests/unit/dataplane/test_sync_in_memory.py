@@ -14,6 +14,7 @@ from dataplane.follower import BusSync, ReportIdentity
 from dataplane.limits.traffic import Traffic
 from dataplane.state import SnapshotState
 from shared.memory_bus import MemoryBroker, MemoryBus
+from shared.pieces import encode_manifest
 from shared.signing import sign
 from shared.snapshot import seal
 from shared.wire.reports import DataPlaneReport, decode_report
@@ -85,3 +86,23 @@ async def test_a_forged_snapshot_is_refused_and_reported_while_the_last_good_one
     assert follower.state.snapshot is not None
     assert follower.state.snapshot.content.backends[0].base_url == "http://10.0.0.1:11434"
     assert "revision 2" in next(r.snapshot_error for r in follower.reports if r.snapshot_error)
+
+
+async def test_a_manifest_of_the_applied_or_an_older_snapshot_is_not_fetched(follower: Follower) -> None:
+    """The pieces a manifest names are fetched only for a snapshot this plane needs: not for the one it
+    applied (from a delta), nor for an older one a re-read met after the watch brought a newer one.
+    Here a fetch would fail loudly: the in-memory bus hands the manifest itself over as the snapshot."""
+    await follower.publish(snapshot_bytes(content({"a": "http://10.0.0.1:11434"}), 5))
+    await eventually(lambda: follower.state.revision == 5)
+    applied = follower.state.snapshot
+    assert applied is not None
+    for revision, content_hash in ((5, applied.content_hash), (3, "f" * 64)):
+        await follower.publish(
+            encode_manifest(b"x" * 10, 1, schema=1, revision=revision, content_hash=content_hash)
+        )
+        await asyncio.sleep(0.2)  # several re-reads
+        assert (follower.state.revision, follower.state.rejected, follower.state.error) == (5, False, "")
+    # A manifest of a newer revision is fetched (and here, being no snapshot, refused).
+    await follower.publish(encode_manifest(b"x" * 10, 1, schema=1, revision=6, content_hash="e" * 64))
+    await eventually(lambda: follower.state.rejected)
+    assert follower.state.revision == 5
