@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dataplane.routing.table import RoutingTable
 from dataplane.unseal import Opened, open_backends
-from shared.errors import SnapshotRejected
+from shared.errors import SnapshotOutdated, SnapshotRejected
 from shared.logs import KnownSecrets
 from shared.secret_box import BackendSecrets, Keyring, secret_values
 from shared.signing import SnapshotTrust
@@ -60,6 +60,10 @@ class SnapshotState:
     # Called with each newly applied snapshot, right after the table swap (e.g. admission's limits).
     listeners: list[Callable[[Snapshot], None]] = field(default_factory=list)
     _last_data: bytes = b""
+    # The revision of the last whole snapshot taken from the bus (not from a delta), and the whole
+    # form of a snapshot a delta brought before the bus held it (b"" once it does).
+    _stored_revision: int = 0
+    _ahead: bytes = b""
     # Decodes only what changed since the last snapshot (``shared.snapshot_codec``).
     _decoder: SnapshotDecoder = field(default_factory=SnapshotDecoder)
     _opened: Opened = field(default_factory=dict)  # the applied snapshot's opened secrets, for reuse
@@ -70,16 +74,33 @@ class SnapshotState:
         return self.snapshot.revision if self.snapshot is not None else 0
 
     def apply(self, data: bytes, *, source: str, save: bool = True) -> bool:
-        """Take ``data`` if it is newer and sound; True when the routing table changed."""
+        """Take ``data`` if it is newer and sound; True when the routing table changed.
+
+        A snapshot older than the applied one is refused and reported, except one no older than the
+        last whole snapshot stored on the bus: a delta ran ahead of its write (or of the write before
+        it), and the write is landing now (or failed, and the next revision follows); that is passed
+        over quietly."""
         if data == self._last_data:  # the periodic re-read mostly sees what the watch already gave
+            if self._ahead and self._last_data is self._ahead:  # the delta's own write has landed
+                self._stored_revision, self._ahead = self.revision, b""
             return False
         began = time.perf_counter()
-        self._last_data = data
+        previous, self._last_data = self._last_data, data
         try:
             snapshot = accept(self.snapshot, data, trust=self.trust, decoder=self._decoder.decode)
+        except SnapshotOutdated as exc:
+            if self._ahead and exc.revision >= self._stored_revision:
+                log.debug("passed over revision %d from %s: a delta ran ahead of it", exc.revision, source)
+                self._stored_revision = exc.revision
+                self._last_data = previous  # the delta's whole snapshot is still to come
+                return False
+            self.reject(exc.message, source=source)
+            return False
         except SnapshotRejected as exc:
             self.reject(exc.message, source=source)
             return False
+        if snapshot.revision >= self.revision:
+            self._stored_revision, self._ahead = snapshot.revision, b""
         return self._take(snapshot, data, source=source, began=began, save=save)
 
     def apply_delta(self, data: bytes) -> bool:
@@ -96,12 +117,16 @@ class SnapshotState:
             log.debug("passed over a snapshot delta that does not fit revision %d", current.revision)
             return False
         snapshot, whole = rebuilt
-        self._last_data = whole  # the whole snapshot, when the watch brings it, is known at a glance
         try:
             snapshot = accept(current, whole, trust=self.trust, decoder=lambda _: snapshot)
         except SnapshotRejected as exc:
             self.reject(exc.message, source="delta")
             return False
+        if snapshot is current:
+            return False
+        # The whole snapshot, when the watch brings it, is known at a glance; until then the
+        # bus holds an older one, which a re-read or a lagging watch must not report as a refusal.
+        self._last_data = self._ahead = whole
         return self._take(snapshot, whole, source="delta", began=began, save=True)
 
     def _take(self, snapshot: Snapshot, data: bytes, *, source: str, began: float, save: bool) -> bool:

@@ -35,6 +35,7 @@ __all__ = [
     "RequestNotAllowed",
     "RoutingError",
     "SnapshotConflict",
+    "SnapshotOutdated",
     "SnapshotRejected",
     "UpstreamError",
     "UpstreamProtocolError",
@@ -67,6 +68,14 @@ class ConfigError(OllamaFlowError):
 
 class SnapshotRejected(OllamaFlowError):
     pass
+
+
+class SnapshotOutdated(SnapshotRejected):
+    """A sound snapshot older than the one applied (``revision``: its own)."""
+
+    def __init__(self, message: str, revision: int) -> None:
+        super().__init__(message)
+        self.revision = revision
 
 
 class BusError(OllamaFlowError):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
-from shared.errors import SnapshotRejected
+from shared.errors import SnapshotOutdated, SnapshotRejected
 
 if TYPE_CHECKING:
     from shared.signing import SnapshotTrust
@@ -287,7 +287,8 @@ def accept(
     """Decide whether a data plane takes ``data`` over ``current``.
 
     Returns the new snapshot, or raises SnapshotRejected (the caller keeps ``current``): undecodable,
-    a bad content hash, not signed by a key ``trust`` holds, or older than ``current``.
+    a bad content hash, not signed by a key ``trust`` holds, or older than ``current``
+    (SnapshotOutdated).
     A same-revision copy is not an error: it returns ``current`` unchanged.
     ``decoder``: decodes as ``decode`` does (``shared.snapshot_codec.SnapshotDecoder.decode``).
     """
@@ -295,8 +296,9 @@ def accept(
     trust.verify(snapshot)
     if current is not None:
         if snapshot.revision < current.revision:
-            raise SnapshotRejected(
-                f"snapshot revision {snapshot.revision} is older than the applied {current.revision}"
+            raise SnapshotOutdated(
+                f"snapshot revision {snapshot.revision} is older than the applied {current.revision}",
+                snapshot.revision,
             )
         if snapshot.revision == current.revision:
             return current

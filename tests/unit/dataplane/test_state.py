@@ -8,7 +8,8 @@ from pathlib import Path
 import msgspec
 
 from dataplane.state import SnapshotState
-from shared.snapshot import BackendView, FrontendView, SnapshotContent, encode, seal
+from shared.snapshot import BackendView, FrontendView, Snapshot, SnapshotContent, encode, seal
+from shared.snapshot_codec import SnapshotSealer
 from tests.dataplane.harness import eventually
 from tests.support.signing import fixed_trust, sign_for_tests
 
@@ -88,3 +89,37 @@ async def test_on_a_running_loop_the_cache_is_written_a_moment_later_and_at_shut
     state.save_now()  # at shutdown: a pending write is done at once
     assert cache.read_bytes() == snapshot_bytes(3, ("c",))
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+
+
+def test_a_delta_running_ahead_of_its_write_makes_the_older_stored_snapshot_no_refusal() -> None:
+    """A delta is applied before its snapshot is stored: meanwhile a re-read (or a watch that lags)
+    meets the older stored one. That is passed over without a refusal; once the delta's own snapshot
+    was seen on the bus, an older one is refused and reported as ever."""
+    sealer = SnapshotSealer()
+
+    def sealed(revision: int, backends: tuple[str, ...]) -> tuple[Snapshot, bytes]:
+        content = SnapshotContent(
+            frontends=(FrontendView(id="f", backends=backends),),
+            backends=tuple(BackendView(id=b, base_url=f"http://{b}:1") for b in backends),
+        )
+        snapshot = sign_for_tests(
+            sealer.seal(content, revision=revision, generated_at="2025-01-01T00:00:00Z")
+        )
+        return snapshot, sealer.encode(snapshot)
+
+    state = SnapshotState(trust=fixed_trust())
+    first, first_bytes = sealed(1, ("a",))
+    sealer.published(first)
+    assert state.apply(first_bytes, source="watch")
+    second, second_bytes = sealed(2, ("b",))
+    delta = sealer.delta(second)
+    assert delta is not None and state.apply_delta(delta)
+    assert (state.revision, _pick(state)) == (2, "b")
+
+    assert not state.apply(first_bytes, source="re-read")  # the bus still holds revision 1
+    assert (state.revision, state.rejected, state.error) == (2, False, "")
+    assert not state.apply(second_bytes, source="watch")  # the delta's own write: known at a glance
+    assert (state.revision, state.rejected, state.error) == (2, False, "")
+
+    assert not state.apply(first_bytes, source="re-read")  # now truly older than what the bus held
+    assert state.rejected and "older" in state.error and state.revision == 2
