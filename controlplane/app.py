@@ -34,7 +34,7 @@ from controlplane.admin.routing import explain_route
 from controlplane.admin.strict import strict_json_body
 from controlplane.allow import complete_allow
 from controlplane.api_docs import docs_assets, docs_pages
-from controlplane.auth import admin_guard
+from controlplane.auth import admin_guard, on_loop
 from controlplane.clock import Clock
 from controlplane.console.routes import console_routes
 from controlplane.errors import ApiError, exception_handlers
@@ -106,7 +106,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     config_routes = Router(
         "/",
         route_handlers=[FrontendController, BackendController, ApiKeyController, explain_route, start_pull],
-        guards=[plane.readiness.guard()],
+        guards=[on_loop(plane.readiness.guard())],
     )
     admin = Router(
         "/v1.0",

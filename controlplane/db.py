@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 __all__ = ["Database"]
@@ -25,12 +25,22 @@ class Database:
             connect_args={"connect_timeout": max(1, round(connect_timeout))},
         )
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        # The same pool, its connections in autocommit while checked out through it: each statement a
+        # transaction of its own, with no BEGIN and COMMIT round trips around it.
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session whose transaction the caller commits; rolled back on error."""
         async with self._sessions() as session:
             yield session
+
+    @asynccontextmanager
+    async def autocommit_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A connection each statement on which is a transaction of its own, committed once it answers:
+        for a write that is a single statement, which then costs no BEGIN and no COMMIT round trip."""
+        async with self._autocommit.connect() as conn:
+            yield conn
 
     async def ping(self) -> None:
         """Raise if the database does not answer."""

@@ -5,7 +5,9 @@
 - Create (PUT collection): Identifier required (400), duplicate -> 409.
 - Replace (PUT item): the body's omitted fields take their defaults; the id comes from the URL.
 - Patch: only the given fields change.
-- Writes and deletes lock the row (FOR UPDATE); ``require_rows`` share-locks the rows a write names.
+- Writes and deletes lock the row (FOR UPDATE); ``require_rows`` share-locks the rows a write names. A
+  replace or patch whose new values do not depend on the stored row (``Service._changes``) is instead a
+  single ``UPDATE … RETURNING`` in autocommit, which holds the row's lock while it writes.
 - A resource may have a cap on its number of rows (``Cap``, a setting): a create beyond it -> 409.
 
 Every committed change calls ``on_change`` (the snapshot publisher's trigger).
@@ -13,8 +15,9 @@ Every committed change calls ``on_change`` (the snapshot publisher's trigger).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar, cast
 
 import msgspec
 import sqlalchemy as sa
@@ -34,6 +37,8 @@ __all__ = ["Cap", "Service", "constraint_name", "field_names", "given", "require
 
 Row = TypeVar("Row", FrontendRow, BackendRow, ApiKeyRow)
 Out = TypeVar("Out", bound=msgspec.Struct)
+
+_IDENTIFIER = "_identifier"  # the bound parameter of ``_update_at_once``'s WHERE: no column's name
 
 
 class _Named(Protocol):
@@ -153,6 +158,14 @@ class Service(Generic[Row, Out]):
         """Set the row's fields from ``body`` (only the given ones of a patch)."""
         raise NotImplementedError
 
+    def _changes(self, body: msgspec.Struct) -> dict[str, Any] | None:
+        """The columns a replace or patch with ``body`` sets, by name, when none depends on the stored
+        row, no ``_check`` applies and ``_out`` shows a row without the database (``_outs`` is not
+        used): the write is then a single UPDATE. None (the default): the write reads the row under its
+        lock, applies the body to it (``_apply``) and checks it (``_check``). An ApiError here is
+        answered by that path too (so an unknown identifier is still a 404 first)."""
+        return None
+
     async def _check(self, session: AsyncSession, row: Row) -> None:
         """Raise ApiError unless the written row may be committed (e.g. the ids it names exist)."""
 
@@ -199,6 +212,12 @@ class Service(Generic[Row, Out]):
             )
 
     async def _update(self, identifier: str, body: msgspec.Struct) -> Out:
+        try:
+            changes = self._changes(body)
+        except ApiError:
+            changes = None  # answered below, in its order: an unknown identifier is a 404 first
+        if changes is not None:
+            return await self._update_at_once(identifier, changes)
         async with self._db.session() as session:
             row = await self._row(session, identifier, lock=True)
             self._apply(row, body)
@@ -208,6 +227,35 @@ class Service(Generic[Row, Out]):
             await self._commit(session, identifier)
             (out,) = await self._outs(session, [row])
             return out
+
+    async def _update_at_once(self, identifier: str, changes: dict[str, Any]) -> Out:
+        """``_update`` as one ``UPDATE … RETURNING``, a transaction of its own: as atomic as reading the
+        row under its lock and writing it (the statement locks the row while it writes it), in one round
+        trip instead of four (BEGIN, SELECT … FOR UPDATE, UPDATE, COMMIT). Through SQLAlchemy Core, with
+        a statement built once: the ORM's bulk-update machinery cost about a millisecond a write."""
+        statement = self._update_statement
+        unknown = changes.keys() - statement.table.c.keys()  # type: ignore[attr-defined]
+        if unknown:  # the SET clause comes from the parameters' names: none may go astray
+            raise ValueError(f"no {self.what} column {', '.join(sorted(unknown))}")
+        values = {**changes, "last_update_utc": self._clock.now(), _IDENTIFIER: identifier}
+        async with self._db.autocommit_connection() as conn:
+            try:
+                found = (await conn.execute(statement, values)).one_or_none()
+            except IntegrityError as exc:
+                raise self._conflict(exc, identifier) from None
+            if found is not None:
+                self._on_change()  # committed: the publisher may start now
+        if found is None:
+            raise ApiError.not_found(self.what, identifier)
+        # A row of every column of the table, with the column types' conversions (secrets opened) as
+        # the ORM's: ``_out`` reads it by attribute as it reads a table row.
+        return self._out(cast(Row, found))
+
+    @functools.cached_property
+    def _update_statement(self) -> sa.Update:
+        """``UPDATE <table> SET <the parameters' columns> WHERE identifier = :_identifier RETURNING *``."""
+        table: sa.Table = self.table.__table__  # type: ignore[attr-defined]
+        return table.update().where(table.c.identifier == sa.bindparam(_IDENTIFIER)).returning(*table.c)
 
     async def _row(self, session: AsyncSession, identifier: str, *, lock: bool = False) -> Row:
         row = await session.get(self.table, identifier, with_for_update=lock)

@@ -179,20 +179,40 @@ class BackendService(Service[BackendRow, BackendOut]):
         self._can_seal = can_seal
 
     def _apply(self, row: BackendRow, body: msgspec.Struct) -> None:
+        values = self._values(body, row)
+        assert values is not None  # with the stored row at hand, every body has its values
+        for name, value in values.items():
+            setattr(row, name, value)
+
+    def _changes(self, body: msgspec.Struct) -> dict[str, Any] | None:
+        return self._values(body, None)
+
+    def _values(self, body: msgspec.Struct, stored: BackendRow | None) -> dict[str, Any] | None:
+        """The columns ``body`` sets on the backend ``stored``. Without ``stored`` (a write that does not
+        read the row): None if the body keeps stored secret values ("<redacted>" in Headers or
+        Querystring), which only the stored row has."""
         secrets = given(body, _SECRET_FIELDS)
         if not self._can_seal and carries_new_secret(
             secrets.get("bearer_token"), secrets.get("headers"), secrets.get("querystring")
         ):
             raise ApiError.bad_request(_NO_KEY)
-        for name, value in given(body, _BACKEND_FIELDS).items():
-            setattr(row, name, value)
+        values = given(body, _BACKEND_FIELDS)
         if "headers" in secrets:
-            row.headers = keep_headers(secrets["headers"], row.headers or {})
+            headers = secrets["headers"]
+            if stored is None and REDACTED in headers.values():
+                return None
+            values["headers"] = keep_headers(headers, (stored.headers if stored is not None else {}) or {})
         if "querystring" in secrets:
-            row.querystring = keep_querystring(secrets["querystring"], row.querystring)
+            querystring = secrets["querystring"]
+            if stored is None and querystring and REDACTED in querystring:
+                return None
+            values["querystring"] = keep_querystring(
+                querystring, stored.querystring if stored is not None else None
+            )
         token = secrets.get("bearer_token", REDACTED)
         if token != REDACTED:  # omitted or "<redacted>" keeps the stored token; null or "" clears it
-            row.bearer_token = token or None
+            values["bearer_token"] = token or None
+        return values
 
     async def _before_delete(self, session: AsyncSession, row: BackendRow) -> None:
         query = select(FrontendRow.identifier).where(col(FrontendRow.backends).contains([row.identifier]))

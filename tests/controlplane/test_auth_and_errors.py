@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+
 import httpx
 import pytest
+from litestar.routes import HTTPRoute
 
+from controlplane.app import create_app
+from controlplane.settings import Settings
 from tests.controlplane.conftest import OTHER_TOKEN, TOKEN
 
 pytestmark = pytest.mark.usefixtures("controlplane")
@@ -120,3 +125,13 @@ async def test_bad_bodies_are_400_in_ollamaflow_shape(
 async def test_too_large_bodies_are_413(admin: httpx.AsyncClient) -> None:
     resp = await admin.put("/v1.0/frontends", content=b" " * (11 * 1024 * 1024))
     _assert_error(resp, 413, "TooLarge")
+
+
+def test_guards_run_on_the_event_loop(settings: Settings) -> None:
+    """Litestar runs a guard that is a plain function in a worker thread: a hop there and back on every
+    admin request, before anything else it does. Every guard of the app is a coroutine function."""
+    app = create_app(settings)
+    handlers = [h for route in app.routes if isinstance(route, HTTPRoute) for h in route.route_handlers]
+    guards = [guard for handler in handlers for guard in handler.resolve_guards()]
+    assert len({id(guard) for guard in guards}) >= 2  # the admin token's and the readiness one
+    assert all(inspect.iscoroutinefunction(guard) for guard in guards)

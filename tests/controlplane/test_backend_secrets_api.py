@@ -104,6 +104,29 @@ async def test_keeping_what_is_not_stored_keeps_nothing(
     assert created.status_code == 201 and created.json()["Headers"] == {}
 
 
+async def test_new_values_in_a_patch_are_stored_sealed(
+    admin: httpx.AsyncClient, clean_database_url: str
+) -> None:
+    await admin.put("/v1.0/backends", json={"Identifier": "b1", "Hostname": "10.0.0.7"})
+    body = {
+        "BearerToken": TOKEN_VALUE,
+        "Headers": {"X-Api-Key": HEADER_VALUE},
+        "Querystring": f"k={QUERY_VALUE}",
+    }
+    resp = await admin.patch("/v1.0/backends/b1", json=body)
+    assert resp.status_code == 200, resp.text
+    shown = resp.json()
+    assert (shown["HasBearerToken"], shown["Headers"], shown["Querystring"]) == (
+        True,
+        {"X-Api-Key": "<redacted>"},
+        "k=<redacted>",
+    )
+    assert all(secret not in resp.text for secret in (TOKEN_VALUE, HEADER_VALUE, QUERY_VALUE))
+    # Opened with the test key: sealed, as every write stores them. (Before the keyless control plane
+    # below: the keyring is the process's, and that one empties it.)
+    assert _stored(clean_database_url) == (TOKEN_VALUE, f"k={QUERY_VALUE}", {"X-Api-Key": HEADER_VALUE})
+
+
 async def test_a_control_plane_without_a_secrets_key_refuses_new_secrets(settings: Settings) -> None:
     keyless = dataclasses.replace(settings, secrets=Keyring())
     with running_controlplane(keyless) as running:

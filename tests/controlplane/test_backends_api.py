@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from datetime import datetime
 
 import httpx
 import pytest
+
+from tests.support.secrets import stored_backend_secrets
 
 pytestmark = pytest.mark.usefixtures("controlplane")
 
@@ -195,3 +199,72 @@ async def test_values_postgres_cannot_store_are_400_not_500(admin: httpx.AsyncCl
     resp = await admin.put("/v1.0/backends", json={"Identifier": "b1", "Name": "nul\u0000char"})
     assert resp.status_code == 400, resp.text
     assert resp.json()["Error"] == "BadRequest"
+
+
+async def test_an_unknown_backend_is_404_before_its_body_is_judged(admin: httpx.AsyncClient) -> None:
+    """A body only the service refuses (pinned properties past their size) is a 404 for an unknown
+    backend, whether a write reads the row first or writes it in one statement."""
+    too_big = {"PinnedEmbeddingsProperties": {"options": "x" * 9000}}
+    assert (await admin.patch("/v1.0/backends/nope", json=too_big)).status_code == 404
+    assert (await admin.put("/v1.0/backends/nope", json=too_big)).status_code == 404
+    await admin.put("/v1.0/backends", json={"Identifier": "b1"})
+    for resp in (
+        await admin.patch("/v1.0/backends/b1", json=too_big),
+        await admin.put("/v1.0/backends/b1", json=too_big),
+    ):
+        assert resp.status_code == 400, resp.text
+        assert "PinnedEmbeddingsProperties" in resp.json()["Description"]
+
+
+async def test_a_patch_answers_what_is_stored_and_changes_nothing_else(
+    admin: httpx.AsyncClient, clean_database_url: str
+) -> None:
+    full = {
+        "Identifier": "b1",
+        "Name": "one",
+        "Hostname": "10.0.0.5",
+        "Port": 11434,
+        "Ssl": True,
+        "Labels": ["eu", "gpu"],
+        "PinnedCompletionsProperties": {"options": {"temperature": 0.2}},
+        "HealthCheckIntervalMs": 1500,
+        "MaxParallelRequests": 4,
+        "ApiFormat": "OpenAI",
+        "BearerToken": SECRET,
+        "Headers": {"X-Api-Key": "header-secret"},
+        "Querystring": "api_key=query-secret",
+    }
+    created = (await admin.put("/v1.0/backends", json=full)).json()
+    secrets = stored_backend_secrets(clean_database_url, "b1")
+    resp = await admin.patch("/v1.0/backends/b1", json={"Name": "renamed"})
+    assert resp.status_code == 200, resp.text
+    patched = resp.json()
+    assert patched == (await admin.get("/v1.0/backends/b1")).json()
+    assert patched["Name"] == "renamed"
+    assert {key for key in created if created[key] != patched[key]} == {"Name", "LastUpdateUtc"}
+    assert _instant(patched["LastUpdateUtc"]) > _instant(created["LastUpdateUtc"])
+    assert stored_backend_secrets(clean_database_url, "b1") == secrets
+
+
+def _instant(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+async def test_concurrent_patches_of_different_fields_all_land(admin: httpx.AsyncClient) -> None:
+    await admin.put("/v1.0/backends", json={"Identifier": "b1"})
+    bodies = [
+        {"Name": "n"},
+        {"Hostname": "h2"},
+        {"Port": 9000},
+        {"Ssl": True},
+        {"Labels": ["a"]},
+        {"ApiFormat": "OpenAI"},
+        {"MaxParallelRequests": 3},
+        {"RateLimitRequestsThreshold": 7},
+    ]
+    responses = await asyncio.gather(*(admin.patch("/v1.0/backends/b1", json=body) for body in bodies))
+    assert [r.status_code for r in responses] == [200] * len(bodies)
+    final = (await admin.get("/v1.0/backends/b1")).json()
+    assert {key: final[key] for body in bodies for key in body} == {
+        k: v for b in bodies for k, v in b.items()
+    }
