@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -85,16 +84,15 @@ class BusSync:
         self._report_wanted = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
         self._last_head = b""  # what the re-read last found under the snapshot key
-        self._stop_deltas: Callable[[], Awaitable[None]] | None = None
+        self._hearing_deltas = False  # subscribed to the deltas (once: nats-py keeps it over reconnects)
         state.listeners.append(lambda _snapshot: self.report_now())
 
     async def _subscribe(self) -> None:
         while True:  # nats-py resubscribes on reconnects; this only retries a drop right at the start
             try:
-                if self._stop_deltas is None:
-                    self._stop_deltas = await self._bus.subscribe(
-                        self._bus.names.snapshot_delta_subject, self._on_delta
-                    )
+                if not self._hearing_deltas:
+                    await self._bus.subscribe(self._bus.names.snapshot_delta_subject, self._on_delta)
+                    self._hearing_deltas = True
                 if self._admission is not None:
                     await self._bus.subscribe_reports(self._on_report)
                 return

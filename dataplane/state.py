@@ -25,7 +25,7 @@ from shared.errors import SnapshotOutdated, SnapshotRejected
 from shared.logs import KnownSecrets
 from shared.secret_box import BackendSecrets, Keyring, secret_values
 from shared.signing import SnapshotTrust
-from shared.snapshot import Snapshot, accept
+from shared.snapshot import Snapshot, accept, admit
 from shared.snapshot_codec import SnapshotDecoder
 
 __all__ = ["SnapshotState"]
@@ -118,7 +118,7 @@ class SnapshotState:
             return False
         snapshot, whole = rebuilt
         try:
-            snapshot = accept(current, whole, trust=self.trust, decoder=lambda _: snapshot)
+            snapshot = admit(current, snapshot, trust=self.trust)
         except SnapshotRejected as exc:
             self.reject(exc.message, source="delta")
             return False

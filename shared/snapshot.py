@@ -37,6 +37,7 @@ __all__ = [
     "SnapshotContent",
     "SnapshotSignature",
     "accept",
+    "admit",
     "content_hash",
     "decode",
     "encode",
@@ -292,7 +293,12 @@ def accept(
     A same-revision copy is not an error: it returns ``current`` unchanged.
     ``decoder``: decodes as ``decode`` does (``shared.snapshot_codec.SnapshotDecoder.decode``).
     """
-    snapshot = (decoder or decode)(data)
+    return admit(current, (decoder or decode)(data), trust=trust)
+
+
+def admit(current: Snapshot | None, snapshot: Snapshot, *, trust: SnapshotTrust) -> Snapshot:
+    """``accept`` for a snapshot decoded and checked already (rebuilt from a delta, say): its signature
+    and its revision against ``current``."""
     trust.verify(snapshot)
     if current is not None:
         if snapshot.revision < current.revision:

@@ -145,16 +145,35 @@ def _raws(parts: list[bytes]) -> tuple[msgspec.Raw, ...]:
 
 
 class _Sealed(NamedTuple):
-    """One sealed content: its normalised form, its canonical bytes, and each list's ids and encoded
-    items (frontends, backends, data planes, API keys), which deltas are made of."""
+    """One sealed content: its normalised form, its canonical bytes, and the encoded items of each of
+    its lists in ``_lists`` order, which deltas are made of."""
 
     content: SnapshotContent
     data: bytes
-    lists: tuple[tuple[list[str], list[bytes]], ...]
+    encoded: tuple[list[bytes], ...]
+
+
+def _lists(content: SnapshotContent | _WireContent) -> tuple[Sequence[Any], ...]:
+    """The content's lists of items with ids, in one order: frontends, backends, data planes, keys."""
+    return (content.frontends, content.backends, content.cluster.dataplanes, content.api_keys)
 
 
 def _ids(views: Sequence[Any]) -> list[str]:
     return [v.id for v in views]
+
+
+def _wire_content(lists: Sequence[tuple[msgspec.Raw, ...]], digests: tuple[str, ...]) -> _WireContent:
+    frontends, backends, planes, api_keys = lists
+    return _WireContent(
+        frontends=frontends,
+        backends=backends,
+        cluster=_WireCluster(dataplanes=planes, admin_token_digests=digests),
+        api_keys=api_keys,
+    )
+
+
+def _in_order(digests: tuple[str, ...]) -> bool:
+    return list(digests) == sorted(digests)
 
 
 class SnapshotSealer:
@@ -177,29 +196,15 @@ class SnapshotSealer:
         planes, plane_views = self._dataplanes.take(content.cluster.dataplanes)
         api_keys, api_key_views = self._api_keys.take(content.api_keys)
         digests = content.cluster.admin_token_digests
-        wire = _WireContent(
-            frontends=_raws(frontends),
-            backends=_raws(backends),
-            cluster=_WireCluster(dataplanes=_raws(planes), admin_token_digests=digests),
-            api_keys=_raws(api_keys),
-        )
-        data = _encoder.encode(wire)
+        encoded = (frontends, backends, planes, api_keys)
+        data = _encoder.encode(_wire_content([_raws(items) for items in encoded], digests))
         normalised = SnapshotContent(
             frontends=tuple(frontend_views),
             backends=tuple(backend_views),
             cluster=ClusterView(dataplanes=tuple(plane_views), admin_token_digests=digests),
             api_keys=tuple(api_key_views),
         )
-        self._last = _Sealed(
-            normalised,
-            data,
-            (
-                (_ids(frontend_views), frontends),
-                (_ids(backend_views), backends),
-                (_ids(plane_views), planes),
-                (_ids(api_key_views), api_keys),
-            ),
-        )
+        self._last = _Sealed(normalised, data, encoded)
         return Snapshot(
             revision=revision,
             content_hash=hashlib.sha256(data).hexdigest(),
@@ -230,8 +235,10 @@ class SnapshotSealer:
             return None
         before, base_hash = base
         edits = [
-            diff(old_ids, old, new_ids, new)
-            for (old_ids, old), (new_ids, new) in zip(before.lists, last.lists, strict=True)
+            diff(_ids(old_views), old, _ids(new_views), new)
+            for old_views, old, new_views, new in zip(
+                _lists(before.content), before.encoded, _lists(last.content), last.encoded, strict=True
+            )
         ]
         data = _encoder.encode(
             SnapshotDelta(
@@ -381,6 +388,7 @@ class SnapshotDecoder:
         self._backends = _Slices(BackendView)
         self._api_keys = _Slices(ApiKeyView)
         self._dataplanes = _Slices(DataPlaneView)
+        self._kinds = (self._frontends, self._backends, self._dataplanes, self._api_keys)  # ``_lists`` order
         self._hash = ""  # the content hash of the kept slices: the base a delta must name
 
     def patch(self, data: bytes, *, base_hash: str) -> tuple[Snapshot, bytes] | None:
@@ -401,43 +409,30 @@ class SnapshotDecoder:
         ):
             return None
         digests = delta.admin_token_digests
-        if list(digests) != sorted(digests):
-            return None  # not in canonical order
-        parts: list[tuple[_Slices, tuple[msgspec.Raw, ...], list[Any]]] = []
-        for slices, edits in (
-            (self._frontends, delta.frontends),
-            (self._backends, delta.backends),
-            (self._dataplanes, delta.dataplanes),
-            (self._api_keys, delta.api_keys),
-        ):
-            patched = slices.patched(edits)
-            if patched is None:
-                return None
-            parts.append((slices, *patched))
-        (_, frontends, _), (_, backends, _), (_, planes, _), (_, api_keys, _) = parts
-        content = _encoder.encode(
-            _WireContent(
-                frontends=frontends,
-                backends=backends,
-                cluster=_WireCluster(dataplanes=planes, admin_token_digests=digests),
-                api_keys=api_keys,
-            )
-        )
+        edits = (delta.frontends, delta.backends, delta.dataplanes, delta.api_keys)
+        patched = [slices.patched(e) for slices, e in zip(self._kinds, edits, strict=True)]
+        if not _in_order(digests) or any(p is None for p in patched):
+            return None
+        raws = [p[0] for p in patched if p is not None]
+        views = [p[1] for p in patched if p is not None]
+        content = _encoder.encode(_wire_content(raws, digests))
         if hashlib.sha256(content).hexdigest() != delta.content_hash:
             return None
-        for slices, raws, views in parts:
-            slices.keep(raws, views)
-        self._hash = delta.content_hash
-        snapshot = self._snapshot(delta, parts, digests)
+        snapshot = self._keep(delta, raws, views, digests)
         return snapshot, _whole(snapshot, content)
 
-    @staticmethod
-    def _snapshot(
+    def _keep(
+        self,
         header: _WireSnapshotParts | SnapshotDelta,
-        parts: list[tuple[_Slices, tuple[msgspec.Raw, ...], list[Any]]],
+        raws: Sequence[tuple[msgspec.Raw, ...]],
+        views: Sequence[list[Any]],
         digests: tuple[str, ...],
     ) -> Snapshot:
-        frontends, backends, planes, api_keys = (views for _, _, views in parts)
+        """Keep each list's slices and views for the next snapshot, and make this one of them."""
+        for slices, kept_raws, kept_views in zip(self._kinds, raws, views, strict=True):
+            slices.keep(kept_raws, kept_views)
+        self._hash = header.content_hash
+        frontends, backends, planes, api_keys = views
         return Snapshot(
             schema=header.schema,
             revision=header.revision,
@@ -472,22 +467,14 @@ class SnapshotDecoder:
         # hash is the one the control plane signed, as ``shared.snapshot.decode`` checks it.
         if hashlib.sha256(_encoder.encode(content)).hexdigest() != wire.content_hash:
             return None
-        cluster = content.cluster
-        parts: list[tuple[_Slices, tuple[msgspec.Raw, ...], list[Any]]] = []
-        for slices, raws in (
-            (self._frontends, content.frontends),
-            (self._backends, content.backends),
-            (self._dataplanes, cluster.dataplanes),
-            (self._api_keys, content.api_keys),
-        ):
-            views = slices.read(raws)
-            if views is None:
+        digests = content.cluster.admin_token_digests
+        raws = _lists(content)
+        views = []
+        for slices, slice_raws in zip(self._kinds, raws, strict=True):
+            read = slices.read(slice_raws)
+            if read is None:
                 return None
-            parts.append((slices, raws, views))
-        digests = cluster.admin_token_digests
-        if list(digests) != sorted(digests):
+            views.append(read)
+        if not _in_order(digests):
             return None  # not in canonical order
-        for slices, raws, views in parts:
-            slices.keep(raws, views)
-        self._hash = wire.content_hash
-        return self._snapshot(wire, parts, digests)
+        return self._keep(wire, raws, views, digests)
