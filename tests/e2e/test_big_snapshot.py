@@ -131,7 +131,7 @@ async def test_ten_thousand_backends_and_a_thousand_frontends_publish_and_apply(
                     route = a.app.state.table.frontend_for("f0999.test")
                     assert len(route.pool(RequestKind.COMPLETIONS).targets) == PER_FRONTEND
 
-                    # A later admin write reaches both, in pieces again.
+                    # A later admin write reaches both, and is stored in pieces again.
                     async with httpx.AsyncClient(
                         base_url=cp.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
                     ) as admin:
@@ -144,9 +144,19 @@ async def test_ten_thousand_backends_and_a_thousand_frontends_publish_and_apply(
                         return snapshot.content.backends[-1].name == "renamed"
 
                     await _until(lambda: all(renamed(p) for p in planes), 60, "the rename applied")
+                    # The delta reaches the data planes before the whole snapshot is stored,
+                    # so the store may trail them briefly; it must catch up, in pieces.
                     revision = a.app.state.revision
-                    stored = await bus.read_snapshot()
-                    assert stored is not None and decode(stored[0]).revision >= revision
+                    deadline = time.monotonic() + 30
+                    while True:
+                        stored = await bus.read_snapshot()
+                        assert stored is not None
+                        if decode(stored[0]).revision >= revision:
+                            break
+                        assert time.monotonic() < deadline, "the store did not catch up with the delta"
+                        await asyncio.sleep(0.1)
+                    head = await bus.read_snapshot_head()
+                    assert head is not None and is_manifest(head[0])
                 finally:
                     await bus.close()
                 # The disk cache holds the whole snapshot.
