@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
+from sqlalchemy.engine import make_url
 
 from ollamaflow.bench.cluster import CLI, free_port, process, wait_ready
 from ollamaflow.bench.cluster import nats as nats_server
@@ -157,7 +159,8 @@ async def _measure(
 @contextlib.contextmanager
 def _postgres(given: str | None, workdir: Path) -> Iterator[str]:
     if given:
-        yield given
+        with _scratch_database(given) as url:
+            yield url
         return
     from ollamaflow.embedded import EmbeddedPostgres
 
@@ -166,6 +169,25 @@ def _postgres(given: str | None, workdir: Path) -> Iterator[str]:
         yield server.start()
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def _scratch_database(server_url: str) -> Iterator[str]:
+    """A database of the bench's own on the server of ``server_url``, dropped after: the bench
+    creates a thousand backends, which must never land among a deployment's own (and a second run
+    would meet the first's)."""
+    url = make_url(server_url)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = "ollamaflow_bench_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(libpq, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def run_propagation(options: PropagationOptions) -> PropagationReport:

@@ -115,7 +115,12 @@ def bench(
     ] = None,
     database_url: Annotated[
         str | None,
-        typer.Option(help="propagation: use this PostgreSQL instead of starting an embedded one."),
+        typer.Option(
+            help=(
+                "propagation: use this PostgreSQL server (in a scratch database of its own, dropped "
+                "after) instead of starting an embedded one."
+            )
+        ),
     ] = None,
     sim_latency_ms: Annotated[
         float, typer.Option(min=0, help="saturation: each simulator's delay before it answers.")

@@ -1,6 +1,6 @@
 """`ollamaflow bench --scenario propagation` end to end on a small cluster: it starts its processes,
-creates the backends, times admin writes and health changes, and reports sound figures (never how
-fast anything is)."""
+creates the backends (in a scratch database on a given server), times admin writes and health
+changes, and reports sound figures (never how fast anything is)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 import msgspec
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 from ollamaflow.bench.propagation import Figures, PropagationReport, figures
 from ollamaflow.bench.propagation_table import render_propagation
@@ -70,7 +72,16 @@ def test_the_propagation_scenario_times_writes_and_health_changes(nats_url: str,
             timeout=300,
             check=False,
         )
-    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+        assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+        # It worked in a scratch database of its own on that server and dropped it: the given
+        # database holds no table, and no scratch database is left.
+        libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(libpq) as conn:
+            tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+            left = conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'ollamaflow\\_bench\\_%'"
+            ).fetchall()
+        assert tables == [] and left == []
     report = msgspec.json.decode(done.stdout, type=PropagationReport)
     assert (report.backends, report.dataplanes, report.frontends) == (20, 2, 1)
     assert report.admin_write.samples + report.admin_write.skipped == 3
