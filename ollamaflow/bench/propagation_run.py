@@ -18,6 +18,7 @@ import httpx
 import psycopg
 from sqlalchemy.engine import make_url
 
+from controlplane.settings import sqlalchemy_url
 from ollamaflow.bench.cluster import CLI, free_port, process, wait_ready
 from ollamaflow.bench.cluster import nats as nats_server
 from ollamaflow.bench.propagation import (
@@ -176,9 +177,7 @@ def _scratch_database(server_url: str) -> Iterator[str]:
     """A database of the bench's own on the server of ``server_url``, dropped after: the bench
     creates a thousand backends, which must never land among a deployment's own (and a second run
     would meet the first's)."""
-    url = make_url(server_url)
-    if url.drivername in ("postgresql", "postgres"):
-        url = url.set(drivername="postgresql+psycopg")
+    url = make_url(sqlalchemy_url(server_url))
     libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
     name = "ollamaflow_bench_" + uuid.uuid4().hex[:10]
     with psycopg.connect(libpq, autocommit=True) as conn:
