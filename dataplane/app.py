@@ -39,11 +39,12 @@ from dataplane.models.authoring import Authoring
 from dataplane.models.listing import Listing
 from dataplane.models.manage import ModelManagement
 from dataplane.observe.access_log import AccessLog
-from dataplane.observe.meter import Meter
+from dataplane.observe.ended import Ended
 from dataplane.observe.metrics import DataPlaneMetrics
 from dataplane.observe.metrics_state import DataPlaneState
 from dataplane.observe.request_log import UNLOGGED_PATHS, LoggedAnswer, RequestLog
 from dataplane.observe.tracing import Tracing
+from dataplane.proxy.call import Call
 from dataplane.proxy.handler import Endpoint, Proxy
 from dataplane.routing.table import RequestKind
 from dataplane.settings import DataPlaneSettings
@@ -195,7 +196,7 @@ class DataPlane:
         translations = Translations(random_id)
         self.metrics = DataPlaneMetrics(max_models=settings.metrics_max_models) if settings.metrics else None
         self.exposition: MetricsExposition | None = None
-        live: set[Meter] = set()
+        live: set[Call] = set()
         if self.metrics is not None:
             live = self.metrics.live
             self.metrics.registry.register(
@@ -217,7 +218,11 @@ class DataPlane:
             self.tracing = Tracing.exporting(settings.otel_endpoint, settings.dataplane_id)
         measured = self.metrics is not None or settings.access_log or self.tracing is not None
         self.access_log = AccessLog(settings.log_format) if settings.access_log else None
-        observe = RequestLog(self.metrics, self.access_log) if measured else None
+        observe: Callable[[Ended], None] | None = None
+        if self.metrics is not None and self.access_log is None and self.tracing is None:
+            observe = self.metrics.observe  # the only observer: called directly
+        elif measured:
+            observe = RequestLog(self.metrics, self.access_log)
         self._metrics_server: asyncio.Server | None = None
         bodies = BodyReader(
             max_json=settings.max_json_body,

@@ -1,7 +1,8 @@
 """The data plane's Prometheus metrics: what each proxied request did, and the state read at scrape time.
 
-Per request, ``observe`` takes the request's ``Meter`` once it ended and adds to plain counters and
-bucket arrays, found with one dict lookup per label combination and cached. No ``prometheus_client``
+Per request, ``observe`` notes the request once it ended (its ``dataplane.observe.ended.Ended``), and
+``flush`` adds a batch of them to plain counters and bucket arrays, found with one dict lookup per
+label combination and cached. No ``prometheus_client``
 metric object is touched on the request path (measured: its ``inc`` and ``observe`` take a lock each,
 and a request made seven of them, several microseconds); ``RequestCollector`` turns the accumulators
 into metric families when Prometheus scrapes. What the data plane already counts (requests in flight
@@ -17,14 +18,13 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
-from time import perf_counter
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from dataplane.observe.meter import Meter, token_counts
-from dataplane.proxy.call import Endpoint
+from dataplane.observe.ended import Ended, token_counts
+from dataplane.proxy.call import Call, Endpoint
 
 __all__ = ["LATENCY_BUCKETS", "NONE", "OTHER", "DataPlaneMetrics"]
 
@@ -36,6 +36,9 @@ FIRST_BYTE_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.
 QUEUE_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TOKEN_RATE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0)
 _PREFIX = "ollamaflow_dataplane_"
+BATCH = 32  # ended requests noted before they are counted (a scrape counts them at once)
+MAX_KEPT = 4 * 1024 * 1024  # bytes of answers' last chunks a batch keeps at most
+_NO_TOKENS = (0, 0)
 
 
 class _Histogram:
@@ -98,7 +101,7 @@ class DataPlaneMetrics:
     def __init__(self, *, max_models: int = 100) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.max_models = max_models
-        self.live: set[Meter] = set()  # requests under way (in flight per frontend, at scrape time)
+        self.live: set[Call] = set()  # accepted requests under way (in flight per frontend, at scrape)
         self._models: set[str] = set()
         # (frontend, backend, model, endpoint path, status, relay) -> its series
         self.series: dict[tuple[str, str, str, str, int, str], _Series] = {}
@@ -110,6 +113,8 @@ class DataPlaneMetrics:
         self.retries: dict[tuple[str, str], int] = {}  # (frontend, backend that failed) ->
         self.failovers: dict[str, int] = {}  # frontend ->
         self.disconnects: dict[tuple[str, str], int] = {}  # (frontend, backend) ->
+        self._pending: list[Ended] = []  # ended requests not counted yet (observe, flush)
+        self._kept = 0  # bytes of last chunks they keep
         self.registry.register(RequestCollector(self))
 
     def model_label(self, model: str, served: bool) -> str:
@@ -134,50 +139,78 @@ class DataPlaneMetrics:
         series = self.series[key] = _Series(timing, tokens)
         return series
 
-    def observe(self, meter: Meter, endpoint: Endpoint) -> tuple[int, int]:
-        """Count the request ``meter`` followed, which just ended; its (input, output) token counts."""
-        end = perf_counter()
-        call = meter.call
-        frontend = meter.frontend or NONE
-        served = call.served if call is not None else None
-        backend = served.id if served is not None else NONE
-        status = meter.status
-        claim = served is not None and 0 < status < 400
-        model = self.model_label(meter.model, claim) if meter.model else NONE
-        relay = call.relay if call is not None and call.relay else NONE
-        key = (frontend, backend, model, endpoint.path, status, relay)
-        series = self.series.get(key) or self._resolve(key, endpoint)
-        series.requests += 1
-        timing = series.timing
-        timing.duration.observe(end - meter.started)
-        first_byte = meter.first_byte
-        if first_byte:
-            timing.first_byte.observe(first_byte - meter.started)
-        tokens = (0, 0)
-        if status == 200 and served is not None:
-            tokens = token_counts(meter.last, meter.previous)
+    def observe(self, ended: Ended) -> None:
+        """Note ``ended``, a request that just ended; it is counted with the next batch.
+
+        Requests are added to the counters ``BATCH`` at a time, or at the next scrape: measured,
+        counting each request as it ends cost twice what the same work costs in a batch, its code
+        and data gone cold in between. A batch also ends once the answers' last chunks it keeps
+        (where their token counts are) add up to ``MAX_KEPT`` bytes.
+        """
+        sent = ended.guard
+        self._kept += len(sent.last) + len(sent.previous)
+        pending = self._pending
+        pending.append(ended)
+        if len(pending) >= BATCH or self._kept > MAX_KEPT:
+            self.flush()
+
+    @property
+    def waiting(self) -> int:
+        """Ended requests noted but not counted yet."""
+        return len(self._pending)
+
+    def flush(self) -> None:
+        """Add the requests noted since the last flush to the counters.
+
+        The histograms' ``observe``, ``model_label`` and ``answer_tokens`` are written out inline:
+        the loop runs for every request, and each call saved is a tenth of a microsecond."""
+        pending, self._pending, self._kept = self._pending, [], 0
+        series_of, models = self.series, self._models
+        for ended in pending:
+            sent, served, endpoint, end = ended.guard, ended.served, ended.endpoint, ended.ended_at
+            frontend = ended.frontend_id or NONE
+            backend = served.id if served is not None else NONE
+            status = sent.status
+            model = ended.model
+            if model not in models:  # a name not taken yet (model_label)
+                model = self.model_label(model, served is not None and 0 < status < 400) if model else NONE
+            key = (frontend, backend, model, endpoint.path, status, ended.relay or NONE)
+            series = series_of.get(key) or self._resolve(key, endpoint)
+            series.requests += 1
+            started = ended.started
+            duration = end - started
+            histogram = series.timing.duration
+            histogram.counts[bisect_left(histogram.bounds, duration)] += 1
+            histogram.sum += duration
+            first_byte = sent.first_at
+            if first_byte:
+                histogram = series.timing.first_byte
+                histogram.counts[bisect_left(histogram.bounds, first_byte - started)] += 1
+                histogram.sum += first_byte - started
+            tokens = ended.tokens
+            if tokens is None:
+                tokens = token_counts(sent.last, sent.previous) if status == 200 and served else _NO_TOKENS
             if tokens[0] or tokens[1]:
                 counts = series.tokens
                 counts.input += tokens[0]
                 counts.output += tokens[1]
-                if tokens[1] and meter.streamed and end > first_byte:
+                if tokens[1] and sent.previous and end > first_byte:  # streamed: more than one chunk
                     counts.rate.observe(tokens[1] / (end - first_byte))
-        if call is not None:
-            if call.queued >= 0:
+            if ended.queued >= 0:
                 wait = self.queue_wait.get(frontend)
                 if wait is None:
                     wait = self.queue_wait[frontend] = _Histogram(QUEUE_BUCKETS)
-                wait.observe(call.queued)
-            if call.tried:
-                for target in call.tried:
+                wait.observe(ended.queued)
+            tried = ended.tried
+            if tried:
+                for target in tried:
                     self.retries[(frontend, target.id)] = self.retries.get((frontend, target.id), 0) + 1
-                if served is not None and served not in call.tried and status < 500:
+                if served is not None and served not in tried and status < 500:
                     self.failovers[frontend] = self.failovers.get(frontend, 0) + 1
-            if call.guard.client_gone:
+            if sent.client_gone:
                 self.disconnects[(frontend, backend)] = self.disconnects.get((frontend, backend), 0) + 1
-        if meter.rejected:
-            self.rejected[(frontend, str(status))] = self.rejected.get((frontend, str(status)), 0) + 1
-        return tokens
+            if ended.rejected:
+                self.rejected[(frontend, str(status))] = self.rejected.get((frontend, str(status)), 0) + 1
 
 
 class RequestCollector(Collector):
@@ -188,6 +221,7 @@ class RequestCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         m = self._metrics
+        m.flush()
         per_request = ["frontend", "backend", "model", "endpoint"]
         requests = CounterMetricFamily(
             _PREFIX + "requests",

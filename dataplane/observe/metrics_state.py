@@ -20,8 +20,7 @@ from dataplane.drain import Drain
 from dataplane.limits.admission import Admission
 from dataplane.limits.breaker import Breakers
 from dataplane.limits.traffic import Traffic
-from dataplane.observe.meter import Meter
-from dataplane.observe.metrics import NONE
+from dataplane.proxy.call import Call
 from dataplane.routing.strategies import UNLIMITED
 from dataplane.state import SnapshotState
 
@@ -54,7 +53,7 @@ class DataPlaneState(Collector):
         breakers: Breakers,
         state: SnapshotState,
         drain: Drain,
-        live: set[Meter],
+        live: set[Call],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._id = dataplane_id
@@ -90,7 +89,7 @@ class DataPlaneState(Collector):
             "backend",
             self._admission.queued(),
         )
-        frontends: Counter[str] = Counter(meter.frontend or NONE for meter in self._live)
+        frontends: Counter[str] = Counter(call.frontend_id for call in self._live)
         yield _by(
             "frontend_in_flight",
             "Requests under way per frontend (queued ones included)",

@@ -4,11 +4,11 @@ The access log is one line per request on the ``ollamaflow.access`` logger at IN
 ``OLLAMAFLOW_ACCESS_LOG=false`` turns it off per data plane), written in batches
 (``dataplane.observe.access_log``), except the data plane's own probes and scrapes (``/healthz``,
 ``/readyz``, ``/metrics``: an orchestrator's polling would drown the traffic). Proxied requests are
-logged from their ``Meter`` (``RequestLog``); every other answer (model lists, model management,
-``/``, 404s, refusals) through a wrapped ``send`` (``LoggedAnswer``), the fields a proxied request
-alone has left null. Its message is short (``POST /api/chat 200``); its fields, in this order,
-are the stable names tools read (JSON keys, or ``key=value`` in text, ``-`` for null):
-``request_id``, ``frontend``, ``backend``, ``model``, ``endpoint``,
+logged once they ended (``RequestLog``, from their ``dataplane.observe.ended.Ended``); every other
+answer (model lists, model management, ``/``, 404s, refusals) through a wrapped ``send``
+(``LoggedAnswer``), the fields a proxied request alone has left null. Its message is short
+(``POST /api/chat 200``); its fields, in this order, are the stable names tools read (JSON keys,
+or ``key=value`` in text, ``-`` for null): ``request_id``, ``frontend``, ``backend``, ``model``, ``endpoint``,
 ``client_format``, ``status`` (0: the client left before any answer), ``bytes`` (body bytes sent),
 ``duration_ms``, ``ttfb_ms`` (to the first body byte; null if none), ``input_tokens`` and
 ``output_tokens`` (null unless the backend reported them), ``retries``, ``queue_ms`` (null if it
@@ -24,9 +24,8 @@ from typing import Any
 from dataplane.http.headers import request_id_of
 from dataplane.http.responses import Send
 from dataplane.observe.access_log import LEVEL, LOGGER, AccessLine, AccessLog, millis
-from dataplane.observe.meter import Meter, token_counts
+from dataplane.observe.ended import Ended, answer_tokens
 from dataplane.observe.metrics import NONE, DataPlaneMetrics
-from dataplane.proxy.call import Endpoint
 
 __all__ = ["UNLOGGED_PATHS", "LoggedAnswer", "RequestLog"]
 
@@ -35,66 +34,54 @@ _SHOWN_PATH = 200  # longer raw paths are cut in the line
 
 
 class RequestLog:
-    """The observer the proxy calls with each ended request's ``Meter``."""
+    """The observer the proxy calls with each proxied request once it ended."""
 
     def __init__(self, metrics: DataPlaneMetrics | None, access: AccessLog | None) -> None:
         self._metrics = metrics
         self.access = access
 
-    def __call__(self, meter: Meter, endpoint: Endpoint) -> None:
-        metrics = self._metrics
-        tokens = metrics.observe(meter, endpoint) if metrics is not None else None
+    def __call__(self, ended: Ended) -> None:
         access = self.access
         if access is not None and access.enabled:
-            tokens = self._log(access, meter, endpoint, tokens)
-        trace = meter.trace
+            ended.tokens = answer_tokens(ended)
+            self._log(access, ended)
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.observe(ended)  # reads the token counts itself when not read yet
+        trace = ended.trace
         if trace is not None:
-            if tokens is None:
-                tokens = _tokens(meter)
-            trace.finish(meter, endpoint, perf_counter(), tokens)
+            if ended.tokens is None:
+                ended.tokens = answer_tokens(ended)
+            trace.finish(ended, ended.tokens)
 
-    def _log(
-        self, access: AccessLog, meter: Meter, endpoint: Endpoint, tokens: tuple[int, int] | None
-    ) -> tuple[int, int]:
-        end = perf_counter()
-        call = meter.call
-        served = call.served if call is not None else None
-        if tokens is None:
-            tokens = _tokens(meter)
-        status = meter.status
+    def _log(self, access: AccessLog, ended: Ended) -> None:
+        served, sent, endpoint = ended.served, ended.guard, ended.endpoint
+        tokens = ended.tokens or (0, 0)
+        status = sent.status
         path = endpoint.path
         entry = AccessLine(
             "",
             LEVEL,
             LOGGER,
             f"POST {path} {status}",  # message
-            meter.request_id,
-            meter.frontend or NONE,
+            ended.request_id,
+            ended.frontend_id or NONE,
             served.id if served is not None else NONE,  # backend
-            access.model(meter.model) if meter.model else NONE,  # the client's own text
+            access.model(ended.model) if ended.model else NONE,  # the client's own text
             path,  # endpoint
             endpoint.api_format.lower(),  # client_format
             status,
-            meter.bytes,
-            millis(end - meter.started),  # duration_ms
-            millis(meter.first_byte - meter.started) if meter.first_byte else None,  # ttfb_ms
+            sent.sent,  # bytes
+            millis(ended.ended_at - ended.started),  # duration_ms
+            millis(sent.first_at - ended.started) if sent.first_at else None,  # ttfb_ms
             tokens[0] or None,  # input_tokens
             tokens[1] or None,  # output_tokens
-            len(call.tried) if call is not None else 0,  # retries
-            millis(call.queued) if call is not None and call.queued >= 0 else None,  # queue_ms
-            call.relay if call is not None and call.relay else NONE,
-            call.guard.client_gone if call is not None else False,
+            len(ended.tried),  # retries
+            millis(ended.queued) if ended.queued >= 0 else None,  # queue_ms
+            ended.relay or NONE,
+            sent.client_gone,
         )
         access.write(entry)
-        return tokens
-
-
-def _tokens(meter: Meter) -> tuple[int, int]:
-    """The token counts of a successful answer a backend gave (metrics off: read here)."""
-    call = meter.call
-    if meter.status == 200 and call is not None and call.served is not None:
-        return token_counts(meter.last, meter.previous)
-    return 0, 0
 
 
 class LoggedAnswer:

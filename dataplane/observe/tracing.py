@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from shared.errors import ConfigError
 
 if TYPE_CHECKING:
-    from dataplane.observe.meter import Meter
+    from dataplane.observe.ended import Ended
     from dataplane.proxy.call import Endpoint
 
 __all__ = ["RequestTrace", "Tracing"]
@@ -147,47 +147,47 @@ class RequestTrace:
             self._open = None
         self.answered_at = at
 
-    def finish(self, meter: Meter, endpoint: Endpoint, end: float, tokens: tuple[int, int]) -> None:
+    def finish(self, ended: Ended, tokens: tuple[int, int]) -> None:
         """End every span, with what the request came to."""
-        tracing, span, call = self._tracing, self.span, meter.call
+        tracing, span, sent, end = self._tracing, self.span, ended.guard, ended.ended_at
         context = tracing.in_context(span)
-        tried = {target.id for target in call.tried} if call is not None else set()
+        tried = {target.id for target in ended.tried}
         if self._open is not None:  # no answer came: it failed, or the client left first
             if self._attempts[-1][1] in tried:
                 self._open.set_status(tracing.error)
             self._open.end(end_time=self._ns(end))
             self._open = None
-        if call is not None and call.queued >= 0:
+        if ended.queued >= 0:
             first = self._first_ns or self._ns(end)
             queue = tracing.tracer.start_span(
-                "queue", context=context, kind=tracing.internal, start_time=first - int(call.queued * 1e9)
+                "queue", context=context, kind=tracing.internal, start_time=first - int(ended.queued * 1e9)
             )
             queue.end(end_time=first)
         if self.answered_at:
             answer = tracing.tracer.start_span(
                 "answer", context=context, kind=tracing.internal, start_time=self._ns(self.answered_at)
             )
-            answer.set_attribute("ollamaflow.bytes", meter.bytes)
+            answer.set_attribute("ollamaflow.bytes", sent.sent)
             answer.end(end_time=self._ns(end))
         attributes: dict[str, Any] = {
-            "http.response.status_code": meter.status,
-            "ollamaflow.request_id": meter.request_id,
-            "ollamaflow.frontend": meter.frontend,
-            "ollamaflow.client_format": endpoint.api_format.lower(),
+            "http.response.status_code": sent.status,
+            "ollamaflow.request_id": ended.request_id,
+            "ollamaflow.frontend": ended.frontend_id,
+            "ollamaflow.client_format": ended.endpoint.api_format.lower(),
             "ollamaflow.retries": len(tried),
         }
-        if meter.model:
-            attributes["gen_ai.request.model"] = meter.model
-        if call is not None and call.served is not None:
-            attributes["ollamaflow.backend"] = call.served.id
-            attributes["ollamaflow.relay"] = call.relay or "none"
+        if ended.model:
+            attributes["gen_ai.request.model"] = ended.model
+        if ended.served is not None:
+            attributes["ollamaflow.backend"] = ended.served.id
+            attributes["ollamaflow.relay"] = ended.relay or "none"
         if tokens[0]:
             attributes["gen_ai.usage.input_tokens"] = tokens[0]
         if tokens[1]:
             attributes["gen_ai.usage.output_tokens"] = tokens[1]
-        if call is not None and call.guard.client_gone:
+        if sent.client_gone:
             attributes["ollamaflow.client_gone"] = True
         span.set_attributes(attributes)
-        if meter.status >= 500 or meter.status == 0:
+        if sent.status >= 500 or sent.status == 0:
             span.set_status(tracing.error)
         span.end(end_time=self._ns(end))

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dataplane.http.disconnect import DisconnectGuard
-from dataplane.observe.meter import Meter
 from dataplane.observe.tracing import RequestTrace
 from dataplane.proxy.crossing import Crossing
 from dataplane.proxy.failover import Failover
@@ -35,9 +34,10 @@ class Endpoint:
         object.__setattr__(self, "path_bytes", self.path.encode("ascii"))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared and hashed by identity: the live requests are a set
 class Call:
-    """One proxied request, once it is known to be acceptable."""
+    """One proxied request, once it is known to be acceptable; once it ended, what its metrics, access
+    log line and trace read (a ``dataplane.observe.ended.Ended``)."""
 
     endpoint: Endpoint
     method: bytes
@@ -51,7 +51,9 @@ class Call:
     own_lines: bytes  # X-Forwarded-For and X-OllamaFlow-Request, serialised
     body: bytes
     id_header: tuple[bytes, bytes]
-    guard: DisconnectGuard
+    guard: DisconnectGuard  # it also notes what went to the client (a dataplane.http.sent.Sent)
+    started: float  # perf_counter() when the request arrived
+    frontend_id: str
     failover: Failover[Target] | None = None  # its candidates, those that failed, attempts left
     queued: float = -1.0  # seconds spent in the queue; -1 if it never waited
     sticky_key: str | None = None  # a sticky frontend's session key, if the client sent one
@@ -59,17 +61,15 @@ class Call:
     decision: Decision[Target] | None = None  # kept only when explain
     served: Target | None = None  # the backend of the answer (or of the last attempt)
     relay: str = ""  # how the answer went: "passthrough", "translated" or "local" (metrics, access log)
-    meter: Meter | None = None  # what went out, when measured (dataplane.observe.meter)
+    rejected: bool = False  # a full queue or an expired wait turned it away
+    ended_at: float = 0.0  # perf_counter() when it ended (once observed)
+    tokens: tuple[int, int] | None = None  # its answer's token counts, once read (observed)
+    trace: RequestTrace | None = None  # its spans, when traces are on (dataplane.observe.tracing)
 
     @property
     def tried(self) -> tuple[Target, ...]:
         """The candidates that failed before their answer reached the client."""
         return self.failover.tried if self.failover is not None else ()
-
-    @property
-    def trace(self) -> RequestTrace | None:
-        """Its spans, when traces are on (dataplane.observe.tracing): the meter holds them."""
-        return self.meter.trace if self.meter is not None else None
 
     @property
     def request_id(self) -> str:

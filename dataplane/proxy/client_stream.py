@@ -27,8 +27,8 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class ClientStream:
-    """``send`` to the client (measured, when the request is: ``dataplane.observe.meter``), the request's
-    ``DisconnectGuard`` that notes what went out, and the client's API format."""
+    """``send`` to the client, the request's ``DisconnectGuard`` that notes what went out (the relays
+    note a stream's chunks there themselves: ``dataplane.http.sent``), and the client's API format."""
 
     __slots__ = ("api_format", "guard", "send")
 
@@ -37,20 +37,25 @@ class ClientStream:
         self.guard = guard
         self.api_format = api_format
 
-    def direct(self, send: Send) -> ClientStream:
-        """The same answer written to ``send`` (the client's own, past the meter: a passed-through
-        answer notes what went out on the guard instead, which costs less per chunk)."""
-        return self if send is self.send else ClientStream(send, self.guard, self.api_format)
-
     async def finish(self, *messages: MutableMapping[str, Any]) -> None:
         """Send ``messages``, the answer's last: a client leaving from now on changes nothing."""
-        self.guard.finishing = True
+        guard = self.guard
+        guard.finishing = True
         for message in messages:
+            guard.note(message)
             await self.send(message)
 
     async def whole(self, status: int, body: bytes, content_type: bytes, headers: Headers) -> None:
         """An answer in one message: the head, then its body as the last message."""
-        await self.finish(*whole_answer(status, body, content_type, headers))
+        await self.finish_whole(whole_answer(status, body, content_type, headers)[0], body)
+
+    async def finish_whole(self, start: MutableMapping[str, Any], body: bytes) -> None:
+        """Send ``start``, an answer's head, then ``body``, all of it, as its last message."""
+        guard = self.guard
+        guard.finishing = True
+        guard.whole(start["status"], body)
+        await self.send(start)
+        await self.send({"type": "http.response.body", "body": body})
 
     async def local(self, reply: LocalReply, headers: Headers) -> None:
         """An answer the translation gives without a backend (e.g. Ollama's empty load request)."""
@@ -74,4 +79,8 @@ class ClientStream:
 
     async def drained(self, message: str, headers: Headers) -> None:
         """The drain timeout ended the request: end what went out so far in the client's format."""
-        await end_answer(self.send, self.guard, self.api_format, message, headers)
+        await end_answer(self._noted, self.guard, self.api_format, message, headers)
+
+    async def _noted(self, message: MutableMapping[str, Any]) -> None:
+        self.guard.note(message)
+        await self.send(message)

@@ -76,6 +76,7 @@ async def relay(
     content_type = exchange.stream_content_type.encode()
     start_headers = [(b"content-type", content_type), *headers]
     await send({"type": "http.response.start", "status": 200, "headers": start_headers})
+    guard.status = 200
     guard.framing = framing_of(content_type)  # the client's own: what a drain that ends it can say
     whole = True
     try:
@@ -84,7 +85,7 @@ async def relay(
             if out:
                 data = b"".join(out)
                 await send({"type": "http.response.body", "body": data, "more_body": True})
-                guard.last = data
+                guard.chunk(data)
     except CLIENT_ERRORS as error:
         log.warning("stream from backend %s broke off: %s", backend, upstream_error(backend, error).logged)
         whole = False

@@ -1,6 +1,6 @@
 """The proxied request, start to end: accept, route, attempt, deliver.
 
-``Proxy._handle`` reads as the request's life: ``_accept`` reads the request (frontend, body, model,
+``Proxy.handle`` reads as the request's life: ``_accept`` reads the request (frontend, body, model,
 the backends that may have it), ``_route`` orders them (``dataplane.routing.table``) and plans the failover
 among them (``dataplane.proxy.failover``), ``_attempts`` tries them in turn, each try an ``Attempt``
 (``dataplane.proxy.attempt``) that holds its backend's slot and settles its breaker once, and ``_deliver``
@@ -42,8 +42,8 @@ from dataplane.limits.access import Access
 from dataplane.limits.admission import Admission, QueueRejected
 from dataplane.limits.breaker import Breakers
 from dataplane.limits.traffic import Traffic
-from dataplane.observe.meter import Meter
-from dataplane.observe.tracing import Tracing
+from dataplane.observe.ended import EarlyAnswer, Ended
+from dataplane.observe.tracing import RequestTrace, Tracing
 from dataplane.proxy.answer_headers import answer_headers, error_headers
 from dataplane.proxy.attempt import Attempt
 from dataplane.proxy.call import Call, Endpoint, own_lines, upstream_request
@@ -86,17 +86,18 @@ class Proxy:
         bodies: BodyReader,
         max_translated_body: int,
         drain: Drain,
-        observe: Callable[[Meter, Endpoint], None] | None = None,
-        live: set[Meter] | None = None,
+        observe: Callable[[Ended], None] | None = None,
+        live: set[Call] | None = None,
         tracing: Tracing | None = None,
     ) -> None:
-        """``observe`` (metrics, access log) gets each request's ``Meter`` when it ended; ``live``
-        holds the meters of requests under way. Without ``observe`` nothing is measured."""
+        """``observe`` (metrics, access log) gets each request once it ended: its ``Call``, or the
+        ``EarlyAnswer`` it got before it was accepted; ``live`` holds the accepted requests under way.
+        Without ``observe`` nothing is measured."""
         self._observe = observe
         self._tracing = (
             tracing  # spans per request (dataplane.observe.tracing); needs ``observe`` to end them
         )
-        self._live: set[Meter] = live if live is not None else set()
+        self._live: set[Call] = live if live is not None else set()
         self._bodies = bodies
         self._access = access
         self._admission = admission
@@ -112,39 +113,33 @@ class Proxy:
     async def handle(
         self, scope: MutableMapping[str, Any], receive: Receive, send: Send, endpoint: Endpoint
     ) -> None:
-        observe = self._observe
-        if observe is None:
-            await self._handle(scope, receive, send, endpoint, None)
-            return
-        # Measured: the client's send is wrapped to note what went out, and the request is counted
-        # (and logged) once it ended, however it ended.
-        meter = Meter(send, perf_counter())
-        if self._tracing is not None:
-            meter.trace = self._tracing.start(scope["headers"], endpoint, meter.started)
-        live = self._live
-        live.add(meter)
-        try:
-            await self._handle(scope, receive, meter, endpoint, meter)
-        finally:
-            live.discard(meter)
-            observe(meter, endpoint)
-            meter.call = None  # the call points back at it: no cycle left for the collector to find
-
-    async def _handle(
-        self,
-        scope: MutableMapping[str, Any],
-        receive: Receive,
-        send: Send,
-        endpoint: Endpoint,
-        meter: Meter | None,
-    ) -> None:
-        """Accept the request, route it, make its attempts, deliver the answer; or answer its error."""
-        call = await self._accept(scope, receive, send, endpoint, meter)
+        """Accept the request, route it, make its attempts, deliver the answer; or answer its error.
+        Measured, it is observed once it ended, however it ended: what went out is noted on its
+        guard as it goes (``dataplane.http.sent``), so the client's ``send`` is not wrapped."""
+        started = perf_counter()
+        trace = None if self._tracing is None else self._tracing.start(scope["headers"], endpoint, started)
+        call = await self._accept(scope, receive, send, endpoint, started, trace)
         if call is None:
             return
+        observe = self._observe
+        if observe is None:
+            await self._serve(call, send)
+            return
+        live = self._live
+        live.add(call)
+        try:
+            await self._serve(call, send)
+        finally:
+            live.discard(call)
+            call.body = b""  # done with; the metrics keep the call until their next batch
+            call.ended_at = perf_counter()
+            observe(call)
+
+    async def _serve(self, call: Call, send: Send) -> None:
+        """Route the accepted ``call``, make its attempts, deliver the answer; or answer its error."""
         task = asyncio.current_task()
         assert task is not None
-        stream = ClientStream(send, call.guard, endpoint.api_format)
+        stream = ClientStream(send, call.guard, call.endpoint.api_format)
         drain = self._drain
         drain.enter(task, call.guard)  # what went out, should the drain have to end it
         try:
@@ -152,8 +147,7 @@ class Proxy:
             await self._attempts(call, stream)
         except QueueRejected as exc:
             self._traffic.rejected_total += 1
-            if meter is not None:
-                meter.rejected = True
+            call.rejected = True
             log.debug("request %s: %s", call.request_id, exc.message)  # counted in the reports instead
             await stream.rejected(exc, self._error_headers(call, routed=False))
         except OllamaFlowError as exc:  # only raised before the response started
@@ -180,7 +174,8 @@ class Proxy:
         receive: Receive,
         send: Send,
         endpoint: Endpoint,
-        meter: Meter | None,
+        started: float,
+        trace: RequestTrace | None,
     ) -> Call | None:
         """Read the request: its frontend, body, model and the backends that may serve it. None when
         it was answered already (refused, or a body no backend could parse) or its client left."""
@@ -189,12 +184,10 @@ class Proxy:
         # as much as urandom.
         request_id = client.request_id or os.urandom(16).hex()
         id_header = (b"x-ollamaflow-request", request_id.encode())
-        if meter is not None:
-            meter.request_id = request_id
+        frontend_id = model = ""
         try:
             route = self._state.table.frontend_for(client.host)
-            if meter is not None:
-                meter.frontend = route.frontend.id
+            frontend_id = route.frontend.id
             pool = route.pool(endpoint.kind)
             body = await self._bodies.json(
                 receive, client.content_length, route.frontend.max_request_body_size
@@ -204,25 +197,31 @@ class Proxy:
                 pinned_model = route.pinned_models.get(endpoint.kind)
                 if pinned_model and pinned_model != model:  # route as if the client had asked for it
                     body, model = with_model(body, pinned_model), pinned_model
-            if meter is not None:
-                meter.model = model
             choices = pool.choices(model)
             if client.label:
                 choices = pool.labelled(choices, client.label)
         except ClientGone:
             log.debug("request %s: the client went away before sending its body", request_id)
+            self._ended_early(self._early(send, endpoint, started, request_id, frontend_id, model, trace))
             return None
         except Unservable as exc:
+            early = self._early(send, endpoint, started, request_id, frontend_id, model, trace)
             body = exc.body(endpoint.api_format)
-            await send_bytes(send, exc.status, body, JSON, [id_header, *exc.headers])
+            await send_bytes(early or send, exc.status, body, JSON, [id_header, *exc.headers])
+            self._ended_early(early)
             return None
         except OllamaFlowError as exc:
             if exc.status == 400:  # a body no backend could parse: counted, not logged (no log floods)
                 self._traffic.client_errors["bad_request"] += 1
-            await send_failure(send, endpoint.api_format, exc, [id_header])
+            early = self._early(send, endpoint, started, request_id, frontend_id, model, trace)
+            await send_failure(early or send, endpoint.api_format, exc, [id_header])
+            self._ended_early(early)
             return None
         if self._drain.ending:  # arrived after the drain timeout: no backend sees it
-            await end_answer(send, None, endpoint.api_format, drained_message(request_id), [id_header])
+            early = self._early(send, endpoint, started, request_id, frontend_id, model, trace)
+            message = drained_message(request_id)
+            await end_answer(early or send, None, endpoint.api_format, message, [id_header])
+            self._ended_early(early)
             return None
         self._traffic.requests_total += 1
         peer = scope.get("client")
@@ -232,7 +231,7 @@ class Proxy:
             forwarded_for = forwarded_for + b", " + address if forwarded_for else address
         task = asyncio.current_task()
         assert task is not None
-        call = Call(
+        return Call(
             endpoint=endpoint,
             method=scope["method"].encode("ascii"),
             path=endpoint.path_bytes,
@@ -246,13 +245,32 @@ class Proxy:
             body=body,
             id_header=id_header,
             guard=self._watch.guard(receive, task),
+            started=started,
+            frontend_id=frontend_id,
             sticky_key=session_key(client.forward, route.sticky_headers) if route.sticky_headers else None,
             explain=client.explain and self._access.explain_allowed(route, scope["headers"]),
+            trace=trace,
         )
-        if meter is not None:
-            meter.call = call
-            call.meter = meter
-        return call
+
+    def _early(
+        self,
+        send: Send,
+        endpoint: Endpoint,
+        started: float,
+        request_id: str,
+        frontend_id: str,
+        model: str,
+        trace: RequestTrace | None,
+    ) -> EarlyAnswer | None:
+        """When measured, the ``send`` an answer given before the request was accepted goes through."""
+        if self._observe is None:
+            return None
+        return EarlyAnswer(send, endpoint, started, request_id, frontend_id, model, trace)
+
+    def _ended_early(self, early: EarlyAnswer | None) -> None:
+        if early is not None and self._observe is not None:
+            early.ended_at = perf_counter()
+            self._observe(early)
 
     def _route(self, call: Call) -> None:
         """Order the candidates (the strategy's order; backends whose breaker is open left out) and
@@ -369,15 +387,7 @@ class Proxy:
                     crossing, response, stream, target.id, headers, self._max_translated_body
                 )
             else:
-                meter = call.meter  # chunks go to the client's own send; the guard notes them
-                if meter is None:
-                    complete = await pass_through(response, stream, target.id, call.request_id, headers)
-                else:
-                    try:
-                        direct = stream.direct(meter.send)
-                        complete = await pass_through(response, direct, target.id, call.request_id, headers)
-                    finally:
-                        meter.passed(stream.guard)
+                complete = await pass_through(response, stream, target.id, call.request_id, headers)
         finally:
             if complete:
                 response.release()

@@ -47,9 +47,7 @@ async def pass_through(
             data = await response.read(WHOLE_BODY_LIMIT)
         except CLIENT_ERRORS as exc:
             raise upstream_error(backend, exc) from exc
-        await stream.finish(start, {"type": "http.response.body", "body": data})
-        guard.status = response.status
-        guard.last, guard.sent, guard.first_at = data, len(data), perf_counter()
+        await stream.finish_whole(start, data)
         return True
     await send(start)
     guard.status = response.status

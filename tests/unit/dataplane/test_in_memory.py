@@ -13,6 +13,7 @@ import httpx
 import ollama
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from dataplane.app import DataPlane
 from dataplane.settings import DataPlaneSettings
@@ -167,3 +168,32 @@ async def test_the_openai_model_list_joins_an_ollama_and_an_openai_backend(memor
     openai_client = openai.AsyncOpenAI(base_url="http://dp/v1", api_key="none", http_client=memory.http)
     listed = {model.id async for model in openai_client.models.list()}
     assert {"llama3.2:latest", "qwen2.5:0.5b"} <= listed
+
+
+async def test_metrics_alone_count_each_request_at_the_next_scrape(memory: InMemory) -> None:
+    # Metrics on, access log and traces off: the metrics observe each request directly, in batches
+    # of BATCH, and a scrape counts what waits; fewer requests than a batch must all be there.
+    await memory.publish({"a": BACKENDS["a"]}, 1)
+    client = ollama.AsyncClient(host="http://dp", transport=memory.http._transport)
+    replies = [
+        await client.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}]) for _ in range(3)
+    ]
+    missing = await memory.http.post("/api/chat", json={"model": "no-such-model", "messages": []})
+    assert missing.status_code == 404
+    text = (await memory.http.get("/metrics")).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    chat = {"frontend": "all", "backend": "a", "model": "llama3.2", "endpoint": "/api/chat"}
+    served = {**chat, "client_format": "ollama", "status": "200", "relay": "passthrough"}
+    assert samples[("ollamaflow_dataplane_requests_total", tuple(sorted(served.items())))] == 3
+    # The backend answered the unknown model's 404: the name takes no label of its own.
+    refused = {**served, "model": "other", "status": "404"}
+    assert samples[("ollamaflow_dataplane_requests_total", tuple(sorted(refused.items())))] == 1
+    durations = samples[("ollamaflow_dataplane_request_duration_seconds_count", tuple(sorted(chat.items())))]
+    assert durations == 3
+    by_model = {"frontend": "all", "backend": "a", "model": "llama3.2"}
+    output = samples[("ollamaflow_dataplane_output_tokens_total", tuple(sorted(by_model.items())))]
+    assert output == sum(reply.eval_count or 0 for reply in replies) > 0

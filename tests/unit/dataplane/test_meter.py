@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dataplane.http.headers import read_client_headers, request_id_of
-from dataplane.observe.meter import token_counts
+from dataplane.observe.ended import token_counts
 
 
 def test_ollama_final_objects_give_prompt_and_eval_counts() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dataplane.observe.meter import _searched, token_counts
+from dataplane.observe.ended import _searched, token_counts
 
 _counts = st.one_of(st.integers(0, 9), st.integers(0, 999_999_999_999))
 _texts = st.text(max_size=200)

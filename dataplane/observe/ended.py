@@ -1,29 +1,29 @@
-"""What one proxied request sent its client, noted on the way out, for the metrics and the access log.
+"""What one proxied request came to, read once it ended: for the metrics, the access log and traces.
 
-``Meter`` wraps the client's ``send``: it notes the status, the bytes, the time of the first body byte
-and the last two body chunks (where an answer's token counts are: Ollama's final object, an OpenAI
-``usage``). Passed-through answers bypass it (``passed``: a wrapper costs about a microsecond per
-chunk of a stream); their relay notes the same on the request's ``DisconnectGuard``. The proxy fills
-in who served the request as it learns it. ``token_counts`` reads the counts from those chunks.
+An accepted request is its ``Call``: who served it, how, its retries and queue wait, and, on its
+``DisconnectGuard`` (a ``Sent``), what went to the client, noted by what sends the answer. A request
+answered before it was accepted (a bad body, an unknown model, no frontend for its host) is an
+``EarlyAnswer``, which notes what goes out through it. Both are ``Ended``. ``token_counts`` reads an
+answer's token counts from its last two chunks.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import MutableMapping
-from time import perf_counter
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol
 
 import msgspec
 
 from dataplane.http.responses import Send
+from dataplane.http.sent import Sent
 
 if TYPE_CHECKING:
-    from dataplane.http.disconnect import DisconnectGuard
     from dataplane.observe.tracing import RequestTrace
-    from dataplane.proxy.call import Call
+    from dataplane.proxy.call import Endpoint
+    from dataplane.routing.table import Target
 
-__all__ = ["Meter", "token_counts"]
+__all__ = ["EarlyAnswer", "Ended", "answer_tokens", "token_counts"]
 
 # Only the end of an answer is searched: the counts come last, and a large body costs nothing more.
 _TAIL = 4096
@@ -33,76 +33,102 @@ _DONE = b"data: [DONE]\n\n"  # an OpenAI stream's last chunk: nothing to read
 _Count = Annotated[int, msgspec.Meta(ge=0, le=999_999_999_999)]
 
 
-class Meter:
-    """The client's ``send``, noting what goes through it (used on the event loop only)."""
+class Ended(Protocol):
+    """A proxied request that ended, as the metrics, the access log and traces read it."""
+
+    ended_at: float  # perf_counter() when it ended, set as it is observed
+    tokens: tuple[int, int] | None  # its (input, output) token counts, once read (answer_tokens)
+
+    @property
+    def endpoint(self) -> Endpoint: ...
+    @property
+    def started(self) -> float: ...  # perf_counter() when it arrived
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def frontend_id(self) -> str: ...  # "" if no frontend took it
+    @property
+    def model(self) -> str: ...  # "" if it named none that could be read
+    @property
+    def guard(self) -> Sent: ...  # what went to the client
+    @property
+    def served(self) -> Target | None: ...  # the backend of the answer (or of the last attempt)
+    @property
+    def relay(self) -> str: ...  # "passthrough", "translated", "local"; "" if no backend answered
+    @property
+    def queued(self) -> float: ...  # seconds it waited in a queue; -1 if it never did
+    @property
+    def tried(self) -> tuple[Target, ...]: ...  # the backends that failed before the answer
+    @property
+    def rejected(self) -> bool: ...  # a full queue or an expired wait turned it away
+    @property
+    def trace(self) -> RequestTrace | None: ...  # its spans, when traces are on
+
+
+class EarlyAnswer:
+    """The client's ``send`` for a request answered before it was accepted, noting what goes out."""
 
     __slots__ = (
-        "bytes",
-        "call",
-        "first_byte",
-        "frontend",
-        "last",
+        "ended_at",
+        "endpoint",
+        "frontend_id",
+        "guard",
         "model",
-        "previous",
-        "rejected",
         "request_id",
         "send",
         "started",
-        "status",
-        "streamed",
+        "tokens",
         "trace",
     )
 
-    def __init__(self, send: Send, started: float) -> None:
+    served: ClassVar[None] = None
+    relay: ClassVar[str] = ""
+    queued: ClassVar[float] = -1.0
+    tried: ClassVar[tuple[()]] = ()
+    rejected: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        send: Send,
+        endpoint: Endpoint,
+        started: float,
+        request_id: str,
+        frontend_id: str,
+        model: str,
+        trace: RequestTrace | None,
+    ) -> None:
         self.send = send
-        self.started = started  # perf_counter() when the request arrived
-        self.status = 0  # 0: nothing was sent (the client left first)
-        self.bytes = 0  # body bytes sent
-        self.first_byte = 0.0  # perf_counter() of the first body byte; 0.0 if none
-        self.last = b""
-        self.previous = b""
-        self.streamed = False  # more than one body chunk went out
-        self.request_id = ""
-        self.frontend = ""  # the frontend's id, once known
-        self.model = ""
-        self.call: Call | None = None  # once the request was accepted
-        self.rejected = False  # a full queue or an expired wait turned it away
-        self.trace: RequestTrace | None = None  # its spans, when traces are on (dataplane.observe.tracing)
+        self.endpoint = endpoint
+        self.started = started
+        self.ended_at = 0.0
+        self.tokens: tuple[int, int] | None = None
+        self.request_id = request_id
+        self.frontend_id = frontend_id
+        self.model = model
+        self.trace = trace
+        self.guard = Sent()
 
     async def __call__(self, message: MutableMapping[str, Any]) -> None:
-        if message["type"] == "http.response.body":
-            body = message.get("body", b"")
-            if body:
-                if self.first_byte:
-                    self.streamed = True
-                else:
-                    self.first_byte = perf_counter()
-                self.bytes += len(body)
-                self.previous = self.last
-                self.last = body
-        elif message["type"] == "http.response.start":
-            self.status = message["status"]
+        self.guard.note(message)
         await self.send(message)
 
-    def passed(self, guard: DisconnectGuard) -> None:
-        """Take in what a passed-through answer sent: it goes to ``send`` itself, not through the
-        meter, since a wrapper costs about a microsecond per chunk of a stream; the relay notes on
-        the request's guard what is needed instead."""
-        if guard.status:
-            self.status = guard.status
-        if guard.sent:
-            self.bytes += guard.sent
-            self.first_byte = self.first_byte or guard.first_at
-            self.last, self.previous = guard.last, guard.previous
-            self.streamed = bool(guard.previous)
+
+def answer_tokens(ended: Ended) -> tuple[int, int]:
+    """The (input, output) token counts of a successful answer a backend gave; none for the rest."""
+    sent = ended.guard
+    if sent.status == 200 and ended.served is not None:
+        return token_counts(sent.last, sent.previous)
+    return 0, 0
 
 
-class _Usage(msgspec.Struct):
+# gc=False: one is decoded per answer and never takes part in a cycle, so the collector need not
+# track it (each tracked allocation brings the next collection nearer).
+class _Usage(msgspec.Struct, gc=False):
     prompt_tokens: _Count = 0
     completion_tokens: _Count = 0
 
 
-class _Final(msgspec.Struct):
+class _Final(msgspec.Struct, gc=False):
     """The fields of an answer's final object that hold its token counts; the rest are skipped."""
 
     prompt_eval_count: _Count = 0  # Ollama
