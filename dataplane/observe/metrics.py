@@ -36,7 +36,7 @@ FIRST_BYTE_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.
 QUEUE_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TOKEN_RATE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0)
 _PREFIX = "ollamaflow_dataplane_"
-BATCH = 32  # ended requests noted before they are counted (a scrape counts them at once)
+BATCH = 128  # ended requests noted before they are counted (a scrape counts them at once)
 MAX_KEPT = 4 * 1024 * 1024  # bytes of answers' last chunks a batch keeps at most
 _NO_TOKENS = (0, 0)
 
