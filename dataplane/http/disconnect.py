@@ -39,28 +39,33 @@ class DisconnectGuard(Sent):
         self.first_at = 0.0
         self.last = self.previous = b""
         self.client_gone = False
-        self._receive = receive
-        self._task = task
+        self._receive: Receive | None = receive
+        self._task: asyncio.Task[Any] | None = task
         self._watch = watch
         self._watcher: asyncio.Task[None] | None = None
         self.finishing = False  # the last message is being written: a disconnect changes nothing now
         self.framing = NOT_STARTED  # until the answer's head went out
 
     def start(self) -> None:
-        self._watcher = self._task.get_loop().create_task(self._wait_for_disconnect())
+        task, receive = self._task, self._receive
+        assert task is not None and receive is not None, "started after close"
+        self._watcher = task.get_loop().create_task(self._wait_for_disconnect(task, receive))
 
-    async def _wait_for_disconnect(self) -> None:
-        while (await self._receive())["type"] != "http.disconnect":
+    async def _wait_for_disconnect(self, task: asyncio.Task[Any], receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
             pass
         if not self.finishing:
             self.client_gone = True
-            self._task.cancel()
+            task.cancel()
 
     def close(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
         else:
             self._watch.forget(self)
+        # What went out is read after the request ended (the metrics keep it for a batch), but its
+        # task and its connection's receive are done with: let them go now.
+        self._task = self._receive = None
 
 
 class DisconnectWatch:

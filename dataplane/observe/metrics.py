@@ -16,6 +16,7 @@ client address or key ever becomes a label. Everything here runs on the event lo
 
 from __future__ import annotations
 
+import logging
 from bisect import bisect_left
 from collections.abc import Iterator
 
@@ -36,6 +37,7 @@ FIRST_BYTE_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.
 QUEUE_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TOKEN_RATE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0)
 _PREFIX = "ollamaflow_dataplane_"
+log = logging.getLogger("ollamaflow.dataplane.metrics")
 BATCH = 128  # ended requests noted before they are counted (a scrape counts them at once)
 MAX_KEPT = 4 * 1024 * 1024  # bytes of answers' last chunks a batch keeps at most
 _NO_TOKENS = (0, 0)
@@ -152,7 +154,10 @@ class DataPlaneMetrics:
         pending = self._pending
         pending.append(ended)
         if len(pending) >= BATCH or self._kept > MAX_KEPT:
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # a fault in counting must not fail the request that filled the batch
+                log.exception("data-plane metrics: a batch of %d requests could not be counted", BATCH)
 
     @property
     def waiting(self) -> int:

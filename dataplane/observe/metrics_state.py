@@ -92,7 +92,7 @@ class DataPlaneState(Collector):
         frontends: Counter[str] = Counter(call.frontend_id for call in self._live)
         yield _by(
             "frontend_in_flight",
-            "Requests under way per frontend (queued ones included)",
+            "Requests under way per frontend once their body arrived (queued ones included)",
             "frontend",
             frontends,
         )

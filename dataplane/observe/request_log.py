@@ -85,7 +85,7 @@ class RequestLog:
 
 
 class LoggedAnswer:
-    """A ``send`` that notes the status and body bytes of an answer the proxy does not meter, and
+    """A ``send`` that notes the status and body bytes of an answer the proxy does not observe, and
     writes its access-log line when ``done`` is called."""
 
     __slots__ = (

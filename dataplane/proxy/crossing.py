@@ -75,8 +75,8 @@ async def relay(
     translator = exchange.stream(backend_call, started_ns=crossing.started_ns)
     content_type = exchange.stream_content_type.encode()
     start_headers = [(b"content-type", content_type), *headers]
+    guard.status = 200  # noted before it goes, as every sender does
     await send({"type": "http.response.start", "status": 200, "headers": start_headers})
-    guard.status = 200
     guard.framing = framing_of(content_type)  # the client's own: what a drain that ends it can say
     whole = True
     try:
@@ -84,8 +84,8 @@ async def relay(
             out = translator.feed(chunk, time.time_ns())
             if out:
                 data = b"".join(out)
-                await send({"type": "http.response.body", "body": data, "more_body": True})
                 guard.chunk(data)
+                await send({"type": "http.response.body", "body": data, "more_body": True})
     except CLIENT_ERRORS as error:
         log.warning("stream from backend %s broke off: %s", backend, upstream_error(backend, error).logged)
         whole = False

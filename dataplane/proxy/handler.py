@@ -207,21 +207,30 @@ class Proxy:
         except Unservable as exc:
             early = self._early(send, endpoint, started, request_id, frontend_id, model, trace)
             body = exc.body(endpoint.api_format)
-            await send_bytes(early or send, exc.status, body, JSON, [id_header, *exc.headers])
-            self._ended_early(early)
+            try:
+                await send_bytes(early or send, exc.status, body, JSON, [id_header, *exc.headers])
+            finally:
+                self._ended_early(early)
             return None
         except OllamaFlowError as exc:
             if exc.status == 400:  # a body no backend could parse: counted, not logged (no log floods)
                 self._traffic.client_errors["bad_request"] += 1
             early = self._early(send, endpoint, started, request_id, frontend_id, model, trace)
-            await send_failure(early or send, endpoint.api_format, exc, [id_header])
-            self._ended_early(early)
+            try:
+                await send_failure(early or send, endpoint.api_format, exc, [id_header])
+            finally:
+                self._ended_early(early)
             return None
+        except BaseException:  # cancelled while reading (a drain that ends it) or a fault: still observed
+            self._ended_early(self._early(send, endpoint, started, request_id, frontend_id, model, trace))
+            raise
         if self._drain.ending:  # arrived after the drain timeout: no backend sees it
             early = self._early(send, endpoint, started, request_id, frontend_id, model, trace)
             message = drained_message(request_id)
-            await end_answer(early or send, None, endpoint.api_format, message, [id_header])
-            self._ended_early(early)
+            try:
+                await end_answer(early or send, None, endpoint.api_format, message, [id_header])
+            finally:
+                self._ended_early(early)
             return None
         self._traffic.requests_total += 1
         peer = scope.get("client")

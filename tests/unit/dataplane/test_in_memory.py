@@ -5,6 +5,8 @@ left out, so these run in a fraction of a second each."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -197,3 +199,52 @@ async def test_metrics_alone_count_each_request_at_the_next_scrape(memory: InMem
     by_model = {"frontend": "all", "backend": "a", "model": "llama3.2"}
     output = samples[("ollamaflow_dataplane_output_tokens_total", tuple(sorted(by_model.items())))]
     assert output == sum(reply.eval_count or 0 for reply in replies) > 0
+
+
+async def test_a_request_cancelled_while_its_body_arrives_is_still_counted(memory: InMemory) -> None:
+    await memory.publish({"a": BACKENDS["a"]}, 1)
+    body_never_comes = asyncio.Event()
+
+    async def receive() -> dict[str, object]:
+        await body_never_comes.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: object) -> None:
+        return None
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/chat",
+        "raw_path": b"/api/chat",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"dp"), (b"content-length", b"100")],
+        "client": ("127.0.0.1", 5555),
+        "server": ("dp", 80),
+    }
+    request = asyncio.create_task(memory.dp(scope, receive, send))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    request.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await request
+    text = (await memory.http.get("/metrics")).text
+    unanswered = {
+        "frontend": "all",
+        "backend": "none",
+        "model": "none",
+        "endpoint": "/api/chat",
+        "client_format": "ollama",
+        "status": "0",
+        "relay": "none",
+    }
+    samples = {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "ollamaflow_dataplane_requests"
+        for s in family.samples
+    }
+    assert samples[tuple(sorted(unanswered.items()))] == 1

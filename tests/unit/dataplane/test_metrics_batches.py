@@ -1,14 +1,17 @@
 """The data plane's metrics count ended requests in batches: a full batch, a batch that keeps too many
-bytes of final chunks, and a scrape each count what waits at once."""
+bytes of final chunks, and a scrape each count what waits at once; what a batch keeps of a request."""
 
 from __future__ import annotations
 
+import asyncio
 from time import perf_counter
 from typing import Any
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dataplane.http.disconnect import DisconnectWatch
+from dataplane.http.sent import Sent
 from dataplane.observe.ended import EarlyAnswer
 from dataplane.observe.metrics import BATCH, MAX_KEPT, DataPlaneMetrics
 from dataplane.proxy.call import Endpoint
@@ -64,3 +67,20 @@ def test_a_scrape_counts_what_waits() -> None:
     _refused(metrics)
     assert _requests(metrics) == 2
     assert metrics.waiting == 0
+
+
+async def test_a_guard_starts_as_a_fresh_sent_and_lets_its_request_go_once_closed() -> None:
+    # DisconnectGuard sets Sent's fields itself: a field added to Sent must be set there too.
+    task = asyncio.current_task()
+    assert task is not None
+    guard = DisconnectWatch().guard(_receive, task)
+    fresh = Sent()
+    assert {name: getattr(guard, name) for name in Sent.__slots__} == {
+        name: getattr(fresh, name) for name in Sent.__slots__
+    }
+    guard.close()
+    assert guard._task is None and guard._receive is None  # kept by a batch, it holds no request
+
+
+async def _receive() -> dict[str, Any]:
+    return {"type": "http.disconnect"}

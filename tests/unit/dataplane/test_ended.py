@@ -1,4 +1,4 @@
-"""Token counts read from the end of answers, and which client request ids are taken."""
+"""Token counts read from the end of answers (dataplane.observe.ended), and the client request ids taken."""
 
 from __future__ import annotations
 
