@@ -30,6 +30,8 @@ import msgspec
 
 from ollamaflow.bench.cluster import CLI, free_port, nats, process, publish, wait_ready
 from ollamaflow.bench.generators import GeneratorChoice, LoadGenerator, choose
+from ollamaflow.bench.observe_cost import InProcessCost
+from ollamaflow.bench.observe_cost import measure as measure_in_process
 from ollamaflow.bench.scenarios import OPENAI_HOST, PASS_STREAM, SCENARIOS, TRANSLATED, Scenario, Summary
 from shared.snapshot import BackendView, FrontendView, SnapshotContent
 
@@ -96,6 +98,8 @@ class BenchReport(msgspec.Struct, frozen=True, kw_only=True):
     duration_s: float
     rows: list[Row]
     translated: list[TranslatedRow] = []
+    # With metrics observed: their cost measured inside one process (ollamaflow.bench.observe_cost).
+    in_process: InProcessCost | None = None
 
 
 def _stat(pid: int) -> list[str]:
@@ -315,6 +319,10 @@ def run(options: BenchOptions) -> BenchReport:
                 _median_translated([by_round[i] for by_round in translated_rounds])
                 for i in range(len(TRANSLATED))
             ]
+    # After the servers stopped: nothing else runs while it measures.
+    in_process = None
+    if options.observability in ("metrics", "both"):
+        in_process = measure_in_process(per_block=max(500, int(options.duration_s * 1_000)))
     return BenchReport(
         generator=generator.name,
         connections=options.concurrency,
@@ -323,4 +331,5 @@ def run(options: BenchOptions) -> BenchReport:
         observed=options.observability,
         workers=options.workers,
         translated=translated,
+        in_process=in_process,
     )

@@ -79,6 +79,8 @@ def render(report: BenchReport) -> Group:
             )
             for row in report.rows
         )
+    if report.in_process is not None:
+        lines.append(Text(_in_process(report), style="dim"))
     parts: list[Table | Text] = [table, *lines]
     if report.translated:
         parts.extend(_translated(report.translated))
@@ -110,6 +112,22 @@ def _translated(rows: list[TranslatedRow]) -> list[Table | Text]:
 
 
 _SHORT = {"metrics": "metrics", "access-log": "log", "both": "both", "": ""}
+
+
+def _in_process(report: BenchReport) -> str:
+    """The in-process cost of metrics, and that cost against a whole chat's CPU through DP bare."""
+    cost = report.in_process
+    assert cost is not None
+    line = (
+        f"metrics in process (no server, no socket; median of {cost.blocks} paired blocks of "
+        f"{cost.requests_per_block:,} small chats): {cost.added_us:+.1f} µs CPU/req (quartiles "
+        f"{cost.added_q1_us:+.1f} to {cost.added_q3_us:+.1f}) over {cost.bare_us:.1f} µs bare"
+    )
+    chat = next((row for row in report.rows if row.scenario == "chat"), None)
+    if chat is not None and chat.dataplane_cpu_ms_per_request > 0:
+        share = cost.added_us / (chat.dataplane_cpu_ms_per_request * 1000) * 100
+        line += f"; {share:+.1f}% of chat's {chat.dataplane_cpu_ms_per_request:.3f} ms CPU/req via DP bare"
+    return line
 
 
 def _cost(ratio: float) -> str:

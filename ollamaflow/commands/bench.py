@@ -141,7 +141,8 @@ def bench(
         str | None,
         typer.Option(
             help="overhead: also run a second data plane with metrics, access-log or both on (the "
-            "first has both off) and report what that costs, both driven in every round."
+            "first has both off) and report what that costs, both driven in every round; with metrics, "
+            "also their cost measured in one process, without server or sockets."
         ),
     ] = None,
     workers: Annotated[
@@ -164,7 +165,10 @@ def bench(
     errors, the through/direct ratio and the data plane's CPU time per request. All processes share
     this machine's cores, so compare ratios, not absolute figures, across machines; on a busy machine,
     --rounds 3 reports the median of three alternating rounds. --observability metrics|access-log|both
-    adds a data plane observing that beside one observing nothing, and reports what it costs.
+    adds a data plane observing that beside one observing nothing, and reports what it costs; with
+    metrics (or both) it then measures the metrics' CPU per request inside one process, two data
+    planes over an in-memory bus in alternating blocks, a figure the requests/s of a shared machine
+    cannot show.
 
     Each overhead round also drives streamed chat through the data plane's translation, both ways: an
     Ollama client (/api/chat) whose frontend holds an OpenAI-format simulator, and an OpenAI client

@@ -1,0 +1,228 @@
+"""What metrics cost a request, measured inside one process (``ollamaflow bench --observability``).
+
+Requests/s through servers that share a 2-core machine move by ±15% from round to round, so they
+cannot show a cost of a few percent. Here two data planes run in one process over the in-memory bus,
+with a canned backend and no socket: one observes nothing, the other has its metrics on (access log
+and traces off in both). Small non-streamed chats go to each in alternating blocks, each block's CPU
+time (``process_time``) per request is taken, and the cost is the median of the paired differences.
+It runs in a child process of its own (``python -m ollamaflow.bench.observe_cost``), so that the heap
+the collector walks is a data plane's, not the bench's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from dataplane.app import DataPlane
+from dataplane.settings import DataPlaneSettings
+from dataplane.upstream.transport import Origin
+from shared.memory_bus import MemoryBroker, MemoryBus
+from shared.signing import sign
+from shared.signing_keys import ensure_key_pair, load_signer
+from shared.snapshot import BackendView, FrontendView, SnapshotContent, encode, seal
+
+__all__ = ["InProcessCost", "measure"]
+
+# What a small Ollama chat answer looks like (the simulator's, with its token counts).
+_ANSWER = (
+    b'{"model":"llama3.2","created_at":"2025-01-01T00:00:00Z","message":{"role":"assistant",'
+    b'"content":"Hello! How can I help you today?"},"done":true,"done_reason":"stop",'
+    b'"total_duration":1000000,"load_duration":1000,"prompt_eval_count":12,'
+    b'"prompt_eval_duration":1000,"eval_count":9,"eval_duration":1000}'
+)
+_REQUEST = b'{"model":"llama3.2","messages":[{"role":"user","content":"hi"}],"stream":false}'
+_WARMUP = 2_000  # requests to each data plane before the blocks
+_TIMEOUT_S = 600.0
+
+
+class InProcessCost(msgspec.Struct, frozen=True, kw_only=True):
+    """Data-plane CPU per small chat, in µs: the median block of each data plane, and the median
+    (and quartiles) of what the observing one took more in each pair of blocks."""
+
+    blocks: int  # pairs of blocks
+    requests_per_block: int
+    bare_us: float
+    observed_us: float
+    added_us: float
+    added_q1_us: float
+    added_q3_us: float
+
+
+def measure(*, blocks: int = 16, per_block: int = 5_000) -> InProcessCost:
+    """Run the measurement in a child process and return what it found."""
+    argv = [sys.executable, "-m", "ollamaflow.bench.observe_cost", "--blocks", str(blocks)]
+    argv += ["--per-block", str(per_block)]
+    done = subprocess.run(argv, capture_output=True, timeout=_TIMEOUT_S, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"the in-process measurement failed: {done.stderr.decode(errors='replace')[-2000:]}"
+        )
+    return msgspec.json.decode(done.stdout.strip().splitlines()[-1], type=InProcessCost)
+
+
+class _Answer:
+    """The canned backend's answer (a ``dataplane.upstream.transport.UpstreamResponse``)."""
+
+    status = 200
+    headers = [
+        (b"content-type", b"application/json; charset=utf-8"),
+        (b"content-length", b"%d" % len(_ANSWER)),
+    ]
+    content_length = len(_ANSWER)
+    content_type = b"application/json; charset=utf-8"
+
+    async def read(self, limit: int) -> bytes:
+        return _ANSWER
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        yield _ANSWER
+
+    def release(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class _Backend:
+    """A ``dataplane.upstream.transport.Transport`` that answers every request at once."""
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def request(
+        self, backend_id: str, origin: Origin, head: bytes, body: bytes, progress_timeout: float
+    ) -> _Answer:
+        return _Answer()
+
+
+def _scope() -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/chat",
+        "raw_path": b"/api/chat",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"bench"), (b"content-length", b"%d" % len(_REQUEST))],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 11434),
+    }
+
+
+async def _chats(plane: DataPlane, count: int, never: asyncio.Event) -> None:
+    """``count`` small chats through ``plane``, one after the other, as a server would hand them in."""
+    for _ in range(count):
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": _REQUEST, "more_body": False}
+            await never.wait()  # the client stays: no disconnect
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message["status"] != 200:
+                raise RuntimeError(f"the data plane answered {message['status']}")
+
+        await plane(_scope(), receive, send)  # type: ignore[arg-type]
+
+
+async def _measure(blocks: int, per_block: int, workdir: Path) -> InProcessCost:
+    private, public = ensure_key_pair(workdir / "keys")
+    broker = MemoryBroker()
+    planes: dict[bool, DataPlane] = {}
+    for metrics in (False, True):
+        settings = DataPlaneSettings(
+            dataplane_id=f"bench-{'observed' if metrics else 'bare'}",
+            snapshot_public_key_files=(public,),
+            access_log=False,
+            metrics=metrics,
+        )
+        planes[metrics] = DataPlane(settings, bus=MemoryBus(broker), upstream=_Backend())  # type: ignore[arg-type]
+        await planes[metrics].startup()
+    unlimited = {"max_parallel_requests": 1_000_000, "rate_limit_requests_threshold": 1_000_000_000}
+    content = SnapshotContent(
+        frontends=(FrontendView(id="bench", hostname="*", backends=("sim",)),),
+        backends=(BackendView(id="sim", base_url="http://sim:11434", **unlimited),),  # type: ignore[arg-type]
+    )
+    snapshot = sign(seal(content, revision=1, generated_at="1970-01-01T00:00:00Z"), load_signer(private))
+    writer = MemoryBus(broker)
+    await writer.connect()
+    await writer.write_snapshot(encode(snapshot), last=None, revision=1, content_hash=snapshot.content_hash)
+    deadline = time.monotonic() + 10
+    while any(plane.state.revision != 1 for plane in planes.values()):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the data planes did not apply the snapshot")
+        await asyncio.sleep(0.02)
+    never = asyncio.Event()
+    for plane in planes.values():
+        await _chats(plane, _WARMUP, never)
+    gc.collect()
+    taken: dict[bool, list[float]] = {False: [], True: []}
+    for index in range(blocks):
+        for metrics in (False, True) if index % 2 == 0 else (True, False):
+            started = time.process_time()
+            await _chats(planes[metrics], per_block, never)
+            taken[metrics].append((time.process_time() - started) / per_block * 1e6)
+    added = sorted(observed - bare for bare, observed in zip(taken[False], taken[True], strict=True))
+    return InProcessCost(
+        blocks=blocks,
+        requests_per_block=per_block,
+        bare_us=_median(taken[False]),
+        observed_us=_median(taken[True]),
+        added_us=_median(added),
+        added_q1_us=added[len(added) // 4],
+        added_q3_us=added[(3 * len(added)) // 4],
+    )
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blocks", type=int, default=16)
+    parser.add_argument("--per-block", type=int, default=5_000)
+    args = parser.parse_args()
+    asyncio.run(_run(max(2, args.blocks), max(1, args.per_block)))
+
+
+async def _run(blocks: int, per_block: int) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="ollamaflow-bench-cost-"))
+    try:
+        cost = await _measure(blocks, per_block, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    sys.stdout.write(msgspec.json.encode(cost).decode() + "\n")
+    sys.stdout.flush()
+    # The data planes are left running: the process ends here (their shutdown and the loop's would
+    # only wait on the in-memory bus's subscriptions).
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    _main()
