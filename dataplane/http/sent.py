@@ -11,6 +11,8 @@ from collections.abc import MutableMapping
 from time import perf_counter
 from typing import Any
 
+from dataplane.http.responses import Send
+
 __all__ = ["Sent"]
 
 
@@ -42,6 +44,15 @@ class Sent:
         self.status = status
         if body:
             self.chunk(body)
+
+    def noting(self, send: Send) -> Send:
+        """``send``, noting each message here on its way (answers sent off the usual senders)."""
+
+        async def noted(message: MutableMapping[str, Any]) -> None:
+            self.note(message)
+            await send(message)
+
+        return noted
 
     def chunk(self, body: bytes) -> None:
         """Note a body chunk (not empty) on its way to the client."""

@@ -10,8 +10,7 @@ answer's token counts from its last two chunks.
 from __future__ import annotations
 
 import re
-from collections.abc import MutableMapping
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Annotated, ClassVar, Protocol
 
 import msgspec
 
@@ -66,7 +65,8 @@ class Ended(Protocol):
 
 
 class EarlyAnswer:
-    """The client's ``send`` for a request answered before it was accepted, noting what goes out."""
+    """A request answered before it was accepted: ``noted`` is its client's ``send``, noting what
+    goes out on ``guard``."""
 
     __slots__ = (
         "ended_at",
@@ -74,6 +74,7 @@ class EarlyAnswer:
         "frontend_id",
         "guard",
         "model",
+        "noted",
         "request_id",
         "send",
         "started",
@@ -107,10 +108,7 @@ class EarlyAnswer:
         self.model = model
         self.trace = trace
         self.guard = Sent()
-
-    async def __call__(self, message: MutableMapping[str, Any]) -> None:
-        self.guard.note(message)
-        await self.send(message)
+        self.noted = self.guard.noting(send)  # what the answer is written to
 
 
 def answer_tokens(ended: Ended) -> tuple[int, int]:

@@ -47,15 +47,15 @@ class ClientStream:
 
     async def whole(self, status: int, body: bytes, content_type: bytes, headers: Headers) -> None:
         """An answer in one message: the head, then its body as the last message."""
-        await self.finish_whole(whole_answer(status, body, content_type, headers)[0], body)
+        await self.finish_whole(*whole_answer(status, body, content_type, headers))
 
-    async def finish_whole(self, start: MutableMapping[str, Any], body: bytes) -> None:
-        """Send ``start``, an answer's head, then ``body``, all of it, as its last message."""
+    async def finish_whole(self, start: MutableMapping[str, Any], end: MutableMapping[str, Any]) -> None:
+        """Send ``start``, an answer's head, then ``end``, its whole body, as its last message."""
         guard = self.guard
         guard.finishing = True
-        guard.whole(start["status"], body)
+        guard.whole(start["status"], end["body"])
         await self.send(start)
-        await self.send({"type": "http.response.body", "body": body})
+        await self.send(end)
 
     async def local(self, reply: LocalReply, headers: Headers) -> None:
         """An answer the translation gives without a backend (e.g. Ollama's empty load request)."""
@@ -79,8 +79,4 @@ class ClientStream:
 
     async def drained(self, message: str, headers: Headers) -> None:
         """The drain timeout ended the request: end what went out so far in the client's format."""
-        await end_answer(self._noted, self.guard, self.api_format, message, headers)
-
-    async def _noted(self, message: MutableMapping[str, Any]) -> None:
-        self.guard.note(message)
-        await self.send(message)
+        await end_answer(self.guard.noting(self.send), self.guard, self.api_format, message, headers)

@@ -29,7 +29,8 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from time import perf_counter
 from typing import Any
 
@@ -70,6 +71,13 @@ from shared.errors import OllamaFlowError, UpstreamError
 __all__ = ["Endpoint", "Proxy"]
 
 log = logging.getLogger("ollamaflow.dataplane.proxy")
+
+# The answer a request that was not accepted gets, written to the send it is given.
+Refusal = Callable[[Send], Awaitable[None]]
+
+
+async def _no_answer(send: Send) -> None:
+    """A client that left before its body arrived gets none."""
 
 
 class Proxy:
@@ -202,35 +210,28 @@ class Proxy:
                 choices = pool.labelled(choices, client.label)
         except ClientGone:
             log.debug("request %s: the client went away before sending its body", request_id)
-            self._ended_early(self._early(send, endpoint, started, request_id, frontend_id, model, trace))
-            return None
+            refusal: Refusal | None = _no_answer
         except Unservable as exc:
-            early = self._early(send, endpoint, started, request_id, frontend_id, model, trace)
             body = exc.body(endpoint.api_format)
-            try:
-                await send_bytes(early or send, exc.status, body, JSON, [id_header, *exc.headers])
-            finally:
-                self._ended_early(early)
-            return None
+            headers = [id_header, *exc.headers]
+            refusal = partial(send_bytes, status=exc.status, body=body, content_type=JSON, headers=headers)
         except OllamaFlowError as exc:
             if exc.status == 400:  # a body no backend could parse: counted, not logged (no log floods)
                 self._traffic.client_errors["bad_request"] += 1
-            early = self._early(send, endpoint, started, request_id, frontend_id, model, trace)
-            try:
-                await send_failure(early or send, endpoint.api_format, exc, [id_header])
-            finally:
-                self._ended_early(early)
-            return None
+            refusal = partial(send_failure, api_format=endpoint.api_format, exc=exc, headers=[id_header])
         except BaseException:  # cancelled while reading (a drain that ends it) or a fault: still observed
-            self._ended_early(self._early(send, endpoint, started, request_id, frontend_id, model, trace))
+            self._observe_early(EarlyAnswer(send, endpoint, started, request_id, frontend_id, model, trace))
             raise
-        if self._drain.ending:  # arrived after the drain timeout: no backend sees it
-            early = self._early(send, endpoint, started, request_id, frontend_id, model, trace)
-            message = drained_message(request_id)
-            try:
-                await end_answer(early or send, None, endpoint.api_format, message, [id_header])
-            finally:
-                self._ended_early(early)
+        else:
+            refusal = None
+            if self._drain.ending:  # arrived after the drain timeout: no backend sees it
+                message, api_format, headers = drained_message(request_id), endpoint.api_format, [id_header]
+                refusal = partial(
+                    end_answer, answer=None, api_format=api_format, message=message, headers=headers
+                )
+        if refusal is not None:
+            early = EarlyAnswer(send, endpoint, started, request_id, frontend_id, model, trace)
+            await self._refuse(refusal, early)
             return None
         self._traffic.requests_total += 1
         peer = scope.get("client")
@@ -261,23 +262,19 @@ class Proxy:
             trace=trace,
         )
 
-    def _early(
-        self,
-        send: Send,
-        endpoint: Endpoint,
-        started: float,
-        request_id: str,
-        frontend_id: str,
-        model: str,
-        trace: RequestTrace | None,
-    ) -> EarlyAnswer | None:
-        """When measured, the ``send`` an answer given before the request was accepted goes through."""
+    async def _refuse(self, refusal: Refusal, early: EarlyAnswer) -> None:
+        """Answer a request that was not accepted with ``refusal``, through ``early`` when measured,
+        and observe it however that went."""
         if self._observe is None:
-            return None
-        return EarlyAnswer(send, endpoint, started, request_id, frontend_id, model, trace)
+            await refusal(early.send)
+            return
+        try:
+            await refusal(early.noted)
+        finally:
+            self._observe_early(early)
 
-    def _ended_early(self, early: EarlyAnswer | None) -> None:
-        if early is not None and self._observe is not None:
+    def _observe_early(self, early: EarlyAnswer) -> None:
+        if self._observe is not None:
             early.ended_at = perf_counter()
             self._observe(early)
 

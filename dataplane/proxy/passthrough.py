@@ -47,7 +47,7 @@ async def pass_through(
             data = await response.read(WHOLE_BODY_LIMIT)
         except CLIENT_ERRORS as exc:
             raise upstream_error(backend, exc) from exc
-        await stream.finish_whole(start, data)
+        await stream.finish_whole(start, {"type": "http.response.body", "body": data})
         return True
     guard.status = response.status  # noted before it goes, as every sender does
     await send(start)
