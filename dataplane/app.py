@@ -15,7 +15,6 @@ import datetime
 import functools
 import importlib.metadata
 import logging
-import os
 import secrets
 import socket
 import ssl
@@ -31,6 +30,7 @@ from dataplane.http.cors import Cors, request_origin
 from dataplane.http.incoming import BodyReader, Receive
 from dataplane.http.paths import BLOB_PREFIX, MODEL_PREFIX, raw_path
 from dataplane.http.responses import JSON, OLLAMA_VERSION, TEXT, Send, send_bytes, send_error, send_json
+from dataplane.http.running_task import new_request_id, running_task
 from dataplane.limits.access import Access, Guard
 from dataplane.limits.admission import Admission
 from dataplane.limits.breaker import Breakers
@@ -359,7 +359,7 @@ class DataPlane:
             ):
                 refusal = self.access.check(scope["headers"], guard, scope["http_version"] == "1.0")
                 if refusal is not None:
-                    id_header = (b"x-ollamaflow-request", os.urandom(16).hex().encode())
+                    id_header = (b"x-ollamaflow-request", new_request_id().encode())
                     body = refusal.body(route.api_format)
                     headers = [id_header, *refusal.headers]
                     await self._before_handler(
@@ -394,8 +394,7 @@ class DataPlane:
         self, route: Route, scope: MutableMapping[str, Any], receive: Receive, send: Send
     ) -> None:
         """Run a route whose answer the drain may have to end, tracking what it sent."""
-        task = asyncio.current_task()
-        assert task is not None
+        task = running_task()
         answer = None if route.own_answer else Answer(send)  # None: nothing sent until it says more
         drain = self.drain
         drain.enter(task, answer)

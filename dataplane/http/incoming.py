@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from dataplane.http.running_task import running_task
 from shared.errors import OllamaFlowError
 from shared.wire.ollama import ModelRequest
 
@@ -91,9 +92,7 @@ class _PieceDeadlines:
         self._timer: asyncio.TimerHandle | None = None
 
     async def receive(self, receive: Receive) -> MutableMapping[str, Any]:
-        task = asyncio.current_task()
-        if task is None:  # not in a task (never the case under uvicorn): no deadline
-            return await receive()
+        task = running_task()
         loop = task.get_loop()
         self._waiting[task] = loop.time() + self._timeout
         if self._timer is None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
@@ -36,6 +35,7 @@ from dataplane.http.incoming import (
 )
 from dataplane.http.paths import BLOB_PREFIX, blob_digest, raw_path
 from dataplane.http.responses import Send, send_error, send_failure
+from dataplane.http.running_task import new_request_id
 from dataplane.http.stream_framing import error_tail, framing_of
 from dataplane.models.manage import ModelManagement
 from dataplane.proxy.client_stream import ClientStream
@@ -110,7 +110,7 @@ class Authoring:
         digest = blob_digest(raw_path(scope))
         if digest is None:
             message = "invalid blob digest: expected 'sha256:' followed by 64 hexadecimal digits"
-            request_id = (b"x-ollamaflow-request", os.urandom(16).hex().encode())
+            request_id = (b"x-ollamaflow-request", new_request_id().encode())
             await send_error(send, "Ollama", 400, message, [request_id])
             return
         await self._proxy(scope, receive, send, BLOB_PREFIX + digest)
@@ -126,7 +126,7 @@ class Authoring:
     ) -> None:
         """Forward to the frontend's authoring backend at ``backend_path``, a fixed path (plus a
         checked digest): nothing of the client's path reaches the backend."""
-        id_header = (b"x-ollamaflow-request", os.urandom(16).hex().encode())
+        id_header = (b"x-ollamaflow-request", new_request_id().encode())
         try:
             client = read_client_headers(scope["headers"])
             route = self._state.table.frontend_for(client.host)

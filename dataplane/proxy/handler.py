@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
@@ -39,6 +38,7 @@ from dataplane.http.disconnect import DisconnectWatch
 from dataplane.http.headers import read_client_headers
 from dataplane.http.incoming import BodyReader, ClientGone, Receive, read_model_request
 from dataplane.http.responses import JSON, Send, send_bytes, send_failure
+from dataplane.http.running_task import new_request_id, running_task
 from dataplane.limits.access import Access
 from dataplane.limits.admission import Admission, QueueRejected
 from dataplane.limits.breaker import Breakers
@@ -145,8 +145,7 @@ class Proxy:
 
     async def _serve(self, call: Call, send: Send) -> None:
         """Route the accepted ``call``, make its attempts, deliver the answer; or answer its error."""
-        task = asyncio.current_task()
-        assert task is not None
+        task = running_task()
         stream = ClientStream(send, call.guard, call.endpoint.api_format)
         drain = self._drain
         drain.enter(task, call.guard)  # what went out, should the drain have to end it
@@ -188,9 +187,8 @@ class Proxy:
         """Read the request: its frontend, body, model and the backends that may serve it. None when
         it was answered already (refused, or a body no backend could parse) or its client left."""
         client = read_client_headers(scope["headers"])
-        # The client's X-Request-ID (or traceparent's trace id) when valid; uuid4().hex costs ten times
-        # as much as urandom.
-        request_id = client.request_id or os.urandom(16).hex()
+        # The client's X-Request-ID (or traceparent's trace id) when valid.
+        request_id = client.request_id or new_request_id()
         id_header = (b"x-ollamaflow-request", request_id.encode())
         frontend_id = model = ""
         try:
@@ -239,8 +237,7 @@ class Proxy:
         if peer:  # the client's own address joins the chain
             address = peer[0].encode("latin-1")
             forwarded_for = forwarded_for + b", " + address if forwarded_for else address
-        task = asyncio.current_task()
-        assert task is not None
+        task = running_task()
         return Call(
             endpoint=endpoint,
             method=scope["method"].encode("ascii"),
