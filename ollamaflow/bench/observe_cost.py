@@ -3,10 +3,11 @@
 Requests/s through servers that share a 2-core machine move by ±15% from round to round, so they
 cannot show a cost of a few percent. Here two data planes run in one process over the in-memory bus,
 with a canned backend and no socket: one observes nothing, the other has its metrics on (access log
-and traces off in both). Small non-streamed chats go to each in alternating blocks, each block's CPU
-time (``process_time``) per request is taken, and the cost is the median of the paired differences.
-It runs in a child process of its own (``python -m ollamaflow.bench.observe_cost``), so that the heap
-the collector walks is a data plane's, not the bench's.
+and traces off in both). Small chats (non-streamed, or with ``--stream`` streamed in 12 chunks) go to
+each in alternating blocks, each block's CPU time (``process_time``) per request is taken, and the
+cost is the median of the paired differences. It runs in a child process of its own (``python -m
+ollamaflow.bench.observe_cost``), so that the heap the collector walks is a data plane's, not the
+bench's.
 """
 
 from __future__ import annotations
@@ -44,6 +45,19 @@ _ANSWER = (
     b'"prompt_eval_duration":1000,"eval_count":9,"eval_duration":1000}'
 )
 _REQUEST = b'{"model":"llama3.2","messages":[{"role":"user","content":"hi"}],"stream":false}'
+_STREAM_REQUEST = _REQUEST.replace(b'"stream":false', b'"stream":true')
+# The same answer streamed as Ollama streams it: a line per token, then the final object with the counts.
+_WORDS = (b"Hello", b"!", b" How", b" can", b" I", b" help", b" you", b" today", b"?", b"", b"")
+_STREAMED = (
+    *(
+        b'{"model":"llama3.2","created_at":"2025-01-01T00:00:00Z","message":{"role":"assistant",'
+        b'"content":"%s"},"done":false}\n' % word
+        for word in _WORDS
+    ),
+    b'{"model":"llama3.2","created_at":"2025-01-01T00:00:00Z","message":{"role":"assistant",'
+    b'"content":""},"done":true,"done_reason":"stop","total_duration":1000000,"load_duration":1000,'
+    b'"prompt_eval_count":12,"prompt_eval_duration":1000,"eval_count":9,"eval_duration":1000}\n',
+)
 _WARMUP = 2_000  # requests to each data plane before the blocks
 _TIMEOUT_S = 600.0
 
@@ -52,6 +66,7 @@ class InProcessCost(msgspec.Struct, frozen=True, kw_only=True):
     """Data-plane CPU per small chat, in µs: the median block of each data plane, and the median
     (and quartiles) of what the observing one took more in each pair of blocks."""
 
+    stream: bool = False  # streamed chats (else non-streamed)
     blocks: int  # pairs of blocks
     requests_per_block: int
     bare_us: float
@@ -61,10 +76,10 @@ class InProcessCost(msgspec.Struct, frozen=True, kw_only=True):
     added_q3_us: float
 
 
-def measure(*, blocks: int = 16, per_block: int = 5_000) -> InProcessCost:
+def measure(*, blocks: int = 16, per_block: int = 5_000, stream: bool = False) -> InProcessCost:
     """Run the measurement in a child process and return what it found."""
     argv = [sys.executable, "-m", "ollamaflow.bench.observe_cost", "--blocks", str(blocks)]
-    argv += ["--per-block", str(per_block)]
+    argv += ["--per-block", str(per_block), *(["--stream"] if stream else [])]
     done = subprocess.run(argv, capture_output=True, timeout=_TIMEOUT_S, check=False)
     if done.returncode != 0:
         raise RuntimeError(
@@ -81,14 +96,16 @@ class _Answer:
         (b"content-type", b"application/json; charset=utf-8"),
         (b"content-length", b"%d" % len(_ANSWER)),
     ]
-    content_length = len(_ANSWER)
+    content_length: int | None = len(_ANSWER)
     content_type = b"application/json; charset=utf-8"
+    chunks: tuple[bytes, ...] = (_ANSWER,)
 
     async def read(self, limit: int) -> bytes:
         return _ANSWER
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
-        yield _ANSWER
+        for chunk in self.chunks:
+            yield chunk
 
     def release(self) -> None:
         return None
@@ -97,8 +114,18 @@ class _Answer:
         return None
 
 
+class _Streamed(_Answer):
+    """The canned answer, streamed (no length: chunk by chunk)."""
+
+    headers = [(b"content-type", b"application/x-ndjson"), (b"transfer-encoding", b"chunked")]
+    content_length = None
+    content_type = b"application/x-ndjson"
+    chunks = _STREAMED
+
+
 class _Backend:
-    """A ``dataplane.upstream.transport.Transport`` that answers every request at once."""
+    """A ``dataplane.upstream.transport.Transport`` that answers every request at once, streamed
+    when the request asked for a stream."""
 
     async def start(self) -> None:
         return None
@@ -109,10 +136,10 @@ class _Backend:
     async def request(
         self, backend_id: str, origin: Origin, head: bytes, body: bytes, progress_timeout: float
     ) -> _Answer:
-        return _Answer()
+        return _Streamed() if b'"stream":true' in body else _Answer()
 
 
-def _scope() -> dict[str, Any]:
+def _scope(length: int) -> dict[str, Any]:
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -123,14 +150,15 @@ def _scope() -> dict[str, Any]:
         "raw_path": b"/api/chat",
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"bench"), (b"content-length", b"%d" % len(_REQUEST))],
+        "headers": [(b"host", b"bench"), (b"content-length", b"%d" % length)],
         "client": ("127.0.0.1", 40000),
         "server": ("127.0.0.1", 11434),
     }
 
 
-async def _chats(plane: DataPlane, count: int, never: asyncio.Event) -> None:
+async def _chats(plane: DataPlane, count: int, never: asyncio.Event, request: bytes) -> None:
     """``count`` small chats through ``plane``, one after the other, as a server would hand them in."""
+    scope = _scope(len(request))
     for _ in range(count):
         sent = False
 
@@ -138,7 +166,7 @@ async def _chats(plane: DataPlane, count: int, never: asyncio.Event) -> None:
             nonlocal sent
             if not sent:
                 sent = True
-                return {"type": "http.request", "body": _REQUEST, "more_body": False}
+                return {"type": "http.request", "body": request, "more_body": False}
             await never.wait()  # the client stays: no disconnect
             return {"type": "http.disconnect"}
 
@@ -146,10 +174,10 @@ async def _chats(plane: DataPlane, count: int, never: asyncio.Event) -> None:
             if message["type"] == "http.response.start" and message["status"] != 200:
                 raise RuntimeError(f"the data plane answered {message['status']}")
 
-        await plane(_scope(), receive, send)  # type: ignore[arg-type]
+        await plane(dict(scope), receive, send)  # type: ignore[arg-type]
 
 
-async def _measure(blocks: int, per_block: int, workdir: Path) -> InProcessCost:
+async def _measure(blocks: int, per_block: int, workdir: Path, stream: bool) -> InProcessCost:
     private, public = ensure_key_pair(workdir / "keys")
     broker = MemoryBroker()
     planes: dict[bool, DataPlane] = {}
@@ -177,17 +205,19 @@ async def _measure(blocks: int, per_block: int, workdir: Path) -> InProcessCost:
             raise RuntimeError("the data planes did not apply the snapshot")
         await asyncio.sleep(0.02)
     never = asyncio.Event()
+    request = _STREAM_REQUEST if stream else _REQUEST
     for plane in planes.values():
-        await _chats(plane, _WARMUP, never)
+        await _chats(plane, _WARMUP, never, request)
     gc.collect()
     taken: dict[bool, list[float]] = {False: [], True: []}
     for index in range(blocks):
         for metrics in (False, True) if index % 2 == 0 else (True, False):
             started = time.process_time()
-            await _chats(planes[metrics], per_block, never)
+            await _chats(planes[metrics], per_block, never, request)
             taken[metrics].append((time.process_time() - started) / per_block * 1e6)
     added = sorted(observed - bare for bare, observed in zip(taken[False], taken[True], strict=True))
     return InProcessCost(
+        stream=stream,
         blocks=blocks,
         requests_per_block=per_block,
         bare_us=_median(taken[False]),
@@ -207,14 +237,15 @@ def _main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=16)
     parser.add_argument("--per-block", type=int, default=5_000)
+    parser.add_argument("--stream", action="store_true", help="streamed chats (12 chunks each)")
     args = parser.parse_args()
-    asyncio.run(_run(max(2, args.blocks), max(1, args.per_block)))
+    asyncio.run(_run(max(2, args.blocks), max(1, args.per_block), args.stream))
 
 
-async def _run(blocks: int, per_block: int) -> None:
+async def _run(blocks: int, per_block: int, stream: bool) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="ollamaflow-bench-cost-"))
     try:
-        cost = await _measure(blocks, per_block, workdir)
+        cost = await _measure(blocks, per_block, workdir, stream)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     sys.stdout.write(msgspec.json.encode(cost).decode() + "\n")

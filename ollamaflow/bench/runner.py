@@ -98,8 +98,10 @@ class BenchReport(msgspec.Struct, frozen=True, kw_only=True):
     duration_s: float
     rows: list[Row]
     translated: list[TranslatedRow] = []
-    # With metrics observed: their cost measured inside one process (ollamaflow.bench.observe_cost).
+    # With metrics observed: their cost measured inside one process (ollamaflow.bench.observe_cost),
+    # for non-streamed and for streamed chats.
     in_process: InProcessCost | None = None
+    in_process_stream: InProcessCost | None = None
 
 
 def _stat(pid: int) -> list[str]:
@@ -320,9 +322,11 @@ def run(options: BenchOptions) -> BenchReport:
                 for i in range(len(TRANSLATED))
             ]
     # After the servers stopped: nothing else runs while it measures.
-    in_process = None
+    in_process = in_process_stream = None
     if options.observability in ("metrics", "both"):
-        in_process = measure_in_process(per_block=max(500, int(options.duration_s * 1_000)))
+        per_block = max(500, int(options.duration_s * 1_000))
+        in_process = measure_in_process(per_block=per_block)
+        in_process_stream = measure_in_process(per_block=per_block, stream=True)
     return BenchReport(
         generator=generator.name,
         connections=options.concurrency,
@@ -332,4 +336,5 @@ def run(options: BenchOptions) -> BenchReport:
         workers=options.workers,
         translated=translated,
         in_process=in_process,
+        in_process_stream=in_process_stream,
     )

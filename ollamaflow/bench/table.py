@@ -7,6 +7,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from ollamaflow.bench.observe_cost import InProcessCost
 from ollamaflow.bench.runner import BenchReport, TranslatedRow
 from ollamaflow.bench.scenarios import PASS_STREAM, Summary
 
@@ -79,8 +80,9 @@ def render(report: BenchReport) -> Group:
             )
             for row in report.rows
         )
-    if report.in_process is not None:
-        lines.append(Text(_in_process(report), style="dim"))
+    for cost in (report.in_process, report.in_process_stream):
+        if cost is not None:
+            lines.append(Text(_in_process(report, cost), style="dim"))
     parts: list[Table | Text] = [table, *lines]
     if report.translated:
         parts.extend(_translated(report.translated))
@@ -114,19 +116,20 @@ def _translated(rows: list[TranslatedRow]) -> list[Table | Text]:
 _SHORT = {"metrics": "metrics", "access-log": "log", "both": "both", "": ""}
 
 
-def _in_process(report: BenchReport) -> str:
+def _in_process(report: BenchReport, cost: InProcessCost) -> str:
     """The in-process cost of metrics, and that cost against a whole chat's CPU through DP bare."""
-    cost = report.in_process
-    assert cost is not None
+    scenario = "chat stream" if cost.stream else "chat"
     line = (
         f"metrics in process (no server, no socket; median of {cost.blocks} paired blocks of "
-        f"{cost.requests_per_block:,} small chats): {cost.added_us:+.1f} µs CPU/req (quartiles "
-        f"{cost.added_q1_us:+.1f} to {cost.added_q3_us:+.1f}) over {cost.bare_us:.1f} µs bare"
+        f"{cost.requests_per_block:,} small {'streamed' if cost.stream else 'non-streamed'} chats): "
+        f"{cost.added_us:+.1f} µs CPU/req (quartiles {cost.added_q1_us:+.1f} to "
+        f"{cost.added_q3_us:+.1f}) over {cost.bare_us:.1f} µs bare"
     )
-    chat = next((row for row in report.rows if row.scenario == "chat"), None)
-    if chat is not None and chat.dataplane_cpu_ms_per_request > 0:
-        share = cost.added_us / (chat.dataplane_cpu_ms_per_request * 1000) * 100
-        line += f"; {share:+.1f}% of chat's {chat.dataplane_cpu_ms_per_request:.3f} ms CPU/req via DP bare"
+    row = next((row for row in report.rows if row.scenario == scenario), None)
+    if row is not None and row.dataplane_cpu_ms_per_request > 0:
+        cpu_ms = row.dataplane_cpu_ms_per_request
+        share = cost.added_us / (cpu_ms * 1000) * 100
+        line += f"; {share:+.1f}% of {scenario}'s {cpu_ms:.3f} ms CPU/req via DP bare"
     return line
 
 

@@ -167,8 +167,8 @@ def bench(
     --rounds 3 reports the median of three alternating rounds. --observability metrics|access-log|both
     adds a data plane observing that beside one observing nothing, and reports what it costs; with
     metrics (or both) it then measures the metrics' CPU per request inside one process, two data
-    planes over an in-memory bus in alternating blocks, a figure the requests/s of a shared machine
-    cannot show.
+    planes over an in-memory bus in alternating blocks of non-streamed and then of streamed chats, a
+    figure the requests/s of a shared machine cannot show.
 
     Each overhead round also drives streamed chat through the data plane's translation, both ways: an
     Ollama client (/api/chat) whose frontend holds an OpenAI-format simulator, and an OpenAI client

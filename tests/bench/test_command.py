@@ -69,8 +69,11 @@ def test_bench_reports_both_scenarios_without_errors(nats_url: str, generator: s
     if generator == "python":  # metrics observed: their cost measured in process too
         assert report.in_process is not None and report.in_process.requests_per_block == 1_000
         assert report.in_process.bare_us > 0 and report.in_process.observed_us > 0
+        assert not report.in_process.stream
+        streamed = report.in_process_stream
+        assert streamed is not None and streamed.stream and streamed.requests_per_block == 1_000
     else:
-        assert report.in_process is None
+        assert report.in_process is None and report.in_process_stream is None
     # Both translations ran, through the bare data plane, against the pass-through stream.
     assert [row.scenario for row in report.translated] == [s.name for s in TRANSLATED]
     for translated in report.translated:

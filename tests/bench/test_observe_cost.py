@@ -12,3 +12,12 @@ def test_the_cost_of_metrics_is_measured_in_a_process_of_its_own() -> None:
     # CPU per request of each data plane: a small chat takes microseconds, not nothing, not seconds.
     assert 1 < cost.bare_us < 10_000 and 1 < cost.observed_us < 10_000
     assert cost.added_q1_us <= cost.added_us <= cost.added_q3_us
+    assert not cost.stream
+
+
+def test_streamed_chats_are_measured_too_and_cost_more_than_whole_answers() -> None:
+    whole = measure(blocks=2, per_block=200)
+    streamed = measure(blocks=2, per_block=200, stream=True)
+    assert streamed.stream and streamed.requests_per_block == 200
+    # Twelve chunks relayed a request: more than one body written in one go, on either data plane.
+    assert streamed.bare_us > whole.bare_us and streamed.observed_us > whole.observed_us
