@@ -1,9 +1,9 @@
 """The data plane's Prometheus metrics: what each proxied request did, and the state read at scrape time.
 
-Per request, ``observe`` notes the request once it ended (its ``dataplane.observe.ended.Ended``), and
-``flush`` adds a batch of them to plain counters and bucket arrays, found with one dict lookup per
-label combination and cached. No ``prometheus_client``
-metric object is touched on the request path (measured: its ``inc`` and ``observe`` take a lock each,
+Per request, ``observe`` notes what the counting needs of a request that ended (its
+``dataplane.observe.ended.Ended``), and ``flush`` adds a batch of them to plain counters and bucket
+arrays, found with one dict lookup per label combination and cached. No ``prometheus_client`` metric
+object is touched on the request path (measured: its ``inc`` and ``observe`` take a lock each,
 and a request made seven of them, several microseconds); ``RequestCollector`` turns the accumulators
 into metric families when Prometheus scrapes. What the data plane already counts (requests in flight
 and queued, ejections, client errors, the snapshot) is read by ``dataplane.observe.metrics_state``.
@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from dataplane.observe.ended import Ended, token_counts
 from dataplane.proxy.call import Call, Endpoint
+from dataplane.routing.table import Target
 
 __all__ = ["LATENCY_BUCKETS", "NONE", "OTHER", "DataPlaneMetrics"]
 
@@ -41,6 +42,27 @@ log = logging.getLogger("ollamaflow.dataplane.metrics")
 BATCH = 128  # ended requests noted before they are counted (a scrape counts them at once)
 MAX_KEPT = 4 * 1024 * 1024  # bytes of answers' last chunks a batch keeps at most
 _NO_TOKENS = (0, 0)
+# An ended request as the counting reads it: frontend id, served backend, status, model, endpoint,
+# relay, started, ended, first byte (perf_counter()), last and previous chunk, queued, the backends
+# tried, client gone, rejected, token counts.
+_Noted = tuple[
+    str,
+    Target | None,
+    int,
+    str,
+    Endpoint,
+    str,
+    float,
+    float,
+    float,
+    bytes,
+    bytes,
+    float,
+    tuple[Target, ...],
+    bool,
+    bool,
+    tuple[int, int] | None,
+]
 
 
 class _Histogram:
@@ -115,7 +137,7 @@ class DataPlaneMetrics:
         self.retries: dict[tuple[str, str], int] = {}  # (frontend, backend that failed) ->
         self.failovers: dict[str, int] = {}  # frontend ->
         self.disconnects: dict[tuple[str, str], int] = {}  # (frontend, backend) ->
-        self._pending: list[Ended] = []  # ended requests not counted yet (observe, flush)
+        self._pending: list[_Noted] = []  # ended requests not counted yet (observe, flush)
         self._kept = 0  # bytes of last chunks they keep
         self.registry.register(RequestCollector(self))
 
@@ -147,12 +169,35 @@ class DataPlaneMetrics:
         Requests are added to the counters ``BATCH`` at a time, or at the next scrape: measured,
         counting each request as it ends cost twice what the same work costs in a batch, its code
         and data gone cold in between. A batch also ends once the answers' last chunks it keeps
-        (where their token counts are) add up to ``MAX_KEPT`` bytes.
+        (where their token counts are) add up to ``MAX_KEPT`` bytes. Only the fields the counting
+        reads are kept (a tuple), not the request: its headers, failover state and connection are
+        freed at once instead of outliving a batch.
         """
         sent = ended.guard
-        self._kept += len(sent.last) + len(sent.previous)
+        last, previous = sent.last, sent.previous
+        self._kept += len(last) + len(previous)
         pending = self._pending
-        pending.append(ended)
+        # What the counting reads, copied now while it is warm; the request itself can go at once.
+        pending.append(
+            (
+                ended.frontend_id,
+                ended.served,
+                sent.status,
+                ended.model,
+                ended.endpoint,
+                ended.relay,
+                ended.started,
+                ended.ended_at,
+                sent.first_at,
+                last,
+                previous,
+                ended.queued,
+                ended.tried,
+                sent.client_gone,
+                ended.rejected,
+                ended.tokens,
+            )
+        )
         if len(pending) >= BATCH or self._kept > MAX_KEPT:
             try:
                 self.flush()
@@ -171,50 +216,60 @@ class DataPlaneMetrics:
         the loop runs for every request, and each call saved is a tenth of a microsecond."""
         pending, self._pending, self._kept = self._pending, [], 0
         series_of, models = self.series, self._models
-        for ended in pending:
-            sent, served, endpoint, end = ended.guard, ended.served, ended.endpoint, ended.ended_at
-            frontend = ended.frontend_id or NONE
+        for (
+            frontend,
+            served,
+            status,
+            model,
+            endpoint,
+            relay,
+            started,
+            end,
+            first_byte,
+            last,
+            previous,
+            queued,
+            tried,
+            client_gone,
+            rejected,
+            tokens,
+        ) in pending:
+            frontend = frontend or NONE
             backend = served.id if served is not None else NONE
-            status = sent.status
-            model = ended.model
             if model not in models:  # a name not taken yet (model_label)
                 model = self.model_label(model, served is not None and 0 < status < 400) if model else NONE
-            key = (frontend, backend, model, endpoint.path, status, ended.relay or NONE)
+            key = (frontend, backend, model, endpoint.path, status, relay or NONE)
             series = series_of.get(key) or self._resolve(key, endpoint)
             series.requests += 1
-            started = ended.started
             duration = end - started
             histogram = series.timing.duration
             histogram.counts[bisect_left(histogram.bounds, duration)] += 1
             histogram.sum += duration
-            first_byte = sent.first_at
             if first_byte:
                 histogram = series.timing.first_byte
                 histogram.counts[bisect_left(histogram.bounds, first_byte - started)] += 1
                 histogram.sum += first_byte - started
-            tokens = ended.tokens
             if tokens is None:
-                tokens = token_counts(sent.last, sent.previous) if status == 200 and served else _NO_TOKENS
+                tokens = token_counts(last, previous) if status == 200 and served else _NO_TOKENS
             if tokens[0] or tokens[1]:
                 counts = series.tokens
                 counts.input += tokens[0]
                 counts.output += tokens[1]
-                if tokens[1] and sent.previous and end > first_byte:  # streamed: more than one chunk
+                if tokens[1] and previous and end > first_byte:  # streamed: more than one chunk
                     counts.rate.observe(tokens[1] / (end - first_byte))
-            if ended.queued >= 0:
+            if queued >= 0:
                 wait = self.queue_wait.get(frontend)
                 if wait is None:
                     wait = self.queue_wait[frontend] = _Histogram(QUEUE_BUCKETS)
-                wait.observe(ended.queued)
-            tried = ended.tried
+                wait.observe(queued)
             if tried:
                 for target in tried:
                     self.retries[(frontend, target.id)] = self.retries.get((frontend, target.id), 0) + 1
                 if served is not None and served not in tried and status < 500:
                     self.failovers[frontend] = self.failovers.get(frontend, 0) + 1
-            if sent.client_gone:
+            if client_gone:
                 self.disconnects[(frontend, backend)] = self.disconnects.get((frontend, backend), 0) + 1
-            if ended.rejected:
+            if rejected:
                 self.rejected[(frontend, str(status))] = self.rejected.get((frontend, str(status)), 0) + 1
 
 

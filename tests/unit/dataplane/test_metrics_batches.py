@@ -4,6 +4,7 @@ bytes of final chunks, and a scrape each count what waits at once; what a batch 
 from __future__ import annotations
 
 import asyncio
+import sys
 from time import perf_counter
 from typing import Any
 
@@ -84,3 +85,17 @@ async def test_a_guard_starts_as_a_fresh_sent_and_lets_its_request_go_once_close
 
 async def _receive() -> dict[str, Any]:
     return {"type": "http.disconnect"}
+
+
+def test_a_batch_keeps_what_it_counts_not_the_request() -> None:
+    metrics = DataPlaneMetrics()
+    answer = EarlyAnswer(_send, CHAT, perf_counter(), "id", "all", "llama3.2", None)
+    answer.guard.whole(404, b'{"error":"no"}')
+    answer.ended_at = perf_counter()
+    held, sent_held = sys.getrefcount(answer), sys.getrefcount(answer.guard)
+    metrics.observe(answer)
+    assert metrics.waiting == 1
+    # The request and its notes go as soon as their sender lets go; the batch holds copies of fields.
+    now, sent_now = sys.getrefcount(answer), sys.getrefcount(answer.guard)  # read before assert's own
+    assert (now, sent_now) == (held, sent_held)
+    assert _requests(metrics) == 1
