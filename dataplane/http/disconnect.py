@@ -63,8 +63,8 @@ class DisconnectGuard(Sent):
             self._watcher.cancel()
         else:
             self._watch.forget(self)
-        # What went out is read after the request ended (the metrics keep it for a batch), but its
-        # task and its connection's receive are done with: let them go now.
+        # What went out is read once the request ended (by the metrics, the access log, a trace), but
+        # its task and its connection's receive are done with: let them go now.
         self._task = self._receive = None
 
 

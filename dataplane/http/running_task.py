@@ -5,6 +5,8 @@ to notice a fork; 3.12 dropped that check. A request asked for its task four tim
 the data plane under small chats found 5% of its time in ``getpid``. ``asyncio.current_task(loop)``
 with the loop given makes no such call, so the loop is kept per thread once found, and checked: a kept
 loop that is not this thread's running one has no current task, and the loop is then looked up again.
+That holds while a loop runs in one thread only (asyncio's own rule; the data plane runs one loop in
+its main thread), and a forked child forgets the kept loop.
 
 ``os.urandom`` is a ``getrandom`` call too; request ids need to be unique, not secret, so they come from
 ``random`` (seeded from the system's randomness at start, and again in a forked child).
@@ -13,6 +15,7 @@ loop that is not this thread's running one has no current task, and the loop is 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import threading
 from typing import Any
@@ -25,6 +28,13 @@ class _Kept(threading.local):
 
 
 _kept = _Kept()
+
+
+def _forget() -> None:
+    _kept.loop = None  # the child's loops are new; the parent's kept one may still hold its task
+
+
+os.register_at_fork(after_in_child=_forget)
 _bits = random.getrandbits
 
 

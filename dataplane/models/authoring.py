@@ -35,7 +35,7 @@ from dataplane.http.incoming import (
 )
 from dataplane.http.paths import BLOB_PREFIX, blob_digest, raw_path
 from dataplane.http.responses import Send, send_error, send_failure
-from dataplane.http.running_task import new_request_id
+from dataplane.http.running_task import new_request_id, running_task
 from dataplane.http.stream_framing import error_tail, framing_of
 from dataplane.models.manage import ModelManagement
 from dataplane.proxy.client_stream import ClientStream
@@ -181,8 +181,7 @@ class Authoring:
             await send_error(send, "Ollama", 504 if timed_out else 502, message, [id_header])
             return
         headers = response_headers(response.headers.raw, (target.backend_header, id_header))
-        task = asyncio.current_task()
-        assert task is not None
+        task = running_task()
         # The request body is all sent: from now on ``receive`` only says whether the client left,
         # and then the upstream request is dropped (Ollama stops a create or push whose client is gone).
         guard = DisconnectGuard(receive, task, self._watch)

@@ -41,18 +41,17 @@ class RequestLog:
         self.access = access
 
     def __call__(self, ended: Ended) -> None:
-        access = self.access
-        if access is not None and access.enabled:
+        access = self.access if self.access is not None and self.access.enabled else None
+        trace = ended.trace
+        if access is not None or trace is not None:  # read once, before the metrics copy them
             ended.tokens = answer_tokens(ended)
+        if access is not None:
             self._log(access, ended)
         metrics = self._metrics
         if metrics is not None:
             metrics.observe(ended)  # reads the token counts itself when not read yet
-        trace = ended.trace
         if trace is not None:
-            if ended.tokens is None:
-                ended.tokens = answer_tokens(ended)
-            trace.finish(ended, ended.tokens)
+            trace.finish(ended, ended.tokens or (0, 0))
 
     def _log(self, access: AccessLog, ended: Ended) -> None:
         served, sent, endpoint = ended.served, ended.guard, ended.endpoint

@@ -139,7 +139,6 @@ class Proxy:
             await self._serve(call, send)
         finally:
             live.discard(call)
-            call.body = b""  # done with; the metrics keep the call until their next batch
             call.ended_at = perf_counter()
             observe(call)
 

@@ -157,10 +157,14 @@ def _scope(length: int) -> dict[str, Any]:
 
 
 async def _chats(plane: DataPlane, count: int, never: asyncio.Event, request: bytes) -> None:
-    """``count`` small chats through ``plane``, one after the other, as a server would hand them in."""
+    """``count`` small chats through ``plane``, one after the other, as a server would hand them in;
+    RuntimeError unless each is answered 200 in as many body chunks as the backend gave (one, or one
+    per streamed line)."""
     scope = _scope(len(request))
+    chunks = len(_STREAMED) if request == _STREAM_REQUEST else 1
     for _ in range(count):
         sent = False
+        written = 0
 
         async def receive() -> dict[str, Any]:
             nonlocal sent
@@ -171,10 +175,15 @@ async def _chats(plane: DataPlane, count: int, never: asyncio.Event, request: by
             return {"type": "http.disconnect"}
 
         async def send(message: MutableMapping[str, Any]) -> None:
+            nonlocal written
             if message["type"] == "http.response.start" and message["status"] != 200:
                 raise RuntimeError(f"the data plane answered {message['status']}")
+            if message.get("body"):
+                written += 1
 
         await plane(dict(scope), receive, send)  # type: ignore[arg-type]
+        if written != chunks:
+            raise RuntimeError(f"the data plane answered in {written} body chunks, not {chunks}")
 
 
 async def _measure(blocks: int, per_block: int, workdir: Path, stream: bool) -> InProcessCost:

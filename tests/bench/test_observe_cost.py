@@ -15,9 +15,9 @@ def test_the_cost_of_metrics_is_measured_in_a_process_of_its_own() -> None:
     assert not cost.stream
 
 
-def test_streamed_chats_are_measured_too_and_cost_more_than_whole_answers() -> None:
-    whole = measure(blocks=2, per_block=200)
+def test_streamed_chats_are_measured_too() -> None:
+    # The child checks that every chat was answered 200 in the backend's twelve chunks, and fails
+    # (so does measure) otherwise.
     streamed = measure(blocks=2, per_block=200, stream=True)
-    assert streamed.stream and streamed.requests_per_block == 200
-    # Twelve chunks relayed a request: more than one body written in one go, on either data plane.
-    assert streamed.bare_us > whole.bare_us and streamed.observed_us > whole.observed_us
+    assert streamed.stream and streamed.blocks == 2 and streamed.requests_per_block == 200
+    assert 1 < streamed.bare_us < 10_000 and 1 < streamed.observed_us < 10_000

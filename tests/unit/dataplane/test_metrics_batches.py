@@ -8,6 +8,7 @@ import sys
 from time import perf_counter
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -80,7 +81,7 @@ async def test_a_guard_starts_as_a_fresh_sent_and_lets_its_request_go_once_close
         name: getattr(fresh, name) for name in Sent.__slots__
     }
     guard.close()
-    assert guard._task is None and guard._receive is None  # kept by a batch, it holds no request
+    assert guard._task is None and guard._receive is None  # read after the end, it holds no request
 
 
 async def _receive() -> dict[str, Any]:
@@ -99,3 +100,72 @@ def test_a_batch_keeps_what_it_counts_not_the_request() -> None:
     now, sent_now = sys.getrefcount(answer), sys.getrefcount(answer.guard)  # read before assert's own
     assert (now, sent_now) == (held, sent_held)
     assert _requests(metrics) == 1
+
+
+class _Backend:
+    """What the counting reads of a backend: its id (compared by identity, as snapshot targets are)."""
+
+    def __init__(self, backend_id: str) -> None:
+        self.id = backend_id
+
+
+class _Ended:
+    """An ended request whose every field the counting reads holds a value of its own."""
+
+    def __init__(self) -> None:
+        self.endpoint = CHAT
+        self.started = 10.0
+        self.ended_at = 10.3
+        self.request_id = "id"
+        self.frontend_id = "front"
+        self.model = "llama3.2"
+        self.guard = Sent()
+        self.guard.status = 200
+        self.guard.chunk(b'{"message":{"content":"hi"},"done":false}\n')
+        self.guard.chunk(b'{"done":true,"prompt_eval_count":12,"eval_count":9}\n')
+        self.guard.first_at = 10.1
+        self.guard.client_gone = True
+        self.served = _Backend("sim")
+        self.relay = "passthrough"
+        self.queued = 0.02
+        self.tried = (_Backend("down"),)
+        self.rejected = False  # unlike client_gone: the two are told apart
+        self.tokens: tuple[int, int] | None = None
+        self.trace = None
+
+
+def _samples(metrics: DataPlaneMetrics) -> dict[str, list[tuple[dict[str, str], float]]]:
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return found
+
+
+def test_each_field_of_an_ended_request_counts_where_it_belongs() -> None:
+    metrics = DataPlaneMetrics()
+    metrics.observe(_Ended())  # type: ignore[arg-type]
+    found = _samples(metrics)
+    prefix = "ollamaflow_dataplane_"
+    [(labels, value)] = found[prefix + "requests_total"]
+    assert value == 1
+    assert labels == {
+        "frontend": "front",
+        "backend": "sim",
+        "model": "llama3.2",
+        "endpoint": "/api/chat",
+        "client_format": "ollama",
+        "status": "200",
+        "relay": "passthrough",
+    }
+    assert found[prefix + "request_duration_seconds_sum"][0][1] == pytest.approx(0.3)
+    assert found[prefix + "time_to_first_byte_seconds_sum"][0][1] == pytest.approx(0.1)
+    assert found[prefix + "queue_wait_seconds_sum"][0][1] == pytest.approx(0.02)
+    assert found[prefix + "input_tokens_total"][0][1] == 12
+    assert found[prefix + "output_tokens_total"][0][1] == 9
+    # Streamed (two chunks): 9 tokens from the first byte (10.1) to the end (10.3).
+    assert found[prefix + "output_tokens_per_second_sum"][0][1] == pytest.approx(45.0)
+    assert found[prefix + "retries_total"] == [({"frontend": "front", "backend": "down"}, 1.0)]
+    assert found[prefix + "failovers_total"] == [({"frontend": "front"}, 1.0)]
+    assert found[prefix + "client_disconnects_total"] == [({"frontend": "front", "backend": "sim"}, 1.0)]
+    assert prefix + "rejected_requests_total" not in found

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import threading
+import time
 
 import pytest
 
@@ -64,3 +67,29 @@ def test_request_ids_are_32_hex_digits_and_differ() -> None:
     ids = {new_request_id() for _ in range(10_000)}
     assert len(ids) == 10_000
     assert all(re.fullmatch(r"[0-9a-f]{32}", one) for one in ids)
+
+
+def test_a_forked_child_does_not_take_its_parents_task() -> None:
+    async def fork() -> int:
+        running_task()  # keeps this loop, which the child inherits with its current task
+        pid = os.fork()
+        if pid == 0:  # the child: a new loop must find its own task
+            code = 1
+            try:
+                code = 0 if asyncio.run(_own()) else 3
+            finally:
+                os._exit(code)
+        return pid
+
+    async def _own() -> bool:
+        return running_task() is asyncio.current_task()
+
+    child = asyncio.run(fork())
+    deadline = time.monotonic() + 20  # a child stuck on a lock another thread held fails, never hangs
+    while (done := os.waitpid(child, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done == (0, 0):
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        pytest.fail("the forked child did not end")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
