@@ -29,8 +29,8 @@ from dataplane.follower import BusSync, ReportIdentity
 from dataplane.http.cors import Cors, request_origin
 from dataplane.http.incoming import BodyReader, Receive
 from dataplane.http.paths import BLOB_PREFIX, MODEL_PREFIX, raw_path
+from dataplane.http.request_context import new_id_header, running_task
 from dataplane.http.responses import JSON, OLLAMA_VERSION, TEXT, Send, send_bytes, send_error, send_json
-from dataplane.http.running_task import new_request_id, running_task
 from dataplane.limits.access import Access, Guard
 from dataplane.limits.admission import Admission
 from dataplane.limits.breaker import Breakers
@@ -359,7 +359,7 @@ class DataPlane:
             ):
                 refusal = self.access.check(scope["headers"], guard, scope["http_version"] == "1.0")
                 if refusal is not None:
-                    id_header = (b"x-ollamaflow-request", new_request_id().encode())
+                    id_header = new_id_header()
                     body = refusal.body(route.api_format)
                     headers = [id_header, *refusal.headers]
                     await self._before_handler(

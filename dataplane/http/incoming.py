@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from dataplane.http.running_task import running_task
+from dataplane.http.request_context import running_task
 from shared.errors import OllamaFlowError
 from shared.wire.ollama import ModelRequest
 

@@ -34,8 +34,8 @@ from dataplane.http.incoming import (
     frontend_limit,
 )
 from dataplane.http.paths import BLOB_PREFIX, blob_digest, raw_path
+from dataplane.http.request_context import new_id_header, running_task
 from dataplane.http.responses import Send, send_error, send_failure
-from dataplane.http.running_task import new_request_id, running_task
 from dataplane.http.stream_framing import error_tail, framing_of
 from dataplane.models.manage import ModelManagement
 from dataplane.proxy.client_stream import ClientStream
@@ -110,7 +110,7 @@ class Authoring:
         digest = blob_digest(raw_path(scope))
         if digest is None:
             message = "invalid blob digest: expected 'sha256:' followed by 64 hexadecimal digits"
-            request_id = (b"x-ollamaflow-request", new_request_id().encode())
+            request_id = new_id_header()
             await send_error(send, "Ollama", 400, message, [request_id])
             return
         await self._proxy(scope, receive, send, BLOB_PREFIX + digest)
@@ -126,7 +126,7 @@ class Authoring:
     ) -> None:
         """Forward to the frontend's authoring backend at ``backend_path``, a fixed path (plus a
         checked digest): nothing of the client's path reaches the backend."""
-        id_header = (b"x-ollamaflow-request", new_request_id().encode())
+        id_header = new_id_header()
         try:
             client = read_client_headers(scope["headers"])
             route = self._state.table.frontend_for(client.host)

@@ -23,8 +23,8 @@ import msgspec
 from dataplane.http.headers import read_client_headers
 from dataplane.http.incoming import BadRequest, BodyReader, ClientGone, Receive
 from dataplane.http.paths import model_id, raw_path
+from dataplane.http.request_context import new_id_header
 from dataplane.http.responses import JSON, Send, send_bytes, send_error, send_failure, send_json
-from dataplane.http.running_task import new_request_id
 from dataplane.models.merge import Entry, find_entry, listed_entries, merge_unique, sort_by_expiry
 from dataplane.routing.table import FrontendRoute, Target
 from dataplane.state import SnapshotState
@@ -190,7 +190,7 @@ class Listing:
         self, scope: MutableMapping[str, Any], send: Send, api_format: ApiFormat
     ) -> tuple[FrontendRoute, tuple[bytes, bytes]] | None:
         """The frontend for the request's Host and the request id header; None once an error is sent."""
-        id_header = (b"x-ollamaflow-request", new_request_id().encode())
+        id_header = new_id_header()
         try:
             host = read_client_headers(scope["headers"]).host
             return self._state.table.frontend_for(host), id_header

@@ -24,8 +24,8 @@ import msgspec
 
 from dataplane.http.headers import read_client_headers
 from dataplane.http.incoming import BadRequest, BodyReader, ClientGone, Receive
+from dataplane.http.request_context import new_id_header
 from dataplane.http.responses import JSON, Send, send_bytes, send_error, send_failure, send_json
-from dataplane.http.running_task import new_request_id
 from dataplane.models.pull_progress import PullStream
 from dataplane.routing.table import FrontendRoute
 from dataplane.state import SnapshotState
@@ -98,7 +98,7 @@ class ModelManagement:
 
     async def pull(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         """POST /api/pull: progress until every Ollama backend of the frontend has the model."""
-        id_header = (b"x-ollamaflow-request", new_request_id().encode())
+        id_header = new_id_header()
         try:
             route, request, model = await self._read_model(scope, receive)
         except ClientGone:
@@ -148,7 +148,7 @@ class ModelManagement:
 
     async def delete(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         """DELETE /api/delete: off RequiredModels and off the frontend's Ollama backends."""
-        id_header = (b"x-ollamaflow-request", new_request_id().encode())
+        id_header = new_id_header()
         try:
             route, _, model = await self._read_model(scope, receive)
         except ClientGone:
@@ -166,7 +166,7 @@ class ModelManagement:
 
     async def copy(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         """POST /api/copy: on each Ollama backend of the frontend that has the source."""
-        id_header = (b"x-ollamaflow-request", new_request_id().encode())
+        id_header = new_id_header()
         try:
             route, body = await self._read(scope, receive)
             request: _CopyBody = _decode(body, _CopyBody)

@@ -37,8 +37,8 @@ from dataplane.drain import Drain, drained_message, end_answer
 from dataplane.http.disconnect import DisconnectWatch
 from dataplane.http.headers import read_client_headers
 from dataplane.http.incoming import BodyReader, ClientGone, Receive, read_model_request
+from dataplane.http.request_context import ID_HEADER, new_request_id, running_task
 from dataplane.http.responses import JSON, Send, send_bytes, send_failure
-from dataplane.http.running_task import new_request_id, running_task
 from dataplane.limits.access import Access
 from dataplane.limits.admission import Admission, QueueRejected
 from dataplane.limits.breaker import Breakers
@@ -126,25 +126,25 @@ class Proxy:
         guard as it goes (``dataplane.http.sent``), so the client's ``send`` is not wrapped."""
         started = perf_counter()
         trace = None if self._tracing is None else self._tracing.start(scope["headers"], endpoint, started)
-        call = await self._accept(scope, receive, send, endpoint, started, trace)
+        task = running_task()  # the drain and the disconnect watch both need it
+        call = await self._accept(scope, receive, send, endpoint, started, trace, task)
         if call is None:
             return
         observe = self._observe
         if observe is None:
-            await self._serve(call, send)
+            await self._serve(call, send, task)
             return
         live = self._live
         live.add(call)
         try:
-            await self._serve(call, send)
+            await self._serve(call, send, task)
         finally:
             live.discard(call)
             call.ended_at = perf_counter()
             observe(call)
 
-    async def _serve(self, call: Call, send: Send) -> None:
+    async def _serve(self, call: Call, send: Send, task: asyncio.Task[Any]) -> None:
         """Route the accepted ``call``, make its attempts, deliver the answer; or answer its error."""
-        task = running_task()
         stream = ClientStream(send, call.guard, call.endpoint.api_format)
         drain = self._drain
         drain.enter(task, call.guard)  # what went out, should the drain have to end it
@@ -182,13 +182,14 @@ class Proxy:
         endpoint: Endpoint,
         started: float,
         trace: RequestTrace | None,
+        task: asyncio.Task[Any],
     ) -> Call | None:
         """Read the request: its frontend, body, model and the backends that may serve it. None when
         it was answered already (refused, or a body no backend could parse) or its client left."""
         client = read_client_headers(scope["headers"])
         # The client's X-Request-ID (or traceparent's trace id) when valid.
         request_id = client.request_id or new_request_id()
-        id_header = (b"x-ollamaflow-request", request_id.encode())
+        id_header = (ID_HEADER, request_id.encode())
         frontend_id = model = ""
         try:
             route = self._state.table.frontend_for(client.host)
@@ -236,7 +237,6 @@ class Proxy:
         if peer:  # the client's own address joins the chain
             address = peer[0].encode("latin-1")
             forwarded_for = forwarded_for + b", " + address if forwarded_for else address
-        task = running_task()
         return Call(
             endpoint=endpoint,
             method=scope["method"].encode("ascii"),

@@ -1,4 +1,4 @@
-"""The task a request runs in, found without a system call, and request ids made without one.
+"""A request's context: the task it runs in, found without a system call, and its id, made without one.
 
 On Python 3.11, ``asyncio.current_task()`` (through ``get_running_loop()``) calls ``getpid()`` each time,
 to notice a fork; 3.12 dropped that check. A request asked for its task four times, and a profile of
@@ -20,7 +20,9 @@ import random
 import threading
 from typing import Any
 
-__all__ = ["new_request_id", "running_task"]
+__all__ = ["ID_HEADER", "new_id_header", "new_request_id", "running_task"]
+
+ID_HEADER = b"x-ollamaflow-request"  # the header that names a request on its answer and upstream
 
 
 class _Kept(threading.local):
@@ -55,3 +57,8 @@ def running_task() -> asyncio.Task[Any]:
 def new_request_id() -> str:
     """A request id: 32 hex digits (128 random bits), as the ids clients send may be too."""
     return f"{_bits(128):032x}"
+
+
+def new_id_header() -> tuple[bytes, bytes]:
+    """X-OllamaFlow-Request with a new id (for answers given before a request's own id is read)."""
+    return ID_HEADER, new_request_id().encode()

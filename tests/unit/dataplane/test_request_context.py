@@ -1,4 +1,4 @@
-"""The request's task without a system call (dataplane.http.running_task), and request ids."""
+"""A request's context (dataplane.http.request_context): its task without a system call, and request ids."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from dataplane.http.running_task import new_request_id, running_task
+from dataplane.http.request_context import new_request_id, running_task
 
 
 def test_it_is_the_running_task_in_one_loop_after_another() -> None:
