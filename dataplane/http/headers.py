@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from dataplane.http.request_context import ID_HEADER
+
 __all__ = ["ClientHeaders", "read_client_headers", "request_id_of", "response_headers"]
 
 HOP_BY_HOP = frozenset(
@@ -37,12 +39,12 @@ _REPLACED_UPSTREAM = frozenset(
         b"x-api-key",
         b"x-ollamaflow-admin-token",
         b"x-forwarded-for",
-        b"x-ollamaflow-request",
+        ID_HEADER,
         b"expect",
     }
 )
 # Headers of the upstream response the proxy server writes itself.
-_REPLACED_DOWNSTREAM = frozenset({b"date", b"x-ollamaflow-request", b"x-ollamaflow-backend"})
+_REPLACED_DOWNSTREAM = frozenset({b"date", ID_HEADER, b"x-ollamaflow-backend"})
 
 
 # A client's X-Request-ID becomes the request's id when it is short and plain; otherwise it is dropped
