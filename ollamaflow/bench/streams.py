@@ -2,10 +2,13 @@
 
 N slow streams are opened through one data plane at a steady rate and held open together; the data
 plane's resident memory with them all open, less its memory idle, divided by N, is what an open
-stream costs it.
+stream costs it. A data plane of several worker processes counts them all; each holds about its
+share of the streams, so each needs about its share of open files.
 """
 
 from __future__ import annotations
+
+import math
 
 import msgspec
 
@@ -24,6 +27,7 @@ __all__ = [
     "merge_results",
     "most_streams",
     "per_stream_kb",
+    "per_worker",
     "plan_streams",
     "simulators_for",
     "streams_warnings",
@@ -39,6 +43,10 @@ _SPARE_FILES = 64
 STREAMS_PER_SIM = 2000
 # Connections the data plane may hold beyond the streams (the warm-up's, the bench's own).
 CONNECTION_MARGIN = 16
+# The kernel spreads a port's connections over its SO_REUSEPORT workers by a hash of their addresses,
+# not evenly: a worker is planned for this much more than its even share (for 5,000 connections, one
+# standard deviation is about 1%).
+_UNEVEN_SHARE = 1.1
 
 
 class StreamsPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -68,22 +76,36 @@ def simulators_for(streams: int) -> int:
     return max(1, -(-streams // STREAMS_PER_SIM))
 
 
-def dataplane_connections(streams: int) -> int:
-    """The data plane's OLLAMAFLOW_CLIENT_MAX_CONNECTIONS and OLLAMAFLOW_UPSTREAM_MAX_CONNECTIONS
-    for ``streams`` streams (by default 10,000 and 1,024: the second would queue the rest)."""
-    return streams + CONNECTION_MARGIN
+def per_worker(streams: int, workers: int = 1) -> int:
+    """The most streams one of ``workers`` worker processes is planned to hold."""
+    if workers <= 1:
+        return streams
+    return min(streams, math.ceil(streams / workers * _UNEVEN_SHARE))
 
 
-def dataplane_files(streams: int) -> int:
-    """Open files a data plane needs to hold ``streams`` streams: a client and a backend connection
-    each (HTTP/1.1: one request per connection at a time), and its own."""
-    return 2 * dataplane_connections(streams) + _SPARE_FILES
+def dataplane_connections(streams: int, workers: int = 1) -> int:
+    """Each worker's OLLAMAFLOW_CLIENT_MAX_CONNECTIONS and OLLAMAFLOW_UPSTREAM_MAX_CONNECTIONS for
+    ``streams`` streams (by default 10,000 and 1,024: the second would queue the rest)."""
+    return per_worker(streams, workers) + CONNECTION_MARGIN
 
 
-def most_streams(open_files: int) -> int:
-    """The most streams a data plane with this open-files limit can hold (``dataplane_files``'s
-    inverse)."""
-    return max(0, (open_files - _SPARE_FILES) // 2 - CONNECTION_MARGIN)
+def dataplane_files(streams: int, workers: int = 1) -> int:
+    """Open files each worker of a data plane needs to hold ``streams`` streams among them: a client
+    and a backend connection each (HTTP/1.1: one request per connection at a time), and its own."""
+    return 2 * dataplane_connections(streams, workers) + _SPARE_FILES
+
+
+def most_streams(open_files: int, workers: int = 1) -> int:
+    """The most streams a data plane of ``workers`` processes, each with this open-files limit, can
+    hold (``dataplane_files``'s inverse)."""
+    low, high = 0, max(0, open_files) * max(1, workers)
+    while low < high:  # the largest count whose files fit
+        middle = (low + high + 1) // 2
+        if dataplane_files(middle, workers) <= open_files:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 class StreamsSpec(msgspec.Struct, kw_only=True):
@@ -118,15 +140,16 @@ class StreamsReport(msgspec.Struct, frozen=True, kw_only=True):
     all_completed: bool
     simulators: int  # the streams are spread over this many (round robin)
     peak_open: int  # most streams the simulators were answering at once (their sum)
-    idle_rss_kb: int  # the data plane's RSS before the streams, after a warm-up
+    idle_rss_kb: int  # the data plane's RSS (all its processes) before the streams, after a warm-up
     open_rss_kb: int  # its highest RSS while they were open
     per_stream_kb: float  # (open_rss_kb - idle_rss_kb) / peak_open
     first_chunk_p50_ms: float
     first_chunk_p99_ms: float
     ramp_s: float  # how long opening them all took (the slowest process)
-    nofile_limit: int  # the open-files limit the data plane ran with
+    nofile_limit: int  # the open-files limit each of the data plane's processes ran with
     first_error: str = ""
     warnings: list[str] = []
+    workers: int = 1  # the data plane's worker processes (ollamaflow dataplane --workers)
 
 
 def per_stream_kb(idle_rss_kb: int, open_rss_kb: int, open_streams: int) -> float:

@@ -1,6 +1,10 @@
 """`ollamaflow bench --scenario streams`: N slow streams held open through one data plane, and the
 memory each costs it.
 
+With ``workers`` the data plane runs that many worker processes on its port
+(``ollamaflow dataplane --workers``); its RSS is then the sum over the parent and its workers, and
+each worker holds about its share of the streams, within its own open-files limit.
+
 The simulator streams fast for a warm-up (so that the data plane has loaded and allocated what any
 stream needs before its idle memory is read), then slowly: each stream lasts the time to open them
 all plus ``duration_s``. While they run the data plane's RSS (/proc) and the simulator's count of
@@ -43,7 +47,7 @@ from ollamaflow.bench.streams import (
     streams_warnings,
 )
 
-__all__ = ["MAX_STREAMS", "StreamsOptions", "rss_kb", "run_streams_scenario"]
+__all__ = ["MAX_STREAMS", "StreamsOptions", "rss_kb", "run_streams_scenario", "tree_rss_kb"]
 
 MAX_STREAMS = 100_000
 # Streams one generator process opens per second at most before a second one helps.
@@ -61,6 +65,7 @@ class StreamsOptions:
     duration_s: float = 5.0  # seconds all of them are open together (at least 1)
     processes: int = 0  # 0: one per 1,000 streams/s opened, at most one per core
     nats_url: str | None = None
+    workers: int = 1  # the data plane's worker processes
 
 
 def rss_kb(pid: int) -> int:
@@ -71,17 +76,43 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            # The parent pid is the second field after the command, which is in parentheses.
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def tree_rss_kb(pid: int) -> int:
+    """RSS of a process and its descendants (a data plane's workers), in KiB; one that ends while
+    it is read counts nothing."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError, RuntimeError):
+            total += rss_kb(current)
+        pending.extend(_children(current))
+    return total
+
+
 def _steady_rss(pid: int) -> int:
     """The median of a few readings over half a second."""
     readings = []
     for _ in range(5):
-        readings.append(rss_kb(pid))
+        readings.append(tree_rss_kb(pid))
         time.sleep(0.1)
     return int(statistics.median(readings))
 
 
 def _warm_up(dataplane_url: str) -> None:
-    with httpx.Client(timeout=30.0) as client:
+    # A new connection per stream, so that every worker of the port gets some of them.
+    with httpx.Client(timeout=30.0, limits=httpx.Limits(max_keepalive_connections=0)) as client:
         for _ in range(_WARMUP_STREAMS):
             answer = client.post(dataplane_url + PASS_STREAM.path, content=PASS_STREAM.body)
             if answer.status_code != 200:
@@ -147,8 +178,7 @@ def _drive(
                         proc.kill()
                     raise RuntimeError("the streams did not end in time")
                 peak_open = max(peak_open, _in_flight(client, sim_urls))
-                with contextlib.suppress(OSError, RuntimeError):
-                    peak_rss = max(peak_rss, rss_kb(dp_pid))
+                peak_rss = max(peak_rss, tree_rss_kb(dp_pid))
                 time.sleep(0.1)
         results = []
         for proc, out, err in procs:
@@ -166,25 +196,31 @@ def run_streams_scenario(options: StreamsOptions) -> StreamsReport:
         raise RuntimeError(f"--streams must be between 1 and {MAX_STREAMS:,}")
     if not 0 < options.open_rate <= 100_000:
         raise RuntimeError("--rate must be above 0 and at most 100,000 streams/s")
+    if not 1 <= options.workers <= 64:
+        raise RuntimeError("--workers must be between 1 and 64")
     plan = plan_streams(options.streams, options.open_rate, options.duration_s)
     # The data plane (a child) inherits this process's limit: raise it before starting children.
-    need = dataplane_files(options.streams)
+    workers = options.workers
+    need = dataplane_files(options.streams, workers)
     limit = raise_nofile(need)
     if limit < need:
+        each = " each of its processes" if workers > 1 else ""
         raise RuntimeError(
-            f"{options.streams:,} streams need about {need:,} open files in the data plane (a client and "
-            f"a backend connection each); the limit here is {limit:,} and cannot be raised from this "
-            f"process, which allows at most {most_streams(limit):,} streams: raise the hard limit "
-            "(ulimit -Hn, LimitNOFILE) or lower --streams"
+            f"{options.streams:,} streams need about {need:,} open files in{each} the data plane (a "
+            f"client and a backend connection each); the limit here is {limit:,} and cannot be raised "
+            f"from this process, which allows at most {most_streams(limit, workers):,} streams: raise "
+            "the hard limit (ulimit -Hn, LimitNOFILE), run more --workers (each worker is a process "
+            "with its own limit) or lower --streams"
         )
     cores = os.cpu_count() or 1
     processes = options.processes or max(1, min(cores, math.ceil(options.open_rate / _PROCESS_OPEN_RATE)))
     processes = min(processes, options.streams)
     sim_args = ["--answer-tokens", str(ANSWER_TOKENS)]
-    connections = str(dataplane_connections(options.streams))
+    connections = str(dataplane_connections(options.streams, workers))
     dataplane_env = {
         "OLLAMAFLOW_CLIENT_MAX_CONNECTIONS": connections,
         "OLLAMAFLOW_UPSTREAM_MAX_CONNECTIONS": connections,
+        "OLLAMAFLOW_DATAPLANE_WORKERS": str(workers),
     }
     sims = simulators_for(options.streams)
     with sim_and_dataplane(options.nats_url, sim_args, dataplane_env, sims=sims) as stack:
@@ -215,4 +251,5 @@ def run_streams_scenario(options: StreamsOptions) -> StreamsReport:
         nofile_limit=limit,
         first_error=first_error,
         warnings=streams_warnings(plan, peak_open, ramp),
+        workers=workers,
     )

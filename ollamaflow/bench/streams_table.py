@@ -17,8 +17,9 @@ def _sims(count: int) -> str:
 
 
 def render_streams(report: StreamsReport) -> Group:
+    workers = f" ({report.workers} workers)" if report.workers > 1 else ""
     table = Table(
-        title=f"ollamaflow bench: {report.streams:,} streams through one data plane",
+        title=f"ollamaflow bench: {report.streams:,} streams through one data plane{workers}",
         caption=f"{report.generator}, {report.open_rate:,.0f} opened/s, {report.hold_s:.1f} s each",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -38,15 +39,21 @@ def render_streams(report: StreamsReport) -> Group:
     )
     for name, value in rows:
         table.add_row(name, value)
-    need = dataplane_connections(report.streams)
-    lines = [
-        Text(
-            f"per open stream: (RSS with them open - RSS idle) / open at once. The data plane ran with "
-            f"OLLAMAFLOW_CLIENT_MAX_CONNECTIONS and OLLAMAFLOW_UPSTREAM_MAX_CONNECTIONS at {need:,} and "
-            f"needs about {dataplane_files(report.streams):,} open files (limit: {report.nofile_limit:,}).",
-            style="dim",
+    need = dataplane_connections(report.streams, report.workers)
+    files = dataplane_files(report.streams, report.workers)
+    if report.workers > 1:
+        ran = (
+            f"RSS is the sum over the data plane's parent and {report.workers} workers. Each worker ran "
+            f"with OLLAMAFLOW_CLIENT_MAX_CONNECTIONS and OLLAMAFLOW_UPSTREAM_MAX_CONNECTIONS at {need:,} "
+            f"and needs about {files:,} open files (limit: {report.nofile_limit:,} each)."
         )
-    ]
+    else:
+        ran = (
+            f"The data plane ran with OLLAMAFLOW_CLIENT_MAX_CONNECTIONS and "
+            f"OLLAMAFLOW_UPSTREAM_MAX_CONNECTIONS at {need:,} and needs about {files:,} open files "
+            f"(limit: {report.nofile_limit:,})."
+        )
+    lines = [Text(f"per open stream: (RSS with them open - RSS idle) / open at once. {ran}", style="dim")]
     lines.extend(Text(f"warning: {w}", style="yellow") for w in report.warnings)
     if report.first_error:
         lines.append(Text(f"first error: {report.first_error}", style="red"))

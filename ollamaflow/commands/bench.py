@@ -150,8 +150,9 @@ def bench(
         typer.Option(
             min=1,
             max=64,
-            help="overhead, open-loop: worker processes of the data plane (ollamaflow dataplane "
-            "--workers); its CPU time counts them all.",
+            help="overhead, open-loop, streams: worker processes of the data plane (ollamaflow "
+            "dataplane --workers); its CPU time and memory count them all. streams: each worker holds "
+            "about its share of the streams within its own open-files limit.",
         ),
     ] = 1,
     json_output: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
@@ -184,7 +185,8 @@ def bench(
     --scenario streams opens --streams slow streamed chats (--rate per second) through one data plane
     and holds them all open for --duration seconds. Prints whether every stream completed, how many
     were open at once, and the data plane's RSS idle and with them open, and per open stream. It
-    raises the open-files limit for the processes it starts (about 2 per stream in the data plane).
+    raises the open-files limit for the processes it starts (about 2 per stream in the data plane);
+    with --workers, each worker process needs that for its share of the streams only.
 
     --scenario saturation starts --backends simulators that answer after --sim-latency-ms, and
     --dataplanes data planes in front of them with a small --max-parallel per backend, then offers
@@ -208,8 +210,10 @@ def bench(
         )
     if observability is not None and observability not in ("metrics", "access-log", "both"):
         raise typer.BadParameter("must be metrics, access-log or both", param_hint="--observability")
-    if workers > 1 and scenario not in ("overhead", "open-loop"):
-        raise typer.BadParameter("applies to the overhead and open-loop scenarios", param_hint="--workers")
+    if workers > 1 and scenario not in ("overhead", "open-loop", "streams"):
+        raise typer.BadParameter(
+            "applies to the overhead, open-loop and streams scenarios", param_hint="--workers"
+        )
     if generator not in ("auto", "wrk", "python"):
         raise typer.BadParameter("must be auto, wrk or python", param_hint="--generator")
     if scenario in ("saturation", "open-loop", "streams") and generator == "wrk":
@@ -268,6 +272,7 @@ def bench(
                     duration_s=duration,
                     processes=processes,
                     nats_url=nats_url,
+                    workers=workers,
                 )
             )
             shown = render_streams(report)

@@ -123,10 +123,11 @@ def test_bench_through_a_data_plane_of_two_workers(nats_url: str) -> None:
 
 def test_bench_workers_only_where_one_data_plane_is_measured() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "ollamaflow.cli", "bench", "--scenario", "streams", "--workers", "2"],
+        [sys.executable, "-m", "ollamaflow.cli", "bench", "--scenario", "saturation", "--workers", "2"],
         capture_output=True,
         timeout=60,
         check=False,
     )
     assert done.returncode == 2
     assert b"--workers" in done.stderr
+    assert b"streams" in done.stderr  # where it applies is said

@@ -21,11 +21,12 @@ from ollamaflow.bench.streams import (
     merge_results,
     most_streams,
     per_stream_kb,
+    per_worker,
     plan_streams,
     simulators_for,
     streams_warnings,
 )
-from ollamaflow.bench.streams_run import rss_kb
+from ollamaflow.bench.streams_run import rss_kb, tree_rss_kb
 from ollamaflow.bench.streams_table import render_streams
 
 
@@ -44,6 +45,21 @@ def test_the_data_plane_needs_two_connections_per_stream() -> None:
     for limit in (20_000, 20_001, 65_536):
         assert dataplane_files(most_streams(limit)) <= limit < dataplane_files(most_streams(limit) + 1)
     assert most_streams(10) == 0
+
+
+def test_workers_each_need_files_for_their_share_only() -> None:
+    assert per_worker(10_000) == 10_000
+    # The kernel's spread over SO_REUSEPORT sockets is uneven: each worker is planned above its share.
+    assert 5_000 < per_worker(10_000, 2) < 6_000
+    assert per_worker(3, 4) == 1
+    assert per_worker(1, 2) == 1
+    assert dataplane_files(10_000, 2) < dataplane_files(10_000)
+    # One process at the common hard limit cannot hold 10,000 streams; two workers can.
+    assert most_streams(20_000) < 10_000 <= most_streams(20_000, 2)
+    for workers in (1, 2, 3, 8):
+        for limit in (200, 20_000, 65_536):
+            most = most_streams(limit, workers)
+            assert dataplane_files(most, workers) <= limit < dataplane_files(most + 1, workers)
 
 
 def test_streams_spread_over_simulators_that_hold_them() -> None:
@@ -78,6 +94,20 @@ def test_rss_of_this_process() -> None:
     assert rss_kb(os.getpid()) > 1000
 
 
+def test_rss_of_a_process_tree_counts_its_children() -> None:
+    own = rss_kb(os.getpid())
+    # A child that holds 64 MiB until its stdin closes.
+    code = "import sys; held = b'x' * (64 << 20); print(1, flush=True); sys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"1\n"
+        assert tree_rss_kb(os.getpid()) >= own + 60 * 1024
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=10)
+
+
 def test_table_fits_80_columns_uncut() -> None:
     report = StreamsReport(
         generator="python/aiohttp (2 processes)",
@@ -100,13 +130,22 @@ def test_table_fits_80_columns_uncut() -> None:
         first_error="HTTP 503",
         warnings=["only 99,998 of 100,000 streams were open at once"],
     )
-    console = Console(width=80, record=True, color_system=None)
-    console.print(render_streams(report))
-    text = console.export_text()
-    assert max(len(line) for line in text.splitlines()) <= 80
-    assert "…" not in text
-    for cell in ("99,999 of 100,000: NO", "50.0 KiB", "4,956.1 MiB", "1,235 / 12,346 ms", "50 simulators"):
-        assert cell in text
+    for workers in (1, 64):
+        console = Console(width=80, record=True, color_system=None)
+        console.print(render_streams(msgspec.structs.replace(report, workers=workers)))
+        text = console.export_text()
+        assert max(len(line) for line in text.splitlines()) <= 80
+        assert "…" not in text
+        for cell in (
+            "99,999 of 100,000: NO",
+            "50.0 KiB",
+            "4,956.1 MiB",
+            "1,235 / 12,346 ms",
+            "50 simulators",
+        ):
+            assert cell in text
+        assert ("64 workers" in text) == (workers == 64)
+        assert ("limit: 1,048,576 each" in text.replace("\n", " ")) == (workers == 64)
 
 
 @pytest.mark.slow
@@ -125,6 +164,8 @@ def test_streams_run_holds_them_all_and_reports_memory(nats_url: str) -> None:
             "200",
             "--duration",
             "1",
+            "--workers",
+            "2",
             "--nats-url",
             nats_url,
             "--json",
@@ -135,7 +176,7 @@ def test_streams_run_holds_them_all_and_reports_memory(nats_url: str) -> None:
     )
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     report = msgspec.json.decode(done.stdout, type=StreamsReport)
-    assert report.streams == 100
+    assert report.streams == 100 and report.workers == 2
     assert report.all_completed and report.completed == 100 and report.errors == 0, report.first_error
     assert report.peak_open == 100, report.warnings
     assert 0 < report.idle_rss_kb <= report.open_rss_kb
