@@ -217,15 +217,6 @@ class DataPlane(DataPlaneParts):
         if self._explain_task is not None:
             self._explain_task.cancel()
 
-    def _stop_explaining(self) -> None:
-        if self._explain_task is not None:
-            self._explain_task.cancel()
-
-    def _share_of(self, backend_id: str) -> int | None:
-        """This data plane's share of a backend's MaxParallelRequests, for routing explanations."""
-        gate = self.admission.gates.gate(backend_id)
-        return gate.max_parallel if gate is not None else None
-
     async def shutdown(self) -> None:
         if self.access_log is not None:
             self.access_log.flush()

@@ -17,6 +17,7 @@ from ollamaflow.bench.scenarios import percentile
 __all__ = [
     "ANSWER_TOKENS",
     "CONNECTION_MARGIN",
+    "GENERATOR_SPARE_FILES",
     "STREAMS_PER_SIM",
     "StreamsPlan",
     "StreamsReport",
@@ -24,6 +25,7 @@ __all__ = [
     "StreamsSpec",
     "dataplane_connections",
     "dataplane_files",
+    "generator_files",
     "merge_results",
     "most_streams",
     "per_stream_kb",
@@ -44,9 +46,11 @@ STREAMS_PER_SIM = 2000
 # Connections the data plane may hold beyond the streams (the warm-up's, the bench's own).
 CONNECTION_MARGIN = 16
 # The kernel spreads a port's connections over its SO_REUSEPORT workers by a hash of their addresses,
-# not evenly: a worker is planned for this much more than its even share (for 5,000 connections, one
-# standard deviation is about 1%).
-_UNEVEN_SHARE = 1.1
+# not evenly: a worker is planned for its even share plus this many standard deviations of a random
+# split (for 10,000 streams over 2 workers: 5,000 + 250).
+_SPREAD_DEVIATIONS = 5
+# Files a stream generator process holds besides its streams' connections.
+GENERATOR_SPARE_FILES = 256
 
 
 class StreamsPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,7 +84,9 @@ def per_worker(streams: int, workers: int = 1) -> int:
     """The most streams one of ``workers`` worker processes is planned to hold."""
     if workers <= 1:
         return streams
-    return min(streams, math.ceil(streams / workers * _UNEVEN_SHARE))
+    share = streams / workers
+    spread = math.sqrt(share * (1 - 1 / workers))  # the standard deviation of a random split
+    return min(streams, math.ceil(share + _SPREAD_DEVIATIONS * spread))
 
 
 def dataplane_connections(streams: int, workers: int = 1) -> int:
@@ -93,6 +99,11 @@ def dataplane_files(streams: int, workers: int = 1) -> int:
     """Open files each worker of a data plane needs to hold ``streams`` streams among them: a client
     and a backend connection each (HTTP/1.1: one request per connection at a time), and its own."""
     return 2 * dataplane_connections(streams, workers) + _SPARE_FILES
+
+
+def generator_files(streams: int, processes: int) -> int:
+    """Open files the busiest of ``processes`` stream generators needs: a connection per stream."""
+    return -(-streams // max(1, processes)) + GENERATOR_SPARE_FILES
 
 
 def most_streams(open_files: int, workers: int = 1) -> int:
@@ -146,7 +157,7 @@ class StreamsReport(msgspec.Struct, frozen=True, kw_only=True):
     first_chunk_p50_ms: float
     first_chunk_p99_ms: float
     ramp_s: float  # how long opening them all took (the slowest process)
-    nofile_limit: int  # the open-files limit each of the data plane's processes ran with
+    nofile_limit: int  # the open-files limit the data plane ran with (its lowest, over its processes)
     first_error: str = ""
     warnings: list[str] = []
     workers: int = 1  # the data plane's worker processes (ollamaflow dataplane --workers)

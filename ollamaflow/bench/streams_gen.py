@@ -16,7 +16,7 @@ import msgspec
 from ollamaflow.bench import workers
 from ollamaflow.bench.openloop import due_at
 from ollamaflow.bench.openloop_gen import raise_nofile
-from ollamaflow.bench.streams import StreamsResult, StreamsSpec
+from ollamaflow.bench.streams import GENERATOR_SPARE_FILES, StreamsResult, StreamsSpec
 
 __all__ = ["run_streams"]
 
@@ -102,7 +102,7 @@ async def run_streams(spec: StreamsSpec) -> StreamsResult:
 
 def main() -> None:
     spec = msgspec.json.decode(sys.stdin.buffer.read(), type=StreamsSpec)
-    raise_nofile(spec.count + 256)
+    raise_nofile(spec.count + GENERATOR_SPARE_FILES)
     workers.use_uvloop()
     workers.write_result(asyncio.run(run_streams(spec)))
 

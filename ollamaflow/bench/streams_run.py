@@ -33,12 +33,14 @@ from ollamaflow.bench.scenarios import PASS_STREAM
 from ollamaflow.bench.stack import sim_and_dataplane
 from ollamaflow.bench.streams import (
     ANSWER_TOKENS,
+    GENERATOR_SPARE_FILES,
     StreamsPlan,
     StreamsReport,
     StreamsResult,
     StreamsSpec,
     dataplane_connections,
     dataplane_files,
+    generator_files,
     merge_results,
     most_streams,
     per_stream_kb,
@@ -47,7 +49,15 @@ from ollamaflow.bench.streams import (
     streams_warnings,
 )
 
-__all__ = ["MAX_STREAMS", "StreamsOptions", "rss_kb", "run_streams_scenario", "tree_rss_kb"]
+__all__ = [
+    "MAX_STREAMS",
+    "StreamsOptions",
+    "open_files_limit",
+    "process_tree",
+    "rss_kb",
+    "run_streams_scenario",
+    "tree_rss_kb",
+]
 
 MAX_STREAMS = 100_000
 # Streams one generator process opens per second at most before a second one helps.
@@ -76,29 +86,46 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def _children(pid: int) -> list[int]:
-    found = []
+def _parents() -> dict[int, list[int]]:
+    """Every process's children, from one pass over /proc."""
+    children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError, IndexError):
             # The parent pid is the second field after the command, which is in parentheses.
             fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants (a data plane's parent and workers)."""
+    children = _parents()
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(children.get(current, ()))
+    return tree
 
 
 def tree_rss_kb(pid: int) -> int:
-    """RSS of a process and its descendants (a data plane's workers), in KiB; one that ends while
-    it is read counts nothing."""
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
+    """RSS of a process and its descendants, in KiB; one that ends while it is read counts nothing."""
+    total = 0
+    for member in process_tree(pid):
         with contextlib.suppress(OSError, RuntimeError):
-            total += rss_kb(current)
-        pending.extend(_children(current))
+            total += rss_kb(member)
     return total
+
+
+def open_files_limit(pid: int) -> int:
+    """The soft open-files limit a process runs with (/proc/PID/limits)."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft = line.split()[3]
+            return sys.maxsize if soft == "unlimited" else int(soft)
+    raise RuntimeError(f"no open-files limit for process {pid}")
 
 
 def _steady_rss(pid: int) -> int:
@@ -110,10 +137,11 @@ def _steady_rss(pid: int) -> int:
     return int(statistics.median(readings))
 
 
-def _warm_up(dataplane_url: str) -> None:
-    # A new connection per stream, so that every worker of the port gets some of them.
+def _warm_up(dataplane_url: str, workers: int) -> None:
+    # A new connection per stream, and more streams for more workers, so that the kernel's spread
+    # gives every worker some of them (at 64 workers, 512: a worker misses them all once in 3,000).
     with httpx.Client(timeout=30.0, limits=httpx.Limits(max_keepalive_connections=0)) as client:
-        for _ in range(_WARMUP_STREAMS):
+        for _ in range(max(_WARMUP_STREAMS, 8 * workers)):
             answer = client.post(dataplane_url + PASS_STREAM.path, content=PASS_STREAM.body)
             if answer.status_code != 200:
                 raise RuntimeError(f"warm-up stream through the data plane: HTTP {answer.status_code}")
@@ -202,9 +230,11 @@ def run_streams_scenario(options: StreamsOptions) -> StreamsReport:
     # The data plane (a child) inherits this process's limit: raise it before starting children.
     workers = options.workers
     need = dataplane_files(options.streams, workers)
-    limit = raise_nofile(need)
+    # The most any process of the run wants: the data plane's (or each worker's), or one generator's
+    # holding every stream; raise_nofile stops at the hard limit.
+    limit = raise_nofile(max(need, generator_files(options.streams, 1)))
     if limit < need:
-        each = " each of its processes" if workers > 1 else ""
+        each = " each process of" if workers > 1 else ""
         raise RuntimeError(
             f"{options.streams:,} streams need about {need:,} open files in{each} the data plane (a "
             f"client and a backend connection each); the limit here is {limit:,} and cannot be raised "
@@ -215,6 +245,15 @@ def run_streams_scenario(options: StreamsOptions) -> StreamsReport:
     cores = os.cpu_count() or 1
     processes = options.processes or max(1, min(cores, math.ceil(options.open_rate / _PROCESS_OPEN_RATE)))
     processes = min(processes, options.streams)
+    if generator_files(options.streams, processes) > limit:
+        if options.processes or limit <= GENERATOR_SPARE_FILES:
+            raise RuntimeError(
+                f"{processes} stream generator process(es) would each hold up to "
+                f"{-(-options.streams // processes):,} connections, more than the open-files limit of "
+                f"{limit:,} allows: give more --processes (each holds its share), or lower --streams"
+            )
+        # Each process holds its share of the client connections within the same limit.
+        processes = -(-options.streams // (limit - GENERATOR_SPARE_FILES))
     sim_args = ["--answer-tokens", str(ANSWER_TOKENS)]
     connections = str(dataplane_connections(options.streams, workers))
     dataplane_env = {
@@ -224,8 +263,9 @@ def run_streams_scenario(options: StreamsOptions) -> StreamsReport:
     }
     sims = simulators_for(options.streams)
     with sim_and_dataplane(options.nats_url, sim_args, dataplane_env, sims=sims) as stack:
-        _warm_up(stack.dataplane_url)
+        _warm_up(stack.dataplane_url, workers)
         idle = _steady_rss(stack.dataplane_pid)
+        dataplane_limit = min(open_files_limit(member) for member in process_tree(stack.dataplane_pid))
         _set_pace(stack.sim_urls, plan.tokens_per_second)
         results, peak_open, peak_rss = _drive(
             plan, stack.dataplane_url + PASS_STREAM.path, processes, stack.sim_urls, stack.dataplane_pid
@@ -248,7 +288,7 @@ def run_streams_scenario(options: StreamsOptions) -> StreamsReport:
         first_chunk_p50_ms=first_p50,
         first_chunk_p99_ms=first_p99,
         ramp_s=ramp,
-        nofile_limit=limit,
+        nofile_limit=dataplane_limit,
         first_error=first_error,
         warnings=streams_warnings(plan, peak_open, ramp),
         workers=workers,
