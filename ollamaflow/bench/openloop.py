@@ -74,6 +74,7 @@ class OpenLoopResult(msgspec.Struct, kw_only=True):
     unfinished: int = 0  # still unanswered when the run gave up waiting (counted in errors too)
     first_error: str = ""
     window_s: float = 0.0
+    sent_total: int = 0  # every request sent, warm-up included (what the target served)
 
 
 class OpenLoopSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,6 +108,8 @@ class OpenLoopReport(msgspec.Struct, frozen=True, kw_only=True):
     through: OpenLoopSummary
     added: Added
     warnings: list[str] = []
+    # The data plane's CPU time (user + system, all its processes) over every request sent through it.
+    dataplane_cpu_ms_per_request: float = 0.0
 
 
 def default_processes(rate: float, cores: int) -> int:

@@ -54,6 +54,7 @@ class _Window:
     lags_ms: list[float] = field(default_factory=list)
     due: int = 0
     sent: int = 0
+    sent_total: int = 0
     errors: int = 0
     dropped: int = 0
     first_error: str = ""
@@ -65,6 +66,7 @@ class _Window:
 
 async def _one(session: aiohttp.ClientSession, spec: OpenLoopSpec, due: float, window: _Window) -> None:
     sent = time.perf_counter()
+    window.sent_total += 1
     measured = window.measure_from <= due < window.stop_at
     if window.measure_from <= sent < window.stop_at:
         window.sent += 1
@@ -135,6 +137,7 @@ async def run_open(spec: OpenLoopSpec) -> OpenLoopResult:
         unfinished=unfinished,
         first_error=window.first_error,
         window_s=spec.duration_s,
+        sent_total=window.sent_total,
     )
 
 

@@ -1,5 +1,6 @@
 """`ollamaflow bench --scenario open-loop`: the same fixed rate straight at a simulator and through a
-data plane, and the latency the data plane adds at that rate."""
+data plane, the latency the data plane adds at that rate, and its CPU time per request (at a fixed
+rate it wakes about as often as in production, unlike in a saturated closed loop)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 
 from ollamaflow.bench.openloop import OpenLoopReport, added, default_processes, summarise_open, warnings
 from ollamaflow.bench.openloop_gen import run_open_processes
+from ollamaflow.bench.procfs import cpu_seconds
 from ollamaflow.bench.scenarios import SCENARIOS
 from ollamaflow.bench.stack import sim_and_dataplane
 
@@ -48,7 +50,11 @@ def run_open_loop(options: OpenLoopOptions) -> OpenLoopReport:
     workers = {"OLLAMAFLOW_DATAPLANE_WORKERS": str(options.workers)}
     with sim_and_dataplane(options.nats_url, dataplane_env=workers) as stack:
         direct = summarise_open(drive(stack.sim_url), options.rate, options.duration_s)
-        through = summarise_open(drive(stack.dataplane_url), options.rate, options.duration_s)
+        cpu_before = cpu_seconds(stack.dataplane_pid)
+        results = drive(stack.dataplane_url)
+        cpu_used = cpu_seconds(stack.dataplane_pid) - cpu_before
+        through = summarise_open(results, options.rate, options.duration_s)
+    served = sum(r.sent_total for r in results)
     return OpenLoopReport(
         generator=f"python/aiohttp ({processes} process{'es' if processes > 1 else ''}, "
         f"{options.connections} connections)",
@@ -60,4 +66,5 @@ def run_open_loop(options: OpenLoopOptions) -> OpenLoopReport:
         through=through,
         added=added(through, direct),
         warnings=warnings("direct", direct) + warnings("via DP", through),
+        dataplane_cpu_ms_per_request=cpu_used * 1000.0 / max(1, served),
     )

@@ -35,6 +35,13 @@ def render_open_loop(report: OpenLoopReport) -> Group:
         "added", "", "", _ms(extra.p50_ms, "+"), "", _ms(extra.p99_ms, "+"), "", "", "", style="bold"
     )
     lines = [Text(_NOTES, style="dim")]
+    if report.dataplane_cpu_ms_per_request:
+        lines.append(
+            Text(
+                f"data plane CPU: {report.dataplane_cpu_ms_per_request:.3f} ms a request (user + system, "
+                "all its processes, over every request sent through it, warm-up included)"
+            )
+        )
     lines.extend(Text(f"warning: {w}", style="yellow") for w in report.warnings)
     lines.extend(
         Text(f"first error, {label}: {s.first_error}", style="red")

@@ -19,7 +19,6 @@ ratios within one run are the figures to compare, not absolute rates across mach
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from ollamaflow.bench.cluster import CLI, free_port, nats, process, publish, wai
 from ollamaflow.bench.generators import GeneratorChoice, LoadGenerator, choose
 from ollamaflow.bench.observe_cost import InProcessCost
 from ollamaflow.bench.observe_cost import measure as measure_in_process
+from ollamaflow.bench.procfs import cpu_seconds
 from ollamaflow.bench.scenarios import OPENAI_HOST, PASS_STREAM, SCENARIOS, TRANSLATED, Scenario, Summary
 from shared.snapshot import BackendView, FrontendView, SnapshotContent
 
@@ -104,31 +104,6 @@ class BenchReport(msgspec.Struct, frozen=True, kw_only=True):
     in_process_stream: InProcessCost | None = None
 
 
-def _stat(pid: int) -> list[str]:
-    # Fields after the command name, which may itself hold spaces and parentheses.
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process and its live descendants, from /proc (Linux)."""
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = _stat(int(entry.name))
-            parents[int(entry.name)] = int(fields[1])
-            ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
-    tree = {pid}
-    grew = True
-    while grew:
-        children = {child for child, parent in parents.items() if parent in tree} - tree
-        tree |= children
-        grew = bool(children)
-    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
-
-
 # What ``ollamaflow sim`` serves by default, as an OpenAI-compatible server lists it (sorted): the
 # data plane needs the list to send "llama3.2" as "llama3.2:latest", the name such a server wants.
 _SIM_MODELS = ("all-minilm:latest", "llama3.2:latest", "qwen2.5:0.5b")
@@ -164,9 +139,9 @@ class _Target:
 
 def _through(generator: LoadGenerator, scenario: Scenario, target: _Target) -> tuple[Summary, float]:
     """One run through a data plane: its summary and the plane's CPU milliseconds per request."""
-    cpu_before = _cpu_seconds(target.pid)
+    cpu_before = cpu_seconds(target.pid)
     measured = generator.drive(target.url, scenario)
-    cpu_used = _cpu_seconds(target.pid) - cpu_before
+    cpu_used = cpu_seconds(target.pid) - cpu_before
     return measured.summary, cpu_used * 1000.0 / max(1, measured.sent)
 
 

@@ -22,13 +22,13 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import msgspec
 
 from ollamaflow.bench.openloop import slot
 from ollamaflow.bench.openloop_gen import raise_nofile
+from ollamaflow.bench.procfs import open_files_limit, process_tree, tree_rss_kb
 from ollamaflow.bench.scenarios import PASS_STREAM
 from ollamaflow.bench.stack import sim_and_dataplane
 from ollamaflow.bench.streams import (
@@ -49,15 +49,7 @@ from ollamaflow.bench.streams import (
     streams_warnings,
 )
 
-__all__ = [
-    "MAX_STREAMS",
-    "StreamsOptions",
-    "open_files_limit",
-    "process_tree",
-    "rss_kb",
-    "run_streams_scenario",
-    "tree_rss_kb",
-]
+__all__ = ["MAX_STREAMS", "StreamsOptions", "run_streams_scenario"]
 
 MAX_STREAMS = 100_000
 # Streams one generator process opens per second at most before a second one helps.
@@ -76,56 +68,6 @@ class StreamsOptions:
     processes: int = 0  # 0: one per 1,000 streams/s opened, at most one per core
     nats_url: str | None = None
     workers: int = 1  # the data plane's worker processes
-
-
-def rss_kb(pid: int) -> int:
-    """Resident set size of a process, in KiB, from /proc (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
-def _parents() -> dict[int, list[int]]:
-    """Every process's children, from one pass over /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            # The parent pid is the second field after the command, which is in parentheses.
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    return children
-
-
-def process_tree(pid: int) -> list[int]:
-    """A process and its descendants (a data plane's parent and workers)."""
-    children = _parents()
-    tree, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        tree.append(current)
-        pending.extend(children.get(current, ()))
-    return tree
-
-
-def tree_rss_kb(pid: int) -> int:
-    """RSS of a process and its descendants, in KiB; one that ends while it is read counts nothing."""
-    total = 0
-    for member in process_tree(pid):
-        with contextlib.suppress(OSError, RuntimeError):
-            total += rss_kb(member)
-    return total
-
-
-def open_files_limit(pid: int) -> int:
-    """The soft open-files limit a process runs with (/proc/PID/limits)."""
-    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
-        if line.startswith("Max open files"):
-            soft = line.split()[3]
-            return sys.maxsize if soft == "unlimited" else int(soft)
-    raise RuntimeError(f"no open-files limit for process {pid}")
 
 
 def _steady_rss(pid: int) -> int:

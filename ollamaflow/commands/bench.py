@@ -179,8 +179,9 @@ def bench(
     --scenario open-loop sends non-streamed chat at a fixed --rate on a schedule, whatever the answers
     do, straight at a simulator and then through a data plane, measuring each latency from the time
     the request was due (so queueing shows, unlike in a closed loop). Prints the rate sent and
-    answered, p50/p90/p99/max latency, the generator's own lateness and errors, and the p50/p99 the
-    data plane adds; warns when the generator could not keep the schedule.
+    answered, p50/p90/p99/max latency, the generator's own lateness and errors, the p50/p99 the data
+    plane adds, and the data plane's CPU time per request at that rate; warns when the generator could
+    not keep the schedule.
 
     --scenario streams opens --streams slow streamed chats (--rate per second) through one data plane
     and holds them all open for --duration seconds. Prints whether every stream completed, how many

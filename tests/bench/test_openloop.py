@@ -120,13 +120,15 @@ def test_table_fits_80_columns_uncut() -> None:
         added=added(_summary(p99_ms=2345.67), _summary(p99_ms=1234.56)),
         warnings=["via DP: something"],
     )
-    console = Console(width=80, record=True, color_system=None)
-    console.print(render_open_loop(report))
-    text = console.export_text()
-    assert max(len(line) for line in text.splitlines()) <= 80
-    assert "…" not in text
-    for cell in ("12,345", "+1,111", "123,456", "98,765", "lag p99", "warning: via DP"):
-        assert cell in text
+    for cpu_ms in (0.0, 12.3456):
+        console = Console(width=80, record=True, color_system=None)
+        console.print(render_open_loop(msgspec.structs.replace(report, dataplane_cpu_ms_per_request=cpu_ms)))
+        text = console.export_text()
+        assert max(len(line) for line in text.splitlines()) <= 80
+        assert "…" not in text
+        for cell in ("12,345", "+1,111", "123,456", "98,765", "lag p99", "warning: via DP"):
+            assert cell in text
+        assert ("data plane CPU: 12.346 ms a request" in text) == bool(cpu_ms)
 
 
 async def _measure_with_one_stall(stalled_request: int, stall_s: float) -> OpenLoopResult:
@@ -173,6 +175,7 @@ def test_a_stall_counts_for_every_request_due_during_it() -> None:
     assert max(result.latencies_ms) >= 300.0
     assert sum(ms > 100.0 for ms in result.latencies_ms) >= 15
     assert sorted(result.lags_ms)[89] < 100.0  # the generator kept its schedule
+    assert 119 <= result.sent_total <= 121  # the 0.2 s of warm-up's 20 requests too: what the target served
 
 
 @pytest.mark.slow
@@ -207,6 +210,7 @@ def test_open_loop_run_reports_both_paths_without_errors(nats_url: str) -> None:
         assert summary.requests > 0 and summary.ok_rps > 0 and summary.sent_rps > 0
         assert 0 < summary.p50_ms <= summary.p90_ms <= summary.p99_ms <= summary.max_ms
     assert report.added.p50_ms == pytest.approx(report.through.p50_ms - report.direct.p50_ms)
+    assert report.dataplane_cpu_ms_per_request > 0  # read from /proc around the run through it
 
 
 def test_open_loop_refuses_wrk() -> None:
