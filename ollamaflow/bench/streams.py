@@ -26,6 +26,7 @@ __all__ = [
     "dataplane_connections",
     "dataplane_files",
     "generator_files",
+    "generators_for",
     "merge_results",
     "most_streams",
     "per_stream_kb",
@@ -104,6 +105,13 @@ def dataplane_files(streams: int, workers: int = 1) -> int:
 def generator_files(streams: int, processes: int) -> int:
     """Open files the busiest of ``processes`` stream generators needs: a connection per stream."""
     return -(-streams // max(1, processes)) + GENERATOR_SPARE_FILES
+
+
+def generators_for(streams: int, open_files: int) -> int:
+    """The fewest stream generator processes that hold ``streams`` connections with this open-files
+    limit each; 0 when the limit leaves a generator no room for any."""
+    room = open_files - GENERATOR_SPARE_FILES
+    return -(-streams // room) if room > 0 else 0
 
 
 def most_streams(open_files: int, workers: int = 1) -> int:

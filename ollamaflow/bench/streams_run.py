@@ -33,7 +33,6 @@ from ollamaflow.bench.scenarios import PASS_STREAM
 from ollamaflow.bench.stack import sim_and_dataplane
 from ollamaflow.bench.streams import (
     ANSWER_TOKENS,
-    GENERATOR_SPARE_FILES,
     StreamsPlan,
     StreamsReport,
     StreamsResult,
@@ -41,6 +40,7 @@ from ollamaflow.bench.streams import (
     dataplane_connections,
     dataplane_files,
     generator_files,
+    generators_for,
     merge_results,
     most_streams,
     per_stream_kb,
@@ -187,15 +187,14 @@ def run_streams_scenario(options: StreamsOptions) -> StreamsReport:
     cores = os.cpu_count() or 1
     processes = options.processes or max(1, min(cores, math.ceil(options.open_rate / _PROCESS_OPEN_RATE)))
     processes = min(processes, options.streams)
-    if generator_files(options.streams, processes) > limit:
-        if options.processes or limit <= GENERATOR_SPARE_FILES:
-            raise RuntimeError(
-                f"{processes} stream generator process(es) would each hold up to "
-                f"{-(-options.streams // processes):,} connections, more than the open-files limit of "
-                f"{limit:,} allows: give more --processes (each holds its share), or lower --streams"
-            )
-        # Each process holds its share of the client connections within the same limit.
-        processes = -(-options.streams // (limit - GENERATOR_SPARE_FILES))
+    fewest = generators_for(options.streams, limit)
+    if not fewest or (options.processes and processes < fewest):
+        raise RuntimeError(
+            f"{processes} stream generator process(es) cannot hold {options.streams:,} connections "
+            f"within the open-files limit of {limit:,}: give more --processes (each holds its share"
+            f"{f'; at least {fewest}' if fewest else ''}), or lower --streams"
+        )
+    processes = max(processes, fewest)  # each holds its share of the client connections
     sim_args = ["--answer-tokens", str(ANSWER_TOKENS)]
     connections = str(dataplane_connections(options.streams, workers))
     dataplane_env = {

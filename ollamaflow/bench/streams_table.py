@@ -41,18 +41,16 @@ def render_streams(report: StreamsReport) -> Group:
         table.add_row(name, value)
     need = dataplane_connections(report.streams, report.workers)
     files = dataplane_files(report.streams, report.workers)
-    if report.workers > 1:
-        ran = (
-            f"RSS is the sum over the data plane's parent and {report.workers} workers. Each worker ran "
-            f"with OLLAMAFLOW_CLIENT_MAX_CONNECTIONS and OLLAMAFLOW_UPSTREAM_MAX_CONNECTIONS at {need:,} "
-            f"and needs about {files:,} open files (limit: {report.nofile_limit:,} each)."
-        )
-    else:
-        ran = (
-            f"The data plane ran with OLLAMAFLOW_CLIENT_MAX_CONNECTIONS and "
-            f"OLLAMAFLOW_UPSTREAM_MAX_CONNECTIONS at {need:,} and needs about {files:,} open files "
-            f"(limit: {report.nofile_limit:,})."
-        )
+    many = report.workers > 1
+    who = (
+        f"RSS is the sum over the data plane's parent and {report.workers} workers. Each worker ran"
+        if many
+        else "The data plane ran"
+    )
+    ran = (
+        f"{who} with OLLAMAFLOW_CLIENT_MAX_CONNECTIONS and OLLAMAFLOW_UPSTREAM_MAX_CONNECTIONS at {need:,} "
+        f"and needs about {files:,} open files (limit: {report.nofile_limit:,}{' each' if many else ''})."
+    )
     lines = [Text(f"per open stream: (RSS with them open - RSS idle) / open at once. {ran}", style="dim")]
     lines.extend(Text(f"warning: {w}", style="yellow") for w in report.warnings)
     if report.first_error:

@@ -19,6 +19,7 @@ from ollamaflow.bench.streams import (
     dataplane_connections,
     dataplane_files,
     generator_files,
+    generators_for,
     merge_results,
     most_streams,
     per_stream_kb,
@@ -68,6 +69,14 @@ def test_generators_split_the_client_connections() -> None:
     assert generator_files(10_000, 1) == 10_000 + GENERATOR_SPARE_FILES
     assert generator_files(10_001, 2) == 5_001 + GENERATOR_SPARE_FILES
     assert generator_files(5, 0) == 5 + GENERATOR_SPARE_FILES  # no process count: one
+    # The fewest processes whose busiest fits a limit, the inverse of generator_files.
+    for streams, limit in ((10_000, 20_000), (20_000, 10_000), (1, 257)):
+        fewest = generators_for(streams, limit)
+        assert (
+            generator_files(streams, fewest) <= limit < generator_files(streams, fewest - 1 or 1)
+            or fewest == 1
+        )
+    assert generators_for(10, GENERATOR_SPARE_FILES) == 0  # no room at all
 
 
 def test_streams_spread_over_simulators_that_hold_them() -> None:
